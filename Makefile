@@ -1,0 +1,30 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up .venv, then synthetic data -> training -> adaptive inference -> table + plot
+#   make test   set up .venv, then run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	# The CPU wheel of torch first, pinned, so nothing later resolves to the CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/adaframe demo --out runs/demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests
+
+bench: $(STAMP)
+	$(BIN)/adaframe benchmark
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,147 @@
+"""``adaframe benchmark``: how fast AdaFrame trains and infers, against what the hardware can do.
+
+Everything runs on random tensors of the paper's sizes (ResNet-101 features, MobileNetV2 memory,
+ActivityNet's 200 classes), so no data set is needed. Each workload is reported as videos/s, as
+the FLOPs one batch takes (counted by ``torch.utils.flop_counter``, 2 FLOPs per multiply-add),
+and against a plain ``torch.mm`` of the same FLOP count timed in the same run: the ratio says
+what fraction of the matmul speed the model reaches (small batches of small LSTM steps are far
+from it; that gap is the overhead of the step-by-step policy).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from adaframe.agent import AdaFrame, AgentConfig
+from adaframe.data import Batch
+from adaframe.evaluate import format_table
+from adaframe.inference import adaframe_batch
+from adaframe.utils import AdaframeError, resolve_device
+
+
+@dataclass
+class BenchmarkConfig:
+    """Measure AdaFrame's training and inference speed on random tensors (no data set needed)."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    hidden: int = 1024
+    dim: int = 2048
+    """backbone feature dim D (ResNet-101)"""
+    memory_dim: int = 1280
+    """global-memory feature dim Dm (MobileNetV2)"""
+    frames: int = 10
+    """K: steps per video"""
+    batch_size: int = 64
+    memory_frames: int = 16
+    classes: int = 200
+    max_frames: int = 120
+    """video lengths are drawn in [max_frames / 2, max_frames]"""
+    mu: float = 0.7
+    """margin of the adaptive-lookahead run (random weights: the steps it takes are printed)"""
+    iters: int = 3
+    """timed iterations of each workload"""
+    warmup: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        sizes = ("hidden", "dim", "frames", "batch_size", "classes", "max_frames", "iters")
+        bad = [f"--{n.replace('_', '-')}" for n in sizes if getattr(self, n) < 1]
+        bad += [f"--{n.replace('_', '-')}" for n in ("memory_dim", "memory_frames", "warmup", "mu") if getattr(self, n) < 0]
+        if bad:
+            raise AdaframeError(f"invalid value for {', '.join(bad)}")
+
+
+def random_batch(cfg: BenchmarkConfig, device: torch.device, generator: torch.Generator) -> Batch:
+    b = cfg.batch_size
+    lengths = torch.randint(max(cfg.max_frames // 2, 1), cfg.max_frames + 1, (b,), generator=generator)
+    return Batch(
+        features=torch.randn(b, cfg.max_frames, cfg.dim, generator=generator),
+        lengths=lengths,
+        memory=torch.randn(b, cfg.memory_frames, cfg.memory_dim, generator=generator),
+        labels=torch.randint(0, cfg.classes, (b,), generator=generator),
+        index=torch.arange(b),
+    ).to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn: Callable[[], object], device: torch.device, iters: int, warmup: int) -> float:
+    """Mean wall time of ``fn`` after ``warmup`` untimed calls (which also fill allocator caches)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / iters
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call (forward and, if ``fn`` calls it, backward), 2 per multiply-add."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_seconds(flops: int, device: torch.device, iters: int, warmup: int) -> float:
+    """Time of a plain fp32 ``torch.mm`` doing ``flops`` FLOPs: a square n x n x n product, n = cbrt(flops / 2)."""
+    n = max(1, round((flops / 2) ** (1 / 3)))
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    # Rescale by the rounding of n so the time is for exactly `flops`.
+    return seconds_per_call(lambda: torch.mm(a, b), device, iters, warmup) * flops / (2 * n**3)
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
+    """The ``adaframe benchmark`` command; returns one dict per workload."""
+    from adaframe.train import adaframe_loss  # tensorboard is slow to import; only here
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = AdaFrame(AgentConfig(cfg.dim, cfg.memory_dim, cfg.classes, cfg.hidden)).to(device)
+    # Section 4.1's optimiser (SGD with momentum) so the step costs what training costs.
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    batch = random_batch(cfg, device, torch.Generator().manual_seed(cfg.seed))
+    policy_noise = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    def train_step() -> None:
+        loss = adaframe_loss(model, batch, cfg.frames, 0.9, 1.0, policy_noise)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    adaptive_steps = float(adaframe_batch(model.eval(), batch, cfg.frames, cfg.mu)["steps"].float().mean())
+    workloads: list[tuple[str, Callable[[], object], bool]] = [
+        (f"train step (K={cfg.frames})", train_step, True),
+        (f"inference, fixed K={cfg.frames}", lambda: adaframe_batch(model, batch, cfg.frames), False),
+        (f"inference, adaptive mu={cfg.mu} ({adaptive_steps:.1f} steps)", lambda: adaframe_batch(model, batch, cfg.frames, cfg.mu), False),
+    ]
+    print(f"AdaFrame benchmark on {device} ({torch.get_num_threads()} threads): batch {cfg.batch_size}, "
+          f"D={cfg.dim}, Dm={cfg.memory_dim}, Td={cfg.memory_frames}, hidden {cfg.hidden}, {cfg.classes} classes, "
+          f"T<={cfg.max_frames}; {cfg.warmup} warm-up + {cfg.iters} timed iterations each")
+    results = []
+    for name, fn, training in workloads:
+        model.train(training)
+        flops = count_flops(fn)
+        seconds = seconds_per_call(fn, device, cfg.iters, cfg.warmup)
+        mm_seconds = matmul_seconds(flops, device, cfg.iters, cfg.warmup)
+        results.append({
+            "workload": name, "videos_per_s": cfg.batch_size / seconds, "gflop_per_batch": flops / 1e9,
+            "achieved_gflop_per_s": flops / seconds / 1e9, "matmul_videos_per_s": cfg.batch_size / mm_seconds,
+            "ratio": mm_seconds / seconds,
+        })
+    header = ["workload", "videos/s", "GFLOP/batch", "GFLOP/s", "matmul-equiv videos/s", "ratio"]
+    print(format_table(header, [[r["workload"], r["videos_per_s"], r["gflop_per_batch"], r["achieved_gflop_per_s"],
+                                 r["matmul_videos_per_s"], r["ratio"]] for r in results]))
+    print("ratio = videos/s / matmul-equivalent videos/s: the fraction of a plain torch.mm's speed "
+          "at the same FLOP count (FLOPs = 2 x multiply-adds)")
+    return results

@@ -1,0 +1,54 @@
+"""Build models from their saved description, save checkpoints atomically, load them safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from adaframe.agent import AdaFrame, AgentConfig
+from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
+from adaframe.utils import AdaframeError, atomic_write
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def build_model(kind: str, dims: dict) -> nn.Module:
+    """dims: feature_dim, memory_dim, num_classes, hidden (+ std for AdaFrame)."""
+    if kind == "adaframe":
+        return AdaFrame(AgentConfig(dims["feature_dim"], dims["memory_dim"], dims["num_classes"], dims["hidden"], dims.get("std", 0.1)))
+    cfg = BaselineConfig(dims["feature_dim"], dims["num_classes"], dims["hidden"])
+    if kind == "avgpool":
+        return AvgPooling(cfg)
+    if kind == "lstm":
+        return LSTMBaseline(cfg)
+    raise AdaframeError(f"unknown model {kind!r}")
+
+
+def save_checkpoint(run_dir: Path, model: nn.Module, kind: str, dims: dict, classes: list[str], config: dict, extra: dict | None = None) -> Path:
+    path = Path(run_dir) / CHECKPOINT
+    payload = {"kind": kind, "dims": dims, "classes": classes, "config": config, "state_dict": model.state_dict(), **(extra or {})}
+    atomic_write(path, lambda p: torch.save(payload, p))
+    return path
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Load ``RUN_DIR`` or a checkpoint file; never executes code (``weights_only=True``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise AdaframeError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise AdaframeError(f"cannot load checkpoint {path}: {e}") from None
+    if not isinstance(payload, dict) or not {"kind", "dims", "classes", "state_dict"} <= payload.keys():
+        raise AdaframeError(f"{path} is not an adaframe checkpoint")
+    model = build_model(payload["kind"], payload["dims"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise AdaframeError(f"{path}: weights do not fit a {payload['kind']} model: {str(e).splitlines()[0]}") from None
+    return model.to(device).eval(), payload

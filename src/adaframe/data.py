@@ -1,0 +1,210 @@
+"""The feature data set: layout, validation, lazy loading, padded batches, frame sampling.
+
+Layout of a data set directory ``DIR`` (the contract every other part relies on)::
+
+    DIR/videos.csv                 columns video_id,label,split  (split in train/val/test)
+    DIR/features/<video_id>.npy    float32 [T, D]   per-frame backbone features, 1 fps
+    DIR/memory/<video_id>.npy      float32 [Td, Dm] global-memory features of Td uniformly
+                                                    sampled, downsampled frames (Td=16 in the paper)
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from adaframe.utils import AdaframeError
+
+SPLITS = ("train", "val", "test")
+Sampling = Literal["uniform", "random", "all"]
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    video_id: str
+    label: str
+    split: str
+
+
+def read_videos_csv(root: str | Path) -> list[VideoRecord]:
+    """Read and check ``root/videos.csv``: columns, unique ids, known splits."""
+    path = Path(root) / "videos.csv"
+    if not Path(root).is_dir():
+        raise AdaframeError(f"data directory {root} does not exist")
+    if not path.is_file():
+        raise AdaframeError(f"{path} is missing: a data set needs videos.csv with columns video_id,label,split")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"video_id", "label", "split"} - set(reader.fieldnames or [])
+        if missing:
+            raise AdaframeError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}")
+        records, seen = [], set()
+        for line, row in enumerate(reader, start=2):
+            vid, label, split = (row["video_id"] or "").strip(), (row["label"] or "").strip(), (row["split"] or "").strip()
+            if not vid or not label:
+                raise AdaframeError(f"{path}:{line}: empty video_id or label")
+            if "/" in vid or "\\" in vid or vid.startswith("."):
+                raise AdaframeError(f"{path}:{line}: video_id {vid!r} is not a plain file name")
+            if split not in SPLITS:
+                raise AdaframeError(f"{path}:{line}: video {vid!r} has unknown split {split!r} (expected one of {SPLITS})")
+            if vid in seen:
+                raise AdaframeError(f"{path}:{line}: duplicate video_id {vid!r}")
+            seen.add(vid)
+            records.append(VideoRecord(vid, label, split))
+    if not records:
+        raise AdaframeError(f"{path} lists no videos")
+    return records
+
+
+def _header(path: Path, video_id: str, what: str) -> tuple[int, ...]:
+    """Shape of a .npy file from its header only (memory-mapped, nothing read)."""
+    if not path.is_file():
+        raise AdaframeError(f"video {video_id!r}: {what} file {path} is missing")
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except Exception as e:  # a truncated or non-npy file
+        raise AdaframeError(f"video {video_id!r}: cannot read {what} file {path}: {e}") from None
+    if arr.ndim != 2:
+        raise AdaframeError(f"video {video_id!r}: {what} {path} has shape {arr.shape}, expected 2-D [frames, dim]")
+    if arr.dtype != np.float32:
+        raise AdaframeError(f"video {video_id!r}: {what} {path} has dtype {arr.dtype}, expected float32")
+    return arr.shape
+
+
+class FeatureDataset(Dataset):
+    """One split of a feature data set, loaded lazily (memory-mapped) video by video.
+
+    Args:
+        root: the data set directory.
+        split: ``train``, ``val`` or ``test``.
+        classes: class names in index order; by default the sorted labels of the whole csv.
+            Pass the checkpoint's list at evaluation so indices match training.
+        memory_frames: how many global-memory frames to use: 0 ignores the memory, fewer than
+            stored takes a uniform subset (the Table 2 ablation), more than stored is an error.
+    """
+
+    def __init__(self, root: str | Path, split: str, classes: list[str] | None = None, memory_frames: int | None = None):
+        self.root = Path(root)
+        records = read_videos_csv(self.root)
+        if split not in SPLITS:
+            raise AdaframeError(f"unknown split {split!r} (expected one of {SPLITS})")
+        self.classes = list(classes) if classes is not None else sorted({r.label for r in records})
+        index = {c: i for i, c in enumerate(self.classes)}
+        self.records = [r for r in records if r.split == split]
+        if not self.records:
+            raise AdaframeError(f"{self.root / 'videos.csv'}: split {split!r} is empty")
+        for r in self.records:
+            if r.label not in index:
+                raise AdaframeError(f"video {r.video_id!r}: label {r.label!r} is not among the model's {len(self.classes)} classes")
+        self.labels = np.array([index[r.label] for r in self.records], dtype=np.int64)
+
+        # Check every header now so that a bad file fails before hours of training, naming the video.
+        self.lengths = np.zeros(len(self.records), dtype=np.int64)
+        dims: set[int] = set()
+        mem_shapes: set[tuple[int, ...]] = set()
+        for i, r in enumerate(self.records):
+            t, d = _header(self.root / "features" / f"{r.video_id}.npy", r.video_id, "features")
+            if t < 1:
+                raise AdaframeError(f"video {r.video_id!r}: features have T={t} frames; at least 1 is needed")
+            self.lengths[i] = t
+            dims.add(d)
+            if memory_frames != 0:
+                mem_shapes.add(_header(self.root / "memory" / f"{r.video_id}.npy", r.video_id, "memory"))
+            if len(dims) > 1 or len(mem_shapes) > 1:
+                raise AdaframeError(
+                    f"video {r.video_id!r}: feature dims {sorted(dims)} / memory shapes {sorted(mem_shapes)} "
+                    "differ from the videos before it; all videos must share D, Td and Dm")
+        self.feature_dim = dims.pop()
+        stored_td, self.memory_dim = mem_shapes.pop() if mem_shapes else (0, 0)
+        if memory_frames is None:
+            memory_frames = stored_td
+        if memory_frames > stored_td:
+            raise AdaframeError(f"--memory-frames {memory_frames} asked for, but {self.root / 'memory'} stores only {stored_td} per video")
+        self.memory_frames = memory_frames
+        # Uniform subset of the stored memory frames (identity when memory_frames == stored_td).
+        self._memory_index = np.floor((np.arange(memory_frames) + 0.5) * stored_td / max(memory_frames, 1)).astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, path: Path, video_id: str) -> np.ndarray:
+        arr = np.load(path, mmap_mode="r")
+        out = np.array(arr, dtype=np.float32)  # copy out of the memory map
+        if not np.isfinite(out).all():
+            raise AdaframeError(f"video {video_id!r}: {path} contains NaN or inf")
+        return out
+
+    def __getitem__(self, i: int) -> dict:
+        r = self.records[i]
+        feats = self._load(self.root / "features" / f"{r.video_id}.npy", r.video_id)
+        if self.memory_frames:
+            memory = self._load(self.root / "memory" / f"{r.video_id}.npy", r.video_id)[self._memory_index]
+        else:
+            memory = np.zeros((0, self.memory_dim), dtype=np.float32)
+        return {"features": feats, "memory": memory, "label": int(self.labels[i]), "index": i}
+
+
+@dataclass
+class Batch:
+    """A padded batch. ``features[b, t]`` is valid for ``t < lengths[b]`` (``mask``)."""
+
+    features: torch.Tensor  # [B, Tmax, D]
+    lengths: torch.Tensor  # [B] int64
+    memory: torch.Tensor  # [B, Td, Dm]
+    labels: torch.Tensor  # [B] int64
+    index: torch.Tensor  # [B] position of each video in its dataset
+
+    @property
+    def mask(self) -> torch.Tensor:  # [B, Tmax] bool
+        return torch.arange(self.features.shape[1], device=self.lengths.device)[None, :] < self.lengths[:, None]
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(getattr(self, f).to(device, non_blocking=True) for f in ("features", "lengths", "memory", "labels", "index")))
+
+
+def collate(items: list[dict]) -> Batch:
+    """Pad variable-length videos into one batch."""
+    lengths = torch.tensor([it["features"].shape[0] for it in items], dtype=torch.int64)
+    dim = items[0]["features"].shape[1]
+    feats = torch.zeros(len(items), int(lengths.max()), dim)
+    for b, it in enumerate(items):
+        feats[b, : it["features"].shape[0]] = torch.from_numpy(it["features"])
+    memory = torch.from_numpy(np.stack([it["memory"] for it in items]))
+    labels = torch.tensor([it["label"] for it in items], dtype=torch.int64)
+    index = torch.tensor([it["index"] for it in items], dtype=torch.int64)
+    return Batch(feats, lengths, memory, labels, index)
+
+
+def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "random"], generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick ``k`` frame indices per video, in temporal order.
+
+    ``uniform`` takes the centre of each of ``k`` equal segments; ``random`` takes a random frame
+    in each segment (TSN-style), so frames are distinct whenever ``k <= T``. When ``k > T``
+    frames repeat (a video shorter than K).
+
+    Returns:
+        int64 tensor [B, k].
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    lengths = lengths.to(torch.float64)
+    if mode == "uniform":
+        offset = torch.full((lengths.shape[0], k), 0.5, dtype=torch.float64, device=lengths.device)
+    elif mode == "random":
+        offset = torch.rand(lengths.shape[0], k, generator=generator, dtype=torch.float64, device=lengths.device)
+    else:
+        raise ValueError(f"unknown sampling {mode!r}")
+    pos = (torch.arange(k, device=lengths.device, dtype=torch.float64)[None, :] + offset) / k  # [B, k] in [0, 1)
+    idx = torch.floor(pos * lengths[:, None]).long()
+    return torch.minimum(idx, lengths[:, None].long() - 1)
+
+
+def gather_frames(features: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """features [B, T, D], idx [B, k] -> [B, k, D]."""
+    return torch.gather(features, 1, idx[..., None].expand(-1, -1, features.shape[-1]))

@@ -1,0 +1,192 @@
+"""``adaframe eval``: accuracy and cost of a trained run on one split of a feature data set.
+
+Accuracy is mAP and top-1 (in percent). Cost is what recognising one video takes on average:
+the distinct frames the backbone must run, the steps of the model's head, and the GFLOPs of both
+plus the global memory (``metrics.CostModel``), with the head's GFLOPs counted on the model itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+import tyro
+from torch import nn
+
+from adaframe.agent import AdaFrame
+from adaframe.baselines import AvgPooling, LSTMBaseline
+from adaframe.checkpoint import load_checkpoint
+from adaframe.data import FeatureDataset, Sampling
+from adaframe.inference import evaluate
+from adaframe.metrics import CostModel, mean_average_precision, measure_gflops, top1
+from adaframe.utils import AdaframeError, resolve_device, write_json
+
+
+@dataclass
+class EvalConfig:
+    """Evaluate a trained run on one split: mAP, top-1, frames, steps and GFLOPs per video."""
+
+    checkpoint: Path
+    """run directory written by 'adaframe train' (or its checkpoint.pt)"""
+    data: Path
+    """data set directory (videos.csv, features/, memory/)"""
+    split: Literal["train", "val", "test"] = "val"
+    frames: Annotated[int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="(default: the K it was trained with)")] = None
+    """K: AdaFrame's most steps, or the frames a baseline samples"""
+    sampling: Sampling = "uniform"
+    """how a baseline picks its frames ('all': every frame); AdaFrame picks its own"""
+    mu: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: none, K fixed steps)")] = None
+    """adaptive lookahead margin, AdaFrame only"""
+    patience: int = 1
+    """with --mu: stop after the utility fell more than mu below its best this many times"""
+    json: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="")] = None
+    """also write the results to this JSON file"""
+    batch_size: int = 128
+    device: Literal["cpu", "cuda"] = "cpu"
+    backbone_gflops: float = CostModel.backbone_gflops
+    """GFLOPs of the backbone per frame (ResNet-101 at 224x224)"""
+    memory_gflops: float = CostModel.memory_gflops_per_frame
+    """GFLOPs per global-memory frame (MobileNetV2 at 112x112)"""
+    seed: int = 0
+    """seed of --sampling random"""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--frames": self.frames is None or self.frames >= 1, "--patience": self.patience >= 1,
+            "--mu": self.mu is None or self.mu >= 0, "--batch-size": self.batch_size >= 1,
+            "--backbone-gflops": self.backbone_gflops >= 0, "--memory-gflops": self.memory_gflops >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise AdaframeError(f"invalid value for {', '.join(bad)}")
+
+
+def load_run(checkpoint: str | Path, data: str | Path, split: str = "val",
+             device: torch.device | str = "cpu") -> tuple[nn.Module, dict, FeatureDataset]:
+    """Load a run and the split it is to be evaluated on, with the run's class order.
+
+    Baselines never read the global memory, so their data set may lack ``memory/``.
+    """
+    model, payload = load_checkpoint(checkpoint, device)
+    dims, kind = payload["dims"], payload["kind"]
+    memory_frames = dims.get("memory_frames") if kind == "adaframe" else 0
+    dataset = FeatureDataset(data, split, classes=payload["classes"], memory_frames=memory_frames)
+    if dataset.feature_dim != dims["feature_dim"]:
+        raise AdaframeError(f"{data}: features have D={dataset.feature_dim}, but the model was trained on D={dims['feature_dim']}")
+    if kind == "adaframe" and dataset.memory_frames and dataset.memory_dim != dims["memory_dim"]:
+        raise AdaframeError(f"{data}: memory has Dm={dataset.memory_dim}, but the model was trained on Dm={dims['memory_dim']}")
+    return model, payload, dataset
+
+
+def head_gflops_per_step(model: nn.Module, memory_frames: int, device: torch.device | str = "cpu") -> float:
+    """GFLOPs of one step of the model on top of the backbone, counted at batch 1.
+
+    AdaFrame: memory attention + LSTM + its three heads. AvgPooling: the frame classifier.
+    LSTM: one LSTM cell step + classifier (``nn.LSTM`` itself is invisible to the FLOP counter,
+    so the step is run as ``torch.lstm_cell`` on the same weights).
+    """
+    if isinstance(model, AdaFrame):
+        frame = torch.zeros(1, model.cfg.feature_dim, device=device)
+        memory = torch.zeros(1, memory_frames, model.cfg.memory_dim, device=device)
+        return measure_gflops(lambda: model.step(frame, model.memory.encode(memory), model.initial_state(1, frame.device)))
+    if isinstance(model, AvgPooling):
+        frame = torch.zeros(1, model.cfg.feature_dim, device=device)
+        return measure_gflops(lambda: model.forward_head(frame))
+    if isinstance(model, LSTMBaseline):
+        frame = torch.zeros(1, model.cfg.feature_dim, device=device)
+        h = torch.zeros(1, model.cfg.hidden, device=device)
+        lstm = model.lstm
+        return measure_gflops(lambda: model.forward_head(torch.lstm_cell(
+            frame, (h, h), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)[0]))
+    raise AdaframeError(f"no cost model for {type(model).__name__}")
+
+
+def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, frames: int | None = None,
+                    sampling: Sampling = "uniform", mu: float | None = None, patience: int = 1, batch_size: int = 128,
+                    device: torch.device | str = "cpu", backbone_gflops: float = CostModel.backbone_gflops,
+                    memory_gflops: float = CostModel.memory_gflops_per_frame, seed: int = 0, progress: bool = False) -> dict:
+    """Evaluate an already loaded run (see ``load_run``); the demo calls this once per setting.
+
+    Returns:
+        A JSON-ready dict: the setting (model, split, frames, sampling, mu, patience), mAP and top1
+        in percent, avg_frames, avg_steps, gflops_per_video, head_gflops_per_step, num_videos.
+    """
+    kind = payload["kind"]
+    if kind == "adaframe" and sampling != "uniform":
+        raise AdaframeError("--sampling applies to the baselines only: AdaFrame chooses its own frames")
+    if kind != "adaframe" and mu is not None:
+        raise AdaframeError(f"--mu (adaptive lookahead) applies to AdaFrame only, and this checkpoint holds a {kind!r} model")
+    if mu is None and patience != 1:
+        raise AdaframeError("--patience only matters with --mu (adaptive lookahead)")
+    if frames is None:
+        frames = int(payload["config"]["frames"])
+    if frames < 1:
+        raise AdaframeError(f"--frames must be >= 1, got {frames}")
+
+    res = evaluate(model, dataset, frames, sampling, mu, patience, batch_size, device, seed, progress)
+    memory_frames = dataset.memory_frames if kind == "adaframe" else 0
+    head = head_gflops_per_step(model, memory_frames, device)
+    cost = CostModel(backbone_gflops, memory_gflops, head)
+    gflops = cost.per_video(res.frames.astype(np.float64), res.steps.astype(np.float64), memory_frames)  # [N]
+    return {
+        "model": kind,
+        "split": dataset.records[0].split,
+        "frames": None if sampling == "all" else frames,
+        "sampling": "policy" if kind == "adaframe" else sampling,
+        "mu": mu,
+        "patience": patience if mu is not None else None,
+        "num_videos": len(dataset),
+        "mAP": 100 * mean_average_precision(res.scores, res.labels),
+        "top1": 100 * top1(res.scores, res.labels),
+        "avg_frames": float(res.frames.mean()),
+        "avg_steps": float(res.steps.mean()),
+        "gflops_per_video": float(gflops.mean()),
+        "head_gflops_per_step": head,
+        "memory_frames": memory_frames,
+        "backbone_gflops": backbone_gflops,
+        "memory_gflops": memory_gflops,
+    }
+
+
+def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", frames: int | None = None,
+                 sampling: Sampling = "uniform", mu: float | None = None, patience: int = 1, batch_size: int = 128,
+                 device: str = "cpu", backbone_gflops: float = CostModel.backbone_gflops,
+                 memory_gflops: float = CostModel.memory_gflops_per_frame, seed: int = 0, progress: bool = False) -> dict:
+    """Load ``checkpoint`` and evaluate it on ``split`` of ``data``; the keys are those of ``evaluate_loaded``."""
+    dev = resolve_device(device)
+    model, payload, dataset = load_run(checkpoint, data, split, dev)
+    result = evaluate_loaded(model, payload, dataset, frames, sampling, mu, patience, batch_size, dev,
+                             backbone_gflops, memory_gflops, seed, progress)
+    return {"checkpoint": str(checkpoint), "data": str(data), **result}
+
+
+def format_table(header: list[str], rows: list[list[object]]) -> str:
+    """Plain aligned text: numeric columns right-aligned, floats with 2 decimals, None as '-'."""
+    def cell(v: object) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    cells = [[cell(v) for v in r] for r in rows]
+    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(header))]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """The ``adaframe eval`` command: evaluate, print a one-row table, optionally write JSON."""
+    r = evaluate_run(cfg.checkpoint, cfg.data, cfg.split, cfg.frames, cfg.sampling, cfg.mu, cfg.patience, cfg.batch_size,
+                     cfg.device, cfg.backbone_gflops, cfg.memory_gflops, cfg.seed, cfg.progress)
+    header = ["model", "split", "videos", "sampling", "K", "mu", "mAP (%)", "top1 (%)", "frames", "steps", "GFLOPs"]
+    print(format_table(header, [[r["model"], r["split"], r["num_videos"], r["sampling"], r["frames"] or "all", r["mu"],
+                                 r["mAP"], r["top1"], r["avg_frames"], r["avg_steps"], r["gflops_per_video"]]]))
+    if cfg.json is not None:
+        write_json(cfg.json, r)
+        print(f"wrote {cfg.json}")
+    return r

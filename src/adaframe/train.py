@@ -1,0 +1,139 @@
+"""Training loops: AdaFrame (Section 3.1, Eqs. 3-7) and the AvgPooling / LSTM baselines."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from adaframe.agent import AdaFrame
+from adaframe.baselines import AvgPooling, LSTMBaseline
+from adaframe.checkpoint import build_model, save_checkpoint
+from adaframe.config import TrainConfig
+from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices
+from adaframe.inference import evaluate
+from adaframe.metrics import mean_average_precision, top1
+from adaframe.rewards import discounted_returns, margin_rewards, margins
+from adaframe.utils import AdaframeError, atomic_write, resolve_device, seed_everything, write_json
+
+
+def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, reward_weight: float,
+                  generator: torch.Generator | None = None, normalize_advantage: bool = False) -> dict[str, torch.Tensor]:
+    """``L = L_cls + lambda * L_utl - lambda * J_sel`` for one batch, every term returned for logging."""
+    roll = model(batch.features, batch.lengths, batch.memory, steps, explore=True, generator=generator)
+    # L_cls: cross-entropy of the prediction at the last step.
+    loss_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
+    # Rewards from the margins of every step's prediction (no gradient flows through rewards).
+    with torch.no_grad():
+        m = margins(roll.logits, batch.labels)  # [B, K]
+        rewards = margin_rewards(m)  # [B, K]
+        returns = discounted_returns(rewards, gamma)  # [B, K], Q_t
+    # L_utl (Eq. 6): the utility regresses the discounted return, summed over steps.
+    loss_utl = 0.5 * (roll.utilities - returns).pow(2).sum(1).mean()
+    # J_sel (Eq. 7): REINFORCE with the utility as baseline. The location sampled after step t
+    # picks the frame of step t+1; the one after the last step is never used.
+    advantage = (returns - roll.utilities).detach()[:, :-1]  # [B, K-1]
+    if normalize_advantage:
+        advantage = advantage / (advantage.std() + 1e-8)
+    j_sel = (roll.log_probs[:, :-1] * advantage).sum(1).mean()
+    loss = loss_cls + reward_weight * loss_utl - reward_weight * j_sel
+    return {
+        "loss": loss, "loss_cls": loss_cls.detach(), "loss_utl": loss_utl.detach(), "j_sel": j_sel.detach(),
+        "reward": rewards.sum(1).mean(), "margin_last": m[:, -1].mean(), "utility": roll.utilities.detach().mean(),
+        "advantage": advantage.mean(),
+    }
+
+
+def avgpool_loss(model: AvgPooling, batch: Batch) -> dict[str, torch.Tensor]:
+    """Every real frame of a video is a training example with the video's label."""
+    logits = model.forward_head(batch.features)  # [B, T, C]
+    per_frame = F.cross_entropy(logits.transpose(1, 2), batch.labels[:, None].expand(-1, logits.shape[1]), reduction="none")  # [B, T]
+    mask = batch.mask.float()
+    loss = (per_frame * mask).sum() / mask.sum()
+    return {"loss": loss, "loss_cls": loss.detach()}
+
+
+def lstm_loss(model: LSTMBaseline, batch: Batch, frames: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+    """K frames, one at random in each of K segments (the uniform ones are seen at test time)."""
+    idx = sample_indices(batch.lengths.cpu(), frames, "random", generator).to(batch.features.device)  # [B, K]
+    picked = gather_frames(batch.features, idx)  # [B, K, D]
+    loss = F.cross_entropy(model(picked, torch.ones_like(idx, dtype=torch.bool)), batch.labels)
+    return {"loss": loss, "loss_cls": loss.detach()}
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    o = cfg.optim
+    if o.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=o.weight_decay)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step, gamma=0.1)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train one model and write ``cfg.out``: checkpoint.pt (every epoch), config.json, metrics.jsonl, tb/."""
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames)
+    try:
+        val_set = FeatureDataset(cfg.data, "val", classes=train_set.classes, memory_frames=train_set.memory_frames)
+    except AdaframeError as e:
+        if "is empty" not in str(e):
+            raise
+        val_set = None
+        tqdm.write("warning: no val split; training without validation")
+    dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
+            "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames}
+    model = build_model(cfg.model, dims).to(device)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=cfg.workers,
+                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=len(train_set) > cfg.batch_size)
+    writer = SummaryWriter(str(cfg.out / "tb"))
+    history: list[dict] = []
+    step = 0
+    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.model}", unit="epoch", disable=not cfg.progress)
+    for epoch in bar:
+        model.train()
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for batch in loader:
+            batch = batch.to(device)
+            if isinstance(model, AdaFrame):
+                terms = adaframe_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, generator, cfg.normalize_advantage)
+            elif isinstance(model, AvgPooling):
+                terms = avgpool_loss(model, batch)
+            else:
+                terms = lstm_loss(model, batch, cfg.frames, generator)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            step += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                writer.add_scalar(f"train/{k}", float(v.detach()), step)
+        scheduler.step()
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+        record.update({k: v / len(loader) for k, v in sums.items()})
+        if val_set is not None:
+            res = evaluate(model, val_set, cfg.frames, "uniform", device=device)
+            record.update(val_mAP=100 * mean_average_precision(res.scores, res.labels), val_top1=100 * top1(res.scores, res.labels))
+        for k, v in record.items():
+            if k != "epoch":
+                writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+        history.append(record)
+        bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "val_mAP") if k in record})
+        save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1})
+        atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
+    writer.close()
+    return cfg.out

@@ -1,0 +1,315 @@
+"""The feature data set: loading, padding, memory subsets, frame sampling, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from adaframe.data import FeatureDataset, collate, gather_frames, sample_indices
+from adaframe.utils import AdaframeError
+from conftest import random_videos, read_rows
+
+
+# ---------------------------------------------------------------- loading the synthetic set
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_synth_dataset_lengths_dims_items(synth_dir, split):
+    rows = [r for r in read_rows(synth_dir) if r["split"] == split]
+    classes = sorted({r["label"] for r in read_rows(synth_dir)})
+    ds = FeatureDataset(synth_dir, split)
+    assert len(ds) == len(rows) > 0
+    assert ds.classes == classes
+    assert (ds.feature_dim, ds.memory_dim, ds.memory_frames) == (16, 8, 16)
+    for i, r in enumerate(rows):
+        feats = np.load(synth_dir / "features" / f"{r['video_id']}.npy")
+        mem = np.load(synth_dir / "memory" / f"{r['video_id']}.npy")
+        assert ds.lengths[i] == feats.shape[0]
+        assert 8 <= feats.shape[0] <= 20
+        item = ds[i]
+        np.testing.assert_array_equal(item["features"], feats)
+        np.testing.assert_array_equal(item["memory"], mem)
+        assert item["features"].dtype == np.float32 and item["memory"].dtype == np.float32
+        assert item["label"] == classes.index(r["label"]) == ds.labels[i]
+        assert item["index"] == i
+
+
+def test_collate_pads_and_masks(synth_dir):
+    ds = FeatureDataset(synth_dir, "train")
+    order = np.argsort(ds.lengths)
+    pick = [int(order[0]), int(order[-1]), int(order[len(order) // 2])]
+    assert ds.lengths[pick[0]] < ds.lengths[pick[1]]
+    items = [ds[i] for i in pick]
+    batch = collate(items)
+    tmax = max(it["features"].shape[0] for it in items)
+    assert batch.features.shape == (3, tmax, 16)
+    assert batch.memory.shape == (3, 16, 8)
+    assert batch.lengths.tolist() == [it["features"].shape[0] for it in items]
+    assert batch.labels.tolist() == [it["label"] for it in items]
+    assert batch.index.tolist() == pick
+    for b, it in enumerate(items):
+        t = it["features"].shape[0]
+        np.testing.assert_array_equal(batch.features[b, :t].numpy(), it["features"])
+        assert (batch.features[b, t:] == 0).all()
+        assert batch.mask[b].tolist() == [True] * t + [False] * (tmax - t)
+        np.testing.assert_array_equal(batch.memory[b].numpy(), it["memory"])
+    assert batch.mask.dtype == torch.bool
+
+
+def test_memory_uniform_subset(synth_dir):
+    full = FeatureDataset(synth_dir, "val")
+    sub = FeatureDataset(synth_dir, "val", memory_frames=4)
+    assert sub.memory_frames == 4 and sub.memory_dim == 8
+    for i in range(len(full)):
+        # centres of 4 equal segments of 16 stored slots: 2, 6, 10, 14 (by hand)
+        np.testing.assert_array_equal(sub[i]["memory"], full[i]["memory"][[2, 6, 10, 14]])
+    same = FeatureDataset(synth_dir, "val", memory_frames=16)
+    np.testing.assert_array_equal(same[0]["memory"], full[0]["memory"])
+    one = FeatureDataset(synth_dir, "val", memory_frames=1)
+    np.testing.assert_array_equal(one[0]["memory"], full[0]["memory"][[8]])
+
+
+def test_memory_more_than_stored_is_an_error(synth_dir):
+    with pytest.raises(AdaframeError, match="17"):
+        FeatureDataset(synth_dir, "val", memory_frames=17)
+
+
+def test_memory_frames_zero_ignores_memory_files(synth_dir, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(synth_dir, root)
+    shutil.rmtree(root / "memory")
+    with pytest.raises(AdaframeError, match="memory"):
+        FeatureDataset(root, "val")
+    ds = FeatureDataset(root, "val", memory_frames=0)
+    assert ds.memory_frames == 0
+    item = ds[0]
+    assert item["memory"].shape[0] == 0
+    batch = collate([ds[0], ds[1]])
+    assert batch.memory.shape[:2] == (2, 0)
+
+
+def test_classes_argument_sets_index_order(make_dataset, tmp_path):
+    root = make_dataset(tmp_path / "d", random_videos(6, classes=3))
+    ds = FeatureDataset(root, "train", classes=["c2", "c0", "c1", "extra"])
+    assert ds.labels.tolist() == [1, 2, 0, 1, 2, 0]  # video i has label c{i % 3}
+
+
+# ---------------------------------------------------------------- frame sampling
+
+
+@pytest.mark.parametrize(
+    "t, k, expected",
+    [
+        # centre of segment i is (i + 0.5) * T / k, floored (by hand)
+        (10, 4, [1, 3, 6, 8]),  # 1.25, 3.75, 6.25, 8.75
+        (7, 2, [1, 5]),  # 1.75, 5.25
+        (5, 5, [0, 1, 2, 3, 4]),
+        (12, 3, [2, 6, 10]),
+        (3, 4, [0, 1, 1, 2]),  # k > T: 0.375, 1.125, 1.875, 2.625
+        (1, 3, [0, 0, 0]),
+        (9, 1, [4]),
+    ],
+)
+def test_sample_indices_uniform_golden(t, k, expected):
+    assert sample_indices(torch.tensor([t]), k, "uniform").tolist() == [expected]
+
+
+def test_sample_indices_uniform_batch_rows_independent():
+    idx = sample_indices(torch.tensor([10, 7, 1]), 2, "uniform")
+    assert idx.tolist() == [[2, 7], [1, 5], [0, 0]]  # 2.5, 7.5 | 1.75, 5.25 | 0, 0
+    assert idx.dtype == torch.int64
+
+
+def _random_cases():
+    return [(t, k) for t in (1, 2, 3, 5, 7, 10, 16, 23) for k in (1, 2, 3, 4, 5, 8, 10)]
+
+
+@pytest.mark.parametrize("t, k", _random_cases())
+def test_sample_indices_random_in_range_sorted_one_per_segment(t, k):
+    g = torch.Generator().manual_seed(t * 100 + k)
+    idx = sample_indices(torch.full((300,), t), k, "random", g)
+    assert idx.shape == (300, k) and idx.dtype == torch.int64
+    assert ((idx >= 0) & (idx < t)).all()
+    assert (idx[:, 1:] >= idx[:, :-1]).all()
+    # one per segment: frame idx_i (the interval [idx_i, idx_i + 1)) overlaps segment [i T / k, (i + 1) T / k)
+    i = torch.arange(k)[None, :]
+    assert ((idx + 1) * k > i * t).all()
+    assert (idx * k < (i + 1) * t).all()
+
+
+def test_sample_indices_random_distinct_when_k_le_t():
+    """The docstring promises distinct frames whenever k <= T (TSN-style: one frame in each of k segments)."""
+    bad = []
+    for t, k in _random_cases():
+        if k > t:
+            continue
+        g = torch.Generator().manual_seed(t * 100 + k)
+        idx = sample_indices(torch.full((300,), t), k, "random", g)
+        dup_rows = (idx[:, 1:] == idx[:, :-1]).any(1)
+        if dup_rows.any():
+            bad.append(f"T={t},k={k}: {int(dup_rows.sum())}/300 rows repeat a frame, e.g. {idx[dup_rows][0].tolist()}")
+    assert not bad, "; ".join(bad)
+
+
+def test_sample_indices_random_varies_and_uses_generator():
+    lengths = torch.full((50,), 20)
+    a = sample_indices(lengths, 4, "random", torch.Generator().manual_seed(3))
+    b = sample_indices(lengths, 4, "random", torch.Generator().manual_seed(3))
+    c = sample_indices(lengths, 4, "random", torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert len({tuple(r) for r in a.tolist()}) > 10
+
+
+@pytest.mark.parametrize("mode", ["uniform", "random"])
+def test_sample_indices_k_greater_than_t_repeats_in_range(mode):
+    lengths = torch.tensor([1, 2, 3, 5])
+    idx = sample_indices(lengths, 8, mode, torch.Generator().manual_seed(0))
+    assert idx.shape == (4, 8)
+    assert (idx >= 0).all() and (idx < lengths[:, None]).all()
+    assert (idx[:, 1:] >= idx[:, :-1]).all()
+    if mode == "uniform":  # with k >= T the uniform centres cover every frame
+        for row, t in zip(idx.tolist(), lengths.tolist()):
+            assert set(row) == set(range(t))
+
+
+def test_sample_indices_bad_arguments():
+    with pytest.raises(ValueError):
+        sample_indices(torch.tensor([5]), 0, "uniform")
+    with pytest.raises(ValueError):
+        sample_indices(torch.tensor([5]), 2, "bogus")
+
+
+def test_gather_frames():
+    feats = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    idx = torch.tensor([[3, 0], [1, 1]])
+    out = gather_frames(feats, idx)
+    assert torch.equal(out, torch.stack([feats[0, [3, 0]], feats[1, [1, 1]]]))
+
+
+# ---------------------------------------------------------------- bad data
+
+
+def _expect_error(root, match, split="train", **kw):
+    with pytest.raises(AdaframeError, match=match):
+        FeatureDataset(root, split, **kw)
+
+
+def test_good_handmade_dataset_loads(tmp_path, make_dataset):
+    root = make_dataset(tmp_path / "d", random_videos(4))
+    ds = FeatureDataset(root, "train")
+    assert len(ds) == 4 and ds.feature_dim == 6 and (ds.memory_frames, ds.memory_dim) == (8, 4)
+
+
+def test_missing_feature_file(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[2]["features"] = None
+    _expect_error(make_dataset(tmp_path / "d", v), "vid002")
+
+
+def test_missing_memory_file(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[1]["memory"] = None
+    _expect_error(make_dataset(tmp_path / "d", v), "vid001")
+
+
+def test_one_dimensional_features(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[3]["features"] = np.zeros(6, dtype=np.float32)
+    _expect_error(make_dataset(tmp_path / "d", v), "vid003")
+
+
+def test_three_dimensional_features(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[0]["features"] = np.zeros((3, 6, 1), dtype=np.float32)
+    _expect_error(make_dataset(tmp_path / "d", v), "vid000")
+
+
+def test_wrong_feature_dim(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[2]["features"] = np.zeros((5, 7), dtype=np.float32)  # D=7, the others have D=6
+    _expect_error(make_dataset(tmp_path / "d", v), "vid002")
+
+
+def test_wrong_memory_shape(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[3]["memory"] = np.zeros((8, 5), dtype=np.float32)
+    _expect_error(make_dataset(tmp_path / "d", v), "vid003")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("what", ["features", "memory"])
+def test_non_finite_values_raise_when_loaded(tmp_path, make_dataset, bad, what):
+    v = random_videos(4)
+    v[1][what] = v[1][what].copy()
+    v[1][what][0, 2] = bad
+    ds = FeatureDataset(make_dataset(tmp_path / "d", v), "train")  # headers are fine
+    ds[0], ds[2]  # the others load
+    with pytest.raises(AdaframeError, match="vid001"):
+        ds[1]
+
+
+def test_unknown_split(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[2]["split"] = "dev"
+    _expect_error(make_dataset(tmp_path / "d", v), "vid002.*dev")
+
+
+def test_unknown_split_argument(tmp_path, make_dataset):
+    _expect_error(make_dataset(tmp_path / "d", random_videos(4)), "validation", split="validation")
+
+
+def test_empty_split(tmp_path, make_dataset):
+    _expect_error(make_dataset(tmp_path / "d", random_videos(4)), "split 'val' is empty", split="val")
+
+
+def test_zero_frames(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[1]["features"] = np.zeros((0, 6), dtype=np.float32)
+    _expect_error(make_dataset(tmp_path / "d", v), "vid001")
+
+
+def test_duplicate_video_id(tmp_path, make_dataset):
+    v = random_videos(4)
+    v.append(dict(v[2]))
+    _expect_error(make_dataset(tmp_path / "d", v), "vid002")
+
+
+def test_label_not_in_classes(tmp_path, make_dataset):
+    v = random_videos(4, classes=2)
+    v[3]["label"] = "zebra"
+    _expect_error(make_dataset(tmp_path / "d", v), "vid003", classes=["c0", "c1"])
+
+
+@pytest.mark.parametrize("missing", ["video_id", "label", "split"])
+def test_missing_csv_column(tmp_path, make_dataset, missing):
+    cols = tuple(c for c in ("video_id", "label", "split") if c != missing)
+    _expect_error(make_dataset(tmp_path / "d", random_videos(4), columns=cols), rf"missing column.*'{missing}'")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
+def test_non_float32_features(tmp_path, make_dataset, dtype):
+    v = random_videos(4)
+    v[2]["features"] = v[2]["features"].astype(dtype)
+    _expect_error(make_dataset(tmp_path / "d", v), "vid002")
+
+
+def test_non_float32_memory(tmp_path, make_dataset):
+    v = random_videos(4)
+    v[0]["memory"] = v[0]["memory"].astype(np.float64)
+    _expect_error(make_dataset(tmp_path / "d", v), "vid000")
+
+
+def test_not_an_npy_file(tmp_path, make_dataset):
+    root = make_dataset(tmp_path / "d", random_videos(4))
+    (root / "features" / "vid001.npy").write_bytes(b"not a numpy file")
+    _expect_error(root, "vid001")
+
+
+def test_missing_directory_and_csv(tmp_path, make_dataset):
+    _expect_error(tmp_path / "nowhere", "nowhere")
+    (tmp_path / "empty").mkdir()
+    _expect_error(tmp_path / "empty", "videos.csv")

@@ -1,0 +1,86 @@
+"""End-to-end learning check: the class shows in ONE frame only, so the policy must find that frame.
+
+Every frame is zero except one evidence frame (at a random place) carrying a class vector. The
+16-slot global memory is zero except the slot(s) covering the evidence frame, which carry a
+class-agnostic "salient" marker plus a hint of the class *group* (classes {0, 2} vs {1, 3}).
+So the memory shows *where* to look and narrows the class to two, but the class itself is only
+in the evidence frame: a model that does not look there is at most right about half the time
+(up to memorisation), and one that looks there can be always right.
+
+The group hint is what lets the attention lock onto the salient slot through the classification
+loss; with a purely class-agnostic marker the policy learns far more slowly (~0.4 found after
+2000 iterations in my trials).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from adaframe.agent import AdaFrame, AgentConfig
+from adaframe.data import Batch, FeatureDataset, collate
+from adaframe.inference import evaluate
+from adaframe.train import adaframe_loss
+
+K = 3
+TD = 16
+
+
+def build(root, make_dataset, n=256, classes=4, dim=16, mdim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    protos = rng.standard_normal((classes, dim))
+    protos *= 3.0 / np.linalg.norm(protos, axis=1, keepdims=True)
+    salient = rng.standard_normal(mdim)
+    salient *= 3.0 / np.linalg.norm(salient)
+    group = rng.standard_normal((2, mdim))
+    group *= 2.0 / np.linalg.norm(group, axis=1, keepdims=True)
+    videos, where = [], []
+    for i in range(n):
+        c = i % classes
+        t = int(rng.integers(12, 17))  # T <= Td: every memory slot covers exactly one frame
+        e = int(rng.integers(0, t))
+        feats = np.zeros((t, dim), dtype=np.float32)
+        feats[e] = protos[c]
+        mem = np.zeros((TD, mdim), dtype=np.float32)
+        edges = np.linspace(0, t, TD + 1)
+        for j in range(TD):
+            if int(edges[j]) == e:  # slot j covers frame int(edges[j])
+                mem[j] = salient + group[c % 2]
+        assert np.abs(mem).sum() > 0
+        videos.append({"video_id": f"v{i:03d}", "label": f"c{c}", "split": "train", "features": feats, "memory": mem})
+        where.append((t, e))
+    make_dataset(root, videos)
+    return where
+
+
+def test_policy_finds_the_single_evidence_frame(tmp_path, make_dataset):
+    seed = 0
+    where = build(tmp_path / "d", make_dataset, seed=seed)
+    ds = FeatureDataset(tmp_path / "d", "train")
+    full = collate([ds[i] for i in range(len(ds))])
+    torch.manual_seed(seed)
+    model = AdaFrame(AgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=64))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[1100], gamma=0.1)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(1400):
+        sel = torch.randint(0, len(ds), (64,), generator=g)
+        batch = Batch(full.features[sel], full.lengths[sel], full.memory[sel], full.labels[sel], sel)
+        terms = adaframe_loss(model, batch, K, gamma=0.9, reward_weight=1.0, generator=g)
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        sched.step()
+
+    res = evaluate(model, ds, frames=K)  # deterministic policy: the Gaussian's mean
+    acc = float((res.scores.argmax(1) == res.labels).mean())
+    found = float(np.mean([e in set(v.tolist()) for (t, e), v in zip(where, res.visited)]))
+    # Chance: the fixed start frame floor(T/2), then K-1 frames drawn uniformly at random.
+    chance = float(np.mean([1.0 if t // 2 == e else 1 - (1 - 1 / t) ** (K - 1) for t, e in where]))
+    report = f"top-1 {acc:.3f}, evidence found in {found:.3f} of videos (chance {chance:.3f})"
+    print(report)
+    assert chance < 0.25, report
+    assert found >= 0.7, report
+    assert found >= chance + 0.45, report
+    assert acc >= 0.85, report

@@ -1,0 +1,128 @@
+"""Training writes its run directory; checkpoints round-trip and bad ones are rejected."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from adaframe.checkpoint import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
+from adaframe.config import TrainConfig
+from adaframe.data import FeatureDataset
+from adaframe.inference import evaluate
+from adaframe.train import train
+from adaframe.utils import AdaframeError
+
+MODELS = ["adaframe", "avgpool", "lstm"]
+
+
+def tiny_config(data, out, model, **kw) -> TrainConfig:
+    base = dict(model=model, frames=3, epochs=2, hidden=16, batch_size=16, progress=False, seed=0)
+    base.update(kw)
+    return TrainConfig(data=data, out=out, **base)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_train_writes_run_directory(synth_dir, tmp_path, model):
+    out = tmp_path / "run"
+    assert train(tiny_config(synth_dir, out, model)) == out
+    assert (out / "checkpoint.pt").is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["model"] == model and cfg["train"]["epochs"] == 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert math.isfinite(r["loss"])
+        assert 0.0 <= r["val_mAP"] <= 100.0 and 0.0 <= r["val_top1"] <= 100.0
+    events = list((out / "tb").rglob("events.out.tfevents*"))
+    assert events and events[0].stat().st_size > 0
+    loaded, payload = load_checkpoint(out)
+    assert payload["kind"] == model and payload["epoch"] == 2
+    assert payload["classes"] == sorted({"class_00", "class_01", "class_02", "class_03"})
+    val = FeatureDataset(synth_dir, "val", classes=payload["classes"])
+    res = evaluate(loaded, val, frames=3)
+    assert res.scores.shape == (len(val), 4) and np.isfinite(res.scores).all()
+
+
+def test_train_without_memory(synth_dir, tmp_path):
+    """The no-memory ablation (--memory-frames 0) trains and evaluates."""
+    out = train(tiny_config(synth_dir, tmp_path / "run", "adaframe", memory_frames=0, epochs=1))
+    loaded, payload = load_checkpoint(out)
+    assert payload["dims"]["memory_frames"] == 0
+
+
+def test_train_changes_weights_and_is_seeded(synth_dir, tmp_path):
+    a = load_checkpoint(train(tiny_config(synth_dir, tmp_path / "a", "adaframe", epochs=1)))[0]
+    b = load_checkpoint(train(tiny_config(synth_dir, tmp_path / "b", "adaframe", epochs=1)))[0]
+    for (n, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        torch.testing.assert_close(p, q, msg=f"same seed, different {n}")
+    torch.manual_seed(0)
+    fresh = build_model("adaframe", {"feature_dim": 16, "memory_dim": 8, "num_classes": 4, "hidden": 16})
+    assert any(not torch.equal(p, q) for p, q in zip(fresh.state_dict().values(), a.state_dict().values()))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_checkpoint_round_trip(synth_dir, tmp_path, model):
+    ds = FeatureDataset(synth_dir, "val")
+    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 12, "std": 0.1}
+    torch.manual_seed(5)
+    net = build_model(model, dims)
+    path = save_checkpoint(tmp_path, net, model, dims, ds.classes, {"note": "x"}, {"epoch": 7})
+    assert path == tmp_path / CHECKPOINT
+    for where in (tmp_path, path):  # a run directory or the file itself
+        loaded, payload = load_checkpoint(where)
+        assert type(loaded) is type(net) and not loaded.training
+        assert payload["classes"] == ds.classes and payload["epoch"] == 7 and payload["config"] == {"note": "x"}
+        a = evaluate(net, ds, frames=4, mu=0.1 if model == "adaframe" else None)
+        b = evaluate(loaded, ds, frames=4, mu=0.1 if model == "adaframe" else None)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.visited, b.visited)
+
+
+def test_load_checkpoint_rejects_non_checkpoint_file(tmp_path):
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(AdaframeError, match="junk.pt"):
+        load_checkpoint(bad)
+
+
+def test_load_checkpoint_rejects_foreign_torch_file(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(AdaframeError, match="not an adaframe checkpoint"):
+        load_checkpoint(other)
+
+
+def test_load_checkpoint_rejects_mismatched_weights(tmp_path):
+    dims = {"feature_dim": 4, "memory_dim": 2, "num_classes": 3, "hidden": 5}
+    save_checkpoint(tmp_path, build_model("lstm", dims), "lstm", dims, ["a", "b", "c"], {})
+    payload = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    payload["dims"]["hidden"] = 6
+    torch.save(payload, tmp_path / CHECKPOINT)
+    with pytest.raises(AdaframeError, match="lstm"):
+        load_checkpoint(tmp_path)
+
+
+def test_load_checkpoint_missing_path(tmp_path):
+    with pytest.raises(AdaframeError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "nope" / "checkpoint.pt")
+    with pytest.raises(AdaframeError, match="no checkpoint"):
+        load_checkpoint(tmp_path)  # a directory without checkpoint.pt
+
+
+def test_train_config_validation(tmp_path):
+    with pytest.raises(AdaframeError, match="--frames"):
+        TrainConfig(data=tmp_path, out=tmp_path / "o", frames=0)
+    with pytest.raises(AdaframeError, match="--gamma"):
+        TrainConfig(data=tmp_path, out=tmp_path / "o", gamma=1.5)
+    cfg = TrainConfig(data=tmp_path, out=tmp_path / "o", preset="fast")
+    assert cfg.hidden >= 1 and cfg.epochs >= 1 and cfg.lr > 0
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_train_bad_data_is_an_adaframe_error(tmp_path):
+    with pytest.raises(AdaframeError):
+        train(tiny_config(tmp_path / "missing", tmp_path / "run", "adaframe"))
