@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adaframe.rewards import discounted_returns, margin_rewards, margins
 
@@ -91,10 +93,6 @@ def test_discounted_returns_hand_values():
     r = torch.tensor([[1.0, 0.0, 2.0]], dtype=torch.float64)
     # Q_2 = 2, Q_1 = 0 + 0.5*2 = 1, Q_0 = 1 + 0.5*1 = 1.5
     assert discounted_returns(r, 0.5).tolist() == [pytest.approx([1.5, 1.0, 2.0])]
-
-
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @settings(max_examples=200, deadline=None)

@@ -193,16 +193,20 @@ def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "rand
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    lengths = lengths.to(torch.float64)
+    b, device = lengths.shape[0], lengths.device
+    segment = torch.arange(k, device=device, dtype=torch.float64)[None, :]  # [1, k]
+    t = lengths.to(torch.float64)[:, None]  # [B, 1]
     if mode == "uniform":
-        offset = torch.full((lengths.shape[0], k), 0.5, dtype=torch.float64, device=lengths.device)
+        idx = torch.floor((segment + 0.5) / k * t).long()
     elif mode == "random":
-        offset = torch.rand(lengths.shape[0], k, generator=generator, dtype=torch.float64, device=lengths.device)
+        # Whole frames of segment i: [floor(iT/k), floor((i+1)T/k)), at least one.
+        lo = torch.floor(segment / k * t)
+        hi = torch.maximum(torch.floor((segment + 1) / k * t), lo + 1)
+        u = torch.rand(b, k, generator=generator, dtype=torch.float64, device=device)
+        idx = (lo + torch.floor(u * (hi - lo))).long()
     else:
         raise ValueError(f"unknown sampling {mode!r}")
-    pos = (torch.arange(k, device=lengths.device, dtype=torch.float64)[None, :] + offset) / k  # [B, k] in [0, 1)
-    idx = torch.floor(pos * lengths[:, None]).long()
-    return torch.minimum(idx, lengths[:, None].long() - 1)
+    return torch.minimum(idx, lengths[:, None] - 1)
 
 
 def gather_frames(features: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

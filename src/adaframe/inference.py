@@ -89,7 +89,7 @@ def baseline_batch(model: AvgPooling | LSTMBaseline, batch: Batch, frames: int, 
         mask = batch.mask
         picked = batch.features
     else:
-        idx = sample_indices(batch.lengths, frames, sampling, generator).to(batch.features.device)  # [B, k]
+        idx = sample_indices(batch.lengths, frames, sampling, generator)  # [B, k]
         mask = torch.ones_like(idx, dtype=torch.bool)
         picked = gather_frames(batch.features, idx)  # [B, k, D]
     out = model(picked, mask)
@@ -103,7 +103,7 @@ def evaluate(model: torch.nn.Module, dataset: FeatureDataset, frames: int, sampl
              seed: int = 0, progress: bool = False) -> Result:
     """Run a model over a whole split and collect per-video results in dataset order."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
     outs = []
     for batch in tqdm(loader, desc="eval", disable=not progress, unit="batch", leave=False):

@@ -10,6 +10,8 @@ from torch import nn
 
 def positional_encoding(frames: int, dim: int) -> torch.Tensor:
     """Sinusoidal encoding of memory slot j (Vaswani et al.); [frames, dim]."""
+    if frames == 0 or dim == 0:  # the no-memory ablation
+        return torch.zeros(frames, dim)
     pos = torch.arange(frames, dtype=torch.float32)[:, None]  # [Td, 1]
     freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))  # [ceil(Dm/2)]
     pe = torch.zeros(frames, dim)

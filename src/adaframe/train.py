@@ -62,7 +62,7 @@ def avgpool_loss(model: AvgPooling, batch: Batch) -> dict[str, torch.Tensor]:
 
 def lstm_loss(model: LSTMBaseline, batch: Batch, frames: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
     """K frames, one at random in each of K segments (the uniform ones are seen at test time)."""
-    idx = sample_indices(batch.lengths.cpu(), frames, "random", generator).to(batch.features.device)  # [B, K]
+    idx = sample_indices(batch.lengths, frames, "random", generator)  # [B, K]
     picked = gather_frames(batch.features, idx)  # [B, K, D]
     loss = F.cross_entropy(model(picked, torch.ones_like(idx, dtype=torch.bool)), batch.labels)
     return {"loss": loss, "loss_cls": loss.detach()}
@@ -96,7 +96,7 @@ def train(cfg: TrainConfig) -> Path:
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
 
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # exploration noise and frame sampling
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=cfg.workers,
                         generator=torch.Generator().manual_seed(cfg.seed), drop_last=len(train_set) > cfg.batch_size)
     writer = SummaryWriter(str(cfg.out / "tb"))
