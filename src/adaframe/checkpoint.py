@@ -43,7 +43,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        raise AdaframeError(f"cannot load checkpoint {path}: {e}") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AdaframeError(f"cannot load checkpoint {path}: not an adaframe checkpoint ({reason[:200]})") from None
     if not isinstance(payload, dict) or not {"kind", "dims", "classes", "state_dict"} <= payload.keys():
         raise AdaframeError(f"{path} is not an adaframe checkpoint")
     model = build_model(payload["kind"], payload["dims"])

@@ -185,7 +185,7 @@ def _merge_coinciding(pts: list[dict], name: Callable[[dict], str]) -> dict[tupl
     merged: dict[tuple[float, float], list[str]] = {}
     for r in pts:
         merged.setdefault((round(r["gflops_per_video"], 2), round(r["mAP"], 2)), []).append(name(r))
-    return {k: ", ".join(v) for k, v in merged.items()}
+    return {k: v[0] + "".join(", " + n.split("=")[-1] for n in v[1:]) for k, v in merged.items()}  # "mu=0.3, 0.5"
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
@@ -200,20 +200,24 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     avg = sorted((r for r in rows if r["method"] == "AvgPooling"), key=lambda r: r["gflops_per_video"])
     fixed = [r for r in rows if r["setting"] == "fixed K steps"]
     adaptive = sorted((r for r in rows if r["setting"].startswith("adaptive")), key=lambda r: r["gflops_per_video"])
+    # Where each series puts its labels (offset in points, alignment), by the label's index along
+    # the series: AvgPooling below right, AdaFrame-K right of the (larger) square, the adaptive
+    # curve alternately below and above, since its points sit close together.
     series = [
-        (avg, "AvgPooling, uniform K frames (and all frames)", "o-", "tab:blue", lambda r: "all" if r["K"] == "all" else f"U{r['K']}"),
-        (fixed, "AdaFrame-K, K fixed steps", "s", "tab:orange", lambda r: f"K={r['K']}"),
-        (adaptive, "AdaFrame-10, adaptive lookahead", "^-", "tab:green", lambda r: f"\u03bc={r['mu']}"),
+        (avg, "AvgPooling, uniform K frames (and all frames)", "o-", "tab:blue", 7,
+         lambda r: "all" if r["K"] == "all" else f"U{r['K']}", lambda i: ((6, -12), "left")),
+        (fixed, "AdaFrame-K, K fixed steps", "s", "tab:orange", 10, lambda r: f"K={r['K']}", lambda i: ((9, -3), "left")),
+        (adaptive, "AdaFrame-10, adaptive lookahead", "^-", "tab:green", 7,
+         lambda r: f"\u03bc={r['mu']}", lambda i: ((0, -14 if i % 2 == 0 else 8), "center")),
     ]
-    offsets = {"tab:blue": (6, -12), "tab:orange": (-8, 8), "tab:green": (6, 6)}
-    for pts, label, style, color, name in series:
-        x = [r["gflops_per_video"] for r in pts]
-        y = [r["mAP"] for r in pts]
-        # Fixed-K squares are drawn larger so that an adaptive point on top of one leaves it visible.
-        ax.plot(x, y, style, color=color, label=label, markersize=10 if color == "tab:orange" else 7, linewidth=1.5)
-        for (xi, yi), names in _merge_coinciding(pts, name).items():
-            ax.annotate(names, (xi, yi), textcoords="offset points", xytext=offsets[color], fontsize=8, color=color,
-                        ha="right" if color == "tab:orange" else "left")
+    for pts, label, style, color, size, name, place in series:
+        ax.plot([r["gflops_per_video"] for r in pts], [r["mAP"] for r in pts], style, color=color, label=label,
+                markersize=size, linewidth=1.5)
+        for i, ((xi, yi), names) in enumerate(_merge_coinciding(pts, name).items()):
+            # A merged label is long: centre it above the point, where it has the most room.
+            offset, ha = ((0, 9), "center") if ", " in names else place(i)
+            ax.annotate(names, (xi, yi), textcoords="offset points", xytext=offset, ha=ha, fontsize=8, color=color)
+    ax.margins(x=0.06, y=0.1)  # room for the labels of the outermost points
     ax.set_xscale("log")  # costs span two orders of magnitude: 1 frame to every frame
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))

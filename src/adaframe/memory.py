@@ -32,7 +32,7 @@ class GlobalMemory(nn.Module):
     def __init__(self, hidden: int, memory_dim: int):
         super().__init__()
         self.memory_dim = memory_dim
-        self.query = nn.Linear(hidden, memory_dim)  # W_h
+        self.query = nn.Linear(hidden, memory_dim) if memory_dim else None  # W_h
 
     def encode(self, memory: torch.Tensor) -> torch.Tensor:
         """memory [B, Td, Dm] -> M [B, Td, Dm] with positions added (once per video)."""
@@ -41,7 +41,7 @@ class GlobalMemory(nn.Module):
 
     def forward(self, encoded: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """encoded [B, Td, Dm], h [B, H] -> (u [B, Dm], beta [B, Td])."""
-        if encoded.shape[1] == 0:
+        if encoded.shape[1] == 0 or self.query is None:
             return h.new_zeros(h.shape[0], self.memory_dim), h.new_zeros(h.shape[0], 0)
         q = self.query(h)  # [B, Dm]
         z = torch.einsum("bd,btd->bt", q, encoded)  # [B, Td]

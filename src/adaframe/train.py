@@ -102,7 +102,7 @@ def train(cfg: TrainConfig) -> Path:
     writer = SummaryWriter(str(cfg.out / "tb"))
     history: list[dict] = []
     step = 0
-    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.model}", unit="epoch", disable=not cfg.progress)
+    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.model}-{cfg.frames}", unit="epoch", disable=not cfg.progress)
     for epoch in bar:
         model.train()
         sums: dict[str, float] = {}
