@@ -119,9 +119,11 @@ def train(cfg: TrainConfig) -> Path:
             terms["loss"].backward()
             optimizer.step()
             step += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-                writer.add_scalar(f"train/{k}", float(v.detach()), step)
+            # One device-to-host copy for all terms, not one sync per term.
+            values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
+            for k, v in zip(terms, values):
+                sums[k] = sums.get(k, 0.0) + v
+                writer.add_scalar(f"train/{k}", v, step)
         scheduler.step()
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         record.update({k: v / len(loader) for k, v in sums.items()})
