@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo video-demo test bench clean
 
 setup: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/adaframe demo --out runs/demo
+
+video-demo: $(STAMP)
+	$(BIN)/adaframe video-demo --out runs/video-demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests

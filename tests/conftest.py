@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +73,39 @@ def random_videos(n: int, classes: int = 3, dim: int = 6, memory: tuple[int, int
 def make_dataset():
     """The hand-made data set writer (see ``write_dataset``)."""
     return write_dataset
+
+
+def adaframe(*args: str, cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m adaframe ARGS`` in a subprocess (one thread, no debug tracebacks)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("ADAFRAME_DEBUG", None)
+    proc = subprocess.run([sys.executable, "-m", "adaframe", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"adaframe {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+# Tiny backbones for speed: ResNet-18 at 64 px and MobileNetV2 at 32 px (the code path is that of ResNet-101 at 224).
+TINY_EXTRACT = ("--backbone", "resnet18", "--size", "64", "--memory-size", "32", "--workers", "0", "--no-progress")
+
+
+@pytest.fixture(scope="session")
+def video_files(tmp_path_factory) -> Path:
+    """Eight tiny synthetic MP4s (6-9 s, 4 fps) and their list.txt; tests must not modify them."""
+    from adaframe.synth_video import SynthVideoConfig, generate_videos
+
+    cfg = SynthVideoConfig(videos=8, classes=2, min_seconds=6, max_seconds=9, width=96, height=64, val_fraction=0.25)
+    return generate_videos(cfg, tmp_path_factory.mktemp("videos"), progress=False)
+
+
+@pytest.fixture(scope="session")
+def extracted(video_files, tmp_path_factory) -> Path:
+    """Features of ``video_files`` extracted with the tiny backbones; tests must not modify them."""
+    from adaframe.extract import ExtractConfig, run_extract
+
+    out = tmp_path_factory.mktemp("extracted") / "data"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights
+        run_extract(ExtractConfig(video_files / "list.txt", out, backbone="resnet18", size=64, memory_size=32, workers=0, progress=False))
+    return out

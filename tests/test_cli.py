@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-CLI_SOURCE = Path(__file__).resolve().parents[1] / "src" / "adaframe" / "cli.py"
-
-
-def _cli_has_main() -> bool:
-    try:
-        tree = ast.parse(CLI_SOURCE.read_text())
-    except (OSError, SyntaxError):
-        return False
-    return any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
-
-
-pytestmark = pytest.mark.skipif(not _cli_has_main(), reason="src/adaframe/cli.py has no main() yet")
-
-
-def adaframe(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("ADAFRAME_DEBUG", None)
-    proc = subprocess.run([sys.executable, "-m", "adaframe", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, f"adaframe {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
-
+from conftest import adaframe
 
 SYNTH = ["--videos", "60", "--classes", "4", "--dim", "16", "--memory-dim", "8", "--min-frames", "8", "--max-frames", "20",
          "--max-evidence", "2"]

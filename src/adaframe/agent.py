@@ -23,6 +23,7 @@ from torch.distributions import Normal
 
 from adaframe.data import gather_frames
 from adaframe.memory import GlobalMemory
+from adaframe.standardize import Standardize
 
 
 @dataclass
@@ -72,6 +73,7 @@ class AdaFrame(nn.Module):
     def __init__(self, cfg: AgentConfig):
         super().__init__()
         self.cfg = cfg
+        self.frame_norm = Standardize(cfg.feature_dim, "frames")
         self.memory = GlobalMemory(cfg.hidden, cfg.memory_dim)
         self.lstm = nn.LSTMCell(cfg.feature_dim + cfg.memory_dim, cfg.hidden)
         self.head = nn.Linear(cfg.hidden, cfg.num_classes)  # f_p
@@ -93,7 +95,7 @@ class AdaFrame(nn.Module):
         """One step: frame [B, D], encoded_memory [B, Td, Dm], state (h, c) [B, H] each."""
         h_prev, _ = state
         u, beta = self.memory(encoded_memory, h_prev)  # u_t from W_h h_{t-1}
-        h, c = self.lstm(torch.cat([frame, u], dim=-1), state)
+        h, c = self.lstm(torch.cat([self.frame_norm(frame), u], dim=-1), state)
         location = torch.sigmoid(self.select(h)).squeeze(-1)  # [B]
         utility = self.utility(torch.cat([h, u], dim=-1)).squeeze(-1)  # [B]
         return Step(self.forward_head(h), location, utility, beta, (h, c))

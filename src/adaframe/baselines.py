@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from adaframe.standardize import Standardize
+
 
 @dataclass
 class BaselineConfig:
@@ -48,6 +50,7 @@ class LSTMBaseline(nn.Module):
     def __init__(self, cfg: BaselineConfig):
         super().__init__()
         self.cfg = cfg
+        self.norm = Standardize(cfg.feature_dim, "frames")
         self.lstm = nn.LSTM(cfg.feature_dim, cfg.hidden, batch_first=True)
         self.head = nn.Linear(cfg.hidden, cfg.num_classes)
 
@@ -57,6 +60,6 @@ class LSTMBaseline(nn.Module):
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """frames [B, k, D], mask [B, k] (a prefix of each row) -> logits [B, C] at each last real frame."""
         lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(frames, lengths, batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(self.norm(frames), lengths, batch_first=True, enforce_sorted=False)
         _, (h, _) = self.lstm(packed)  # h [1, B, H], the state after each sequence's last real frame
         return self.forward_head(h[-1])

@@ -21,7 +21,11 @@ from adaframe.config import TrainConfig
 from adaframe.data import SPLITS, read_videos_csv
 from adaframe.demo import DemoConfig, run_demo
 from adaframe.evaluate import EvalConfig, run_eval
+from adaframe.extract import ExtractConfig, run_extract
+from adaframe.predict import PredictConfig, run_predict
 from adaframe.synth import SynthConfig, generate
+from adaframe.synth_video import SynthVideoConfig, generate_videos
+from adaframe.video_demo import VideoDemoConfig, run_video_demo
 from adaframe.utils import AdaframeError
 
 
@@ -37,6 +41,54 @@ def run_synth(cmd: SynthCommand) -> None:
     out = generate(cmd, cmd.out)
     counts = Counter(r.split for r in read_videos_csv(out))
     print(f"wrote {sum(counts.values())} videos to {out} ({', '.join(f'{s} {counts[s]}' for s in SPLITS)})")
+
+
+@dataclass(kw_only=True)
+class SynthVideoCommand(SynthVideoConfig):
+    """Render synthetic video files (class visible only in some frames) and a list file for 'adaframe extract'."""
+
+    out: Path
+    """directory to write (videos/, list.txt)"""
+
+
+def run_synth_video(cmd: SynthVideoCommand) -> None:
+    out = generate_videos(cmd, cmd.out)
+    print(f"wrote {cmd.videos} videos to {out / 'videos'} and the list {out / 'list.txt'}")
+
+
+def run_extract_command(cfg: ExtractConfig) -> None:
+    r = run_extract(cfg)
+    print(f"{r['videos']} videos listed; shard {r['shard']}: extracted {r['extracted']}, skipped {r['skipped']} already done, "
+          f"failed {r['failed_now']}. {cfg.out}: {r['done']} videos in videos.csv, {r['failed']} in failures.csv")
+
+
+@dataclass
+class ProbeCommand:
+    """Show what decoding finds in video files: duration, rate, frames, size, rotation, or the error."""
+
+    videos: tyro.conf.Positional[tuple[Path, ...]]
+    fps: float = 1.0
+    """rate of the frames 'extract' would take"""
+
+
+def run_probe(cmd: ProbeCommand) -> None:
+    from adaframe.evaluate import format_table
+    from adaframe.video import count_frames, probe, sample_times
+
+    rows, failed = [], 0
+    for path in cmd.videos:
+        try:
+            info = probe(path)
+            decoded = count_frames(path)  # decodes the whole stream: finds corrupt data the header hides
+            rows.append([path.name, info.codec, info.duration, info.fps, info.frames, decoded,
+                         len(sample_times(info.duration, cmd.fps)), f"{info.width}x{info.height}", info.rotation, ""])
+        except AdaframeError as e:
+            failed += 1
+            rows.append([path.name, None, None, None, None, None, None, None, None, f"error: {e}"])
+    print(format_table(["video", "codec", "seconds", "fps", "frames stated", "frames decoded", f"T at {cmd.fps:g} fps",
+                        "display", "rotation", ""], rows))
+    if failed:
+        sys.exit(1)
 
 
 def run_train(cfg: TrainConfig) -> None:
@@ -55,6 +107,11 @@ SUBCOMMANDS: dict[str, type] = {
     "eval": EvalConfig,
     "demo": DemoConfig,
     "benchmark": BenchmarkConfig,
+    "synth-video": SynthVideoCommand,
+    "extract": ExtractConfig,
+    "predict": PredictConfig,
+    "video-demo": VideoDemoConfig,
+    "probe": ProbeCommand,
 }
 RUNNERS: dict[type, Callable[[Any], object]] = {
     SynthCommand: run_synth,
@@ -62,6 +119,11 @@ RUNNERS: dict[type, Callable[[Any], object]] = {
     EvalConfig: run_eval,
     DemoConfig: run_demo,
     BenchmarkConfig: run_benchmark,
+    SynthVideoCommand: run_synth_video,
+    ExtractConfig: run_extract_command,
+    PredictConfig: run_predict,
+    VideoDemoConfig: run_video_demo,
+    ProbeCommand: run_probe,
 }
 
 

@@ -6,11 +6,14 @@ Layout of a data set directory ``DIR`` (the contract every other part relies on)
     DIR/features/<video_id>.npy    float32 [T, D]   per-frame backbone features, 1 fps
     DIR/memory/<video_id>.npy      float32 [Td, Dm] global-memory features of Td uniformly
                                                     sampled, downsampled frames (Td=16 in the paper)
+    DIR/extract.json               optional: how ``adaframe extract`` made the features (backbones,
+                                   weights, sizes, fps, measured GFLOPs); absent for synthetic data
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +25,7 @@ from torch.utils.data import Dataset
 from adaframe.utils import AdaframeError
 
 SPLITS = ("train", "val", "test")
+SPEC = "extract.json"
 Sampling = Literal["uniform", "random", "all"]
 
 
@@ -62,6 +66,20 @@ def read_videos_csv(root: str | Path) -> list[VideoRecord]:
     return records
 
 
+def read_spec(root: str | Path) -> dict | None:
+    """``root/extract.json`` as a dict, or ``None`` for data not made by ``adaframe extract`` (e.g. synthetic)."""
+    path = Path(root) / SPEC
+    if not path.is_file():
+        return None
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise AdaframeError(f"cannot read {path}: {e}") from None
+    if not isinstance(spec, dict) or not {"backbone", "memory_backbone", "fps", "memory_frames"} <= spec.keys():
+        raise AdaframeError(f"{path} is not an extraction record of 'adaframe extract'")
+    return spec
+
+
 def _header(path: Path, video_id: str, what: str) -> tuple[int, ...]:
     """Shape of a .npy file from its header only (memory-mapped, nothing read)."""
     if not path.is_file():
@@ -75,6 +93,11 @@ def _header(path: Path, video_id: str, what: str) -> tuple[int, ...]:
     if arr.dtype != np.float32:
         raise AdaframeError(f"video {video_id!r}: {what} {path} has dtype {arr.dtype}, expected float32")
     return arr.shape
+
+
+def memory_subset(stored: int, frames: int) -> np.ndarray:
+    """Indices of ``frames`` uniformly spaced memory frames out of ``stored`` (identity when equal)."""
+    return np.floor((np.arange(frames) + 0.5) * stored / max(frames, 1)).astype(np.int64)
 
 
 class FeatureDataset(Dataset):
@@ -127,8 +150,7 @@ class FeatureDataset(Dataset):
         if memory_frames > stored_td:
             raise AdaframeError(f"--memory-frames {memory_frames} asked for, but {self.root / 'memory'} stores only {stored_td} per video")
         self.memory_frames = memory_frames
-        # Uniform subset of the stored memory frames (identity when memory_frames == stored_td).
-        self._memory_index = np.floor((np.arange(memory_frames) + 0.5) * stored_td / max(memory_frames, 1)).astype(np.int64)
+        self._memory_index = memory_subset(stored_td, memory_frames)
 
     def __len__(self) -> int:
         return len(self.records)

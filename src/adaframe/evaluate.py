@@ -19,7 +19,7 @@ from torch import nn
 from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe.checkpoint import load_checkpoint
-from adaframe.data import FeatureDataset, Sampling
+from adaframe.data import FeatureDataset, Sampling, read_spec
 from adaframe.inference import evaluate
 from adaframe.metrics import CostModel, mean_average_precision, measure_gflops, top1
 from adaframe.utils import AdaframeError, resolve_device, write_json
@@ -46,10 +46,10 @@ class EvalConfig:
     """also write the results to this JSON file"""
     batch_size: int = 128
     device: Literal["cpu", "cuda"] = "cpu"
-    backbone_gflops: float = CostModel.backbone_gflops
-    """GFLOPs of the backbone per frame (ResNet-101 at 224x224)"""
-    memory_gflops: float = CostModel.memory_gflops_per_frame
-    """GFLOPs per global-memory frame (MobileNetV2 at 112x112)"""
+    backbone_gflops: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: measured at extraction, else 7.82)")] = None
+    """GFLOPs of the backbone per frame (ResNet-101 at 224x224: 7.82)"""
+    memory_gflops: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: measured at extraction, else 0.075)")] = None
+    """GFLOPs per global-memory frame (MobileNetV2 at 112x112: 0.075)"""
     seed: int = 0
     """seed of --sampling random"""
     progress: bool = True
@@ -58,7 +58,7 @@ class EvalConfig:
         checks = {
             "--frames": self.frames is None or self.frames >= 1, "--patience": self.patience >= 1,
             "--mu": self.mu is None or self.mu >= 0, "--batch-size": self.batch_size >= 1,
-            "--backbone-gflops": self.backbone_gflops >= 0, "--memory-gflops": self.memory_gflops >= 0,
+            "--backbone-gflops": (self.backbone_gflops or 0) >= 0, "--memory-gflops": (self.memory_gflops or 0) >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -154,11 +154,20 @@ def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, fr
 
 def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", frames: int | None = None,
                  sampling: Sampling = "uniform", mu: float | None = None, patience: int = 1, batch_size: int = 128,
-                 device: str = "cpu", backbone_gflops: float = CostModel.backbone_gflops,
-                 memory_gflops: float = CostModel.memory_gflops_per_frame, seed: int = 0, progress: bool = False) -> dict:
-    """Load ``checkpoint`` and evaluate it on ``split`` of ``data``; the keys are those of ``evaluate_loaded``."""
+                 device: str = "cpu", backbone_gflops: float | None = None, memory_gflops: float | None = None,
+                 seed: int = 0, progress: bool = False) -> dict:
+    """Load ``checkpoint`` and evaluate it on ``split`` of ``data``; the keys are those of ``evaluate_loaded``.
+
+    GFLOPs per frame not given are those measured when the features were extracted (``extract.json``),
+    else the paper's ResNet-101 / MobileNetV2 numbers.
+    """
     dev = resolve_device(device)
     model, payload, dataset = load_run(checkpoint, data, split, dev)
+    spec = read_spec(data)
+    if backbone_gflops is None:
+        backbone_gflops = spec["backbone"]["gflops"] if spec else CostModel.backbone_gflops
+    if memory_gflops is None:
+        memory_gflops = spec["memory_backbone"]["gflops"] if spec else CostModel.memory_gflops_per_frame
     result = evaluate_loaded(model, payload, dataset, frames, sampling, mu, patience, batch_size, dev,
                              backbone_gflops, memory_gflops, seed, progress)
     return {"checkpoint": str(checkpoint), "data": str(data), **result}

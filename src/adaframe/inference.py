@@ -7,6 +7,7 @@ work done follows the frames actually used, not the batch's slowest video.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -37,11 +38,20 @@ def count_distinct(idx: torch.Tensor) -> torch.Tensor:
     return (new & (s >= 0)).sum(1)
 
 
+FrameFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @torch.no_grad()
-def adaframe_batch(model: AdaFrame, batch: Batch, max_steps: int, mu: float | None = None, patience: int = 1) -> dict[str, torch.Tensor]:
+def adaframe_rollout(model: AdaFrame, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int,
+                     mu: float | None = None, patience: int = 1) -> dict[str, torch.Tensor]:
     """Run the agent on a batch, deterministically (the policy's mean location).
 
+    The frames come from ``frame_fn(rows, idx) -> [A, D]``: the features of frame ``idx[a]`` of
+    video ``rows[a]``. Evaluation gathers them from stored features; ``predict`` decodes the
+    frame and runs the backbone on it right then, so only the frames the policy picks are computed.
+
     Args:
+        memory: [B, Td, Dm] global-memory features; lengths: [B] frames per video.
         max_steps: K, the most steps any video takes.
         mu: adaptive lookahead margin; ``None`` runs all ``max_steps`` steps.
         patience: stop once ``max utility so far - current utility > mu`` has happened this many times.
@@ -50,10 +60,10 @@ def adaframe_batch(model: AdaFrame, batch: Batch, max_steps: int, mu: float | No
         probs [B, C] at each video's last step, steps [B], visited [B, K] (-1 after the stop),
         utilities [B, K] (NaN after the stop).
     """
-    b, device = batch.features.shape[0], batch.features.device
-    encoded = model.memory.encode(batch.memory)
+    b, device = lengths.shape[0], lengths.device
+    encoded = model.memory.encode(memory)
     h, c = model.initial_state(b, device)
-    idx = model.start_indices(batch.lengths)
+    idx = model.start_indices(lengths)
     probs = torch.zeros(b, model.cfg.num_classes, device=device)
     visited = torch.full((b, max_steps), -1, dtype=torch.long, device=device)
     utilities = torch.full((b, max_steps), float("nan"), device=device)
@@ -62,14 +72,14 @@ def adaframe_batch(model: AdaFrame, batch: Batch, max_steps: int, mu: float | No
     strikes = torch.zeros(b, dtype=torch.long, device=device)
     active = torch.arange(b, device=device)  # rows still running
     for t in range(max_steps):
-        frame = gather_frames(batch.features[active], idx[active, None]).squeeze(1)  # [A, D]
+        frame = frame_fn(active, idx[active])  # [A, D]
         out = model.step(frame, encoded[active], (h[active], c[active]))
         h[active], c[active] = out.state
         probs[active] = torch.softmax(out.logits, dim=-1)
         visited[active, t] = idx[active]
         utilities[active, t] = out.utility
         steps[active] = t + 1
-        idx[active] = location_to_index(out.location, batch.lengths[active])
+        idx[active] = location_to_index(out.location, lengths[active])
         if mu is None:
             continue
         best_utility[active] = torch.maximum(best_utility[active], out.utility)
@@ -78,6 +88,14 @@ def adaframe_batch(model: AdaFrame, batch: Batch, max_steps: int, mu: float | No
         if active.numel() == 0:
             break
     return {"probs": probs, "steps": steps, "visited": visited, "utilities": utilities}
+
+
+def adaframe_batch(model: AdaFrame, batch: Batch, max_steps: int, mu: float | None = None, patience: int = 1) -> dict[str, torch.Tensor]:
+    """``adaframe_rollout`` on a batch of stored features."""
+    def frames(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return gather_frames(batch.features[rows], idx[:, None]).squeeze(1)  # [A, D]
+
+    return adaframe_rollout(model, batch.memory, batch.lengths, frames, max_steps, mu, patience)
 
 
 @torch.no_grad()

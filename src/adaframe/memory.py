@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from adaframe.standardize import Standardize
+
 
 def positional_encoding(frames: int, dim: int) -> torch.Tensor:
     """Sinusoidal encoding of memory slot j (Vaswani et al.); [frames, dim]."""
@@ -32,12 +34,13 @@ class GlobalMemory(nn.Module):
     def __init__(self, hidden: int, memory_dim: int):
         super().__init__()
         self.memory_dim = memory_dim
+        self.norm = Standardize(memory_dim, "memory")
         self.query = nn.Linear(hidden, memory_dim) if memory_dim else None  # W_h
 
     def encode(self, memory: torch.Tensor) -> torch.Tensor:
-        """memory [B, Td, Dm] -> M [B, Td, Dm] with positions added (once per video)."""
+        """memory [B, Td, Dm] -> M [B, Td, Dm], standardised, with positions added (once per video)."""
         td, dm = memory.shape[1], memory.shape[2]
-        return memory + positional_encoding(td, dm).to(memory)
+        return self.norm(memory) + positional_encoding(td, dm).to(memory)
 
     def forward(self, encoded: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """encoded [B, Td, Dm], h [B, H] -> (u [B, Dm], beta [B, Td])."""

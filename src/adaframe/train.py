@@ -16,8 +16,9 @@ from tqdm import tqdm
 from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe.checkpoint import build_model, save_checkpoint
+from adaframe.standardize import feature_statistics, set_statistics
 from adaframe.config import TrainConfig
-from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices
+from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices, read_spec
 from adaframe.inference import evaluate
 from adaframe.metrics import mean_average_precision, top1
 from adaframe.rewards import discounted_returns, margin_rewards, margins
@@ -91,7 +92,10 @@ def train(cfg: TrainConfig) -> Path:
         tqdm.write("warning: no val split; training without validation")
     dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
             "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames}
-    model = build_model(cfg.model, dims).to(device)
+    features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
+    model = build_model(cfg.model, dims)
+    set_statistics(model, feature_statistics(train_set))  # fixed input standardisation of the recurrent models
+    model = model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
@@ -135,7 +139,7 @@ def train(cfg: TrainConfig) -> Path:
                 writer.add_scalar(f"epoch/{k}", v, epoch + 1)
         history.append(record)
         bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "val_mAP") if k in record})
-        save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1})
+        save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
         atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
     writer.close()
     return cfg.out

@@ -1,0 +1,382 @@
+"""``adaframe extract``: raw videos -> the feature data set layout of ``data.py``.
+
+For each video: backbone features of one frame a second (``--fps``) at ``--size`` (ResNet-101 at
+224 by default) and the global memory, light-backbone features of ``--memory-frames`` uniformly
+spaced frames at ``--memory-size`` (MobileNetV2 at 112). Both come from one decoding pass.
+
+The job is built to be killed and restarted: every file is written atomically, a video whose two
+files exist is skipped, a video that fails is recorded in ``failures/<video_id>.txt`` (gathered in
+``failures.csv``) while the others go on, and ``videos.csv`` always lists exactly the finished
+videos. ``DIR/extract.json`` records how the features were made (backbones, weights and their
+SHA-256, sizes, rates, measured GFLOPs); a restart with other settings is refused, training copies
+it into the checkpoint, and ``adaframe predict`` rebuilds the same backbones from it.
+
+Work is split by ``--shard i/n`` (one process per machine) or by the ranks of ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+import tyro
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from adaframe.backbones import BACKBONES, backbone_gflops, build_backbone, extract_features
+from adaframe.data import SPEC, SPLITS, read_spec
+from adaframe.utils import AdaframeError, atomic_write, resolve_device, save_npy, write_json
+from adaframe.video import VideoReader, probe, sample_times, uniform_times
+
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
+ACTIVITYNET_SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
+UNLABELED = "unlabeled"
+
+
+@dataclass
+class ExtractConfig:
+    """Decode videos and write backbone features + global memory in the layout 'adaframe train' reads."""
+
+    videos: Path
+    """a directory of videos (ROOT/<label>/<file> or ROOT/<split>/<label>/<file>), a list file with
+    lines 'path label [split]' (mmaction2 style), or an ActivityNet v1.3 JSON"""
+    out: Path
+    """data set directory to write (or to resume)"""
+    video_root: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: the list's folder)")] = None
+    """where relative paths of a list file, or the files of an ActivityNet JSON, are found"""
+    split: Literal["train", "val", "test"] = "train"
+    """split of the videos whose entry names none"""
+    backbone: Literal["resnet101", "resnet50", "resnet18"] = "resnet101"
+    backbone_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: random init, with a warning)")] = None
+    """torchvision-format state dict of the backbone (a local file; nothing is downloaded)"""
+    size: int = 224
+    """input size of the backbone"""
+    memory_backbone: Literal["mobilenet_v2"] = "mobilenet_v2"
+    memory_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: random init, with a warning)")] = None
+    """torchvision-format state dict of the memory backbone"""
+    memory_size: int = 112
+    memory_frames: int = 16
+    """Td: uniformly spaced frames in the global memory"""
+    fps: float = 1.0
+    """rate of the frames the agent may choose from"""
+    batch_size: int = 32
+    """frames per backbone forward"""
+    workers: int = 2
+    """decoding processes (0: decode in the main process)"""
+    shard: Annotated[str | None, tyro.conf.arg(metavar="I/N")] = None
+    """do only the i-th of n equal parts of the list (0-based); under torchrun the ranks split the work"""
+    device: Literal["cpu", "cuda"] = "cpu"
+    seed: int = 0
+    """seed of randomly initialised backbones (recorded, so predict can rebuild them)"""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {"--size": self.size >= 32, "--memory-size": self.memory_size >= 32, "--memory-frames": self.memory_frames >= 1,
+                  "--fps": self.fps > 0, "--batch-size": self.batch_size >= 1, "--workers": self.workers >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise AdaframeError(f"invalid value for {', '.join(bad)}")
+        parse_shard(self.shard)
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    video_id: str
+    path: Path
+    label: str
+    split: str
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n), 0 <= i < n; ``None`` -> (0, 1)."""
+    if shard is None:
+        return 0, 1
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+    if not m or not 0 <= int(m[1]) < int(m[2]):
+        raise AdaframeError(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
+    return int(m[1]), int(m[2])
+
+
+def _entry(path: Path, label: str, split: str, where: str) -> VideoEntry:
+    if split not in SPLITS:
+        raise AdaframeError(f"{where}: unknown split {split!r} (expected one of {SPLITS})")
+    vid = path.stem
+    if not vid or vid.startswith(".") or not label:
+        raise AdaframeError(f"{where}: cannot use {str(path)!r} (empty name or label)")
+    return VideoEntry(vid, path, label, split)
+
+
+def _from_directory(root: Path, split: str) -> list[VideoEntry]:
+    entries = []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in VIDEO_EXTENSIONS or p.name.startswith(".") or not p.is_file():  # ._x.mp4: macOS litter
+            continue
+        parts = p.relative_to(root).parts[:-1]
+        if len(parts) >= 2 and parts[-2] in SPLITS:  # ROOT/<split>/<label>/<file>
+            entries.append(_entry(p, parts[-1], parts[-2], str(p)))
+        else:  # ROOT/<label>/<file>, or a flat folder of unlabeled videos
+            entries.append(_entry(p, parts[-1] if parts else UNLABELED, split, str(p)))
+    return entries
+
+
+def _from_list(path: Path, root: Path, split: str) -> list[VideoEntry]:
+    entries = []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AdaframeError(f"cannot read video list {path}: {e}") from None
+    for n, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        # Paths may contain spaces: the label (and an optional split) are the last words, the path is
+        # the rest of the line as written.
+        three, two = line.rsplit(None, 2), line.rsplit(None, 1)
+        if len(three) == 3 and three[2] in SPLITS:
+            rel, label, row_split = three
+        elif len(two) == 2:
+            if len(three) == 3 and (root / three[0]).is_file():  # 'clip.mp4 label trian': a misspelled split
+                raise AdaframeError(f"{path}:{n}: unknown split {three[2]!r} (expected one of {SPLITS})")
+            (rel, label), row_split = two, split
+        else:
+            raise AdaframeError(f"{path}:{n}: expected 'path label [split]', got {line!r}")
+        entries.append(_entry(root / rel, label, row_split, f"{path}:{n}"))
+    return entries
+
+
+def _from_activitynet(path: Path, root: Path) -> list[VideoEntry]:
+    """ActivityNet v1.3: ``{"database": {id: {"subset", "annotations": [{"label"}]}}}``; files ``v_<id>.*`` or ``<id>.*``."""
+    try:
+        database = json.loads(path.read_text())["database"]
+        assert isinstance(database, dict)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError) as e:
+        raise AdaframeError(f"{path} is not an ActivityNet v1.3 JSON (a 'database' object of videos): {type(e).__name__} {e}") from None
+    files = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS}
+    entries, unlabeled = [], 0
+    for vid, meta in database.items():
+        if not isinstance(meta, dict):
+            raise AdaframeError(f"{path}: video {vid!r} is {type(meta).__name__}, expected an object with 'subset' and 'annotations'")
+        labels = [a.get("label") for a in (meta.get("annotations") or []) if isinstance(a, dict) and a.get("label")]
+        if not labels:  # the testing subset has no labels: nothing to train or evaluate on
+            unlabeled += 1
+            continue
+        subset = meta.get("subset")
+        if subset not in ACTIVITYNET_SUBSETS:
+            raise AdaframeError(f"{path}: video {vid!r} has subset {subset!r}, expected one of {sorted(ACTIVITYNET_SUBSETS)}")
+        file = files.get(f"v_{vid}") or files.get(vid) or root / f"v_{vid}.mp4"  # a missing file fails as that video
+        label = Counter(labels).most_common(1)[0][0]
+        entries.append(VideoEntry(vid, file, label, ACTIVITYNET_SUBSETS[subset]))
+    if unlabeled:
+        print(f"{path}: skipped {unlabeled} videos without annotations (ActivityNet's testing subset)")
+    return entries
+
+
+def read_video_list(videos: str | Path, video_root: str | Path | None = None, split: str = "train") -> list[VideoEntry]:
+    """The videos to extract, from a directory, a list file or an ActivityNet JSON; ids must be unique."""
+    videos = Path(videos)
+    if not videos.exists():
+        raise AdaframeError(f"--videos {videos} does not exist")
+    root = Path(video_root) if video_root is not None else (videos if videos.is_dir() else videos.parent)
+    if videos.is_dir():
+        entries = _from_directory(videos, split)
+    elif videos.suffix.lower() == ".json":
+        entries = _from_activitynet(videos, root)
+    else:
+        entries = _from_list(videos, root, split)
+    if not entries:
+        raise AdaframeError(f"--videos {videos}: no videos found")
+    seen: dict[str, VideoEntry] = {}
+    for e in entries:
+        if e.video_id in seen:
+            raise AdaframeError(f"video id {e.video_id!r} (the file name) is used twice: {seen[e.video_id].path} and {e.path}")
+        seen[e.video_id] = e
+    return entries
+
+
+# ----------------------------------------------------------------------------- the spec (extract.json)
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _backbone_spec(name: str, weights: Path | None, size: int, seed: int) -> dict:
+    if weights is not None and not Path(weights).is_file():
+        raise AdaframeError(f"backbone weights {weights} do not exist")
+    return {"name": name, "size": size, "feature_dim": BACKBONES[name].feature_dim, "seed": seed,
+            "weights": str(Path(weights).resolve()) if weights else None, "sha256": sha256(Path(weights)) if weights else None}
+
+
+def make_spec(cfg: ExtractConfig) -> dict:
+    return {
+        "backbone": _backbone_spec(cfg.backbone, cfg.backbone_weights, cfg.size, cfg.seed),
+        "memory_backbone": _backbone_spec(cfg.memory_backbone, cfg.memory_weights, cfg.memory_size, cfg.seed),
+        "fps": cfg.fps,
+        "memory_frames": cfg.memory_frames,
+    }
+
+
+def _same_spec(a: dict, b: dict) -> bool:
+    """Equal up to the measured fields (GFLOPs, implementation) and the weights' location."""
+    def core(s: dict) -> dict:
+        return {k: ({kk: vv for kk, vv in v.items() if kk not in ("gflops", "implementation", "weights")} if isinstance(v, dict) else v)
+                for k, v in s.items()}
+    return core(a) == core(b)
+
+
+def build_backbones(spec: dict, device: torch.device | str = "cpu", backbone_weights: Path | None = None,
+                    memory_weights: Path | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The two backbones a spec describes; weights (the recorded file, or one given in its place) must
+    match the recorded SHA-256, so features are never computed with other weights than in training."""
+    models = []
+    for key, override in (("backbone", backbone_weights), ("memory_backbone", memory_weights)):
+        b = spec[key]
+        weights = Path(override) if override is not None else (Path(b["weights"]) if b["weights"] else None)
+        if (weights is None) != (b["sha256"] is None) or (weights is not None and (not weights.is_file() or sha256(weights) != b["sha256"])):
+            recorded = f"{b['weights']} (SHA-256 {b['sha256'][:12]}...)" if b["sha256"] else "random init"
+            raise AdaframeError(f"{key} weights {weights or 'random init'} are not those the features were made with: {recorded}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the random-weights warning was given once, at extraction
+            models.append(build_backbone(b["name"], weights, seed=b["seed"]).to(device))
+    return models[0], models[1]
+
+
+# ----------------------------------------------------------------------------- decoding (in worker processes)
+
+class _Decode(Dataset):
+    """Item i: the decoded frames of video i, or the reason it failed (never raises)."""
+
+    def __init__(self, entries: list[VideoEntry], spec: dict):
+        self.entries, self.spec = entries, spec
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict:
+        e, s = self.entries[i], self.spec
+        try:
+            frames, memory = decode_for_features(e.path, s["fps"], s["backbone"]["size"], s["memory_frames"], s["memory_backbone"]["size"])
+            return {"i": i, "frames": torch.from_numpy(frames), "memory": torch.from_numpy(memory), "error": None}
+        except AdaframeError as err:
+            return {"i": i, "error": str(err)}
+        except Exception as err:  # a batch job records the unexpected too, and goes on
+            return {"i": i, "error": f"{e.path}: unexpected {type(err).__name__}: {err}"}
+
+
+def decode_for_features(path: Path, fps: float, size: int, memory_frames: int, memory_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One pass: frames at ``fps`` [T, size, size, 3] and memory frames [Td, m, m, 3], uint8."""
+    info = probe(path)
+    times = sample_times(info.duration, fps)
+    mem_times = uniform_times(info.duration, memory_frames)
+    with VideoReader(path) as reader:
+        out = reader.read(np.concatenate([times, mem_times]), [size] * len(times) + [memory_size] * len(mem_times))
+    return np.stack(out[: len(times)]), np.stack(out[len(times):])
+
+
+# ----------------------------------------------------------------------------- the job
+
+def _done(out: Path, vid: str) -> bool:
+    return (out / "features" / f"{vid}.npy").is_file() and (out / "memory" / f"{vid}.npy").is_file()
+
+
+def write_index(out: Path, entries: list[VideoEntry]) -> tuple[int, int]:
+    """Rewrite ``videos.csv`` (finished videos) and ``failures.csv`` (failed ones) from what is on disk."""
+    done = [e for e in entries if _done(out, e.video_id)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["video_id", "label", "split", "path"])
+    w.writerows([e.video_id, e.label, e.split, str(e.path)] for e in done)
+    atomic_write(out / "videos.csv", lambda p: p.write_text(buf.getvalue()))
+    failed = [(e, (out / "failures" / f"{e.video_id}.txt")) for e in entries if not _done(out, e.video_id)]
+    failed = [(e, f.read_text().strip()) for e, f in failed if f.is_file()]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["video_id", "path", "reason"])
+    w.writerows([e.video_id, str(e.path), reason] for e, reason in failed)
+    atomic_write(out / "failures.csv", lambda p: p.write_text(buf.getvalue()))
+    return len(done), len(failed)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1); joins the gloo group so ranks can wait for each other."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("gloo")
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
+
+
+def run_extract(cfg: ExtractConfig) -> dict:
+    """The ``adaframe extract`` command; returns counts (done, failed, skipped, extracted)."""
+    entries = read_video_list(cfg.videos, cfg.video_root, cfg.split)
+    spec = make_spec(cfg)  # checks the weights files before anything is written
+    rank, world = _distributed()
+    if world > 1 and cfg.shard is not None:
+        raise AdaframeError("--shard and torchrun both split the work: use one of them")
+    shard, shards = parse_shard(cfg.shard) if world == 1 else (rank, world)
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AdaframeError(f"cannot create --out {out}: {e.strerror}") from None
+
+    old = read_spec(out)
+    if old is not None and not _same_spec(old, spec):
+        raise AdaframeError(f"{out} holds features made with other settings ({out / SPEC}); use another --out or the same settings")
+    backbone, memory_backbone = build_backbones(spec, device)
+    for key, model in (("backbone", backbone), ("memory_backbone", memory_backbone)):
+        spec[key]["gflops"] = backbone_gflops(model, spec[key]["size"])  # measured, multiply-adds
+        spec[key]["implementation"] = model.implementation
+    if rank == 0:
+        write_json(out / SPEC, spec)
+
+    mine = entries[shard::shards]
+    todo = [e for e in mine if not _done(out, e.video_id)]
+    (out / "features").mkdir(exist_ok=True)
+    (out / "memory").mkdir(exist_ok=True)
+    (out / "failures").mkdir(exist_ok=True)
+    loader = DataLoader(_Decode(todo, spec), batch_size=None, num_workers=cfg.workers, collate_fn=lambda x: x)
+    failed = 0
+    bar = tqdm(loader, total=len(todo), desc=f"extract {shard}/{shards}" if shards > 1 else "extract",
+               disable=not cfg.progress, unit="video")
+    for item in bar:
+        e = todo[item["i"]]
+        failure = out / "failures" / f"{e.video_id}.txt"
+        if item["error"] is not None:
+            failed += 1
+            atomic_write(failure, lambda p: p.write_text(item["error"] + "\n"))
+            bar.set_postfix(failed=failed)
+            continue
+        memory = extract_features(memory_backbone, item["memory"], cfg.batch_size, device)  # [Td, Dm]
+        features = extract_features(backbone, item["frames"], cfg.batch_size, device)  # [T, D]
+        # Memory first: a video counts as done once its features file exists.
+        save_npy(out / "memory" / f"{e.video_id}.npy", memory)
+        save_npy(out / "features" / f"{e.video_id}.npy", features)
+        failure.unlink(missing_ok=True)
+    bar.close()
+
+    if world > 1:
+        torch.distributed.barrier()
+    done, failures = write_index(out, entries)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+    return {"videos": len(entries), "shard": f"{shard}/{shards}", "skipped": len(mine) - len(todo),
+            "extracted": len(todo) - failed, "failed_now": failed, "done": done, "failed": failures}

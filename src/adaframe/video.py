@@ -1,0 +1,404 @@
+"""Video decoding with PyAV: probing, sampling times, and reading frames by time.
+
+Feature extraction decodes a video in one sequential pass, while ``predict`` later reads the
+frames an agent asks for by seeking. Their features must be identical, so both go through one
+``VideoReader`` and one rule for what "the frame at time t" means.
+
+The time rule (the same in every decoding path):
+
+* A frame's timestamp is the running maximum of its pts (its dts when pts is missing), in
+  seconds relative to the stream start, taken in decoder output order within one decode run.
+  Decoders emit frames in display order, but some AVI files (mpeg4 with packed B-frames) carry
+  shuffled pts such as 1, 2, 4, 3, 5, 7, 6; the running maximum keeps timestamps
+  non-decreasing in the order the frames really come out.
+* The frame "at time t" is the last frame whose timestamp is <= t, or the first frame of the
+  video when t precedes all frames. Times past the end give the last frame.
+* A decode run starts at the stream start or at the keyframe a seek lands on, and the running
+  maximum restarts there. For any sane stream (no frame before a keyframe has a later pts than
+  the keyframe) this picks the same frame as one sequential pass; the tests check it.
+* Frames with neither pts nor dts (raw .h264 / .m4v streams) are placed one frame duration after
+  their predecessor; such a stream is always read from its start, never by seeking.
+
+The image pipeline (also the same in every path): scale so that the shorter side is
+``round(size * 256 / 224)`` (bilinear, in swscale), centre-crop ``size x size``, then apply the
+display rotation. Rotating a square centre crop equals cropping the rotated frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import NamedTuple
+
+import av
+import numpy as np
+from av.container import InputContainer
+from av.video.frame import VideoFrame
+from av.video.stream import VideoStream
+
+from adaframe.utils import AdaframeError
+
+RESIZE_RATIO = 256 / 224  # shorter side before the centre crop, the usual ImageNet evaluation ratio
+DEFAULT_SEEK_GAP = 2.0  # seconds; a jump further ahead seeks rather than decoding through
+TRUNCATION_SLACK = 1.0  # seconds (or 10% if more) a stream may end before its stated duration
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What ``probe`` learns about a video's first video stream.
+
+    Attributes:
+        path: the file.
+        duration: seconds of video (stream duration, else container duration, else decoded).
+        start: stream start time in seconds (0 when unknown); frame times are relative to it.
+        fps: average frame rate, or None when the container does not say.
+        frames: frame count stated by the container, or None when it states none (e.g. mkv).
+        width: displayed width, i.e. after the display rotation.
+        height: displayed height.
+        rotation: display-matrix rotation in degrees, counter-clockwise as PyAV reports it
+            (-90: the coded picture is shown turned 90 degrees clockwise).
+        codec: decoder name, e.g. ``h264``.
+    """
+
+    path: Path
+    duration: float
+    start: float
+    fps: float | None
+    frames: int | None
+    width: int
+    height: int
+    rotation: int
+    codec: str
+
+
+class _Timed(NamedTuple):
+    ts: float  # seconds, by the time rule
+    frame: VideoFrame
+    stamped: bool  # False: the frame had neither pts nor dts (raw elementary streams); ts is extrapolated
+
+
+# ----------------------------------------------------------------------------- opening and probing
+
+def _open(path: Path) -> tuple[InputContainer, VideoStream]:
+    """Open ``path`` and return it with its first video stream; every failure is an AdaframeError."""
+    if not path.exists():
+        raise AdaframeError(f"{path}: no such file")
+    if not path.is_file():
+        raise AdaframeError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise AdaframeError(f"{path}: the file is empty")
+    try:
+        container = av.open(str(path), metadata_errors="replace")
+    except av.FFmpegError as e:
+        raise AdaframeError(f"{path}: cannot open as a media file ({e})") from None
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        container.close()
+        raise AdaframeError(f"{path}: has no video stream (streams: {', '.join(kinds)})")
+    return container, container.streams.video[0]
+
+
+def _stated_duration(container: InputContainer, stream: VideoStream) -> float | None:
+    """The stream's duration if the file states one, else the container's, else None."""
+    if stream.duration and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _frame_span(frame: VideoFrame, stream: VideoStream) -> float:
+    """How long ``frame`` is shown, in seconds: its own duration, else one period of the average rate."""
+    if frame.duration:
+        return float(frame.duration * stream.time_base)
+    return 1 / float(stream.average_rate) if stream.average_rate else 0.0
+
+
+def _timed_frames(container: InputContainer, stream: VideoStream, path: Path) -> Generator[_Timed, None, None]:
+    """Decode one run from the container's current position, timing frames by the time rule.
+
+    A frame with neither pts nor dts (raw .h264 or .m4v streams) is placed one frame span after
+    its predecessor, or at 0 when it opens the run.
+
+    Raises:
+        AdaframeError: decoding failed; the message says how far it got.
+    """
+    start_pts = stream.start_time or 0
+    ts, span, good, first = 0.0, 0.0, 0, 0.0
+    try:
+        for frame in container.decode(stream):
+            pts = frame.pts if frame.pts is not None else frame.dts
+            if pts is not None:
+                t = float((pts - start_pts) * stream.time_base)
+                ts = t if good == 0 else max(ts, t)
+            elif good:
+                ts += span
+            span = _frame_span(frame, stream)
+            first = ts if good == 0 else first
+            good += 1
+            yield _Timed(ts, frame, pts is not None)
+    except av.FFmpegError as e:
+        done = f"after {good} frames decoded fine, {first:.2f} s to {ts:.2f} s" if good else "before any frame"
+        raise AdaframeError(f"{path}: decoding failed {done} ({e})") from None
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Describe the first video stream of ``path``, decoding one frame to be sure it has one.
+
+    Decodes the whole stream only when the file states no duration at all.
+
+    Raises:
+        AdaframeError: missing or empty file, not a media file, no video stream, or no
+            decodable video frame; the message names the file.
+    """
+    path = Path(path)
+    container, stream = _open(path)
+    with container:
+        frames = _timed_frames(container, stream, path)
+        first = next(frames, None)
+        if first is None:
+            raise AdaframeError(f"{path}: the video stream has no decodable frames (zero length)")
+        duration = _stated_duration(container, stream)
+        if duration is None:
+            last = first
+            for last in frames:
+                pass
+            duration = last.ts + _frame_span(last.frame, stream)
+        rotation = int(first.frame.rotation)
+        w, h = first.frame.width, first.frame.height
+        return VideoInfo(
+            path=path, duration=duration,
+            start=float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0,
+            fps=float(stream.average_rate) if stream.average_rate else None, frames=stream.frames or None,
+            width=h if rotation % 180 == 90 else w, height=w if rotation % 180 == 90 else h,
+            rotation=rotation, codec=stream.codec_context.name,
+        )
+
+
+# ----------------------------------------------------------------------------- times and pixels
+
+def sample_times(duration: float, fps: float = 1.0) -> np.ndarray:
+    """Times ``i / fps`` for i = 0, 1, ... while below ``duration``; at least ``[0.0]``."""
+    if not fps > 0 or not math.isfinite(fps) or not math.isfinite(duration):
+        raise ValueError(f"fps must be a positive number and duration finite, got fps={fps}, duration={duration}")
+    times = np.arange(max(math.ceil(duration * fps), 0) + 1) / fps
+    times = times[times < duration]
+    return times if len(times) else np.zeros(1)
+
+
+def uniform_times(duration: float, n: int) -> np.ndarray:
+    """The centres of ``n`` equal segments of ``[0, duration]``: ``(i + 0.5) * duration / n``."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return (np.arange(n) + 0.5) * duration / n
+
+
+def _to_rgb(frame: VideoFrame, size: int) -> np.ndarray:
+    """The image pipeline: shorter side to ``round(size * 256/224)``, centre crop, display rotation."""
+    short = round(size * RESIZE_RATIO)
+    w, h = frame.width, frame.height
+    nw, nh = (short, round(h * short / w)) if w <= h else (round(w * short / h), short)
+    rgb = frame.reformat(width=nw, height=nh, format="rgb24", interpolation="BILINEAR").to_ndarray()
+    top, left = (nh - size) // 2, (nw - size) // 2
+    crop = rgb[top:top + size, left:left + size]
+    # np.rot90 turns counter-clockwise for positive k, the same sense as the display matrix angle.
+    return np.ascontiguousarray(np.rot90(crop, k=round(frame.rotation / 90) % 4))
+
+
+# ----------------------------------------------------------------------------- reading by time
+
+class VideoReader:
+    """Frames of one video at given times, reading forward where it can and seeking where it pays.
+
+    The container stays open, and the decode position is kept between ``read`` calls, so a
+    policy asking for one frame at a time, in any order, only decodes from the nearest keyframe.
+
+    Args:
+        path: the video file.
+        seek_gap: seconds; a target further ahead than this (or behind the position) is reached
+            by seeking to the keyframe before it; a closer one by decoding forward. Use
+            ``math.inf`` for a strictly sequential reader.
+
+    Attributes:
+        decoded: frames decoded so far, over all reads.
+        seeks: seeks done so far.
+
+    Raises:
+        AdaframeError: as ``probe``, on opening; and from ``read`` when decoding fails or the
+            stream ends well before its stated duration (a truncated file).
+    """
+
+    def __init__(self, path: str | Path, seek_gap: float = DEFAULT_SEEK_GAP):
+        self.path = Path(path)
+        self.seek_gap = seek_gap
+        self.decoded = 0
+        self.seeks = 0
+        self._run: Generator[_Timed, None, None] | None = None
+        self._open()
+        self._restart(seek_to=None)
+
+    def _open(self) -> None:
+        self._container, self._stream = _open(self.path)
+        self._stream.thread_type = "AUTO"  # frame threads speed up long sequential runs on many cores
+        self._start_pts = self._stream.start_time or 0
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.close()
+        self._container.close()
+
+    def read(self, times: Sequence[float], sizes: int | Sequence[int]) -> list[np.ndarray]:
+        """Frames at ``times`` (by the module's time rule), in the order asked.
+
+        Args:
+            times: seconds from the stream start, in any order, repeats allowed.
+            sizes: output side, one for all or one per time.
+
+        Returns:
+            uint8 RGB arrays ``[size, size, 3]``, one per time.
+        """
+        at = [float(t) for t in times]
+        side = [int(sizes)] * len(at) if isinstance(sizes, (int, np.integer)) else [int(s) for s in sizes]
+        if len(side) != len(at):
+            raise ValueError(f"{len(at)} times but {len(side)} sizes")
+        if any(not math.isfinite(t) for t in at) or any(s < 1 for s in side):
+            raise ValueError("times must be finite and sizes positive")
+        out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(at)
+        for i in sorted(range(len(at)), key=at.__getitem__):
+            frame = self._frame_at(at[i]).frame
+            try:
+                out[i] = _to_rgb(frame, side[i])
+            except av.FFmpegError as e:
+                raise AdaframeError(f"{self.path}: cannot convert the frame at {at[i]:.2f} s to RGB ({e})") from None
+        return out
+
+    # -- position state: _cur is the last frame consumed, _next the one decoded after it (if any)
+
+    def _restart(self, seek_to: float | None) -> None:
+        """Begin a new decode run at the stream start (None) or at the keyframe before ``seek_to``."""
+        if self._run is not None:
+            self._run.close()
+        if seek_to is not None:
+            self.seeks += 1
+            try:
+                offset = self._start_pts + math.floor(seek_to / self._stream.time_base)
+                self._container.seek(offset, stream=self._stream, backward=True, any_frame=False)
+            except (av.FFmpegError, OverflowError):
+                # Raw elementary streams cannot seek at all: decode again from the top of the file.
+                self._container.close()
+                self._open()
+                seek_to = None
+        self._run = _timed_frames(self._container, self._stream, self.path)
+        self._from_start = seek_to is None or seek_to <= 0
+        self._cur: _Timed | None = None
+        self._next: _Timed | None = None
+        self._cur_is_first = False
+        self._eof = False
+
+    def _peek(self) -> _Timed | None:
+        """The frame after the current one, decoding it if needed; None at the end of the stream."""
+        if self._next is None and not self._eof:
+            self._next = next(self._run, None)
+            self._eof = self._next is None
+            self.decoded += not self._eof
+        if self._next is None:
+            self._check_complete()  # on every arrival at the end, so a truncated file never passes quietly
+        return self._next
+
+    def _consume(self) -> None:
+        self._cur_is_first = self._cur is None and self._from_start
+        self._cur, self._next = self._next, None
+
+    def _frame_at(self, t: float) -> _Timed:
+        if not self._can_reach(t):
+            self._seek(t)
+        # Stop at the first frame past t: the one before it is the answer.
+        while (nxt := self._peek()) is not None and (self._cur is None or nxt.ts <= t):
+            self._consume()
+        if self._cur is None:
+            raise AdaframeError(f"{self.path}: the video stream has no decodable frames (zero length)")
+        return self._cur
+
+    def _can_reach(self, t: float) -> bool:
+        """Whether decoding forward from here gets to ``t`` cheaper than a seek would."""
+        if self._cur is None:  # a fresh run from the stream start
+            return self._from_start and t <= self.seek_gap
+        if t < self._cur.ts:  # behind us; only the first frame also answers for earlier times
+            return self._cur_is_first
+        if self._eof or t - self._cur.ts <= self.seek_gap:
+            return True
+        return not self._keyframe_between(self._cur.ts, t)
+
+    def _keyframe_between(self, after: float, upto: float) -> bool:
+        """Whether the index shows a keyframe in (after, upto]; True when it cannot tell.
+
+        Without this, a far jump in a file with one keyframe (common in AVI) would seek back to
+        the start and decode everything again. Index times are dts, at or before the pts, so a
+        keyframe just past ``after`` may count as outside: that only costs decoding, never a wrong frame.
+        """
+        index, tb, start = self._stream.index_entries, self._stream.time_base, self._start_pts
+        if len(index) == 0:
+            return True
+        last, upto_pts = index[len(index) - 1].timestamp, start + math.floor(upto / tb)
+        # mp4, mov and avi index every packet; mkv loads its cues lazily, so a short index proves nothing.
+        if upto_pts > last and len(index) < (self._stream.frames or math.inf):
+            return True
+        i = index.search_timestamp(min(upto_pts, last), backward=True, any_frame=False)
+        return i >= 0 and float((index[i].timestamp - start) * tb) > after
+
+    def _seek(self, t: float) -> None:
+        """Seek so that the next run starts at a keyframe at or before ``t``.
+
+        Demuxers pick the keyframe by their own index times; should the first frame still come
+        after ``t``, step further back until it does not. A run of unstamped frames cannot say
+        where it is, so it restarts from the stream start.
+        """
+        stated = _stated_duration(self._container, self._stream)
+        aim = min(t, stated) if stated is not None else t  # past the end, the last keyframe is as good
+        back = 0.0
+        while True:
+            self._restart(seek_to=max(aim - back, 0.0))
+            first = self._peek()
+            if first is None or self._from_start or (first.stamped and first.ts <= t):
+                return
+            back = max(2 * back, 1.0) if first.stamped else math.inf
+
+    def _check_complete(self) -> None:
+        """At the end of the stream: refuse a stream that stops well short of its stated duration."""
+        if self._cur is None:
+            return
+        stated = _stated_duration(self._container, self._stream)
+        if stated is not None and self._cur.ts < stated - max(TRUNCATION_SLACK, 0.1 * stated):
+            raise AdaframeError(f"{self.path}: the video stream ends at {self._cur.ts:.2f} s, "
+                                f"but the file says it lasts {stated:.2f} s (truncated file?)")
+
+
+# ----------------------------------------------------------------------------- whole-video helpers
+
+def decode_at_rate(path: str | Path, fps: float = 1.0, size: int = 224) -> tuple[np.ndarray, np.ndarray]:
+    """Frames at ``sample_times(duration, fps)`` in one sequential pass.
+
+    Returns:
+        frames uint8 ``[T, size, size, 3]`` and their times ``[T]`` in seconds.
+    """
+    info = probe(path)
+    times = sample_times(info.duration, fps)
+    with VideoReader(path, seek_gap=math.inf) as reader:
+        frames = reader.read(times, size)
+    return np.stack(frames), times
+
+
+def count_frames(path: str | Path) -> int:
+    """Decode the whole video stream and count its frames (for reporting; mkv states no count)."""
+    with VideoReader(path, seek_gap=math.inf) as reader:
+        reader._frame_at(math.inf)  # the last frame: one pass through all of them
+        return reader.decoded

@@ -1,0 +1,141 @@
+"""``adaframe video-demo``: the whole path on real video files, on a CPU, in minutes.
+
+1. render synthetic MP4s whose class shows only for a few seconds (``synth_video``);
+2. ``extract``: backbone features at 1 fps + the global memory, into the feature layout;
+3. ``train`` AdaFrame-K and AvgPooling on them;
+4. ``eval`` both on the val split;
+5. ``predict`` on a few val *files*: the policy decodes and runs the backbone only on the frames
+   it picks, next to AvgPooling over 25 uniform frames, timed in the same run.
+
+The backbones are randomly initialised (nothing can be downloaded) with their BatchNorm statistics
+set on a few frames of the training videos, and saved as ordinary weight files that ``extract`` and
+``predict`` load: enough here, where the class is a colour that even random convolutions separate.
+Each stage reuses what a previous run finished.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from adaframe.backbones import build_backbone, calibrate_batchnorm
+
+from adaframe.config import TrainConfig
+from adaframe.data import read_videos_csv
+from adaframe.demo import is_finished
+from adaframe.evaluate import evaluate_run, format_table
+from adaframe.extract import ExtractConfig, read_video_list, run_extract
+from adaframe.predict import PredictConfig, run_predict
+from adaframe.synth_video import SynthVideoConfig, generate_videos
+from adaframe.video import decode_at_rate
+from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
+
+COMPARE = 25
+
+
+@dataclass
+class VideoDemoConfig:
+    """Synthetic video files -> extract -> train -> eval -> predict with the cost compared to uniform sampling."""
+
+    out: Path = Path("runs/video-demo")
+    """directory for the videos, the features, the runs and results.json"""
+    videos: int = 160
+    backbone: Literal["resnet101", "resnet50", "resnet18"] = "resnet101"
+    size: int = 224
+    """backbone input size"""
+    frames: int = 5
+    """K of AdaFrame"""
+    mu: float = 0.7
+    epochs: int = 40
+    predict_videos: int = 3
+    """val videos to run 'adaframe predict' on"""
+    quick: bool = False
+    """tiny: 12 videos, ResNet-18 at 64 px, 3 epochs; a smoke test, not a result"""
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.videos, self.backbone, self.size, self.epochs, self.predict_videos = 12, "resnet18", 64, 3, 1
+        if self.videos < 4 or self.frames < 1 or self.epochs < 1 or self.predict_videos < 0:
+            raise AdaframeError("need --videos >= 4, --frames >= 1, --epochs >= 1, --predict-videos >= 0")
+
+
+def calibrated_weights(name: str, files: Path, size: int, folder: Path, videos: int = 24) -> Path:
+    """Random weights (seed 0) with BatchNorm statistics set on frames of the first train videos, saved as a
+    torchvision-format file that ``extract`` then loads like any user's checkpoint (see ``calibrate_batchnorm``)."""
+    path = folder / f"{name}-random-bn{size}.pt"
+    if path.is_file():
+        return path
+    entries = [e for e in read_video_list(files / "list.txt") if e.split == "train"][:videos]
+    frames = np.concatenate([decode_at_rate(e.path, 1.0, size)[0][::2] for e in entries])  # [N, size, size, 3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # random weights are the point here
+        model = calibrate_batchnorm(build_backbone(name), frames)
+    atomic_write(path, lambda p: torch.save(model.state_dict(), p))
+    return path
+
+
+def run_video_demo(cfg: VideoDemoConfig) -> dict:
+    """The ``adaframe video-demo`` command; returns what it writes to OUT/results.json."""
+    resolve_device(cfg.device)
+    synth = SynthVideoConfig(videos=cfg.videos, min_seconds=6 if cfg.quick else 8, max_seconds=8 if cfg.quick else 16,
+                             min_evidence=1.0 if cfg.quick else 1.5)
+    files, data, runs = cfg.out / "files", cfg.out / "features", cfg.out / "runs"
+    record = cfg.out / "synth_video.json"
+    if (files / "list.txt").is_file() and record.is_file() and json.loads(record.read_text()) == asdict(synth):
+        tqdm.write(f"[1/5] reusing the videos in {files}")
+    else:
+        tqdm.write(f"[1/5] rendering {cfg.videos} synthetic videos into {files}")
+        generate_videos(synth, files)
+        write_json(record, asdict(synth))
+
+    memory_size = min(112, cfg.size)
+    weights = {name: calibrated_weights(name, files, size, cfg.out / "weights")
+               for name, size in ((cfg.backbone, cfg.size), ("mobilenet_v2", memory_size))}
+    tqdm.write(f"[2/5] extracting features ({cfg.backbone} at {cfg.size}, MobileNetV2 memory) into {data}")
+    extract = ExtractConfig(files / "list.txt", data, backbone=cfg.backbone, size=cfg.size, backbone_weights=weights[cfg.backbone],
+                            memory_size=memory_size, memory_weights=weights["mobilenet_v2"], workers=1, device=cfg.device)
+    counts = run_extract(extract)
+    if counts["failed"]:
+        raise AdaframeError(f"{counts['failed']} videos failed to extract; see {data / 'failures.csv'}")
+
+    extra = {"hidden": 32} if cfg.quick else {}
+    cfgs = {name: TrainConfig(data, runs / name, model=model, frames=cfg.frames, preset="fast", epochs=cfg.epochs,
+                              device=cfg.device, **extra)
+            for name, model in (("adaframe", "adaframe"), ("avgpool", "avgpool"))}
+    from adaframe.train import train  # tensorboard is slow to import
+
+    for name, tc in cfgs.items():
+        if is_finished(tc):
+            tqdm.write(f"[3/5] reusing the finished run {tc.out}")
+        else:
+            tqdm.write(f"[3/5] training {name} ({cfg.epochs} epochs)")
+            train(tc)
+
+    tqdm.write("[4/5] evaluating on val")
+    rows = [evaluate_run(cfgs["avgpool"].out, data, "val", k, "uniform") for k in (1, cfg.frames, COMPARE)]
+    rows.append(evaluate_run(cfgs["avgpool"].out, data, "val", None, "all"))
+    rows += [evaluate_run(cfgs["adaframe"].out, data, "val", cfg.frames, mu=mu) for mu in (None, cfg.mu)]
+    header = ["model", "sampling", "K", "mu", "mAP (%)", "top1 (%)", "frames", "GFLOPs"]
+    print(format_table(header, [[r["model"], r["sampling"], r["frames"] or "all", r["mu"], r["mAP"], r["top1"], r["avg_frames"],
+                                 r["gflops_per_video"]] for r in rows]))
+
+    val = [r for r in read_videos_csv(data) if r.split == "val"][: cfg.predict_videos]
+    paths = tuple(files / "videos" / f"{r.video_id}.mp4" for r in val)
+    predictions = []
+    if paths:
+        tqdm.write(f"\n[5/5] adaframe predict on {len(paths)} val video files, against AvgPooling over {COMPARE} uniform frames")
+        predictions = run_predict(PredictConfig(paths, cfgs["adaframe"].out, cfg.frames, cfg.mu, compare=f"uniform{COMPARE}",
+                                                compare_checkpoint=cfgs["avgpool"].out, device=cfg.device))
+    summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "synth": asdict(synth),
+               "extract": counts, "eval": rows, "predict": predictions}
+    write_json(cfg.out / "results.json", summary)
+    print(f"\nwrote {cfg.out / 'results.json'}")
+    return summary

@@ -1,0 +1,209 @@
+"""``adaframe predict`` on video files: equal to ``eval`` on offline features, only chosen frames computed, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from adaframe.checkpoint import build_model, save_checkpoint
+from adaframe.data import FeatureDataset, collate, read_spec
+from adaframe.inference import adaframe_batch
+from adaframe.predict import Predictor, parse_compare
+from adaframe.utils import AdaframeError
+from adaframe.video import probe, sample_times
+from conftest import SHARED_VIDEOS, adaframe
+
+K = 4
+
+
+def make_run(run_dir: Path, data: Path, kind: str = "adaframe", seed: int = 0, memory_frames: int = 16) -> Path:
+    """An untrained run on ``data``: predict must agree with eval whatever the weights are."""
+    spec = read_spec(data)
+    ds = FeatureDataset(data, "train")
+    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 24,
+            "std": 0.1, "memory_frames": memory_frames}
+    torch.manual_seed(seed)
+    model = build_model(kind, dims)
+    if kind == "adaframe":
+        # Larger selection weights than the init: locations spread over the video, so the test sees jumps.
+        torch.nn.init.normal_(model.select.weight, std=2.0)
+    save_checkpoint(run_dir, model, kind, dims, ds.classes, {"frames": K}, {"features": spec})
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run(extracted, tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("run"), extracted)
+
+
+def _eval_rows(run: Path, data: Path, mu: float | None):
+    """Offline: the stored features of each split through the same agent -> (dataset, outputs)."""
+    from adaframe.checkpoint import load_checkpoint
+
+    model, payload = load_checkpoint(run)
+    for split in ("train", "val"):
+        ds = FeatureDataset(data, split, classes=payload["classes"])
+        yield ds, adaframe_batch(model, collate([ds[i] for i in range(len(ds))]), K, mu)
+
+
+@pytest.mark.parametrize("mu", [None, 0.0])
+def test_predict_equals_eval_on_offline_features(run, extracted, video_files, mu):
+    predictor = Predictor(run)
+    for ds, out in _eval_rows(run, extracted, mu):
+        paths = [video_files / "videos" / f"{r.video_id}.mp4" for r in ds.records]
+        results = predictor.predict(paths, K, mu)
+        for b, r in enumerate(results):
+            steps = int(out["steps"][b])
+            assert r["steps"] == steps
+            assert r["frame_seconds"] == [float(i) for i in out["visited"][b, :steps].tolist()]  # 1 fps grid: index = second
+            probs = dict((c, p) for c, p in r["top"])
+            for c, name in enumerate(predictor.classes):
+                assert probs[name] == pytest.approx(float(out["probs"][b, c]), abs=1e-3)
+            assert r["label"] == predictor.classes[int(out["probs"][b].argmax())]
+    if mu == 0.0:  # mu 0 stops at the first drop of the utility: some video must stop early for the test to mean anything
+        assert any(int(s) < K for _, out in _eval_rows(run, extracted, mu) for s in out["steps"])
+
+
+def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
+    predictor = Predictor(run)
+    path = video_files / "videos" / "video00000.mp4"
+    calls = {"n": 0}
+    forward = predictor.backbone.forward_features
+
+    def counting(x):
+        calls["n"] += x.shape[0]
+        return forward(x)
+
+    predictor.backbone.forward_features = counting
+    [r] = predictor.predict([path], K, None)
+    assert calls["n"] == r["backbone_calls"] == r["frames_used"] == len(set(r["frame_seconds"]))
+    assert r["frames_used"] <= K < r["candidate_frames"]
+    assert r["memory_backbone_calls"] == 16
+    # Decoding: one pass for the memory glance, then per chosen frame at most a GOP (2 s = 8 frames at 4 fps)
+    # plus the frame after it; re-decoding the video from its start for each frame would cost far more.
+    total = round(probe(path).duration * 4)
+    assert r["frames_decoded"] <= total + r["frames_used"] * 9 < total * (1 + r["frames_used"])
+    spec = predictor.spec
+    expected = r["frames_used"] * spec["backbone"]["gflops"] + 16 * spec["memory_backbone"]["gflops"] + r["steps"] * predictor.head_gflops
+    assert r["gflops"] == pytest.approx(expected)
+
+
+def test_memory_subset_of_a_run_trained_on_fewer_memory_frames(extracted, video_files, tmp_path):
+    """A Table-2 style run (8 of the 16 stored memory frames) decodes and computes only those 8."""
+    run8 = make_run(tmp_path / "run8", extracted, memory_frames=8)
+    [r] = Predictor(run8).predict([video_files / "videos" / "video00001.mp4"], K, None)
+    assert r["memory_backbone_calls"] == 8 and "error" not in r
+
+
+def test_compare_uniform_baseline_and_json(run, extracted, video_files, tmp_path):
+    base = make_run(tmp_path / "avgpool", extracted, kind="avgpool")
+    video = video_files / "videos" / "video00002.mp4"
+    proc = adaframe("predict", str(video), "--checkpoint", str(run), "--compare", "uniform25", "--compare-checkpoint", str(base),
+                    "--json", cwd=tmp_path)
+    [line] = proc.stdout.strip().splitlines()
+    r = json.loads(line)
+    b = r["baseline"]
+    assert b["backbone_calls"] == 25 and b["frames_used"] == 25
+    assert b["label"] in r["baseline"]["top"][0]
+    assert r["vs_baseline"]["backbone_calls_ratio"] == pytest.approx(r["backbone_calls"] / 25)
+    assert r["vs_baseline"]["gflops_ratio"] < 1
+    text = adaframe("predict", str(video), "--checkpoint", str(run), "--compare", "uniform25", cwd=tmp_path).stdout
+    assert "AvgPooling uniform25: (no classifier: cost only)" in text and "AdaFrame / baseline" in text
+
+
+def test_bad_video_gets_its_own_error_and_others_go_on(run, video_files, tmp_path):
+    text = tmp_path / "not_a_video.mp4"
+    text.write_text("hello")
+    good = video_files / "videos" / "video00003.mp4"
+    results = Predictor(run).predict([text, good, tmp_path / "missing.mp4"], K, 0.5)
+    assert "error" in results[0] and str(text) in results[0]["error"]
+    assert "error" in results[2]
+    assert "error" not in results[1] and results[1]["steps"] >= 1
+
+
+@pytest.mark.skipif(not (SHARED_VIDEOS / "decord_corrupted.mp4").is_file(), reason=f"no shared clips at {SHARED_VIDEOS}")
+def test_corrupted_and_real_clips(run, tmp_path):
+    """Real clips of every container run; the corrupted one errors for itself only (it breaks while decoding)."""
+    clips = ["mmaction2_test.mp4", "mmaction2_test.avi", "decord_flipping_a_pancake.mkv", "decord_rotated_90.mov", "decord_corrupted.mp4"]
+    results = Predictor(run).predict([SHARED_VIDEOS / c for c in clips], K, None)
+    for clip, r in zip(clips, results):
+        if clip == "decord_corrupted.mp4":
+            continue  # the policy may or may not land beyond the damage; either way it must not raise
+        assert "error" not in r, r
+        assert r["candidate_frames"] == len(sample_times(probe(SHARED_VIDEOS / clip).duration))
+    proc = adaframe("predict", str(SHARED_VIDEOS / "decord_corrupted.mp4"), "--checkpoint", str(run), "--frames", "10",
+                    "--compare", "uniform25", cwd=tmp_path)
+    assert "decoding failed" in proc.stdout  # the uniform baseline reads beyond the damage
+
+
+def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
+    ds = FeatureDataset(synth_dir, "train")
+    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 8, "memory_frames": 16}
+    save_checkpoint(tmp_path, build_model("adaframe", dims), "adaframe", dims, ds.classes, {"frames": 3}, {"features": None})
+    with pytest.raises(AdaframeError, match="not made by 'adaframe extract'"):
+        Predictor(tmp_path)
+
+
+def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files, tmp_path):
+    """Features made with weights file A; predict with a changed file must refuse, not predict garbage."""
+    from adaframe.backbones import build_backbone
+    from adaframe.extract import ExtractConfig, run_extract
+
+    weights = tmp_path / "r18.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(build_backbone("resnet18", seed=3).state_dict(), weights)
+    videos = tmp_path / "videos"
+    shutil.copytree(video_files / "videos", videos)
+    (tmp_path / "list.txt").write_text((video_files / "list.txt").read_text())
+    data = tmp_path / "data"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_extract(ExtractConfig(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32,
+                                  backbone_weights=weights, workers=0, progress=False))
+    run = make_run(tmp_path / "run", data)
+    Predictor(run)  # the recorded file: fine
+    moved = tmp_path / "moved.pt"
+    shutil.copy(weights, moved)
+    Predictor(run, backbone_weights=moved)  # same bytes elsewhere: fine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save(build_backbone("resnet18", seed=4).state_dict(), weights)
+    with pytest.raises(AdaframeError, match="not those the features were made with"):
+        Predictor(run)
+    proc = adaframe("predict", str(videos / "video00000.mp4"), "--checkpoint", str(run), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("adaframe: error:") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("spec,ok", [("uniform25", 25), ("uniform1", 1), ("uniform0", None), ("random25", None), ("25", None)])
+def test_parse_compare(spec, ok):
+    if ok is None:
+        with pytest.raises(AdaframeError):
+            parse_compare(spec)
+    else:
+        assert parse_compare(spec) == ok
+
+
+def test_predict_refuses_a_baseline_checkpoint(extracted, tmp_path):
+    run = make_run(tmp_path / "avgpool", extracted, kind="avgpool")
+    with pytest.raises(AdaframeError, match="predict runs an AdaFrame run"):
+        Predictor(run)
+
+
+def test_video_demo_quick_end_to_end(tmp_path):
+    """render -> calibrate -> extract -> train -> eval -> predict, on CPU, through the CLI."""
+    adaframe("video-demo", "--quick", "--out", str(tmp_path / "vd"), cwd=tmp_path, timeout=400)
+    res = json.loads((tmp_path / "vd" / "results.json").read_text())
+    assert res["extract"]["failed"] == 0 and res["extract"]["done"] == 12
+    [p] = res["predict"]
+    assert p["baseline"]["backbone_calls"] == 25 and p["backbone_calls"] <= 5
+    spec = read_spec(tmp_path / "vd" / "features")
+    assert spec["backbone"]["sha256"] and Path(spec["backbone"]["weights"]).is_file()  # the calibrated random weights
+    feats = np.load(next((tmp_path / "vd" / "features" / "features").glob("*.npy")))
+    assert np.isfinite(feats).all() and 0.01 < np.abs(feats).mean() < 100  # neither exploded nor vanished

@@ -1,0 +1,57 @@
+"""Input standardisation: statistics equal numpy's, training stores them, the models apply them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from adaframe.agent import AdaFrame, AgentConfig
+from adaframe.baselines import BaselineConfig, LSTMBaseline
+from adaframe.checkpoint import load_checkpoint
+from adaframe.config import TrainConfig
+from adaframe.data import FeatureDataset
+from adaframe.standardize import feature_statistics, set_statistics
+from conftest import random_videos
+
+
+def test_statistics_equal_numpy(make_dataset, tmp_path):
+    videos = random_videos(7, dim=5, memory=(4, 3))
+    for v in videos:  # far from zero-mean, unit-scale, like ResNet features; one constant dimension
+        v["features"] = (v["features"] * 3 + 10).astype(np.float32)
+        v["features"][:, 2] = 5.0
+    ds = FeatureDataset(make_dataset(tmp_path, videos), "train")
+    stats = feature_statistics(ds)
+    frames = np.concatenate([v["features"] for v in videos]).astype(np.float64)
+    memory = np.concatenate([v["memory"] for v in videos]).astype(np.float64)
+    mean, std = stats["frames"]
+    np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(np.delete(std, 2), np.delete(frames.std(0), 2), rtol=1e-4)
+    assert 0 < std[2] < 1e-2  # floored, not zero: a constant dimension stays finite
+    np.testing.assert_allclose(stats["memory"][0], memory.mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_models_apply_the_statistics():
+    cfg = AgentConfig(feature_dim=4, memory_dim=3, num_classes=2, hidden=8)
+    torch.manual_seed(0)
+    model = AdaFrame(cfg)
+    mean, std = np.arange(4, dtype=np.float32), np.full(4, 2.0, dtype=np.float32)
+    frame = torch.randn(2, 4)
+    state = model.initial_state(2, frame.device)
+    encoded = model.memory.encode(torch.zeros(2, 5, 3))
+    before = model.step((frame - torch.from_numpy(mean)) / 2, encoded, state).logits
+    set_statistics(model, {"frames": (mean, std)})
+    torch.testing.assert_close(model.step(frame, encoded, state).logits, before)
+    lstm = LSTMBaseline(BaselineConfig(4, 2, 8))
+    set_statistics(lstm, {"frames": (mean, std)})
+    torch.testing.assert_close(lstm.norm.std, torch.full((4,), 2.0))
+
+
+def test_training_stores_the_training_split_statistics(synth_dir, tmp_path):
+    from adaframe.train import train
+
+    run = train(TrainConfig(synth_dir, tmp_path / "run", model="adaframe", frames=2, epochs=1, hidden=8, progress=False))
+    model, _ = load_checkpoint(run)
+    stats = feature_statistics(FeatureDataset(synth_dir, "train"))
+    np.testing.assert_allclose(model.frame_norm.mean.numpy(), stats["frames"][0])
+    np.testing.assert_allclose(model.memory.norm.std.numpy(), stats["memory"][1])
+    assert not np.allclose(model.frame_norm.std.numpy(), 1.0)

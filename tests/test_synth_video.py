@@ -1,0 +1,48 @@
+"""Synthetic video files: real MP4s, the class colour on screen only inside the evidence stretch."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from adaframe.synth_video import COLOURS, SynthVideoConfig
+from adaframe.utils import AdaframeError
+from adaframe.video import VideoReader, probe
+
+
+def _colour_share(frame: np.ndarray, rgb: tuple[int, int, int]) -> float:
+    """Share of pixels within 40 of the colour in every channel (h264 shifts colours a little)."""
+    return float((np.abs(frame.astype(int) - np.array(rgb)).max(-1) < 40).mean())
+
+
+def test_files_labels_and_evidence(video_files):
+    lines = (video_files / "list.txt").read_text().split("\n")[:-1]
+    assert len(lines) == 8
+    evidence = {r["video_id"]: r for r in csv.DictReader(open(video_files / "evidence.csv"))}
+    splits = []
+    for line in lines:
+        rel, label, split = line.split(" ")
+        splits.append(split)
+        path = video_files / rel
+        info = probe(path)
+        assert info.codec == "h264" and (info.width, info.height) == (96, 64)
+        assert 6 <= info.duration <= 9 and info.fps == pytest.approx(4)
+        rgb = dict(COLOURS)[label]
+        ev = evidence[path.stem]
+        start, end = float(ev["start_s"]), float(ev["end_s"])
+        times = np.arange(0, info.duration, 0.25)  # every frame
+        with VideoReader(path) as reader:
+            frames = reader.read(times, 64)
+        inside = [_colour_share(f, rgb) for t, f in zip(times, frames) if start + 0.25 <= t < end - 0.25]
+        outside = [_colour_share(f, rgb) for t, f in zip(times, frames) if t < start - 0.25 or t >= end + 0.25]
+        assert inside and min(inside) > 0.15, "the class shape must be on screen during the evidence"
+        assert max(outside) < 0.02, "and nowhere else"
+    assert sorted(set(splits)) == ["train", "val"] and splits.count("val") == 2
+
+
+@pytest.mark.parametrize("bad", [dict(classes=9), dict(classes=1), dict(min_evidence=10), dict(width=15), dict(val_fraction=1.0)])
+def test_bad_settings(bad):
+    with pytest.raises(AdaframeError):
+        SynthVideoConfig(**bad)

@@ -1,0 +1,377 @@
+"""Decoding with PyAV: probe values, the time rule, seek == sequential, the image pipeline, bad inputs."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from adaframe.utils import AdaframeError
+from adaframe.video import (
+    DEFAULT_SEEK_GAP, VideoReader, _timed_frames, _to_rgb, count_frames, decode_at_rate, probe, sample_times,
+    uniform_times,
+)
+
+VIDEOS = Path(__file__).resolve().parents[1].parent / "shared/data/videos"
+needs_clips = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"the shared test clips are not at {VIDEOS}")
+
+# name: (duration s, display width, height, rotation, stated frames, fps, codec, frames decoded)
+GOOD = {
+    "decord_flipping_a_pancake.mkv": (10.381, 426, 240, 0, None, 30.0, "h264", 310),
+    "decord_rotated_90.mov": (0.1, 320, 568, -90, 3, 30.0, "h264", 3),
+    "decord_unordered.mov": (0.125, 50, 50, 0, 4, 32.0, "h264", 4),
+    "mmaction2_demo_arm_wrestling.mp4": (10.0, 340, 256, 0, 280, 28.0, "h264", 280),
+    "mmaction2_test.avi": (6.56, 320, 240, 0, 164, 25.0, "mpeg4", 164),
+    "mmaction2_test.mp4": (10.0, 340, 256, 0, 300, 30.0, "h264", 300),
+}
+
+
+def clip(name: str) -> Path:
+    return VIDEOS / name
+
+
+def write_video(path: Path, levels: list[int], fps: int = 10, codec: str = "mpeg4", fmt: str | None = None) -> Path:
+    """A 64x48 video whose frame i is flat grey ``levels[i]``, so a decoded frame says which one it is."""
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for level in levels:
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), level, np.uint8), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def grey(frame: np.ndarray) -> float:
+    return float(frame.mean())
+
+
+# ----------------------------------------------------------------------------- times
+
+def test_sample_times():
+    assert sample_times(10.0).tolist() == [float(i) for i in range(10)]
+    assert len(sample_times(10.381)) == 11
+    assert sample_times(2.5, fps=2).tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert sample_times(0.1).tolist() == [0.0]  # shorter than one period: still one frame
+    assert sample_times(0.0).tolist() == [0.0]
+    with pytest.raises(ValueError):
+        sample_times(10.0, fps=0)
+
+
+def test_uniform_times():
+    np.testing.assert_allclose(uniform_times(10.0, 4), [1.25, 3.75, 6.25, 8.75])
+    np.testing.assert_allclose(uniform_times(3.0, 1), [1.5])
+    with pytest.raises(ValueError):
+        uniform_times(3.0, 0)
+
+
+# ----------------------------------------------------------------------------- the image pipeline
+
+@pytest.mark.parametrize("height, width, size", [(240, 320, 224), (320, 240, 112), (100, 100, 64)])
+def test_pipeline_scales_the_shorter_side_to_256_of_224_then_crops_the_centre(height, width, size):
+    yy, xx = np.mgrid[0:height, 0:width]
+    smooth = np.stack([xx * 255 / width, yy * 255 / height, 128 + 100 * np.sin(xx / 17.0) * np.cos(yy / 23.0)], -1)
+    image = smooth.round().astype(np.uint8)
+    got = _to_rgb(av.VideoFrame.from_ndarray(image, format="rgb24"), size)
+    short = round(size * 256 / 224)
+    new_w, new_h = (short, round(height * short / width)) if width <= height else (round(width * short / height), short)
+    scaled = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    want = scaled[top:top + size, left:left + size].astype(int)
+    assert got.shape == (size, size, 3) and got.dtype == np.uint8
+    assert np.abs(got - want).mean() < 0.5  # two bilinear implementations agree to ~0.07; a crop one pixel off gives ~1
+
+
+# ----------------------------------------------------------------------------- the time rule on synthetic clips
+
+def test_frame_at_t_is_the_last_frame_starting_at_or_before_t(tmp_path):
+    path = write_video(tmp_path / "steps.mp4", [20 * i for i in range(12)])  # frame i spans [i/10, (i+1)/10)
+    times = [-1.0, 0.0, 0.099, 0.1, 0.35, 0.7, 1.1, 1.15, 5.0]
+    expected = [0, 0, 0, 1, 3, 7, 11, 11, 11]
+    with VideoReader(path) as reader:
+        got = reader.read(times, 32)
+    assert [round(grey(f) / 20) for f in got] == expected
+
+
+def test_unstamped_raw_stream_is_timed_by_frame_duration_and_reread_from_the_start(tmp_path):
+    path = write_video(tmp_path / "raw.m4v", [20 * i for i in range(12)], fmt="m4v")  # no pts, no dts, no duration
+    info = probe(path)
+    assert info.frames is None
+    assert info.duration == pytest.approx(1.2)  # found by decoding: 12 frames of 0.1 s
+    times = [0.95, 0.05, 0.55, 0.25]
+    with VideoReader(path, seek_gap=0.0) as reader:
+        got = [reader.read([t], 32)[0] for t in times]
+        assert reader.seeks >= 2  # the backward jumps, each answered by decoding again from the top
+    assert [round(grey(f) / 20) for f in got] == [9, 0, 5, 2]
+
+
+# ----------------------------------------------------------------------------- the shared clips
+
+@needs_clips
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_probe_good_clips(name):
+    duration, width, height, rotation, frames, fps, codec, _ = GOOD[name]
+    info = probe(clip(name))
+    assert info.duration == pytest.approx(duration, abs=1e-6)
+    assert (info.width, info.height, info.rotation) == (width, height, rotation)
+    assert info.frames == frames
+    assert info.fps == pytest.approx(fps)
+    assert info.codec == codec
+    assert info.start == 0.0
+
+
+@needs_clips
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_count_frames(name):
+    assert count_frames(clip(name)) == GOOD[name][-1]
+
+
+@needs_clips
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_decode_at_rate_gives_one_frame_per_second(name):
+    frames, times = decode_at_rate(clip(name), fps=1.0, size=112)
+    expected_t = {"mmaction2_test.mp4": 10, "mmaction2_demo_arm_wrestling.mp4": 10, "decord_flipping_a_pancake.mkv": 11,
+                  "mmaction2_test.avi": 7, "decord_rotated_90.mov": 1, "decord_unordered.mov": 1}
+    assert len(times) == len(sample_times(GOOD[name][0])) == expected_t[name]
+    np.testing.assert_array_equal(times, np.arange(expected_t[name], dtype=float))
+    assert frames.shape == (len(times), 112, 112, 3) and frames.dtype == np.uint8
+    if len(frames) > 1:
+        assert not np.array_equal(frames[0], frames[-1])  # real, changing pictures, not one repeated frame
+    with VideoReader(clip(name), seek_gap=0.0) as reader:  # what predict does: seek, backward, one at a time
+        again = [reader.read([t], 112)[0] for t in times[::-1]]
+    assert all(np.array_equal(a, b) for a, b in zip(again[::-1], frames))
+
+
+def scrambled_times(duration: float, seed: int) -> list[float]:
+    """Many times over the clip, before its first frame and past its end, in a random order."""
+    grid = np.linspace(0.0, duration, 25)
+    edges = [-1.0, 0.0, 1e-6, duration - 1e-3, duration, duration + 3.0, 1e12]
+    near_keyframes = [7.8, 7.84, 6.65, 8.2, 9.55]  # just before/after keyframes of the two mp4s
+    times = np.concatenate([grid, edges, near_keyframes])
+    return np.random.default_rng(seed).permutation(times).tolist()
+
+
+@needs_clips
+@pytest.mark.parametrize("seek_gap", [0.0, DEFAULT_SEEK_GAP])
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_seeking_reader_gives_the_same_frames_as_one_sequential_pass(name, seek_gap):
+    times = scrambled_times(GOOD[name][0], seed=len(name))
+    with VideoReader(clip(name), seek_gap=math.inf) as sequential:
+        want = sequential.read(times, 48)  # sorted inside: one forward pass
+        assert sequential.seeks == 0
+    with VideoReader(clip(name), seek_gap=seek_gap) as jumping:
+        got = [jumping.read([t], 48)[0] for t in times]  # one at a time, backward jumps included
+        if seek_gap == 0.0 and GOOD[name][-1] > 10:
+            assert jumping.seeks > 0
+    for t, a, b in zip(times, got, want):
+        assert np.array_equal(a, b), f"{name}: frame at {t:.3f} s differs between seeking and sequential decoding"
+
+
+class _LandsLate:
+    """A container whose seeks land on the keyframe AFTER the target, as a demuxer with a sloppy index might."""
+
+    def __init__(self, container):
+        self._container = container
+
+    def seek(self, offset, **kwargs):
+        self._container.seek(offset, **{**kwargs, "backward": False})
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+
+@needs_clips
+def test_a_seek_that_lands_after_the_target_steps_back_until_it_does_not():
+    path = clip("mmaction2_demo_arm_wrestling.mp4")  # keyframes at 0, 6.68, 8.21, 9.57 s
+    times = [9.0, 7.0, 3.0, 9.9, 6.0, 8.5]
+    with VideoReader(path, seek_gap=math.inf) as sequential:
+        want = sequential.read(times, 48)
+    with VideoReader(path, seek_gap=0.0) as reader:
+        reader._container = _LandsLate(reader._container)
+        got = [reader.read([t], 48)[0] for t in times]
+        assert reader.seeks > len(times)  # the extra seeks are the steps back
+    for t, a, b in zip(times, got, want):
+        assert np.array_equal(a, b), f"frame at {t} s"
+
+
+@needs_clips
+def test_a_late_frame_decodes_only_from_the_keyframe_before_it():
+    # mmaction2_test.mp4 has keyframes at frames 0 and 235 (7.83 s) of 300.
+    with VideoReader(clip("mmaction2_test.mp4")) as reader:
+        reader.read([9.5], 224)
+        assert reader.seeks == 1
+        assert reader.decoded <= 300 - 235  # frames 235..286, not the 286 before
+        after_seek = reader.decoded
+        reader.read([9.9], 224)  # close ahead: decode forward
+        assert reader.seeks == 1 and reader.decoded - after_seek == 12
+        reader.read([1.0], 224)  # behind: seek back
+        assert reader.seeks == 2
+
+
+@needs_clips
+def test_close_forward_requests_do_not_seek():
+    with VideoReader(clip("mmaction2_test.mp4")) as reader:
+        for t in (0.5, 1.5, 3.0, 4.9):
+            reader.read([t], 64)
+        assert reader.seeks == 0
+        assert reader.decoded == round(4.9 * 30) + 2  # frames up to 4.9 s and the one after it
+
+
+@needs_clips
+def test_far_jump_seeks_only_when_a_keyframe_lies_between():
+    with VideoReader(clip("mmaction2_test.avi")) as avi:  # one keyframe: seeking could only go back to it
+        avi.read([0.5], 64)
+        avi.read([5.0], 64)
+        assert avi.seeks == 0
+    with VideoReader(clip("decord_flipping_a_pancake.mkv")) as mkv:  # keyframes every 5 s
+        mkv.read([0.5], 64)
+        before = mkv.decoded
+        mkv.read([8.0], 64)
+        assert mkv.seeks == 1 and mkv.decoded - before == 241 - 150 + 1  # frames 150..241, not 17..241
+
+
+@needs_clips
+def test_sizes_per_request():
+    with VideoReader(clip("mmaction2_test.mp4")) as reader:
+        a, b, c = reader.read([2.0, 2.0, 0.5], [224, 112, 64])
+        alone = reader.read([2.0], 112)[0]
+    assert a.shape == (224, 224, 3) and b.shape == (112, 112, 3) and c.shape == (64, 64, 3)
+    assert a.dtype == b.dtype == c.dtype == np.uint8
+    assert np.array_equal(b, alone)
+    with pytest.raises(ValueError):
+        VideoReader(clip("mmaction2_test.mp4")).read([1.0, 2.0], [224])
+
+
+@needs_clips
+def test_rotated_clip_is_shown_portrait_turned_clockwise():
+    path = clip("decord_rotated_90.mov")
+    info = probe(path)
+    assert info.height > info.width  # coded 568x320, displayed portrait
+    # ffmpeg's own autorotation of a -90 display matrix is transpose=clock; build that display frame.
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        coded = next(container.decode(stream))
+        graph = av.filter.Graph()
+        src, turn, sink = graph.add_buffer(template=stream), graph.add("transpose", "clock"), graph.add("buffersink")
+        src.link_to(turn)
+        turn.link_to(sink)
+        graph.configure()
+        graph.push(coded)
+        shown = graph.pull().to_ndarray(format="rgb24")
+    assert shown.shape == (568, 320, 3)
+    want = _to_rgb(av.VideoFrame.from_ndarray(shown, format="rgb24"), 224)  # an unrotated frame of the display
+    with VideoReader(path) as reader:
+        got = reader.read([0.0], 224)[0].astype(int)
+    errors = [np.abs(np.rot90(got, k) - want).mean() for k in range(4)]
+    assert errors[0] < 3 < min(errors[1:])  # chroma siting differs slightly; a wrong turn differs a lot
+
+
+@needs_clips
+def test_avi_with_shuffled_pts_follows_decoder_output_order():
+    path = clip("mmaction2_test.avi")
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        raw_pts = [f.pts for f in container.decode(stream)]
+        assert raw_pts[:4] == [1, 2, 4, 3]  # the premise: pts out of order in output order
+        container.seek(0, stream=stream)
+        timed = list(_timed_frames(container, stream, path))
+        stamps = [t.ts for t in timed]
+        assert stamps == sorted(stamps) and len(stamps) == 164
+        assert stamps[2] == stamps[3] == float(Fraction(4, 25))
+        # The frame at each timestamp is the last frame output with that timestamp.
+        last_at = {ts: i for i, ts in enumerate(stamps)}
+        want = {ts: _to_rgb(timed[i].frame, 32) for ts, i in last_at.items()}
+    with VideoReader(path) as reader:
+        got = reader.read(list(want), 32)
+    for (ts, w), g in zip(want.items(), got):
+        assert np.array_equal(g, w), f"frame at {ts:.2f} s"
+    assert np.array_equal(got[2], want[stamps[3]]) and not np.array_equal(got[2], _to_rgb(timed[2].frame, 32))
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def _audio_only(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def _no_frames(path: Path) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height = 64, 48
+        out.start_encoding()
+    return path
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+BAD_FILES = {  # what: (make it in a folder, words the error must contain)
+    "missing": (lambda d: d / "nope.mp4", "no such file"),
+    "zero bytes": (lambda d: _written(d / "zero.mp4", b""), "empty"),
+    "text as mp4": (lambda d: _written(d / "text.mp4", b"not a video\n" * 20), "cannot open"),
+    "audio only": (lambda d: _audio_only(d / "silence.m4a"), "no video stream"),
+    "no frames": (lambda d: _no_frames(d / "empty.avi"), "zero length"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(BAD_FILES))
+@pytest.mark.parametrize("call", ["probe", "decode_at_rate", "count_frames", "read"])
+def test_bad_files_fail_with_one_clear_line(tmp_path, what, call):
+    make, words = BAD_FILES[what]
+    path = make(tmp_path)
+    fns = {"probe": probe, "decode_at_rate": decode_at_rate, "count_frames": count_frames,
+           "read": lambda p: VideoReader(p).read([0.0], 32)}
+    with pytest.raises(AdaframeError) as err:
+        fns[call](path)
+    message = str(err.value)
+    assert str(path) in message and words in message and "\n" not in message
+
+
+@needs_clips
+@pytest.mark.parametrize("call", ["probe", "decode_at_rate", "count_frames"])
+def test_truncated_mp4_fails_clearly(tmp_path, call):
+    data = clip("mmaction2_test.mp4").read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: int(0.3 * len(data))])  # the moov index is at the end: cut off
+    with pytest.raises(AdaframeError, match="truncated.mp4: cannot open"):
+        {"probe": probe, "decode_at_rate": decode_at_rate, "count_frames": count_frames}[call](path)
+
+
+@needs_clips
+def test_truncated_mkv_fails_instead_of_repeating_its_last_frame(tmp_path):
+    data = clip("decord_flipping_a_pancake.mkv").read_bytes()
+    path = tmp_path / "truncated.mkv"
+    path.write_bytes(data[: int(0.3 * len(data))])  # decodes to 2.8 s of a stated 10.38 s, without an error
+    assert probe(path).duration == pytest.approx(10.381)
+    with VideoReader(path) as reader:
+        reader.read([1.0, 2.0], 32)  # before the cut: fine
+        with pytest.raises(AdaframeError, match=r"ends at 2\.80 s.*10\.38 s \(truncated"):
+            reader.read([5.0], 32)
+    with pytest.raises(AdaframeError, match="truncated"):
+        decode_at_rate(path)
+
+
+@needs_clips
+def test_corrupted_clip_names_file_frames_and_time():
+    path = clip("decord_corrupted.mp4")
+    assert probe(path).frames == 50  # the header is fine
+    with VideoReader(path) as reader:
+        assert reader.read([1.0], 32)[0].shape == (32, 32, 3)  # frames before the damage read fine
+    for fn in (decode_at_rate, count_frames):
+        with pytest.raises(AdaframeError) as err:
+            fn(path)
+        message = str(err.value)
+        assert str(path) in message and "after 28 frames decoded fine" in message and "2.70 s" in message
