@@ -105,12 +105,12 @@ def test_compare_uniform_baseline_and_json(run, extracted, video_files, tmp_path
     base = make_run(tmp_path / "avgpool", extracted, kind="avgpool")
     video = video_files / "videos" / "video00002.mp4"
     proc = adaframe("predict", str(video), "--checkpoint", str(run), "--compare", "uniform25", "--compare-checkpoint", str(base),
-                    "--json", cwd=tmp_path)
+                    "--json", "--top-k", "1", cwd=tmp_path)
     [line] = proc.stdout.strip().splitlines()
     r = json.loads(line)
     b = r["baseline"]
     assert b["backbone_calls"] == 25 and b["frames_used"] == 25
-    assert b["label"] in r["baseline"]["top"][0]
+    assert len(r["top"]) == len(b["top"]) == 1 and b["top"][0][0] == b["label"] and r["top"][0][0] == r["label"]
     assert r["vs_baseline"]["backbone_calls_ratio"] == pytest.approx(r["backbone_calls"] / 25)
     assert r["vs_baseline"]["gflops_ratio"] < 1
     text = adaframe("predict", str(video), "--checkpoint", str(run), "--compare", "uniform25", cwd=tmp_path).stdout

@@ -375,3 +375,24 @@ def test_corrupted_clip_names_file_frames_and_time():
             fn(path)
         message = str(err.value)
         assert str(path) in message and "after 28 frames decoded fine" in message and "2.70 s" in message
+
+
+@needs_clips
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_watched_frames_kept_by_a_pass_are_the_frames_a_fresh_read_gives(name):
+    """predict watches the 1 fps grid while decoding the memory frames; kept frames must be the right ones."""
+    duration = GOOD[name][0]
+    grid = sample_times(duration, 1.0)
+    memory = uniform_times(duration, 16)
+    with VideoReader(clip(name)) as reader:
+        reader.watch(grid, 40)
+        reader.read(memory, 24)  # the memory pass
+        decoded = reader.decoded
+        kept = [float(t) for t in grid if float(t) in reader._kept]
+        got = reader.read(kept, 40)
+        assert reader.decoded == decoded, "a kept frame was decoded again"
+        assert kept or len(grid) == 1
+    with VideoReader(clip(name)) as fresh:
+        want = [fresh.read([t], 40)[0] for t in kept[::-1]][::-1]  # one at a time, by seeking
+    for t, a, b in zip(kept, got, want):
+        assert np.array_equal(a, b), f"{name}: kept frame at {t} s differs from a fresh read"

@@ -64,6 +64,8 @@ class TrainConfig:
     policy_std: float = 0.1
     normalize_advantage: bool | None = None
     """scale REINFORCE advantages to unit std per batch (default: the preset's)"""
+    standardize: bool = True
+    """standardise the inputs of the recurrent models with training-set statistics (see standardize.py)"""
     workers: int = 0
     """DataLoader worker processes"""
     progress: bool = True

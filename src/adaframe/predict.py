@@ -124,7 +124,8 @@ class Predictor:
             info = probe(path)
             stored = uniform_times(info.duration, self.spec["memory_frames"])
             job = VideoJob(path, sample_times(info.duration, self.spec["fps"]), stored[memory_subset(len(stored), self.memory_frames)])
-            job.reader = VideoReader(path).__enter__()
+            job.reader = VideoReader(path)
+            job.reader.watch(job.times, self.spec["backbone"]["size"])  # the memory pass keeps candidate frames it passes
             return job
         except AdaframeError as e:
             return VideoJob(path, np.zeros(1), np.zeros(0), error=str(e))
@@ -184,7 +185,7 @@ class Predictor:
             pool.shutdown()
             for j in jobs:
                 if j.reader is not None:
-                    j.reader.__exit__(None, None, None)
+                    j.reader.close()
         wall = time.perf_counter() - start
         results = []
         for r, job in enumerate(jobs):
@@ -205,8 +206,9 @@ class Predictor:
                             "candidate_frames": len(job.times), "utilities": [round(float(u), 4) for u in out["utilities"][r, :steps]]})
         return results
 
-    def _ranking(self, probs: torch.Tensor, top_k: int = 5) -> dict:
-        top = torch.topk(probs, min(top_k, len(self.classes)))
+    def _ranking(self, probs: torch.Tensor) -> dict:
+        """The label and every class with its probability, most likely first."""
+        top = torch.sort(probs, descending=True)
         return {"label": self.classes[int(top.indices[0])],
                 "top": [[self.classes[int(i)], round(float(p), 4)] for p, i in zip(top.values, top.indices)]}
 
@@ -264,6 +266,7 @@ def run_predict(cfg: PredictConfig) -> list[dict]:
             entry = [r]
             if compare is not None:
                 base = predictor.predict_uniform(Path(r["video"]), compare, classifier)
+                base["top"] = base.get("top", [])[: cfg.top_k]
                 entry.append(base)
                 if "error" not in r and "error" not in base:
                     r["vs_baseline"] = {"gflops_ratio": r["gflops"] / base["gflops"], "wall_ratio": r["wall_s"] / base["wall_s"],

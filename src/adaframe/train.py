@@ -94,7 +94,8 @@ def train(cfg: TrainConfig) -> Path:
             "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames}
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
     model = build_model(cfg.model, dims)
-    set_statistics(model, feature_statistics(train_set))  # fixed input standardisation of the recurrent models
+    if cfg.standardize:  # fixed input standardisation of the recurrent models
+        set_statistics(model, feature_statistics(train_set))
     model = model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)

@@ -237,6 +237,9 @@ class VideoReader:
         self.decoded = 0
         self.seeks = 0
         self._run: Generator[_Timed, None, None] | None = None
+        self._watched = np.zeros(0)  # sorted times whose frames are kept when decoding passes them
+        self._watch_size = 0
+        self._kept: dict[float, np.ndarray] = {}
         self._open()
         self._restart(seek_to=None)
 
@@ -274,12 +277,34 @@ class VideoReader:
             raise ValueError("times must be finite and sizes positive")
         out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(at)
         for i in sorted(range(len(at)), key=at.__getitem__):
-            frame = self._frame_at(at[i]).frame
-            try:
-                out[i] = _to_rgb(frame, side[i])
-            except av.FFmpegError as e:
-                raise AdaframeError(f"{self.path}: cannot convert the frame at {at[i]:.2f} s to RGB ({e})") from None
+            kept = self._kept.get(at[i]) if side[i] == self._watch_size else None
+            out[i] = kept if kept is not None else self._rgb(self._frame_at(at[i]).frame, at[i], side[i])
         return out
+
+    def watch(self, times: Sequence[float], size: int) -> None:
+        """Keep the frames at ``times`` (as ``size`` RGB) whenever decoding passes them, so that a later
+        ``read`` of exactly those times at that size costs no decoding.
+
+        ``predict`` watches the candidate frames of the policy: the pass that decodes the memory
+        frames goes through many of them, and the policy's frames then need no second decode.
+        """
+        self._watched, self._watch_size, self._kept = np.sort(np.asarray(times, dtype=np.float64)), int(size), {}
+
+    def _rgb(self, frame: VideoFrame, t: float, size: int) -> np.ndarray:
+        try:
+            return _to_rgb(frame, size)
+        except av.FFmpegError as e:
+            raise AdaframeError(f"{self.path}: cannot convert the frame at {t:.2f} s to RGB ({e})") from None
+
+    def _remember(self, until: float) -> None:
+        """The current frame is the frame at every time in [its time, until): keep the watched ones."""
+        if not len(self._watched):
+            return
+        lo = 0 if self._cur_is_first else int(np.searchsorted(self._watched, self._cur.ts, side="left"))
+        hi = int(np.searchsorted(self._watched, until, side="left"))
+        for w in self._watched[lo:hi].tolist():
+            if w not in self._kept:
+                self._kept[w] = self._rgb(self._cur.frame, w, self._watch_size)
 
     # -- position state: _cur is the last frame consumed, _next the one decoded after it (if any)
 
@@ -315,6 +340,8 @@ class VideoReader:
         return self._next
 
     def _consume(self) -> None:
+        if self._cur is not None:
+            self._remember(until=self._next.ts)
         self._cur_is_first = self._cur is None and self._from_start
         self._cur, self._next = self._next, None
 
