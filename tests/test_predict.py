@@ -207,3 +207,13 @@ def test_video_demo_quick_end_to_end(tmp_path):
     assert spec["backbone"]["sha256"] and Path(spec["backbone"]["weights"]).is_file()  # the calibrated random weights
     feats = np.load(next((tmp_path / "vd" / "features" / "features").glob("*.npy")))
     assert np.isfinite(feats).all() and 0.01 < np.abs(feats).mean() < 100  # neither exploded nor vanished
+
+
+def test_scan_computes_a_new_frame_every_step(run, video_files):
+    """--scan (the cost check of the README) visits consecutive frames, each through the backbone once."""
+    path = video_files / "videos" / "video00004.mp4"
+    [r] = Predictor(run).predict([path], 5, None, scan=True)
+    t = r["candidate_frames"]
+    start = t // 2
+    assert r["frame_seconds"] == [float((start + i) % t) for i in range(5)]
+    assert r["backbone_calls"] == r["frames_used"] == 5 and "--scan" in r["method"]

@@ -43,7 +43,7 @@ FrameFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.no_grad()
 def adaframe_rollout(model: AdaFrame, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int,
-                     mu: float | None = None, patience: int = 1) -> dict[str, torch.Tensor]:
+                     mu: float | None = None, patience: int = 1, scan: bool = False) -> dict[str, torch.Tensor]:
     """Run the agent on a batch, deterministically (the policy's mean location).
 
     The frames come from ``frame_fn(rows, idx) -> [A, D]``: the features of frame ``idx[a]`` of
@@ -55,6 +55,8 @@ def adaframe_rollout(model: AdaFrame, memory: torch.Tensor, lengths: torch.Tenso
         max_steps: K, the most steps any video takes.
         mu: adaptive lookahead margin; ``None`` runs all ``max_steps`` steps.
         patience: stop once ``max utility so far - current utility > mu`` has happened this many times.
+        scan: a cost check, not AdaFrame: ignore the selection head and take the next frame
+            (wrapping around), so that every step computes a new frame.
 
     Returns:
         probs [B, C] at each video's last step, steps [B], visited [B, K] (-1 after the stop),
@@ -79,7 +81,10 @@ def adaframe_rollout(model: AdaFrame, memory: torch.Tensor, lengths: torch.Tenso
         visited[active, t] = idx[active]
         utilities[active, t] = out.utility
         steps[active] = t + 1
-        idx[active] = location_to_index(out.location, lengths[active])
+        if scan:
+            idx[active] = (idx[active] + 1) % lengths[active]
+        else:
+            idx[active] = location_to_index(out.location, lengths[active])
         if mu is None:
             continue
         best_utility[active] = torch.maximum(best_utility[active], out.utility)

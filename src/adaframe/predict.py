@@ -59,6 +59,9 @@ class PredictConfig:
     backbone_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: as recorded)")] = None
     """the backbone weights the features were extracted with, if moved (checked by SHA-256)"""
     memory_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: as recorded)")] = None
+    scan: bool = False
+    """cost check: replace the policy by a scan of consecutive frames from the first one, so every
+    step runs the backbone on a new frame (the prediction is then not AdaFrame's)"""
     top_k: int = 5
     json: bool = False
     """print one JSON object per video instead of text"""
@@ -156,7 +159,8 @@ class Predictor:
         return out.to(self.device)
 
     @torch.no_grad()
-    def predict(self, paths: list[Path], max_steps: int | None = None, mu: float | None = 0.7, patience: int = 1) -> list[dict]:
+    def predict(self, paths: list[Path], max_steps: int | None = None, mu: float | None = 0.7, patience: int = 1,
+                scan: bool = False) -> list[dict]:
         """AdaFrame on a group of videos; one result dict per video (``error`` set for a bad file)."""
         k = int(max_steps or self.config["frames"])
         start = time.perf_counter()
@@ -180,7 +184,7 @@ class Predictor:
                     calls[r] += d is not None
                 return torch.stack([jobs[r].cache[i] for r, i in zip(rows.tolist(), idx.tolist())])  # [A, D]
 
-            out = adaframe_rollout(self.model, memory, lengths, frame_fn, k, mu, patience)
+            out = adaframe_rollout(self.model, memory, lengths, frame_fn, k, mu, patience, scan)
         finally:
             pool.shutdown()
             for j in jobs:
@@ -189,7 +193,8 @@ class Predictor:
         wall = time.perf_counter() - start
         results = []
         for r, job in enumerate(jobs):
-            res: dict = {"video": str(job.path), "method": f"AdaFrame-{k}" + (f" (mu {mu})" if mu is not None else ""),
+            res: dict = {"video": str(job.path), "method": f"AdaFrame-{k}" + (f" (mu {mu})" if mu is not None else "")
+                         + (" with --scan instead of its policy" if scan else ""),
                          "wall_s": wall, "videos_in_group": len(jobs)}
             if job.error is not None:
                 results.append({**res, "error": job.error})
@@ -261,7 +266,7 @@ def run_predict(cfg: PredictConfig) -> list[dict]:
     step = 1 if compare is not None else cfg.batch_size  # one video at a time, so wall times compare per video
     for g in range(0, len(cfg.videos), step):
         group = list(cfg.videos[g: g + step])
-        for r in predictor.predict(group, cfg.frames, cfg.mu, cfg.patience):
+        for r in predictor.predict(group, cfg.frames, cfg.mu, cfg.patience, cfg.scan):
             r["top"] = r.get("top", [])[: cfg.top_k]
             entry = [r]
             if compare is not None:
