@@ -120,6 +120,7 @@ class Predictor:
         self.memory_frames = int(payload["dims"].get("memory_frames", self.spec["memory_frames"]))
         self.backbone, self.memory_backbone = build_backbones(self.spec, self.device, backbone_weights, memory_weights)
         self.head_gflops = head_gflops_per_step(self.model, self.memory_frames, self.device)
+        self._baseline_heads: dict[int, float] = {}
 
     def open(self, path: Path) -> VideoJob:
         """Probe a video and open it; a bad file gives a job with ``error`` set, never an exception."""
@@ -225,15 +226,18 @@ class Predictor:
         try:
             info = probe(path)
             with VideoReader(path) as reader:
-                decoded = np.stack(reader.read(uniform_times(info.duration, frames), self.spec["backbone"]["size"]))
+                times = uniform_times(info.duration, frames)
+                decoded = np.stack(reader.read(times, self.spec["backbone"]["size"]))
                 n_decoded, seeks = reader.decoded, reader.seeks
         except AdaframeError as e:
             return {**res, "error": str(e), "wall_s": time.perf_counter() - start}
         feats = torch.from_numpy(extract_features(self.backbone, decoded, device=self.device))  # [K, D]
         if classifier is not None:
             res.update(self._ranking(classifier(feats[None].to(self.device), torch.ones(1, frames, dtype=torch.bool, device=self.device))[0]))
-        head = head_gflops_per_step(classifier, 0, self.device) if classifier is not None else 0.0
-        return {**res, "steps": frames, "frames_used": frames, "frame_seconds": [round(float(t), 3) for t in uniform_times(info.duration, frames)],
+        if classifier is not None and id(classifier) not in self._baseline_heads:  # count its FLOPs once, not per video
+            self._baseline_heads[id(classifier)] = head_gflops_per_step(classifier, 0, self.device)
+        head = self._baseline_heads.get(id(classifier), 0.0)
+        return {**res, "steps": frames, "frames_used": frames, "frame_seconds": [round(float(t), 3) for t in times],
                 "backbone_calls": frames, "memory_backbone_calls": 0, "frames_decoded": n_decoded, "seeks": seeks,
                 "gflops": frames * (self.spec["backbone"]["gflops"] + head), "wall_s": time.perf_counter() - start}
 
