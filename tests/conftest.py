@@ -18,7 +18,7 @@ from adaframe.synth import SynthConfig, generate
 # Two xdist workers share two cores: one intra-op thread each avoids oversubscription.
 torch.set_num_threads(1)
 
-TINY_SYNTH = dict(videos=60, classes=4, dim=16, memory_dim=8, min_frames=8, max_frames=20, max_evidence=2)
+TINY_SYNTH = dict(videos=60, classes=4, dim=16, memory_dim=8, memory_frames=16, min_frames=8, max_frames=20, max_evidence=2)
 
 
 @pytest.fixture(scope="session")

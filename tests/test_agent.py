@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from adaframe.agent import AdaFrame, AgentConfig, location_to_index
 from adaframe.data import FeatureDataset, collate
-from adaframe.inference import adaframe_batch, evaluate
+from adaframe.inference import StopRule, agent_batch, evaluate
 from adaframe.memory import GlobalMemory, positional_encoding
 from adaframe.train import adaframe_loss
 
@@ -74,7 +74,7 @@ def test_forward_explore_uses_generator(train_batch):
 @pytest.mark.parametrize("mu", [None, 0.0])
 def test_adaframe_batch_shapes(train_batch, mu):
     model = make_model().eval()
-    out = adaframe_batch(model, train_batch, max_steps=5, mu=mu)
+    out = agent_batch(model, train_batch, 5, None if mu is None else StopRule("utility", mu))
     n = train_batch.features.shape[0]
     assert out["probs"].shape == (n, C)
     torch.testing.assert_close(out["probs"].sum(1), torch.ones(n))
@@ -90,11 +90,11 @@ def test_adaframe_batch_shapes(train_batch, mu):
 
 
 def test_deterministic_forward_matches_inference(train_batch):
-    """explore=False forward and adaframe_batch (mu=None) run the same policy mean."""
+    """explore=False forward and agent_batch (no stop rule) run the same policy mean."""
     model = make_model().eval()
     with torch.no_grad():
         roll = model(train_batch.features, train_batch.lengths, train_batch.memory, 5, explore=False)
-    out = adaframe_batch(model, train_batch, 5)
+    out = agent_batch(model, train_batch, 5)
     assert torch.equal(roll.indices, out["visited"])
     torch.testing.assert_close(torch.softmax(roll.logits[:, -1], -1), out["probs"])
     torch.testing.assert_close(roll.utilities, out["utilities"])
@@ -171,7 +171,7 @@ def test_memory_size_zero_forward_loss_inference():
     terms["loss"].backward()
     assert model.head.weight.grad is not None and model.select.weight.grad.abs().sum() > 0
     model.eval()
-    out = adaframe_batch(model, batch, 4, mu=0.1)
+    out = agent_batch(model, batch, 4, StopRule("utility", 0.1))
     assert out["probs"].shape == (3, C) and torch.isfinite(out["probs"]).all()
     step = model.step(feats[:, 0], model.memory.encode(memory), model.initial_state(3, torch.device("cpu")))
     assert step.attention.shape == (3, 0)
@@ -184,7 +184,7 @@ def test_memory_frames_zero_dataset_end_to_end(synth_dir):
     assert batch.memory.shape[:2] == (len(ds), 0)
     terms = adaframe_loss(model, batch, 3, 0.9, 1.0, torch.Generator().manual_seed(0))
     terms["loss"].backward()
-    res = evaluate(model, ds, frames=3, mu=0.5)
+    res = evaluate(model, ds, frames=3, stop=StopRule("utility", 0.5))
     assert res.scores.shape == (len(ds), len(ds.classes)) and np.isfinite(res.scores).all()
 
 
@@ -198,7 +198,7 @@ def test_videos_shorter_than_k(explore):
     assert (roll.indices[0] == 0).all()
     from adaframe.data import Batch
 
-    out = adaframe_batch(model.eval(), Batch(feats, lengths, memory, torch.zeros(4, dtype=torch.long), torch.arange(4)), 8, mu=0.0)
+    out = agent_batch(model.eval(), Batch(feats, lengths, memory, torch.zeros(4, dtype=torch.long), torch.arange(4)), 8, StopRule("utility", 0.0))
     v = out["visited"]
     assert ((v == -1) | ((v >= 0) & (v < lengths[:, None]))).all()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from conftest import adaframe
@@ -71,3 +72,100 @@ def test_cli_missing_data_dir_is_a_one_line_error(tmp_path, command):
     assert "error" in lines[0].lower()
     if command == "train":
         assert "no_such_data" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny data set with AdaFrame and FastForward-G runs, made through the CLI."""
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data"
+    adaframe("synth", *SYNTH, "--out", str(data), cwd=root)
+    for model in ("adaframe", "fastforward-g"):
+        adaframe("train", "--data", str(data), "--out", str(root / model), "--model", model, *TRAIN, cwd=root)
+    return root, data
+
+
+def test_eval_per_video_csv(trained):
+    root, data = trained
+    out, js = root / "per_video.csv", root / "r.json"
+    adaframe("eval", "--checkpoint", str(root / "adaframe"), "--data", str(data), "--mu", "0.05", "--per-video", str(out),
+             "--json", str(js), "--no-progress", cwd=root)
+    summary = json.loads(js.read_text())
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    val = [r for r in csv.DictReader(open(data / "videos.csv")) if r["split"] == "val"]
+    assert [r["video_id"] for r in rows] == [v["video_id"] for v in val]
+    assert [r["label"] for r in rows] == [v["label"] for v in val]
+    steps = [int(r["stop_step"]) for r in rows]
+    assert all(1 <= s <= 3 for s in steps)
+    assert np.mean(steps) == pytest.approx(summary["avg_steps"])
+    assert np.mean([int(r["distinct_frames"]) for r in rows]) == pytest.approx(summary["avg_frames"])
+    assert np.mean([int(r["correct"]) for r in rows]) * 100 == pytest.approx(summary["top1"])
+    for r in rows:
+        frames = [int(v) for v in r["frames"].split()]
+        assert len(frames) == int(r["stop_step"]) == len(r["utilities"].split())
+        assert len(set(frames)) == int(r["distinct_frames"])
+        assert int(r["correct"]) == (r["predicted"] == r["label"]) and 0 < float(r["confidence"]) <= 1
+
+
+def test_eval_stop_agent_flags(trained):
+    root, data = trained
+    run = str(root / "fastforward-g")
+
+    def evaluate(*extra: str) -> dict:
+        js = root / "ff.json"
+        adaframe("eval", "--checkpoint", run, "--data", str(data), "--json", str(js), "--no-progress", *extra, cwd=root)
+        return json.loads(js.read_text())
+
+    default, never, always = evaluate(), evaluate("--stop-threshold", "1.5"), evaluate("--stop-threshold", "0")
+    assert default["stop"] == "learned" and default["threshold"] == 0.5
+    assert never["avg_steps"] == 3 and always["avg_steps"] == 1
+    assert always["avg_steps"] <= default["avg_steps"] <= never["avg_steps"]
+    assert default["backward_jumps"] == 0.0  # FastForward only moves forward
+    for bad in (["--mu", "0.5", "--entropy", "0.1"], ["--patience", "2"], ["--sampling", "random"]):
+        proc = adaframe("eval", "--checkpoint", run, "--data", str(data), "--no-progress", *bad, cwd=root, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    proc = adaframe("eval", "--checkpoint", str(root / "adaframe"), "--data", str(data), "--stop-threshold", "0.5",
+                    "--no-progress", cwd=root, check=False)
+    assert proc.returncode == 2 and "stop head" in proc.stderr
+
+
+def test_report_end_to_end(tmp_path):
+    """The whole report on a tiny set (1 epoch each): every table and figure, then a rerun that only evaluates."""
+    data = tmp_path / "data"
+    adaframe("synth", *SYNTH, "--memory-frames", "20", "--out", str(data), cwd=tmp_path)
+    out = tmp_path / "report"
+    args = ["report", "--data", str(data), "--out", str(out), "--epochs", "1", "--hidden", "8", "--no-progress"]
+    adaframe(*args, cwd=tmp_path, timeout=600)
+    text = (out / "report.md").read_text()
+    for heading in ("Table 1", "Figure 3", "Table 2", "Table 3", "entropy", "Figure 4", "Figure 5", "Backward jumps"):
+        assert heading in text, heading
+    # 32 memory frames cannot be had from 20 stored: the row says so instead of failing
+    assert "the data stores 20 memory frames" in text
+    for png in ("fig3_map_vs_gflops.png", "fig4_stop_steps.png", "fig5_class_stops.png", "stop_utility_vs_entropy.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert f"]({png})" in text
+    results = json.loads((out / "results.json").read_text())
+    runs = set(results["runs"])
+    assert {"avgpool", "adaframe-3", "adaframe-5", "adaframe-10", "adaframe-10-memory0", "adaframe-10-memory12",
+            "adaframe-10-prediction", "adaframe-10-transition", "frameglimpse", "frameglimpse-g", "fastforward",
+            "fastforward-g"} <= runs and "adaframe-10-memory32" not in runs
+    assert all((out / "runs" / name / "checkpoint.pt").is_file() for name in runs)
+    models = {r["model"] for r in results["rows"]}
+    assert models == {"avgpool", "lstm", "adaframe", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"}
+    # the rerun reuses every run and writes the same numbers
+    second = adaframe(*args, cwd=tmp_path, timeout=600)
+    assert second.stdout.count("reusing") + second.stderr.count("reusing") == len(runs)
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+
+
+def test_report_refuses_data_without_memory(tmp_path, make_dataset):
+    from conftest import random_videos
+
+    videos = random_videos(6, memory=(0, 4)) + random_videos(3, memory=(0, 4), seed=1, split="val")
+    for i, v in enumerate(videos):
+        v["video_id"] = f"v{i}"
+        v["memory"] = None
+    make_dataset(tmp_path / "d", videos)
+    proc = adaframe("report", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "memory" in proc.stderr and "Traceback" not in proc.stderr

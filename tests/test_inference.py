@@ -9,7 +9,7 @@ import torch
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
 from adaframe.data import FeatureDataset, collate
-from adaframe.inference import adaframe_batch, count_distinct, evaluate
+from adaframe.inference import StopRule, agent_batch, count_distinct, evaluate
 
 K = 8
 
@@ -60,7 +60,7 @@ def test_adaptive_lookahead_matches_naive_rule(data, patience):
     assert len(thresholds) == 3
     saw_early, saw_full = False, False
     for mu in thresholds + [0.0]:
-        out = adaframe_batch(model, batch, K, mu=mu, patience=patience)
+        out = agent_batch(model, batch, K, StopRule("utility", mu, patience))
         want_steps = [naive_stop(list(row), mu, patience) for row in u]
         assert out["steps"].tolist() == want_steps, f"mu={mu}"
         for b, s in enumerate(want_steps):
@@ -76,8 +76,8 @@ def test_adaptive_lookahead_matches_naive_rule(data, patience):
 def test_mu_none_and_huge_run_all_steps(data):
     ds, batch = data
     model = agent(ds)
-    full = adaframe_batch(model, batch, K, mu=None)
-    huge = adaframe_batch(model, batch, K, mu=1e9, patience=1)
+    full = agent_batch(model, batch, K, None)
+    huge = agent_batch(model, batch, K, StopRule("utility", 1e9))
     assert (full["steps"] == K).all() and (huge["steps"] == K).all()
     assert (full["visited"] >= 0).all()
     assert torch.equal(full["visited"], huge["visited"])
@@ -86,7 +86,7 @@ def test_mu_none_and_huge_run_all_steps(data):
 
 def test_mu_zero_stops_early_for_someone(data):
     ds, batch = data
-    out = adaframe_batch(agent(ds), batch, K, mu=0.0)
+    out = agent_batch(agent(ds), batch, K, StopRule("utility", 0.0))
     assert out["steps"].min() < K
 
 
@@ -118,8 +118,8 @@ def make_model(kind: str, ds: FeatureDataset):
 def test_batched_equals_one_video_at_a_time(synth_dir, kind, sampling, mu):
     ds = FeatureDataset(synth_dir, "train")
     model = make_model(kind, ds)
-    one = evaluate(model, ds, frames=5, sampling=sampling, mu=mu, batch_size=1)
-    many = evaluate(model, ds, frames=5, sampling=sampling, mu=mu, batch_size=16)
+    one = evaluate(model, ds, frames=5, sampling=sampling, stop=None if mu is None else StopRule("utility", mu), batch_size=1)
+    many = evaluate(model, ds, frames=5, sampling=sampling, stop=None if mu is None else StopRule("utility", mu), batch_size=16)
     np.testing.assert_allclose(one.scores, many.scores, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(one.steps, many.steps)
     np.testing.assert_array_equal(one.frames, many.frames)
@@ -131,7 +131,7 @@ def test_batched_equals_one_video_at_a_time(synth_dir, kind, sampling, mu):
 
 def test_evaluate_adaframe_result_fields(synth_dir):
     ds = FeatureDataset(synth_dir, "val")
-    res = evaluate(agent(ds), ds, frames=4, mu=0.05, batch_size=4)
+    res = evaluate(agent(ds), ds, frames=4, stop=StopRule("utility", 0.05), batch_size=4)
     n = len(ds)
     assert res.scores.shape == (n, len(ds.classes)) and res.visited.shape == (n, 4)
     np.testing.assert_allclose(res.scores.sum(1), 1.0, rtol=1e-5)
@@ -139,3 +139,38 @@ def test_evaluate_adaframe_result_fields(synth_dir):
     assert res.frames.tolist() == want_frames
     assert res.steps.tolist() == [(row >= 0).sum() for row in res.visited]
     assert (res.frames <= res.steps).all()
+
+
+@pytest.mark.parametrize("patience", [1, 2])
+def test_entropy_stop_matches_naive_rule(data, patience):
+    """Stop once entropy / log C < threshold has happened `patience` times, each video on its own."""
+    ds, batch = data
+    model = agent(ds, seed=2)
+    with torch.no_grad():
+        model.head.weight.mul_(6.0)  # confident, varied predictions: entropies spread over [0, 1]
+        roll = model(batch.features, batch.lengths, batch.memory, K, explore=False)
+    p = torch.softmax(roll.logits.double(), -1)
+    entropy = (-(p * p.clamp(min=1e-12).log()).sum(-1) / np.log(p.shape[-1])).numpy()  # [B, K]
+    thresholds = np.quantile(entropy, [0.2, 0.5, 0.8])
+    seen = set()
+    for threshold in thresholds:
+        out = agent_batch(model, batch, K, StopRule("entropy", float(threshold), patience))
+        for b, row in enumerate(entropy):
+            fired = np.cumsum(row < threshold)
+            want = int(np.argmax(fired >= patience)) + 1 if fired[-1] >= patience else K
+            assert out["steps"][b] == want
+            seen.add(want)
+    assert len(seen) > 2  # the thresholds really stopped videos at different steps
+
+
+def test_stop_rule_validation():
+    from adaframe.utils import AdaframeError
+
+    with pytest.raises(AdaframeError):
+        StopRule("utility", -0.1)
+    with pytest.raises(AdaframeError):
+        StopRule("entropy", 0.2, patience=0)
+    with pytest.raises(AdaframeError):
+        StopRule("never", 0.2)
+    assert StopRule("utility", 0.7).describe() == "mu 0.7"
+    assert StopRule("learned", 0.5, 2).describe() == "p(stop) >= 0.5, patience 2"

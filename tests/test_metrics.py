@@ -86,3 +86,16 @@ def test_measure_gflops_scales_with_batch():
     layer = torch.nn.Linear(32, 10, bias=False)
     x = torch.randn(7, 32)
     assert measure_gflops(lambda: layer(x)) == pytest.approx(7 * 32 * 10 / 1e9)
+
+
+def test_backward_jump_fraction_golden():
+    from adaframe.metrics import backward_jump_fraction
+
+    visited = np.array([
+        [5, 7, 9, -1],   # forward only
+        [5, 2, 8, 9],    # jumps back once
+        [5, 5, 5, 5],    # stays: not a jump back
+        [5, -1, -1, -1],  # one step
+        [9, 8, -1, -1],  # back on its last step
+    ])
+    assert backward_jump_fraction(visited) == pytest.approx(2 / 5)

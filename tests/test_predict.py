@@ -13,7 +13,7 @@ import torch
 
 from adaframe.checkpoint import build_model, save_checkpoint
 from adaframe.data import FeatureDataset, collate, read_spec
-from adaframe.inference import adaframe_batch
+from adaframe.inference import StopRule, agent_batch
 from adaframe.predict import Predictor, parse_compare
 from adaframe.utils import AdaframeError
 from adaframe.video import probe, sample_times
@@ -49,7 +49,7 @@ def _eval_rows(run: Path, data: Path, mu: float | None):
     model, payload = load_checkpoint(run)
     for split in ("train", "val"):
         ds = FeatureDataset(data, split, classes=payload["classes"])
-        yield ds, adaframe_batch(model, collate([ds[i] for i in range(len(ds))]), K, mu)
+        yield ds, agent_batch(model, collate([ds[i] for i in range(len(ds))]), K, None if mu is None else StopRule("utility", mu))
 
 
 @pytest.mark.parametrize("mu", [None, 0.0])

@@ -102,3 +102,20 @@ def test_margin_rewards_vs_naive(rows):
     m = torch.tensor(rows, dtype=torch.float64)
     want = [[max(0.0, r[t] - max([0.0] + r[:t])) for t in range(len(r))] for r in rows]
     np.testing.assert_allclose(margin_rewards(m).numpy(), np.array(want), atol=1e-12)
+
+
+def test_prediction_and_transition_rewards_golden():
+    from adaframe.rewards import prediction_rewards, step_rewards, transition_rewards
+
+    p = torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.25, 0.25, 0.5]]], dtype=torch.float64)
+    logits = p.log() - 3.0
+    label = torch.tensor([0])
+    np.testing.assert_allclose(prediction_rewards(logits, label).numpy(), [[0.5, 0.1, 0.25]], atol=1e-12)
+    # p_0(gt) = 1/3 (uniform): 0.5 - 1/3, 0.1 - 0.5, 0.25 - 0.1
+    np.testing.assert_allclose(transition_rewards(logits, label).numpy(), [[0.5 - 1 / 3, -0.4, 0.15]], atol=1e-12)
+    # margin: m = 0.2, -0.5, -0.25 -> r = 0.2, 0, 0
+    np.testing.assert_allclose(step_rewards(logits, label, "margin").numpy(), [[0.2, 0.0, 0.0]], atol=1e-12)
+    # the transitions telescope: their sum is p_K(gt) - 1/C
+    assert transition_rewards(logits, label).sum().item() == pytest.approx(0.25 - 1 / 3)
+    with pytest.raises(ValueError, match="unknown reward"):
+        step_rewards(logits, label, "accuracy")

@@ -12,7 +12,7 @@ import torch
 from adaframe.checkpoint import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
 from adaframe.config import TrainConfig
 from adaframe.data import FeatureDataset
-from adaframe.inference import evaluate
+from adaframe.inference import StopRule, evaluate
 from adaframe.train import train
 from adaframe.utils import AdaframeError
 from conftest import read_rows
@@ -77,8 +77,8 @@ def test_checkpoint_round_trip(synth_dir, tmp_path, model):
         loaded, payload = load_checkpoint(where)
         assert type(loaded) is type(net) and not loaded.training
         assert payload["classes"] == ds.classes and payload["epoch"] == 7 and payload["config"] == {"note": "x"}
-        a = evaluate(net, ds, frames=4, mu=0.1 if model == "adaframe" else None)
-        b = evaluate(loaded, ds, frames=4, mu=0.1 if model == "adaframe" else None)
+        a = evaluate(net, ds, frames=4, stop=StopRule("utility", 0.1) if model == "adaframe" else None)
+        b = evaluate(loaded, ds, frames=4, stop=StopRule("utility", 0.1) if model == "adaframe" else None)
         np.testing.assert_array_equal(a.scores, b.scores)
         np.testing.assert_array_equal(a.visited, b.visited)
 

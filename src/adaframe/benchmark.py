@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.data import Batch
 from adaframe.evaluate import format_table
-from adaframe.inference import adaframe_batch
+from adaframe.inference import StopRule, agent_batch
 from adaframe.utils import AdaframeError, resolve_device
 
 
@@ -122,11 +122,12 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
         loss.backward()
         optimizer.step()
 
-    adaptive_steps = float(adaframe_batch(model, batch, cfg.frames, cfg.mu)["steps"].float().mean())
+    adaptive = StopRule("utility", cfg.mu)
+    adaptive_steps = float(agent_batch(model, batch, cfg.frames, adaptive)["steps"].float().mean())
     workloads: list[tuple[str, Callable[[], object]]] = [
         (f"train step (K={cfg.frames})", train_step),
-        (f"inference, fixed K={cfg.frames}", lambda: adaframe_batch(model, batch, cfg.frames)),
-        (f"inference, adaptive mu={cfg.mu} ({adaptive_steps:.1f} steps)", lambda: adaframe_batch(model, batch, cfg.frames, cfg.mu)),
+        (f"inference, fixed K={cfg.frames}", lambda: agent_batch(model, batch, cfg.frames)),
+        (f"inference, adaptive mu={cfg.mu} ({adaptive_steps:.1f} steps)", lambda: agent_batch(model, batch, cfg.frames, adaptive)),
     ]
     print(f"AdaFrame benchmark on {device} ({torch.get_num_threads()} threads): batch {cfg.batch_size}, "
           f"D={cfg.dim}, Dm={cfg.memory_dim}, Td={cfg.memory_frames}, hidden {cfg.hidden}, {cfg.classes} classes, "

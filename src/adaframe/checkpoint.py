@@ -9,15 +9,23 @@ from torch import nn
 
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
+from adaframe.rl_baselines import DEFAULT_JUMPS, FastForward, FrameGlimpse, StopAgentConfig
 from adaframe.utils import AdaframeError, atomic_write
 
 CHECKPOINT = "checkpoint.pt"
+# The -G variants read the global memory; the plain ones are trained with --memory-frames 0.
+STOP_AGENTS = {"frameglimpse": FrameGlimpse, "frameglimpse-g": FrameGlimpse, "fastforward": FastForward, "fastforward-g": FastForward}
+AGENTS = ("adaframe", *STOP_AGENTS)  # the models that choose their frames (and read the memory, if they have one)
 
 
 def build_model(kind: str, dims: dict) -> nn.Module:
-    """dims: feature_dim, memory_dim, num_classes, hidden (+ std for AdaFrame)."""
+    """dims: feature_dim, memory_dim, num_classes, hidden (+ std of a Gaussian policy, FastForward's jumps)."""
     if kind == "adaframe":
         return AdaFrame(AgentConfig(dims["feature_dim"], dims["memory_dim"], dims["num_classes"], dims["hidden"], dims.get("std", 0.1)))
+    if kind in STOP_AGENTS:
+        cfg = StopAgentConfig(dims["feature_dim"], dims["memory_dim"], dims["num_classes"], dims["hidden"], dims.get("std", 0.1),
+                              tuple(dims.get("jumps", DEFAULT_JUMPS)))
+        return STOP_AGENTS[kind](cfg)
     cfg = BaselineConfig(dims["feature_dim"], dims["num_classes"], dims["hidden"])
     if kind == "avgpool":
         return AvgPooling(cfg)

@@ -23,6 +23,7 @@ from adaframe.demo import DemoConfig, run_demo
 from adaframe.evaluate import EvalConfig, run_eval
 from adaframe.extract import ExtractConfig, run_extract
 from adaframe.predict import PredictConfig, run_predict
+from adaframe.report import ReportConfig, run_report
 from adaframe.synth import SynthConfig, generate
 from adaframe.synth_video import SynthVideoConfig, generate_videos
 from adaframe.video_demo import VideoDemoConfig, run_video_demo
@@ -106,6 +107,7 @@ SUBCOMMANDS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "demo": DemoConfig,
+    "report": ReportConfig,
     "benchmark": BenchmarkConfig,
     "synth-video": SynthVideoCommand,
     "extract": ExtractConfig,
@@ -118,6 +120,7 @@ RUNNERS: dict[type, Callable[[Any], object]] = {
     TrainConfig: run_train,
     EvalConfig: run_eval,
     DemoConfig: run_demo,
+    ReportConfig: run_report,
     BenchmarkConfig: run_benchmark,
     SynthVideoCommand: run_synth_video,
     ExtractConfig: run_extract_command,

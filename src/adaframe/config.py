@@ -6,9 +6,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
+from adaframe.rewards import RewardName
 from adaframe.utils import AdaframeError
 
-ModelName = Literal["adaframe", "avgpool", "lstm"]
+ModelName = Literal["adaframe", "avgpool", "lstm", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ PRESETS: dict[str, Preset] = {
     # Section 4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs.
     "paper": Preset("sgd", 1e-3, 0.9, 1e-4, 40, 100, 64, 1024, False),
     # Trains the synthetic default in about a minute on 2 CPU cores.
-    "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, True),
+    "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, False),
 }
 
 
@@ -59,6 +60,10 @@ class TrainConfig:
     device: Literal["cpu", "cuda"] = "cpu"
     reward_weight: float = 1.0
     """lambda, the weight of the utility and selection losses"""
+    reward: RewardName = "margin"
+    """the agents' reward (Table 3): margin improvement (AdaFrame), prediction p(gt), or its transition"""
+    step_cost: float = 0.05
+    """FrameGlimpse / FastForward: reward lost per step after the first, the price of a frame that makes stopping pay"""
     gamma: float = 0.9
     """discount of future rewards"""
     policy_std: float = 0.1
@@ -81,10 +86,19 @@ class TrainConfig:
             "--batch-size": self.batch_size >= 1, "--lr": self.lr > 0, "--gamma": 0 <= self.gamma <= 1,
             "--memory-frames": self.memory_frames is None or self.memory_frames >= 0,
             "--policy-std": self.policy_std > 0, "--reward-weight": self.reward_weight >= 0, "--workers": self.workers >= 0,
+            "--step-cost": self.step_cost >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise AdaframeError(f"invalid value for {', '.join(bad)}")
+        if self.model in ("frameglimpse", "fastforward"):
+            if self.memory_frames:
+                raise AdaframeError(f"--model {self.model} has no global memory; use --model {self.model}-g for memory")
+            self.memory_frames = 0
+        if self.model.endswith("-g") and self.memory_frames == 0:
+            raise AdaframeError(f"--model {self.model} reads the global memory, but --memory-frames is 0")
+        if self.model in ("avgpool", "lstm") and self.reward != "margin":
+            raise AdaframeError(f"--reward applies to the agents, not to --model {self.model}")
 
     @property
     def optim(self) -> Preset:

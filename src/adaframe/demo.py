@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from adaframe.config import TrainConfig
 from adaframe.evaluate import evaluate_loaded, format_table, load_run
+from adaframe.inference import StopRule
 from adaframe.synth import SynthConfig, generate
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 
@@ -41,6 +42,9 @@ class DemoConfig:
     quick: bool = False
     """a tiny data set and 2 epochs: a smoke test in seconds, not a result"""
     device: Literal["cpu", "cuda"] = "cpu"
+
+
+PAPER_MEMORY = 16  # global-memory frames of the paper (the synthetic set stores 32 for the Table 2 ablation)
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,8 @@ def train_configs(data: Path, runs: Path, quick: bool, device: str) -> dict[str,
     extra = {"epochs": 2, "hidden": 32} if quick else {}
     cfgs = {"avgpool": TrainConfig(data, runs / "avgpool", model="avgpool", frames=10, preset="fast", device=device, **extra)}
     for k in ADAFRAME_K:
-        cfgs[f"adaframe-{k}"] = TrainConfig(data, runs / f"adaframe-{k}", model="adaframe", frames=k, preset="fast", device=device, **extra)
+        cfgs[f"adaframe-{k}"] = TrainConfig(data, runs / f"adaframe-{k}", model="adaframe", frames=k, preset="fast", device=device,
+                                            memory_frames=PAPER_MEMORY if not quick else None, **extra)
     return cfgs
 
 
@@ -135,8 +140,8 @@ def evaluate_settings(cfgs: dict[str, TrainConfig], data: Path, device: str) -> 
         if s.run not in loaded:
             loaded[s.run] = load_run(cfgs[s.run].out, data, "val", dev)
         model, payload, dataset = loaded[s.run]
-        r = evaluate_loaded(model, payload, dataset, s.frames, "uniform" if s.sampling == "policy" else s.sampling,
-                            s.mu, 1, device=dev)
+        r, _ = evaluate_loaded(model, payload, dataset, s.frames, "uniform" if s.sampling == "policy" else s.sampling,
+                               None if s.mu is None else StopRule("utility", s.mu), device=dev)
         rows.append({"method": s.method, "run": s.run, "setting": s.label, "K": "all" if s.sampling == "all" else s.frames, **r})
     return rows
 

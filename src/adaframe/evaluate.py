@@ -7,6 +7,7 @@ plus the global memory (``metrics.CostModel``), with the head's GFLOPs counted o
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,11 +19,12 @@ from torch import nn
 
 from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
-from adaframe.checkpoint import load_checkpoint
+from adaframe.checkpoint import AGENTS, STOP_AGENTS, load_checkpoint
 from adaframe.data import FeatureDataset, Sampling, read_spec
-from adaframe.inference import evaluate
-from adaframe.metrics import CostModel, mean_average_precision, measure_gflops, top1
-from adaframe.utils import AdaframeError, resolve_device, write_json
+from adaframe.inference import Result, StopRule, check_stop_rule, evaluate
+from adaframe.metrics import CostModel, backward_jump_fraction, mean_average_precision, measure_gflops, top1
+from adaframe.rl_baselines import StopAgent
+from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 
 
 @dataclass
@@ -39,9 +41,15 @@ class EvalConfig:
     sampling: Sampling = "uniform"
     """how a baseline picks its frames ('all': every frame); AdaFrame picks its own"""
     mu: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: none, K fixed steps)")] = None
-    """adaptive lookahead margin, AdaFrame only"""
+    """adaptive lookahead: stop once the utility falls more than mu below its best (AdaFrame)"""
+    entropy: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: none)")] = None
+    """the ablation of --mu: stop once the prediction's entropy / log C falls below this"""
+    stop_threshold: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: 0.5 for models with a stop head)")] = None
+    """FrameGlimpse / FastForward: stop once their stop head gives p(stop) >= this (above 1: never)"""
     patience: int = 1
-    """with --mu: stop after the utility fell more than mu below its best this many times"""
+    """stop after the rule (--mu or --entropy) has fired this many times"""
+    per_video: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="")] = None
+    """also write one CSV row per video: frames visited in order, utilities, stop step, prediction"""
     json: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="")] = None
     """also write the results to this JSON file"""
     batch_size: int = 128
@@ -57,12 +65,32 @@ class EvalConfig:
     def __post_init__(self) -> None:
         checks = {
             "--frames": self.frames is None or self.frames >= 1, "--patience": self.patience >= 1,
-            "--mu": self.mu is None or self.mu >= 0, "--batch-size": self.batch_size >= 1,
+            "--mu": self.mu is None or self.mu >= 0, "--entropy": self.entropy is None or self.entropy >= 0,
+            "--stop-threshold": self.stop_threshold is None or self.stop_threshold >= 0, "--batch-size": self.batch_size >= 1,
             "--backbone-gflops": (self.backbone_gflops or 0) >= 0, "--memory-gflops": (self.memory_gflops or 0) >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise AdaframeError(f"invalid value for {', '.join(bad)}")
+        given = [f for f, v in (("--mu", self.mu), ("--entropy", self.entropy), ("--stop-threshold", self.stop_threshold)) if v is not None]
+        if len(given) > 1:
+            raise AdaframeError(f"choose one stop rule, not {' and '.join(given)}")
+        if not given and self.patience != 1:
+            raise AdaframeError("--patience only matters with a stop rule (--mu or --entropy)")
+
+    def stop_rule(self) -> StopRule | None:
+        if self.mu is not None:
+            return StopRule("utility", self.mu, self.patience)
+        if self.entropy is not None:
+            return StopRule("entropy", self.entropy, self.patience)
+        if self.stop_threshold is not None:
+            return StopRule("learned", self.stop_threshold, self.patience)
+        return None
+
+
+def default_stop(kind: str) -> StopRule | None:
+    """FrameGlimpse and FastForward stop by their stop head unless told otherwise; AdaFrame runs K steps."""
+    return StopRule("learned", 0.5) if kind in STOP_AGENTS else None
 
 
 def load_run(checkpoint: str | Path, data: str | Path, split: str = "val",
@@ -73,11 +101,11 @@ def load_run(checkpoint: str | Path, data: str | Path, split: str = "val",
     """
     model, payload = load_checkpoint(checkpoint, device)
     dims, kind = payload["dims"], payload["kind"]
-    memory_frames = dims.get("memory_frames") if kind == "adaframe" else 0
+    memory_frames = dims.get("memory_frames") if kind in AGENTS else 0
     dataset = FeatureDataset(data, split, classes=payload["classes"], memory_frames=memory_frames)
     if dataset.feature_dim != dims["feature_dim"]:
         raise AdaframeError(f"{data}: features have D={dataset.feature_dim}, but the model was trained on D={dims['feature_dim']}")
-    if kind == "adaframe" and dataset.memory_frames and dataset.memory_dim != dims["memory_dim"]:
+    if kind in AGENTS and dataset.memory_frames and dataset.memory_dim != dims["memory_dim"]:
         raise AdaframeError(f"{data}: memory has Dm={dataset.memory_dim}, but the model was trained on Dm={dims['memory_dim']}")
     return model, payload, dataset
 
@@ -85,14 +113,15 @@ def load_run(checkpoint: str | Path, data: str | Path, split: str = "val",
 def head_gflops_per_step(model: nn.Module, memory_frames: int, device: torch.device | str = "cpu") -> float:
     """GFLOPs of one step of the model on top of the backbone, counted at batch 1.
 
-    AdaFrame: memory attention + LSTM + its three heads. AvgPooling: the frame classifier.
+    AdaFrame, FrameGlimpse, FastForward: memory attention + LSTM + their heads. AvgPooling: the frame classifier.
     LSTM: one LSTM cell step + classifier (``nn.LSTM`` itself is invisible to the FLOP counter,
     so the step is run as ``torch.lstm_cell`` on the same weights).
     """
-    if isinstance(model, AdaFrame):
+    if isinstance(model, (AdaFrame, StopAgent)):
         frame = torch.zeros(1, model.cfg.feature_dim, device=device)
         memory = torch.zeros(1, memory_frames, model.cfg.memory_dim, device=device)
-        return measure_gflops(lambda: model.step(frame, model.memory.encode(memory), model.initial_state(1, frame.device)))
+        extra = (torch.zeros(1, device=device),) if isinstance(model, StopAgent) else ()  # the frame's position
+        return measure_gflops(lambda: model.step(frame, model.memory.encode(memory), model.initial_state(1, frame.device), *extra))
     if isinstance(model, AvgPooling):
         frame = torch.zeros(1, model.cfg.feature_dim, device=device)
         return measure_gflops(lambda: model.forward_head(frame))
@@ -106,57 +135,83 @@ def head_gflops_per_step(model: nn.Module, memory_frames: int, device: torch.dev
 
 
 def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, frames: int | None = None,
-                    sampling: Sampling = "uniform", mu: float | None = None, patience: int = 1, batch_size: int = 128,
+                    sampling: Sampling = "uniform", stop: StopRule | None = None, batch_size: int = 128,
                     device: torch.device | str = "cpu", backbone_gflops: float = CostModel.backbone_gflops,
-                    memory_gflops: float = CostModel.memory_gflops_per_frame, seed: int = 0, progress: bool = False) -> dict:
-    """Evaluate an already loaded run (see ``load_run``); the demo calls this once per setting.
+                    memory_gflops: float = CostModel.memory_gflops_per_frame, seed: int = 0,
+                    progress: bool = False) -> tuple[dict, Result]:
+    """Evaluate an already loaded run (see ``load_run``); the demo and the report call this once per setting.
 
     Returns:
-        A JSON-ready dict: the setting (model, split, frames, sampling, mu, patience), mAP and top1
-        in percent, avg_frames, avg_steps, gflops_per_video, head_gflops_per_step, num_videos.
+        A JSON-ready dict: the setting (model, split, frames, sampling, stop rule), mAP and top1 in
+        percent, avg_frames, avg_steps, gflops_per_video, head_gflops_per_step, num_videos, and the
+        fraction of videos whose path jumps backward at least once; and the per-video ``Result``.
     """
     kind = payload["kind"]
-    if kind == "adaframe" and sampling != "uniform":
-        raise AdaframeError("--sampling applies to the baselines only: AdaFrame chooses its own frames")
-    if kind != "adaframe" and mu is not None:
-        raise AdaframeError(f"--mu (adaptive lookahead) applies to AdaFrame only, and this checkpoint holds a {kind!r} model")
-    if mu is None and patience != 1:
-        raise AdaframeError("--patience only matters with --mu (adaptive lookahead)")
+    if kind in AGENTS and sampling != "uniform":
+        raise AdaframeError(f"--sampling applies to the baselines only: {kind} chooses its own frames")
+    if kind not in AGENTS and stop is not None:
+        raise AdaframeError(f"stop rules (--mu, --entropy, --stop-threshold) apply to the agents, and this checkpoint holds a {kind!r} model")
+    check_stop_rule(model, stop)
     if frames is None:
         frames = int(payload["config"]["frames"])
     if frames < 1:
         raise AdaframeError(f"--frames must be >= 1, got {frames}")
 
-    res = evaluate(model, dataset, frames, sampling, mu, patience, batch_size, device, seed, progress)
-    memory_frames = dataset.memory_frames if kind == "adaframe" else 0
+    res = evaluate(model, dataset, frames, sampling, stop, batch_size, device, seed, progress)
+    memory_frames = dataset.memory_frames if kind in AGENTS else 0
     head = head_gflops_per_step(model, memory_frames, device)
     cost = CostModel(backbone_gflops, memory_gflops, head)
     gflops = cost.per_video(res.frames.astype(np.float64), res.steps.astype(np.float64), memory_frames)  # [N]
-    return {
+    summary = {
         "model": kind,
         "split": dataset.records[0].split,
         "frames": None if sampling == "all" else frames,
-        "sampling": "policy" if kind == "adaframe" else sampling,
-        "mu": mu,
-        "patience": patience if mu is not None else None,
+        "sampling": "policy" if kind in AGENTS else sampling,
+        "stop": None if stop is None else stop.by,
+        "threshold": None if stop is None else stop.threshold,
+        "mu": stop.threshold if stop is not None and stop.by == "utility" else None,
+        "patience": None if stop is None else stop.patience,
         "num_videos": len(dataset),
         "mAP": 100 * mean_average_precision(res.scores, res.labels),
         "top1": 100 * top1(res.scores, res.labels),
         "avg_frames": float(res.frames.mean()),
         "avg_steps": float(res.steps.mean()),
         "gflops_per_video": float(gflops.mean()),
+        "backward_jumps": backward_jump_fraction(res.visited),
         "head_gflops_per_step": head,
         "memory_frames": memory_frames,
         "backbone_gflops": backbone_gflops,
         "memory_gflops": memory_gflops,
     }
+    return summary, res
+
+
+def write_per_video(path: Path, dataset: FeatureDataset, classes: list[str], res: Result) -> None:
+    """One row per video: what it looked at, in order, what the agent thought of it, and what it said."""
+    predicted = res.scores.argmax(1)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["video_id", "label", "predicted", "confidence", "correct", "stop_step", "distinct_frames",
+                        "frames", "utilities"])
+            for i, rec in enumerate(dataset.records):
+                steps = int(res.steps[i])
+                w.writerow([rec.video_id, classes[res.labels[i]], classes[predicted[i]], f"{res.scores[i, predicted[i]]:.4f}",
+                            int(predicted[i] == res.labels[i]), steps, int(res.frames[i]),
+                            " ".join(str(int(v)) for v in res.visited[i, :steps] if v >= 0),
+                            " ".join(f"{u:.4f}" for u in res.utilities[i, :steps] if np.isfinite(u))])
+
+    atomic_write(Path(path), write)
 
 
 def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", frames: int | None = None,
-                 sampling: Sampling = "uniform", mu: float | None = None, patience: int = 1, batch_size: int = 128,
+                 sampling: Sampling = "uniform", stop: StopRule | Literal["default"] | None = "default", batch_size: int = 128,
                  device: str = "cpu", backbone_gflops: float | None = None, memory_gflops: float | None = None,
-                 seed: int = 0, progress: bool = False) -> dict:
+                 seed: int = 0, progress: bool = False, per_video: Path | None = None) -> dict:
     """Load ``checkpoint`` and evaluate it on ``split`` of ``data``; the keys are those of ``evaluate_loaded``.
+
+    ``stop="default"``: the stop head for FrameGlimpse / FastForward, none (K steps) for AdaFrame.
 
     GFLOPs per frame not given are those measured when the features were extracted (``extract.json``),
     else the paper's ResNet-101 / MobileNetV2 numbers.
@@ -168,8 +223,12 @@ def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", f
         backbone_gflops = spec["backbone"]["gflops"] if spec else CostModel.backbone_gflops
     if memory_gflops is None:
         memory_gflops = spec["memory_backbone"]["gflops"] if spec else CostModel.memory_gflops_per_frame
-    result = evaluate_loaded(model, payload, dataset, frames, sampling, mu, patience, batch_size, dev,
-                             backbone_gflops, memory_gflops, seed, progress)
+    if stop == "default":
+        stop = default_stop(payload["kind"])
+    result, res = evaluate_loaded(model, payload, dataset, frames, sampling, stop, batch_size, dev,
+                                  backbone_gflops, memory_gflops, seed, progress)
+    if per_video is not None:
+        write_per_video(per_video, dataset, payload["classes"], res)
     return {"checkpoint": str(checkpoint), "data": str(data), **result}
 
 
@@ -190,11 +249,14 @@ def format_table(header: list[str], rows: list[list[object]]) -> str:
 
 def run_eval(cfg: EvalConfig) -> dict:
     """The ``adaframe eval`` command: evaluate, print a one-row table, optionally write JSON."""
-    r = evaluate_run(cfg.checkpoint, cfg.data, cfg.split, cfg.frames, cfg.sampling, cfg.mu, cfg.patience, cfg.batch_size,
-                     cfg.device, cfg.backbone_gflops, cfg.memory_gflops, cfg.seed, cfg.progress)
-    header = ["model", "split", "videos", "sampling", "K", "mu", "mAP (%)", "top1 (%)", "frames", "steps", "GFLOPs"]
-    print(format_table(header, [[r["model"], r["split"], r["num_videos"], r["sampling"], r["frames"] or "all", r["mu"],
+    r = evaluate_run(cfg.checkpoint, cfg.data, cfg.split, cfg.frames, cfg.sampling, cfg.stop_rule() or "default", cfg.batch_size,
+                     cfg.device, cfg.backbone_gflops, cfg.memory_gflops, cfg.seed, cfg.progress, cfg.per_video)
+    stop = "-" if r["stop"] is None else StopRule(r["stop"], r["threshold"], r["patience"]).describe()
+    header = ["model", "split", "videos", "sampling", "K", "stop", "mAP (%)", "top1 (%)", "frames", "steps", "GFLOPs"]
+    print(format_table(header, [[r["model"], r["split"], r["num_videos"], r["sampling"], r["frames"] or "all", stop,
                                  r["mAP"], r["top1"], r["avg_frames"], r["avg_steps"], r["gflops_per_video"]]]))
+    if cfg.per_video is not None:
+        print(f"wrote {cfg.per_video}")
     if cfg.json is not None:
         write_json(cfg.json, r)
         print(f"wrote {cfg.json}")

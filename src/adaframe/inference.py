@@ -1,4 +1,4 @@
-"""Inference: AdaFrame with K fixed steps or adaptive lookahead (Section 3.2), and the baselines.
+"""Inference: the agents with K fixed steps or an early stop (Section 3.2), and the baselines.
 
 Everything is batched. In adaptive mode a video leaves the batch the step it stops, so the
 work done follows the frames actually used, not the batch's slowest video.
@@ -6,8 +6,9 @@ work done follows the frames actually used, not the batch's slowest video.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -17,6 +18,8 @@ from tqdm import tqdm
 from adaframe.agent import AdaFrame, location_to_index
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe.data import Batch, FeatureDataset, Sampling, collate, gather_frames, sample_indices
+from adaframe.rl_baselines import StopAgent
+from adaframe.utils import AdaframeError
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Result:
     steps: np.ndarray  # [N] frames looked at (AdaFrame steps; baselines: frames sampled)
     frames: np.ndarray  # [N] distinct frames, what the backbone must process
     visited: np.ndarray  # [N, K] frame index per step, -1 after the stop
+    utilities: np.ndarray  # [N, K] the agent's utility (value) per step, NaN after the stop and for baselines
 
 
 def count_distinct(idx: torch.Tensor) -> torch.Tensor:
@@ -39,29 +43,66 @@ def count_distinct(idx: torch.Tensor) -> torch.Tensor:
 
 
 FrameFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Agent = AdaFrame | StopAgent
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a video leaves the batch before ``max_steps``.
+
+    * ``utility``: AdaFrame's adaptive lookahead (Section 3.2): the best utility so far exceeds the
+      current one by more than ``threshold`` (mu).
+    * ``entropy``: the ablation: the prediction's entropy, divided by log C so that it lies in [0, 1],
+      falls below ``threshold``.
+    * ``learned``: FrameGlimpse / FastForward: their stop head gives p(stop) >= ``threshold``.
+
+    A video stops once its rule has fired ``patience`` times.
+    """
+
+    by: Literal["utility", "entropy", "learned"]
+    threshold: float
+    patience: int = 1
+
+    def __post_init__(self) -> None:
+        if self.by not in ("utility", "entropy", "learned"):
+            raise AdaframeError(f"unknown stop rule {self.by!r}")
+        if not self.threshold >= 0 or self.patience < 1:
+            raise AdaframeError(f"stop rule {self.by}: threshold must be >= 0 and patience >= 1")
+
+    def describe(self) -> str:
+        name = {"utility": "mu", "entropy": "entropy <", "learned": "p(stop) >="}[self.by]
+        return f"{name} {self.threshold:g}" + (f", patience {self.patience}" if self.patience > 1 else "")
+
+
+def check_stop_rule(model: Agent, stop: StopRule | None) -> None:
+    if stop is not None and stop.by == "learned" and not isinstance(model, StopAgent):
+        raise AdaframeError("a learned stop needs a model with a stop head (frameglimpse, fastforward); "
+                            "AdaFrame stops by its utility (--mu)")
 
 
 @torch.no_grad()
-def adaframe_rollout(model: AdaFrame, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int,
-                     mu: float | None = None, patience: int = 1, scan: bool = False) -> dict[str, torch.Tensor]:
-    """Run the agent on a batch, deterministically (the policy's mean location).
+def agent_rollout(model: Agent, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int,
+                  stop: StopRule | None = None, scan: bool = False) -> dict[str, torch.Tensor]:
+    """Run an agent (AdaFrame, FrameGlimpse, FastForward) on a batch, deterministically.
 
-    The frames come from ``frame_fn(rows, idx) -> [A, D]``: the features of frame ``idx[a]`` of
-    video ``rows[a]``. Evaluation gathers them from stored features; ``predict`` decodes the
-    frame and runs the backbone on it right then, so only the frames the policy picks are computed.
+    Moves follow the policy's mean (or most likely jump). The frames come from
+    ``frame_fn(rows, idx) -> [A, D]``: the features of frame ``idx[a]`` of video ``rows[a]``.
+    Evaluation gathers them from stored features; ``predict`` decodes the frame and runs the
+    backbone on it right then, so only the frames the policy picks are computed. A video leaves
+    the batch the step it stops, so later steps cost only what the running videos need.
 
     Args:
         memory: [B, Td, Dm] global-memory features; lengths: [B] frames per video.
         max_steps: K, the most steps any video takes.
-        mu: adaptive lookahead margin; ``None`` runs all ``max_steps`` steps.
-        patience: stop once ``max utility so far - current utility > mu`` has happened this many times.
-        scan: a cost check, not AdaFrame: ignore the selection head and take the next frame
-            (wrapping around), so that every step computes a new frame.
+        stop: when to stop early; ``None`` runs all ``max_steps`` steps.
+        scan: a cost check, not a policy: take the next frame (wrapping around) at every step, so
+            that every step computes a new frame.
 
     Returns:
         probs [B, C] at each video's last step, steps [B], visited [B, K] (-1 after the stop),
         utilities [B, K] (NaN after the stop).
     """
+    check_stop_rule(model, stop)
     b, device = lengths.shape[0], lengths.device
     encoded = model.memory.encode(memory)
     h, c = model.initial_state(b, device)
@@ -75,32 +116,45 @@ def adaframe_rollout(model: AdaFrame, memory: torch.Tensor, lengths: torch.Tenso
     active = torch.arange(b, device=device)  # rows still running
     for t in range(max_steps):
         frame = frame_fn(active, idx[active])  # [A, D]
-        out = model.step(frame, encoded[active], (h[active], c[active]))
+        if isinstance(model, StopAgent):
+            out = model.step(frame, encoded[active], (h[active], c[active]), idx[active].float() / lengths[active].float())
+        else:
+            out = model.step(frame, encoded[active], (h[active], c[active]))
         h[active], c[active] = out.state
-        probs[active] = torch.softmax(out.logits, dim=-1)
+        p = torch.softmax(out.logits, dim=-1)  # [A, C]
+        probs[active] = p
         visited[active, t] = idx[active]
         utilities[active, t] = out.utility
         steps[active] = t + 1
         if scan:
             idx[active] = (idx[active] + 1) % lengths[active]
+        elif isinstance(model, StopAgent):
+            idx[active] = model.next_index(model.greedy_action(out.move), idx[active], lengths[active])
         else:
             idx[active] = location_to_index(out.location, lengths[active])
-        if mu is None:
+        if stop is None:
             continue
-        best_utility[active] = torch.maximum(best_utility[active], out.utility)
-        strikes[active] += (best_utility[active] - out.utility > mu).long()
-        active = active[strikes[active] < patience]
+        if stop.by == "utility":
+            best_utility[active] = torch.maximum(best_utility[active], out.utility)
+            fired = best_utility[active] - out.utility > stop.threshold
+        elif stop.by == "entropy":
+            entropy = -(p * p.clamp(min=1e-12).log()).sum(-1) / math.log(p.shape[-1])  # [A] in [0, 1]
+            fired = entropy < stop.threshold
+        else:
+            fired = torch.sigmoid(out.stop_logit) >= stop.threshold
+        strikes[active] += fired.long()
+        active = active[strikes[active] < stop.patience]
         if active.numel() == 0:
             break
     return {"probs": probs, "steps": steps, "visited": visited, "utilities": utilities}
 
 
-def adaframe_batch(model: AdaFrame, batch: Batch, max_steps: int, mu: float | None = None, patience: int = 1) -> dict[str, torch.Tensor]:
-    """``adaframe_rollout`` on a batch of stored features."""
+def agent_batch(model: Agent, batch: Batch, max_steps: int, stop: StopRule | None = None) -> dict[str, torch.Tensor]:
+    """``agent_rollout`` on a batch of stored features."""
     def frames(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return gather_frames(batch.features[rows], idx[:, None]).squeeze(1)  # [A, D]
 
-    return adaframe_rollout(model, batch.memory, batch.lengths, frames, max_steps, mu, patience)
+    return agent_rollout(model, batch.memory, batch.lengths, frames, max_steps, stop)
 
 
 @torch.no_grad()
@@ -122,7 +176,7 @@ def baseline_batch(model: AvgPooling | LSTMBaseline, batch: Batch, frames: int, 
 
 
 def evaluate(model: torch.nn.Module, dataset: FeatureDataset, frames: int, sampling: Sampling = "uniform",
-             mu: float | None = None, patience: int = 1, batch_size: int = 128, device: torch.device | str = "cpu",
+             stop: StopRule | None = None, batch_size: int = 128, device: torch.device | str = "cpu",
              seed: int = 0, progress: bool = False) -> Result:
     """Run a model over a whole split and collect per-video results in dataset order."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
@@ -131,18 +185,23 @@ def evaluate(model: torch.nn.Module, dataset: FeatureDataset, frames: int, sampl
     outs = []
     for batch in tqdm(loader, desc="eval", disable=not progress, unit="batch", leave=False):
         batch = batch.to(device)
-        if isinstance(model, AdaFrame):
-            o = adaframe_batch(model, batch, frames, mu, patience)
+        if isinstance(model, (AdaFrame, StopAgent)):
+            o = agent_batch(model, batch, frames, stop)
         else:
             o = baseline_batch(model, batch, frames, sampling, generator)
+            o["utilities"] = torch.full(o["visited"].shape, float("nan"))
         o["distinct"] = count_distinct(o["visited"])
-        outs.append({k: v.cpu() for k, v in o.items() if k != "utilities"})
+        outs.append({k: v.cpu() for k, v in o.items()})
     width = max(o["visited"].shape[1] for o in outs)
-    visited = torch.cat([torch.nn.functional.pad(o["visited"], (0, width - o["visited"].shape[1]), value=-1) for o in outs])
+
+    def stacked(key: str, fill: float) -> torch.Tensor:  # rows padded to the widest batch
+        return torch.cat([torch.nn.functional.pad(o[key], (0, width - o[key].shape[1]), value=fill) for o in outs])
+
     return Result(
         scores=torch.cat([o["probs"] for o in outs]).numpy(),
         labels=dataset.labels.copy(),
         steps=torch.cat([o["steps"] for o in outs]).numpy(),
         frames=torch.cat([o["distinct"] for o in outs]).numpy(),
-        visited=visited.numpy(),
+        visited=stacked("visited", -1).numpy(),
+        utilities=stacked("utilities", float("nan")).numpy(),
     )

@@ -31,6 +31,13 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def backward_jump_fraction(visited: np.ndarray) -> float:
+    """visited [N, K] (-1 after the stop) -> fraction of videos whose next frame was ever before the current one."""
+    valid = (visited[:, 1:] >= 0) & (visited[:, :-1] >= 0)  # [N, K-1] both steps taken
+    back = valid & (visited[:, 1:] < visited[:, :-1])
+    return float(back.any(1).mean()) if len(visited) else float("nan")
+
+
 def mean_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     """scores [N, C], labels [N] -> mAP in [0, 1] over the classes that have a positive."""
     aps = [average_precision(scores[:, c], labels == c) for c in range(scores.shape[1])]

@@ -4,7 +4,7 @@ Per group of videos (batched across videos, like evaluation):
 
 1. probe each file; its candidate frames are the ``fps`` grid the features were extracted on;
 2. decode the ``Td`` memory frames at low resolution and run the light backbone -> global memory;
-3. run the agent (``inference.adaframe_rollout``, the same code as ``eval``): at every step decode,
+3. run the agent (``inference.agent_rollout``, the same code as ``eval``): at every step decode,
    by seeking, only the frame each still-active video asked for and run the big backbone on it;
    a frame seen before is not computed again; a video stops by adaptive lookahead.
 
@@ -34,7 +34,7 @@ from adaframe.checkpoint import load_checkpoint
 from adaframe.data import memory_subset
 from adaframe.evaluate import head_gflops_per_step
 from adaframe.extract import build_backbones
-from adaframe.inference import adaframe_rollout
+from adaframe.inference import StopRule, agent_rollout
 from adaframe.utils import AdaframeError, resolve_device
 from adaframe.video import VideoReader, probe, sample_times, uniform_times
 
@@ -185,7 +185,7 @@ class Predictor:
                     calls[r] += d is not None
                 return torch.stack([jobs[r].cache[i] for r, i in zip(rows.tolist(), idx.tolist())])  # [A, D]
 
-            out = adaframe_rollout(self.model, memory, lengths, frame_fn, k, mu, patience, scan)
+            out = agent_rollout(self.model, memory, lengths, frame_fn, k, None if mu is None else StopRule("utility", mu, patience), scan)
         finally:
             pool.shutdown()
             for j in jobs:

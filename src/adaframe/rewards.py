@@ -9,6 +9,8 @@ of the uninformed, uniform prediction).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 
@@ -36,3 +38,36 @@ def discounted_returns(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
         running = rewards[:, t] + gamma * running
         returns[:, t] = running
     return returns
+
+
+# Table 3's alternatives to the margin reward. Both start from p_0(gt) = 1/C, the uninformed prediction.
+def gt_probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """logits [B, K, C], labels [B] -> p_t(gt) [B, K]."""
+    probs = torch.softmax(logits, dim=-1)  # [B, K, C]
+    return probs.gather(-1, labels[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(-1)
+
+
+def prediction_rewards(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """PREDICTION: r_t = p_t(gt), paid again for every step, new evidence or not."""
+    return gt_probabilities(logits, labels)
+
+
+def transition_rewards(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """PREDICTION TRANSITION: r_t = p_t(gt) - p_{t-1}(gt), which may be negative."""
+    p = gt_probabilities(logits, labels)  # [B, K]
+    before = torch.cat([p.new_full((p.shape[0], 1), 1.0 / logits.shape[-1]), p[:, :-1]], dim=1)  # [B, K]
+    return p - before
+
+
+RewardName = Literal["margin", "prediction", "transition"]
+
+
+def step_rewards(logits: torch.Tensor, labels: torch.Tensor, kind: RewardName = "margin") -> torch.Tensor:
+    """The reward of every step of a rollout, logits [B, K, C] -> [B, K]."""
+    if kind == "margin":
+        return margin_rewards(margins(logits, labels))
+    if kind == "prediction":
+        return prediction_rewards(logits, labels)
+    if kind == "transition":
+        return transition_rewards(logits, labels)
+    raise ValueError(f"unknown reward {kind!r}")

@@ -36,8 +36,8 @@ class SynthConfig:
     """backbone feature dim D"""
     memory_dim: int = 64
     """global-memory feature dim Dm"""
-    memory_frames: int = 16
-    """Td: uniformly sampled frames in the global memory"""
+    memory_frames: int = 32
+    """Td: uniformly sampled frames stored in the global memory (the paper uses 16; 32 lets Table 2 try more)"""
     min_frames: int = 30
     max_frames: int = 120
     min_evidence: int = 2

@@ -19,22 +19,24 @@ from adaframe.checkpoint import build_model, save_checkpoint
 from adaframe.standardize import feature_statistics, set_statistics
 from adaframe.config import TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices, read_spec
-from adaframe.inference import evaluate
+from adaframe.inference import StopRule, evaluate
 from adaframe.metrics import mean_average_precision, top1
-from adaframe.rewards import discounted_returns, margin_rewards, margins
+from adaframe.rewards import RewardName, discounted_returns, margins, step_rewards
+from adaframe.rl_baselines import StopAgent
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, seed_everything, write_json
 
 
 def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, reward_weight: float,
-                  generator: torch.Generator | None = None, normalize_advantage: bool = False) -> dict[str, torch.Tensor]:
+                  generator: torch.Generator | None = None, normalize_advantage: bool = False,
+                  reward: RewardName = "margin") -> dict[str, torch.Tensor]:
     """``L = L_cls + lambda * L_utl - lambda * J_sel`` for one batch, every term returned for logging."""
     roll = model(batch.features, batch.lengths, batch.memory, steps, explore=True, generator=generator)
     # L_cls: cross-entropy of the prediction at the last step.
     loss_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
-    # Rewards from the margins of every step's prediction (no gradient flows through rewards).
+    # Rewards from every step's prediction (no gradient flows through rewards).
     with torch.no_grad():
         m = margins(roll.logits, batch.labels)  # [B, K]
-        rewards = margin_rewards(m)  # [B, K]
+        rewards = step_rewards(roll.logits, batch.labels, reward)  # [B, K]
         returns = discounted_returns(rewards, gamma)  # [B, K], Q_t
     # L_utl (Eq. 6): the utility regresses the discounted return, summed over steps.
     loss_utl = 0.5 * (roll.utilities - returns).pow(2).sum(1).mean()
@@ -49,6 +51,41 @@ def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, rewar
         "loss": loss, "loss_cls": loss_cls.detach(), "loss_utl": loss_utl.detach(), "j_sel": j_sel.detach(),
         "reward": rewards.sum(1).mean(), "margin_last": m[:, -1].mean(), "utility": roll.utilities.detach().mean(),
         "advantage": advantage.mean(),
+    }
+
+
+def stop_agent_loss(model: StopAgent, batch: Batch, steps: int, gamma: float, reward_weight: float, step_cost: float,
+                    generator: torch.Generator | None = None, normalize_advantage: bool = False,
+                    reward: RewardName = "margin") -> dict[str, torch.Tensor]:
+    """FrameGlimpse / FastForward: ``L = L_cls + lambda * L_utl - lambda * J_policy`` over each sampled episode.
+
+    Every step up to the sampled stop predicts, so L_cls averages the cross-entropy over those steps
+    (any of them could have been the last). The reward is AdaFrame's minus ``step_cost`` for every
+    step after the first; steps after the stop earn nothing, so stopping forfeits the rewards still
+    to come and saves the costs. The policy gradient covers the stop decision and the move together.
+    """
+    roll = model(batch.features, batch.lengths, batch.memory, steps, generator=generator)
+    alive = roll.alive.float()  # [B, K]
+    taken = alive.sum(1)  # [B] steps of each episode
+    ce = F.cross_entropy(roll.logits.transpose(1, 2), batch.labels[:, None].expand(-1, steps), reduction="none")  # [B, K]
+    loss_cls = ((ce * alive).sum(1) / taken).mean()
+    with torch.no_grad():
+        m = margins(roll.logits, batch.labels)  # [B, K]
+        rewards = step_rewards(roll.logits, batch.labels, reward)  # [B, K]
+        rewards[:, 1:] -= step_cost
+        rewards = rewards * alive
+        returns = discounted_returns(rewards, gamma)  # [B, K]
+    loss_utl = 0.5 * ((roll.utilities - returns).pow(2) * alive).sum(1).mean()
+    advantage = (returns - roll.utilities).detach() * alive  # [B, K]
+    if normalize_advantage:
+        advantage = advantage / (advantage[alive.bool()].std() + 1e-8)
+    j_policy = (roll.log_probs * advantage).sum(1).mean()
+    loss = loss_cls + reward_weight * loss_utl - reward_weight * j_policy
+    last = (taken.long() - 1)[:, None]  # [B, 1] the stop step
+    return {
+        "loss": loss, "loss_cls": loss_cls.detach(), "loss_utl": loss_utl.detach(), "j_sel": j_policy.detach(),
+        "reward": rewards.sum(1).mean(), "margin_last": m.gather(1, last).mean(), "utility": roll.utilities.detach().mean(),
+        "advantage": advantage.mean(), "steps": taken.mean(),
     }
 
 
@@ -115,7 +152,11 @@ def train(cfg: TrainConfig) -> Path:
         for batch in loader:
             batch = batch.to(device)
             if isinstance(model, AdaFrame):
-                terms = adaframe_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, generator, cfg.normalize_advantage)
+                terms = adaframe_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, generator, cfg.normalize_advantage,
+                                      cfg.reward)
+            elif isinstance(model, StopAgent):
+                terms = stop_agent_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, cfg.step_cost, generator,
+                                        cfg.normalize_advantage, cfg.reward)
             elif isinstance(model, AvgPooling):
                 terms = avgpool_loss(model, batch)
             else:
@@ -133,7 +174,8 @@ def train(cfg: TrainConfig) -> Path:
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         record.update({k: v / len(loader) for k, v in sums.items()})
         if val_set is not None:
-            res = evaluate(model, val_set, cfg.frames, "uniform", device=device)
+            stop = StopRule("learned", 0.5) if isinstance(model, StopAgent) else None  # the agents with a stop head use it
+            res = evaluate(model, val_set, cfg.frames, "uniform", stop, device=device)
             record.update(val_mAP=100 * mean_average_precision(res.scores, res.labels), val_top1=100 * top1(res.scores, res.labels))
         for k, v in record.items():
             if k != "epoch":

@@ -31,6 +31,7 @@ from adaframe.config import TrainConfig
 from adaframe.data import read_videos_csv
 from adaframe.demo import is_finished
 from adaframe.evaluate import evaluate_run, format_table
+from adaframe.inference import StopRule
 from adaframe.extract import ExtractConfig, read_video_list, run_extract
 from adaframe.predict import PredictConfig, run_predict
 from adaframe.synth_video import SynthVideoConfig, generate_videos
@@ -122,7 +123,7 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
     tqdm.write("[4/5] evaluating on val")
     rows = [evaluate_run(cfgs["avgpool"].out, data, "val", k, "uniform") for k in (1, cfg.frames, COMPARE)]
     rows.append(evaluate_run(cfgs["avgpool"].out, data, "val", None, "all"))
-    rows += [evaluate_run(cfgs["adaframe"].out, data, "val", cfg.frames, mu=mu) for mu in (None, cfg.mu)]
+    rows += [evaluate_run(cfgs["adaframe"].out, data, "val", cfg.frames, stop=stop) for stop in (None, StopRule("utility", cfg.mu))]
     header = ["model", "sampling", "K", "mu", "mAP (%)", "top1 (%)", "frames", "GFLOPs"]
     print(format_table(header, [[r["model"], r["sampling"], r["frames"] or "all", r["mu"], r["mAP"], r["top1"], r["avg_frames"],
                                  r["gflops_per_video"]] for r in rows]))
