@@ -143,6 +143,10 @@ def pick_mu(sweep: list[dict], fixed: dict) -> dict:
     return min(good, key=lambda r: (r["avg_frames"], -r["mAP"])) if good else fixed
 
 
+def mu_text(row: dict) -> str:
+    return f"mu* {row['mu']:g}" if row["mu"] is not None else f"no mu within {MAP_TOLERANCE:g} point: K steps"
+
+
 def fmt(v: object, digits: int = 2) -> str:
     if v is None:
         return "-"
@@ -325,7 +329,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
             continue
         fixed, best = get(run, k), pick_mu(sweep(run, k), get(run, k))
         rows.append([f"{mem}", mem * cost.memory_gflops_per_frame, fixed["mAP"], best["mAP"], best["avg_frames"],
-                     best["gflops_per_video"], f"mu* {fmt(best['mu'])}"])
+                     best["gflops_per_video"], mu_text(best)])
     out += [md_table(["Memory frames", "memory GFLOPs", "mAP, K steps", "mAP, mu*", "frames, mu*", "GFLOPs, mu*", "note"], rows), ""]
 
     # Table 3
@@ -336,7 +340,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
     for reward in preset.rewards:
         run = f"adaframe-{k}" if reward == "margin" else f"adaframe-{k}-{reward}"
         fixed, best = get(run, k), pick_mu(sweep(run, k), get(run, k))
-        rows.append([REWARD_NAMES[reward], fixed["mAP"], best["mAP"], best["avg_frames"], fmt(best["mu"])])
+        rows.append([REWARD_NAMES[reward], fixed["mAP"], best["mAP"], best["avg_frames"], mu_text(best)])
     out += [md_table(["Reward", "mAP, K steps", "mAP, mu*", "frames, mu*", "mu*"], rows), ""]
 
     # Stop by utility vs. entropy
