@@ -169,3 +169,17 @@ def test_report_refuses_data_without_memory(tmp_path, make_dataset):
     make_dataset(tmp_path / "d", videos)
     proc = adaframe("report", "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "memory" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_paper_preset_smoke(tmp_path):
+    """--preset paper trains every run with the paper's optimiser (SGD) and still writes the whole report."""
+    data = tmp_path / "data"
+    adaframe("synth", *SYNTH, "--memory-frames", "16", "--out", str(data), cwd=tmp_path)
+    out = tmp_path / "report"
+    adaframe("report", "--data", str(data), "--out", str(out), "--preset", "paper", "--split", "test", "--epochs", "1",
+             "--hidden", "8", "--no-progress", cwd=tmp_path, timeout=600)
+    results = json.loads((out / "results.json").read_text())
+    assert results["split"] == "test" and results["preset"]["train_preset"] == "paper"
+    assert {c["preset"] for c in results["runs"].values()} == {"paper"}
+    assert {r["split"] for r in results["rows"]} == {"test"}
+    assert "(paper preset)" in (out / "report.md").read_text()
