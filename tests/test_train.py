@@ -127,3 +127,39 @@ def test_train_config_validation(tmp_path):
 def test_train_bad_data_is_an_adaframe_error(tmp_path):
     with pytest.raises(AdaframeError):
         train(tiny_config(tmp_path / "missing", tmp_path / "run", "adaframe"))
+
+
+def test_explained_variance_golden():
+    from adaframe.train import explained_variance
+
+    target = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    assert explained_variance(target, target).item() == pytest.approx(1.0)
+    assert explained_variance(torch.full_like(target, 2.5), target).item() == pytest.approx(0.0)  # the mean: explains nothing
+    # var(target) = 1.25, residual [0.5, 0, 0, -0.5] has var 0.125
+    assert explained_variance(target - torch.tensor([[0.5, 0.0], [0.0, -0.5]]), target).item() == pytest.approx(0.9)
+    mask = torch.tensor([[True, True], [False, False]])  # only 1, 2 count: var 0.25; residual 0 and 1 -> var 0.25
+    assert explained_variance(torch.tensor([[1.0, 1.0], [9.0, 9.0]]), target, mask).item() == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("model", ["adaframe", "fastforward-g"])
+def test_log_every_and_tensorboard_scalars(synth_dir, tmp_path, model):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from conftest import adaframe
+
+    out = tmp_path / "run"
+    proc = adaframe("train", "--data", str(synth_dir), "--out", str(out), "--model", model, "--frames", "3", "--epochs", "2",
+                    "--hidden", "8", "--batch-size", "16", "--log-every", "1", "--no-progress", cwd=tmp_path)
+    lines = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if line.startswith("epoch ")]
+    steps = 2 * (len(FeatureDataset(synth_dir, "train")) // 16)
+    assert len(lines) == steps  # one line per step with --log-every 1
+    assert all("ETA" in line and "loss_cls" in line and "explained_variance" in line for line in lines)
+    assert lines[-1].split(" step ")[1].startswith(f"{steps}/{steps} ")
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("train/loss_cls", "train/loss_utl", "train/j_sel", "train/reward", "train/frames_used", "train/utility",
+                "train/explained_variance", "train/lr", "epoch/val_mAP"):
+        assert tag in tags, tag
+    frames = [e.value for e in acc.Scalars("train/frames_used")]
+    assert len(frames) == steps and all(1 <= f <= 3 for f in frames)

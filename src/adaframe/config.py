@@ -73,6 +73,8 @@ class TrainConfig:
     """standardise the inputs of the recurrent models with training-set statistics (see standardize.py)"""
     workers: int = 0
     """DataLoader worker processes"""
+    log_every: int = 0
+    """print a line with every loss term, speed and ETA every this many steps (0: only the progress bar)"""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -85,7 +87,7 @@ class TrainConfig:
             "--frames": self.frames >= 1, "--hidden": self.hidden >= 1, "--epochs": self.epochs >= 1,
             "--batch-size": self.batch_size >= 1, "--lr": self.lr > 0, "--gamma": 0 <= self.gamma <= 1,
             "--memory-frames": self.memory_frames is None or self.memory_frames >= 0,
-            "--policy-std": self.policy_std > 0, "--reward-weight": self.reward_weight >= 0, "--workers": self.workers >= 0,
+            "--policy-std": self.policy_std > 0, "--reward-weight": self.reward_weight >= 0, "--workers": self.workers >= 0, "--log-every": self.log_every >= 0,
             "--step-cost": self.step_cost >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
