@@ -183,3 +183,14 @@ def test_report_paper_preset_smoke(tmp_path):
     assert {c["preset"] for c in results["runs"].values()} == {"paper"}
     assert {r["split"] for r in results["rows"]} == {"test"}
     assert "(paper preset)" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("out", ["under_a_file/run", "/proc/adaframe-cannot-write-here"])
+def test_unwritable_output_is_a_one_line_error(tmp_path, out):
+    data = tmp_path / "data"
+    adaframe("synth", *SYNTH, "--out", str(data), cwd=tmp_path)
+    (tmp_path / "under_a_file").write_text("a file, not a directory")
+    proc = adaframe("train", "--data", str(data), "--out", out, *TRAIN, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("adaframe: error: ") and out.split("/")[0] in lines[0], proc.stderr

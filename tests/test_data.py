@@ -313,3 +313,42 @@ def test_missing_directory_and_csv(tmp_path, make_dataset):
     _expect_error(tmp_path / "nowhere", "nowhere")
     (tmp_path / "empty").mkdir()
     _expect_error(tmp_path / "empty", "videos.csv")
+
+
+# Property tests of the videos.csv parser: whatever the file holds, the answer is records or one AdaframeError.
+import csv  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from adaframe.data import SPLITS, read_videos_csv  # noqa: E402
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=12)
+_ID = _TEXT.map(str.strip).filter(lambda s: s and "/" not in s and "\\" not in s and not s.startswith(".")
+                                  and "\r" not in s and "\n" not in s)
+_LABEL = _TEXT.map(str.strip).filter(lambda s: s and "\r" not in s and "\n" not in s)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(_ID, _LABEL, st.sampled_from(SPLITS)), min_size=1, max_size=8, unique_by=lambda r: r[0]))
+def test_videos_csv_round_trips_any_names(tmp_path_factory, rows):
+    """Ids and labels with commas, quotes, spaces and any script survive csv writing and reading."""
+    root = tmp_path_factory.mktemp("csv")
+    with open(root / "videos.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "label", "split"])
+        w.writerows(rows)
+    assert [(r.video_id, r.label, r.split) for r in read_videos_csv(root)] == rows
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=300) | st.text(max_size=300).map(lambda t: ("video_id,label,split\n" + t).encode("utf-8", "surrogatepass")))
+def test_videos_csv_never_crashes_on_garbage(tmp_path_factory, content):
+    root = tmp_path_factory.mktemp("garbage")
+    (root / "videos.csv").write_bytes(content)
+    try:
+        records = read_videos_csv(root)
+    except AdaframeError as e:
+        assert "videos.csv" in str(e)  # the message names the file
+    else:
+        assert records and all(r.split in SPLITS and r.video_id and r.label for r in records)

@@ -1,7 +1,8 @@
 """The ``adaframe`` command line: one typed dataclass per subcommand, parsed by tyro.
 
-User errors (``AdaframeError``, and ``ValueError`` from validating the options) are printed as
-one line ``adaframe: error: ...`` with exit status 2; set ``ADAFRAME_DEBUG=1`` for the traceback.
+User errors (``AdaframeError``, ``ValueError`` from validating the options, and ``OSError`` on a
+path that cannot be read or written) are printed as one line ``adaframe: error: ...`` with exit
+status 2; set ``ADAFRAME_DEBUG=1`` for the traceback.
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ def main(args: Sequence[str] | None = None) -> None:
         RUNNERS[type(cmd)](cmd)
     except AdaframeError as e:
         _fail(e)
+    except OSError as e:  # a path the user gave cannot be read or written: say which, not where in our code
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        _fail(AdaframeError(f"{where}: {e.strerror}" if where and e.strerror else str(e)))
     except KeyboardInterrupt:
         print("adaframe: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -43,7 +43,16 @@ def read_videos_csv(root: str | Path) -> list[VideoRecord]:
         raise AdaframeError(f"data directory {root} does not exist")
     if not path.is_file():
         raise AdaframeError(f"{path} is missing: a data set needs videos.csv with columns video_id,label,split")
-    with open(path, newline="") as f:
+    try:
+        return _parse_videos_csv(path)
+    except UnicodeDecodeError as e:
+        raise AdaframeError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8") from None
+    except csv.Error as e:
+        raise AdaframeError(f"{path} is not a readable CSV file: {e}") from None
+
+
+def _parse_videos_csv(path: Path) -> list[VideoRecord]:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is not a column name
         reader = csv.DictReader(f)
         missing = {"video_id", "label", "split"} - set(reader.fieldnames or [])
         if missing:
