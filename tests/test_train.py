@@ -86,7 +86,7 @@ def test_checkpoint_round_trip(synth_dir, tmp_path, model):
 def test_load_checkpoint_rejects_non_checkpoint_file(tmp_path):
     bad = tmp_path / "junk.pt"
     bad.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(AdaframeError, match="junk.pt"):
+    with pytest.raises(AdaframeError, match=r"junk.pt: not an adaframe checkpoint \(not a file written by torch.save\)"):
         load_checkpoint(bad)
 
 

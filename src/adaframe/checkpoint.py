@@ -48,6 +48,9 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         path = path / CHECKPOINT
     if not path.is_file():
         raise AdaframeError(f"no checkpoint at {path}")
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
+            raise AdaframeError(f"cannot load checkpoint {path}: not an adaframe checkpoint (not a file written by torch.save)")
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
