@@ -163,3 +163,52 @@ def test_log_every_and_tensorboard_scalars(synth_dir, tmp_path, model):
         assert tag in tags, tag
     frames = [e.value for e in acc.Scalars("train/frames_used")]
     assert len(frames) == steps and all(1 <= f <= 3 for f in frames)
+
+
+def test_resume_after_sigkill_reaches_the_same_weights(synth_dir, tmp_path):
+    """Kill a training process (SIGKILL, no chance to clean up) mid-run, resume it: the weights equal an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import adaframe
+
+    args = ["train", "--data", str(synth_dir), "--frames", "3", "--epochs", "12", "--hidden", "16", "--batch-size", "16",
+            "--no-progress"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    adaframe(*args, "--out", str(straight), cwd=tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "adaframe", *args, "--out", str(killed)], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(metrics.read_text().splitlines())
+    assert 3 <= done < 12, f"the kill must land mid-run (epochs done: {done})"
+    out = adaframe(*args, "--out", str(killed), "--resume", cwd=tmp_path)
+    assert "continuing" in out.stdout + out.stderr
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 12
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    history = [json.loads(line) for line in metrics.read_text().splitlines()]
+    want = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == list(range(1, 13))
+    assert [r["val_mAP"] for r in history] == [r["val_mAP"] for r in want]
+
+
+def test_resume_refuses_other_settings_and_starts_fresh_without_state(synth_dir, tmp_path):
+    cfg = tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1)
+    train(tiny_config(synth_dir, tmp_path / "fresh", "adaframe", epochs=1, resume=True))  # nothing to resume: trains
+    assert (tmp_path / "fresh" / "train_state.pt").is_file()
+    train(cfg)
+    with pytest.raises(AdaframeError, match=r"other settings \(frames\)"):
+        train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=2, frames=4, resume=True))
+    out = train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=2, resume=True))  # more epochs: fine
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]

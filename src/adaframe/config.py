@@ -73,6 +73,8 @@ class TrainConfig:
     """standardise the inputs of the recurrent models with training-set statistics (see standardize.py)"""
     workers: int = 0
     """DataLoader worker processes"""
+    resume: bool = False
+    """continue OUT from its last finished epoch (OUT/train_state.pt: weights, optimizer, schedule, RNG, data order)"""
     log_every: int = 0
     """print a line with every loss term, speed and ETA every this many steps (0: only the progress bar)"""
     progress: bool = True

@@ -30,7 +30,7 @@ ADAFRAME_K = (3, 5, 10)
 MUS = (0.3, 0.5, 0.7, 0.9)
 CHECK_MU = 0.7
 # Settings of train.TrainConfig that change nothing about the trained weights.
-_NOT_IN_RESULT = {"progress", "workers", "log_every"}
+_NOT_IN_RESULT = {"progress", "workers", "log_every", "resume"}
 
 
 @dataclass

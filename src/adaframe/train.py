@@ -117,11 +117,60 @@ def lstm_loss(model: LSTMBaseline, batch: Batch, frames: int, generator: torch.G
     return {"loss": loss, "loss_cls": loss.detach()}
 
 
-def log_line(epoch: int, epochs: int, step: int, total: int, terms: dict[str, float], elapsed: float) -> str:
-    """``epoch 2/40 step 130/3480 loss 1.234 loss_cls ... | 12.3 steps/s, ETA 4:32`` for ``--log-every``."""
-    eta = int(elapsed / step * (total - step))
+def log_line(epoch: int, epochs: int, step: int, total: int, terms: dict[str, float], elapsed: float, step0: int = 0) -> str:
+    """``epoch 2/40 step 130/3480 loss 1.234 loss_cls ... | 12.3 steps/s, ETA 4:32`` for ``--log-every``.
+
+    The speed counts the steps of this process (``step0``: where a resumed run started).
+    """
+    rate = (step - step0) / max(elapsed, 1e-9)
+    eta = int((total - step) / rate) if rate > 0 else 0
     shown = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
-    return f"epoch {epoch + 1}/{epochs} step {step}/{total} {shown} | {step / elapsed:.1f} steps/s, ETA {eta // 60}:{eta % 60:02d}"
+    return f"epoch {epoch + 1}/{epochs} step {step}/{total} {shown} | {rate:.1f} steps/s, ETA {eta // 60}:{eta % 60:02d}"
+
+
+TRAIN_STATE = "train_state.pt"
+
+
+def save_train_state(cfg: TrainConfig, epoch: int, step: int, history: list[dict], model: nn.Module,
+                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+                     generator: torch.Generator, order: torch.Generator) -> None:
+    """Everything ``--resume`` needs, in one atomically written file: a kill at any moment leaves a consistent state."""
+    state = {"config": cfg.to_dict(), "epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+             "order": order.get_state(), "torch_rng": torch.get_rng_state()}
+    atomic_write(cfg.out / TRAIN_STATE, lambda p: torch.save(state, p))
+
+
+def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
+                 order: torch.Generator) -> tuple[int, int, list[dict]]:
+    """Load ``OUT/train_state.pt`` into the freshly built objects; returns (epochs done, steps done, history).
+
+    Loading never executes code (``weights_only``). A run with other settings is refused: resuming it would
+    silently mix two experiments.
+    """
+    path = cfg.out / TRAIN_STATE
+    if not path.is_file():
+        tqdm.write(f"--resume: no {path} yet, starting from the first epoch")
+        return 0, 0, []
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a foreign or damaged file: say so in one line
+        raise AdaframeError(f"--resume: cannot load {path} ({type(e).__name__})") from None
+    ignore = {"progress", "workers", "log_every", "resume", "epochs", "device"}
+    saved = {k: v for k, v in state["config"].items() if k not in ignore}
+    wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    if saved != wanted:
+        diff = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+        raise AdaframeError(f"--resume: {cfg.out} was trained with other settings ({', '.join(diff)}); use another --out")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    order.set_state(state["order"])
+    torch.set_rng_state(state["torch_rng"])
+    tqdm.write(f"--resume: continuing {cfg.out} after epoch {state['epoch']} of {cfg.epochs}")
+    return int(state["epoch"]), int(state["step"]), list(state["history"])
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -157,12 +206,17 @@ def train(cfg: TrainConfig) -> Path:
     write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
 
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # exploration noise and frame sampling
+    order = torch.Generator().manual_seed(cfg.seed)  # the data order: each epoch's shuffle draws from it
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=cfg.workers,
-                        generator=torch.Generator().manual_seed(cfg.seed), drop_last=len(train_set) > cfg.batch_size)
-    writer = SummaryWriter(str(cfg.out / "tb"))
+                        generator=order, drop_last=len(train_set) > cfg.batch_size)
     history: list[dict] = []
-    step, total, started = 0, cfg.epochs * len(loader), time.perf_counter()
-    bar = tqdm(range(cfg.epochs), desc=f"train {cfg.model}-{cfg.frames}", unit="epoch", disable=not cfg.progress)
+    start_epoch, step = 0, 0
+    if cfg.resume:
+        start_epoch, step, history = resume_state(cfg, model, optimizer, scheduler, generator, order)
+    writer = SummaryWriter(str(cfg.out / "tb"))
+    step0, total, started = step, cfg.epochs * len(loader), time.perf_counter()
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.model}-{cfg.frames}", unit="epoch", disable=not cfg.progress,
+               initial=start_epoch, total=cfg.epochs)
     for epoch in bar:
         model.train()
         sums: dict[str, float] = {}
@@ -190,7 +244,7 @@ def train(cfg: TrainConfig) -> Path:
                 writer.add_scalar(f"train/{k}", v, step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             if cfg.log_every and step % cfg.log_every == 0:
-                tqdm.write(log_line(epoch, cfg.epochs, step, total, dict(zip(terms, values)), time.perf_counter() - started))
+                tqdm.write(log_line(epoch, cfg.epochs, step, total, dict(zip(terms, values)), time.perf_counter() - started, step0))
         scheduler.step()
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         record.update({k: v / len(loader) for k, v in sums.items()})
@@ -205,5 +259,6 @@ def train(cfg: TrainConfig) -> Path:
         bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "val_mAP") if k in record})
         save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
         atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
+        save_train_state(cfg, epoch + 1, step, history, model, optimizer, scheduler, generator, order)
     writer.close()
     return cfg.out
