@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -131,20 +133,43 @@ def log_line(epoch: int, epochs: int, step: int, total: int, terms: dict[str, fl
 TRAIN_STATE = "train_state.pt"
 
 
+class StopSignal:
+    """SIGTERM or Ctrl-C (SIGINT) during training: finish the current step, save the state, then stop."""
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self.previous: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.requested = signal.Signals(signum).name
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self.previous = {}
+
+
 def save_train_state(cfg: TrainConfig, epoch: int, step: int, history: list[dict], model: nn.Module,
                      optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                     generator: torch.Generator, order: torch.Generator) -> None:
-    """Everything ``--resume`` needs, in one atomically written file: a kill at any moment leaves a consistent state."""
+                     generator: torch.Generator, order: torch.Generator, partial: dict | None = None) -> None:
+    """Everything ``--resume`` needs, in one atomically written file: a kill at any moment leaves a consistent state.
+
+    ``epoch``: epochs finished; ``partial``: for a stop inside the next epoch, the batches done, the data order at the
+    epoch's start and the loss sums so far.
+    """
     state = {"config": cfg.to_dict(), "epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-             "order": order.get_state(), "torch_rng": torch.get_rng_state()}
+             "order": order.get_state(), "torch_rng": torch.get_rng_state(), "partial": partial}
     atomic_write(cfg.out / TRAIN_STATE, lambda p: torch.save(state, p))
 
 
 def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
-                 order: torch.Generator) -> tuple[int, int, list[dict]]:
-    """Load ``OUT/train_state.pt`` into the freshly built objects; returns (epochs done, steps done, history).
+                 order: torch.Generator) -> tuple[int, int, list[dict], dict | None]:
+    """Load ``OUT/train_state.pt`` into the freshly built objects; returns (epochs done, steps done, history, partial).
 
     Loading never executes code (``weights_only``). A run with other settings is refused: resuming it would
     silently mix two experiments.
@@ -152,7 +177,7 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
     path = cfg.out / TRAIN_STATE
     if not path.is_file():
         tqdm.write(f"--resume: no {path} yet, starting from the first epoch")
-        return 0, 0, []
+        return 0, 0, [], None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or damaged file: say so in one line
@@ -169,8 +194,10 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
     generator.set_state(state["generator"])
     order.set_state(state["order"])
     torch.set_rng_state(state["torch_rng"])
-    tqdm.write(f"--resume: continuing {cfg.out} after epoch {state['epoch']} of {cfg.epochs}")
-    return int(state["epoch"]), int(state["step"]), list(state["history"])
+    partial = state.get("partial")
+    where = f"step {state['step']} (inside epoch {state['epoch'] + 1})" if partial else f"epoch {state['epoch']}"
+    tqdm.write(f"--resume: continuing {cfg.out} after {where} of {cfg.epochs} epochs")
+    return int(state["epoch"]), int(state["step"]), list(state["history"]), partial
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -210,55 +237,72 @@ def train(cfg: TrainConfig) -> Path:
     loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=cfg.workers,
                         generator=order, drop_last=len(train_set) > cfg.batch_size)
     history: list[dict] = []
-    start_epoch, step = 0, 0
+    start_epoch, step, partial = 0, 0, None
     if cfg.resume:
-        start_epoch, step, history = resume_state(cfg, model, optimizer, scheduler, generator, order)
+        start_epoch, step, history, partial = resume_state(cfg, model, optimizer, scheduler, generator, order)
     writer = SummaryWriter(str(cfg.out / "tb"))
     step0, total, started = step, cfg.epochs * len(loader), time.perf_counter()
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.model}-{cfg.frames}", unit="epoch", disable=not cfg.progress,
                initial=start_epoch, total=cfg.epochs)
-    for epoch in bar:
-        model.train()
-        sums: dict[str, float] = {}
-        t0 = time.perf_counter()
-        for batch in loader:
-            batch = batch.to(device)
-            if isinstance(model, AdaFrame):
-                terms = adaframe_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, generator, cfg.normalize_advantage,
-                                      cfg.reward)
-            elif isinstance(model, StopAgent):
-                terms = stop_agent_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, cfg.step_cost, generator,
-                                        cfg.normalize_advantage, cfg.reward)
-            elif isinstance(model, AvgPooling):
-                terms = avgpool_loss(model, batch)
-            else:
-                terms = lstm_loss(model, batch, cfg.frames, generator)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            step += 1
-            # One device-to-host copy for all terms, not one sync per term.
-            values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
-            for k, v in zip(terms, values):
-                sums[k] = sums.get(k, 0.0) + v
-                writer.add_scalar(f"train/{k}", v, step)
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-            if cfg.log_every and step % cfg.log_every == 0:
-                tqdm.write(log_line(epoch, cfg.epochs, step, total, dict(zip(terms, values)), time.perf_counter() - started, step0))
-        scheduler.step()
-        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
-        record.update({k: v / len(loader) for k, v in sums.items()})
-        if val_set is not None:
-            stop = StopRule("learned", 0.5) if isinstance(model, StopAgent) else None  # the agents with a stop head use it
-            res = evaluate(model, val_set, cfg.frames, "uniform", stop, device=device)
-            record.update(val_mAP=100 * mean_average_precision(res.scores, res.labels), val_top1=100 * top1(res.scores, res.labels))
-        for k, v in record.items():
-            if k != "epoch":
-                writer.add_scalar(f"epoch/{k}", v, epoch + 1)
-        history.append(record)
-        bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "val_mAP") if k in record})
-        save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
-        atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
-        save_train_state(cfg, epoch + 1, step, history, model, optimizer, scheduler, generator, order)
-    writer.close()
+    signals = StopSignal()
+    try:
+        for epoch in bar:
+            model.train()
+            # A run stopped by a signal mid-epoch left the batches it had done and the data order of the epoch's start.
+            skip, sums = (partial["batches"], dict(partial["sums"])) if partial else (0, {})
+            if partial:
+                order.set_state(partial["order"])
+            partial = None
+            order_at_start = order.get_state()
+            t0 = time.perf_counter()
+            for i, batch in enumerate(loader):
+                if i < skip:
+                    continue
+                batch = batch.to(device)
+                if isinstance(model, AdaFrame):
+                    terms = adaframe_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, generator, cfg.normalize_advantage,
+                                          cfg.reward)
+                elif isinstance(model, StopAgent):
+                    terms = stop_agent_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, cfg.step_cost, generator,
+                                            cfg.normalize_advantage, cfg.reward)
+                elif isinstance(model, AvgPooling):
+                    terms = avgpool_loss(model, batch)
+                else:
+                    terms = lstm_loss(model, batch, cfg.frames, generator)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                step += 1
+                # One device-to-host copy for all terms, not one sync per term.
+                values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
+                for k, v in zip(terms, values):
+                    sums[k] = sums.get(k, 0.0) + v
+                    writer.add_scalar(f"train/{k}", v, step)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+                if cfg.log_every and step % cfg.log_every == 0:
+                    tqdm.write(log_line(epoch, cfg.epochs, step, total, dict(zip(terms, values)), time.perf_counter() - started, step0))
+                if signals.requested:
+                    save_train_state(cfg, epoch, step, history, model, optimizer, scheduler, generator, order,
+                                     {"batches": i + 1, "order": order_at_start, "sums": sums})
+                    writer.close()
+                    tqdm.write(f"stopped by {signals.requested} after step {step}: {cfg.out / TRAIN_STATE} holds it; continue with --resume")
+                    raise KeyboardInterrupt
+            scheduler.step()
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            record.update({k: v / len(loader) for k, v in sums.items()})
+            if val_set is not None:
+                stop = StopRule("learned", 0.5) if isinstance(model, StopAgent) else None  # the agents with a stop head use it
+                res = evaluate(model, val_set, cfg.frames, "uniform", stop, device=device)
+                record.update(val_mAP=100 * mean_average_precision(res.scores, res.labels), val_top1=100 * top1(res.scores, res.labels))
+            for k, v in record.items():
+                if k != "epoch":
+                    writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+            history.append(record)
+            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "val_mAP") if k in record})
+            save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
+            atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
+            save_train_state(cfg, epoch + 1, step, history, model, optimizer, scheduler, generator, order)
+        writer.close()
+    finally:
+        signals.restore()
     return cfg.out
