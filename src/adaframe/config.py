@@ -37,6 +37,10 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Settings of TrainConfig that change nothing about the trained weights.
+NOT_IN_RESULT = frozenset({"progress", "workers", "log_every", "resume"})
+
+
 @dataclass
 class TrainConfig:
     """Train AdaFrame or a baseline on a feature data set (see README: Feature data set layout)."""

@@ -19,8 +19,8 @@ from typing import Callable, Literal
 
 from tqdm import tqdm
 
-from adaframe.config import TrainConfig
-from adaframe.evaluate import evaluate_loaded, format_table, load_run
+from adaframe.config import NOT_IN_RESULT, TrainConfig
+from adaframe.evaluate import evaluate_loaded, format_table, load_run, markdown_table
 from adaframe.inference import StopRule
 from adaframe.synth import SynthConfig, generate
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
@@ -29,8 +29,6 @@ AVGPOOL_K = (1, 3, 5, 10, 25)
 ADAFRAME_K = (3, 5, 10)
 MUS = (0.3, 0.5, 0.7, 0.9)
 CHECK_MU = 0.7
-# Settings of train.TrainConfig that change nothing about the trained weights.
-_NOT_IN_RESULT = {"progress", "workers", "log_every", "resume"}
 
 
 @dataclass
@@ -114,8 +112,8 @@ def is_finished(cfg: TrainConfig) -> bool:
         epochs = json.loads(lines[-1])["epoch"] if lines else 0
     except (ValueError, KeyError):
         return False  # a run of an older layout, or one cut off while writing: train it again
-    want = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_RESULT}
-    have = {k: v for k, v in saved.items() if k not in _NOT_IN_RESULT}
+    want = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RESULT}
+    have = {k: v for k, v in saved.items() if k not in NOT_IN_RESULT}
     return have == want and epochs == cfg.epochs
 
 
@@ -177,9 +175,7 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
 
 
 def markdown(rows: list[dict], results: list[dict], title: str) -> str:
-    lines = [f"# {title}", "", "| " + " | ".join(TABLE_HEADER) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
-    for r in table_rows(rows):
-        lines.append("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    lines = [f"# {title}", "", markdown_table(TABLE_HEADER, table_rows(rows))]
     lines += ["", "Frames: distinct frames the backbone runs per video. GFLOPs: see README, 'How GFLOPs are counted'.", ""]
     lines += [f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['name']}: {c['detail']}" for c in results]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ plus the global memory (``metrics.CostModel``), with the head's GFLOPs counted o
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,9 +20,9 @@ from torch import nn
 
 from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
-from adaframe.checkpoint import AGENTS, STOP_AGENTS, load_checkpoint
+from adaframe.checkpoint import AGENTS, load_checkpoint
 from adaframe.data import FeatureDataset, Sampling, read_spec
-from adaframe.inference import Result, StopRule, check_stop_rule, evaluate
+from adaframe.inference import Result, StopRule, check_stop_rule, default_stop, evaluate
 from adaframe.metrics import CostModel, backward_jump_fraction, mean_average_precision, measure_gflops, top1
 from adaframe.rl_baselines import StopAgent
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
@@ -86,11 +87,6 @@ class EvalConfig:
         if self.stop_threshold is not None:
             return StopRule("learned", self.stop_threshold, self.patience)
         return None
-
-
-def default_stop(kind: str) -> StopRule | None:
-    """FrameGlimpse and FastForward stop by their stop head unless told otherwise; AdaFrame runs K steps."""
-    return StopRule("learned", 0.5) if kind in STOP_AGENTS else None
 
 
 def load_run(checkpoint: str | Path, data: str | Path, split: str = "val",
@@ -224,7 +220,7 @@ def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", f
     if memory_gflops is None:
         memory_gflops = spec["memory_backbone"]["gflops"] if spec else CostModel.memory_gflops_per_frame
     if stop == "default":
-        stop = default_stop(payload["kind"])
+        stop = default_stop(model)
     result, res = evaluate_loaded(model, payload, dataset, frames, sampling, stop, batch_size, dev,
                                   backbone_gflops, memory_gflops, seed, progress)
     if per_video is not None:
@@ -232,12 +228,18 @@ def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", f
     return {"checkpoint": str(checkpoint), "data": str(data), **result}
 
 
-def format_table(header: list[str], rows: list[list[object]]) -> str:
-    """Plain aligned text: numeric columns right-aligned, floats with 2 decimals, None as '-'."""
-    def cell(v: object) -> str:
-        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+def format_cell(v: object) -> str:
+    """A table cell: floats with 2 decimals (NaN as 'n/a'), None as '-'."""
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.2f}"
+    return str(v)
 
-    cells = [[cell(v) for v in r] for r in rows]
+
+def format_table(header: list[str], rows: list[list[object]]) -> str:
+    """Plain aligned text: numeric columns right-aligned, cells as ``format_cell``."""
+    cells = [[format_cell(v) for v in r] for r in rows]
     numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(header))]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
 
@@ -245,6 +247,14 @@ def format_table(header: list[str], rows: list[list[object]]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
 
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table: columns of text left-aligned, the others right-aligned, cells as ``format_cell``."""
+    align = ["---" if all(isinstance(r[i], str) for r in rows) else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(format_cell(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def run_eval(cfg: EvalConfig) -> dict:

@@ -74,6 +74,11 @@ class StopRule:
         return f"{name} {self.threshold:g}" + (f", patience {self.patience}" if self.patience > 1 else "")
 
 
+def default_stop(model: torch.nn.Module) -> StopRule | None:
+    """FrameGlimpse and FastForward stop by their stop head unless told otherwise; AdaFrame runs K steps."""
+    return StopRule("learned", 0.5) if isinstance(model, StopAgent) else None
+
+
 def check_stop_rule(model: Agent, stop: StopRule | None) -> None:
     if stop is not None and stop.by == "learned" and not isinstance(model, StopAgent):
         raise AdaframeError("a learned stop needs a model with a stop head (frameglimpse, fastforward); "

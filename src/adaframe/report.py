@@ -26,7 +26,7 @@ from tqdm import tqdm
 from adaframe.config import TrainConfig
 from adaframe.data import FeatureDataset, read_spec
 from adaframe.demo import is_finished
-from adaframe.evaluate import evaluate_loaded, load_run
+from adaframe.evaluate import evaluate_loaded, format_cell, load_run, markdown_table
 from adaframe.figures import Point, Series, plot_class_stops, plot_stop_steps, plot_tradeoff
 from adaframe.inference import Result, StopRule
 from adaframe.metrics import CostModel
@@ -53,7 +53,7 @@ class ReportPreset:
 
 
 PRESETS = {"quick": ReportPreset("fast", 10), "paper": ReportPreset("paper", None)}
-STOP_AGENTS = {"frameglimpse": "FrameGlimpse", "frameglimpse-g": "FrameGlimpse-G",
+STOP_AGENT_TITLES = {"frameglimpse": "FrameGlimpse", "frameglimpse-g": "FrameGlimpse-G",
                "fastforward": "FastForward", "fastforward-g": "FastForward-G"}
 REWARD_NAMES = {"prediction": "PREDICTION", "transition": "PREDICTION TRANSITION", "margin": "margin (AdaFrame)"}
 MAP_TOLERANCE = 1.0
@@ -110,19 +110,21 @@ def plan_runs(cfg: ReportConfig, preset: ReportPreset, stored_memory: int, delta
     for reward in preset.rewards:
         if reward != "margin":
             plan[f"adaframe-{k}-{reward}"] = run(f"adaframe-{k}-{reward}", "adaframe", k, memory_frames=m, reward=reward)
-    for model in STOP_AGENTS:
+    for model in STOP_AGENT_TITLES:
         plan[model] = run(model, model, k, **({"memory_frames": m} if model.endswith("-g") else {}))
     return plan
 
 
 class Evaluator:
-    """Evaluate settings of the runs on one split, loading each run once; keeps every result."""
+    """Evaluate settings of the runs on one split, loading each run once; keeps every row and result by setting.
+
+    A setting is ``(run, frames, sampling, stop)``; agents pick their own frames, so their sampling is "uniform".
+    """
 
     def __init__(self, plan: dict[str, TrainConfig], split: str, device: str, cost: CostModel, seed: int):
         self.plan, self.split, self.device, self.cost, self.seed = plan, split, resolve_device(device), cost, seed
         self.loaded: dict[str, tuple] = {}
-        self.rows: list[dict] = []
-        self.results: dict[tuple, Result] = {}
+        self.done: dict[tuple, tuple[dict, Result]] = {}  # insertion order = evaluation order
 
     def __call__(self, run: str, frames: int | None, sampling: str = "uniform", stop: StopRule | None = None) -> dict:
         if run not in self.loaded:
@@ -132,9 +134,19 @@ class Evaluator:
                                    backbone_gflops=self.cost.backbone_gflops, memory_gflops=self.cost.memory_gflops_per_frame,
                                    seed=self.seed)
         row = {"run": run, "stop_rule": None if stop is None else stop.describe(), **row}
-        self.rows.append(row)
-        self.results[(run, frames, sampling, stop)] = res
+        self.done[(run, frames, sampling, stop)] = (row, res)
         return row
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row for row, _ in self.done.values()]
+
+    def get(self, run: str, frames: int | None, sampling: str = "uniform", stop: StopRule | None = None) -> dict:
+        """The row of a setting evaluated before."""
+        return self.done[(run, frames, sampling, stop)][0]
+
+    def result(self, run: str, frames: int | None, sampling: str = "uniform", stop: StopRule | None = None) -> Result:
+        return self.done[(run, frames, sampling, stop)][1]
 
 
 def pick_mu(sweep: list[dict], fixed: dict) -> dict:
@@ -145,21 +157,6 @@ def pick_mu(sweep: list[dict], fixed: dict) -> dict:
 
 def mu_text(row: dict) -> str:
     return f"mu* {row['mu']:g}" if row["mu"] is not None else f"no mu within {MAP_TOLERANCE:g} point: K steps"
-
-
-def fmt(v: object, digits: int = 2) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.{digits}f}"
-    return str(v)
-
-
-def md_table(header: list[str], rows: list[list[object]]) -> str:
-    align = ["---" if all(isinstance(r[i], str) for r in rows) else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def run_report(cfg: ReportConfig) -> dict:
@@ -198,22 +195,18 @@ def run_report(cfg: ReportConfig) -> dict:
     ablations = [name for name in plan if name.startswith(f"adaframe-{k}-")]
     for name in ablations:
         jobs += [(name, k, "uniform", None)] + [(name, k, "uniform", StopRule("utility", mu)) for mu in preset.mus]
-    for model in STOP_AGENTS:
+    for model in STOP_AGENT_TITLES:
         jobs += [(model, k, "uniform", None)] + [(model, k, "uniform", StopRule("learned", t)) for t in preset.stop_thresholds]
     for job in tqdm(jobs, desc="evaluate", unit="setting", disable=not cfg.progress):
         ev(*job)
 
-    def get(run: str, frames: int | None, sampling: str = "uniform", stop: StopRule | None = None) -> dict:
-        return next(r for r in ev.rows if r["run"] == run and r["frames"] == frames and r["sampling"] in (sampling, "policy")
-                    and r["stop_rule"] == (None if stop is None else stop.describe()))
-
     def sweep(run: str, kk: int) -> list[dict]:
-        return [get(run, kk, stop=StopRule("utility", mu)) for mu in preset.mus]
+        return [ev.get(run, kk, stop=StopRule("utility", mu)) for mu in preset.mus]
 
-    chosen = {kk: pick_mu(sweep(f"adaframe-{kk}", kk), get(f"adaframe-{kk}", kk)) for kk in preset.ks}
+    chosen = {kk: pick_mu(sweep(f"adaframe-{kk}", kk), ev.get(f"adaframe-{kk}", kk)) for kk in preset.ks}
     cfg.out.mkdir(parents=True, exist_ok=True)
-    figures = write_figures(cfg, preset, ev, get, sweep, chosen, delta, probe.classes)
-    text = render(cfg, preset, ev, get, sweep, chosen, delta, m, stored_memory, cost, plan, figures)
+    figures = write_figures(cfg, preset, ev, sweep, chosen, delta, probe.classes)
+    text = render(cfg, preset, ev, sweep, chosen, delta, m, stored_memory, cost, plan, figures)
     atomic_write(cfg.out / "report.md", lambda p: p.write_text(text))
     summary = {"preset": asdict(preset), "split": cfg.split, "delta": delta, "memory_frames": m,
                "runs": {n: tc.to_dict() for n, tc in plan.items()}, "rows": ev.rows,
@@ -223,9 +216,9 @@ def run_report(cfg: ReportConfig) -> dict:
     return summary
 
 
-def write_figures(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, chosen: dict, delta: int,
+def write_figures(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, sweep, chosen: dict, delta: int,
                   classes: list[str]) -> dict[str, str]:
-    k = preset.main_k
+    k, get = preset.main_k, ev.get
 
     def points(rows: list[dict], label) -> list[Point]:
         return [Point(r["gflops_per_video"], r["mAP"], label(r)) for r in rows]
@@ -239,7 +232,7 @@ def write_figures(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, s
         ends = {preset.mus[0], preset.mus[-1]}  # label K steps and the sweep's ends; report.md has every number
         series.append(Series(f"AdaFrame-{kk} (K steps, and mu from {preset.mus[0]:g} to {preset.mus[-1]:g})",
                              points(rows, lambda r: "K" if r["mu"] is None else f"\u03bc={r['mu']:g}" if r["mu"] in ends else "")))
-    for model, title in STOP_AGENTS.items():
+    for model, title in STOP_AGENT_TITLES.items():
         rows = [get(model, k, stop=StopRule("learned", t)) for t in preset.stop_thresholds] + [get(model, k)]
         ends = {preset.stop_thresholds[0], preset.stop_thresholds[-1]}
 
@@ -260,7 +253,7 @@ def write_figures(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, s
     plot_tradeoff(stop_rules, rules, f"AdaFrame-{k}: stopping by utility vs. by prediction entropy")
 
     best = chosen[k]
-    res = ev.results[(f"adaframe-{k}", k, "uniform", StopRule("utility", best["mu"]) if best["mu"] is not None else None)]
+    res = ev.result(f"adaframe-{k}", k, stop=StopRule("utility", best["mu"]) if best["mu"] is not None else None)
     correct = res.scores.argmax(1) == res.labels
     how = f"\u03bc={best['mu']:g}" if best["mu"] is not None else "K steps"
     fig4, fig5 = cfg.out / "fig4_stop_steps.png", cfg.out / "fig5_class_stops.png"
@@ -269,9 +262,9 @@ def write_figures(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, s
     return {"fig3": name.name, "stop_rules": rules.name, "fig4": fig4.name, "fig5": fig5.name}
 
 
-def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, chosen: dict, delta: int, m: int,
+def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, sweep, chosen: dict, delta: int, m: int,
            stored_memory: int, cost: CostModel, plan: dict, figures: dict) -> str:
-    k = preset.main_k
+    k, get = preset.main_k, ev.get
     n = ev.rows[0]["num_videos"]
     out = [f"# AdaFrame experiment report ({cfg.preset} preset)", "",
            f"Data `{cfg.data}`, evaluated on the **{cfg.split}** split ({n} videos). Cost model: backbone "
@@ -292,9 +285,9 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
             picks = [get(run(kk), kk + delta, s) for kk in preset.ks]
             rows.append([f"{method} {tag}"] + [f"{tag}{kk + delta}" for kk in preset.ks] + [r["mAP"] for r in picks])
     rows.append(["AdaFrame, K fixed steps"] + [f"{kk}" for kk in preset.ks] + [get(f"adaframe-{kk}", kk)["mAP"] for kk in preset.ks])
-    rows.append(["AdaFrame, adaptive (mu*)"] + [f"{kk} -> {chosen[kk]['avg_frames']:.2f} (mu {fmt(chosen[kk]['mu'], 2)})" for kk in preset.ks]
+    rows.append(["AdaFrame, adaptive (mu*)"] + [f"{kk} -> {chosen[kk]['avg_frames']:.2f} (mu {format_cell(chosen[kk]['mu'])})" for kk in preset.ks]
                 + [chosen[kk]["mAP"] for kk in preset.ks])
-    out += [md_table(header, rows), ""]
+    out += [markdown_table(header, rows), ""]
 
     # Figure 3 and the comparison the paper draws from it
     out += ["## Figure 3: mAP vs. GFLOPs of every method", "", f"![Figure 3]({figures['fig3']})", "",
@@ -303,7 +296,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
             "that costs no more. When every AdaFrame setting costs more, its cheapest one is shown instead.", ""]
     ada = [r for kk in preset.ks for r in [get(f"adaframe-{kk}", kk)] + sweep(f"adaframe-{kk}", kk)]
     rows = []
-    for (model, title), stop in itertools.product(STOP_AGENTS.items(), (StopRule("learned", 0.5), None)):
+    for (model, title), stop in itertools.product(STOP_AGENT_TITLES.items(), (StopRule("learned", 0.5), None)):
         r = get(model, k, stop=stop)
         title = f"{title}, " + ("p(stop) >= 0.5" if stop else f"{k} steps")
         cheaper = [a for a in ada if a["gflops_per_video"] <= r["gflops_per_video"] + 1e-9]
@@ -316,7 +309,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
         setting = f"AdaFrame-{best['frames']}, " + ("K steps" if best["mu"] is None else f"mu {best['mu']:g}")
         rows.append([title, r["mAP"], r["avg_frames"], r["gflops_per_video"], setting, best["mAP"], best["avg_frames"],
                      best["gflops_per_video"], verdict])
-    out += [md_table(["Method", "mAP", "frames", "GFLOPs", "AdaFrame setting", "its mAP", "its frames", "its GFLOPs",
+    out += [markdown_table(["Method", "mAP", "frames", "GFLOPs", "AdaFrame setting", "its mAP", "its frames", "its GFLOPs",
                       "AdaFrame more accurate at <= GFLOPs?"], rows), ""]
 
     # Table 2
@@ -330,7 +323,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
         fixed, best = get(run, k), pick_mu(sweep(run, k), get(run, k))
         rows.append([f"{mem}", mem * cost.memory_gflops_per_frame, fixed["mAP"], best["mAP"], best["avg_frames"],
                      best["gflops_per_video"], mu_text(best)])
-    out += [md_table(["Memory frames", "memory GFLOPs", "mAP, K steps", "mAP, mu*", "frames, mu*", "GFLOPs, mu*", "note"], rows), ""]
+    out += [markdown_table(["Memory frames", "memory GFLOPs", "mAP, K steps", "mAP, mu*", "frames, mu*", "GFLOPs, mu*", "note"], rows), ""]
 
     # Table 3
     out += [f"## Table 3: reward functions (AdaFrame-{k})", "",
@@ -341,7 +334,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
         run = f"adaframe-{k}" if reward == "margin" else f"adaframe-{k}-{reward}"
         fixed, best = get(run, k), pick_mu(sweep(run, k), get(run, k))
         rows.append([REWARD_NAMES[reward], fixed["mAP"], best["mAP"], best["avg_frames"], mu_text(best)])
-    out += [md_table(["Reward", "mAP, K steps", "mAP, mu*", "frames, mu*", "mu*"], rows), ""]
+    out += [markdown_table(["Reward", "mAP, K steps", "mAP, mu*", "frames, mu*", "mu*"], rows), ""]
 
     # Stop by utility vs. entropy
     out += [f"## Stopping by utility vs. by entropy (AdaFrame-{k})", "", f"![stop rules]({figures['stop_rules']})", "",
@@ -353,7 +346,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
         r = get(f"adaframe-{k}", k, stop=StopRule("entropy", e))
         u = min(util, key=lambda a: abs(a["avg_frames"] - r["avg_frames"]))
         rows.append([f"{e:g}", r["avg_frames"], r["mAP"], f"{u['mu']:g}", u["avg_frames"], u["mAP"]])
-    out += [md_table(["entropy <", "frames", "mAP", "mu", "frames", "mAP"], rows), ""]
+    out += [markdown_table(["entropy <", "frames", "mAP", "mu", "frames", "mAP"], rows), ""]
 
     # Figures 4 and 5, backward jumps
     best = chosen[k]
@@ -363,14 +356,14 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, get, sweep, c
             "## Backward jumps", "", "Share of videos whose policy jumps backward at least once (FastForward cannot).", ""]
     rows = [[f"AdaFrame-{kk}, K steps", get(f"adaframe-{kk}", kk)["backward_jumps"] * 100] for kk in preset.ks]
     rows += [[f"AdaFrame-{kk}, mu*", chosen[kk]["backward_jumps"] * 100] for kk in preset.ks]
-    rows += [[title, get(model, k, stop=StopRule("learned", 0.5))["backward_jumps"] * 100] for model, title in STOP_AGENTS.items()]
-    out += [md_table(["Policy", "videos jumping back (%)"], rows), ""]
+    rows += [[title, get(model, k, stop=StopRule("learned", 0.5))["backward_jumps"] * 100] for model, title in STOP_AGENT_TITLES.items()]
+    out += [markdown_table(["Policy", "videos jumping back (%)"], rows), ""]
 
     # Every setting
     out += ["## Every setting evaluated", ""]
     rows = [[r["run"], r["sampling"], r["frames"], r["stop_rule"] or "-", r["mAP"], r["top1"], r["avg_frames"], r["avg_steps"],
              r["gflops_per_video"], r["backward_jumps"] * 100 if r["model"] != "avgpool" and r["model"] != "lstm" else None]
             for r in ev.rows]
-    out += [md_table(["run", "sampling", "K", "stop", "mAP", "top-1", "frames", "steps", "GFLOPs", "jump back (%)"], rows), ""]
+    out += [markdown_table(["run", "sampling", "K", "stop", "mAP", "top-1", "frames", "steps", "GFLOPs", "jump back (%)"], rows), ""]
     return "\n".join(out)
 

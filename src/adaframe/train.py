@@ -19,9 +19,9 @@ from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe.checkpoint import build_model, save_checkpoint
 from adaframe.standardize import feature_statistics, set_statistics
-from adaframe.config import TrainConfig
+from adaframe.config import NOT_IN_RESULT, TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices, read_spec
-from adaframe.inference import StopRule, count_distinct, evaluate
+from adaframe.inference import count_distinct, default_stop, evaluate
 from adaframe.metrics import mean_average_precision, top1
 from adaframe.rewards import RewardName, discounted_returns, margins, step_rewards
 from adaframe.rl_baselines import StopAgent
@@ -182,7 +182,7 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or damaged file: say so in one line
         raise AdaframeError(f"--resume: cannot load {path} ({type(e).__name__})") from None
-    ignore = {"progress", "workers", "log_every", "resume", "epochs", "device"}
+    ignore = NOT_IN_RESULT | {"epochs", "device"}  # more epochs may follow, on another device
     saved = {k: v for k, v in state["config"].items() if k not in ignore}
     wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     if saved != wanted:
@@ -291,8 +291,7 @@ def train(cfg: TrainConfig) -> Path:
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
             record.update({k: v / len(loader) for k, v in sums.items()})
             if val_set is not None:
-                stop = StopRule("learned", 0.5) if isinstance(model, StopAgent) else None  # the agents with a stop head use it
-                res = evaluate(model, val_set, cfg.frames, "uniform", stop, device=device)
+                res = evaluate(model, val_set, cfg.frames, "uniform", default_stop(model), device=device)
                 record.update(val_mAP=100 * mean_average_precision(res.scores, res.labels), val_top1=100 * top1(res.scores, res.labels))
             for k, v in record.items():
                 if k != "epoch":
