@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 import warnings
@@ -82,6 +83,28 @@ def adaframe(*args: str, cwd: Path, check: bool = True, timeout: int = 300) -> s
     proc = subprocess.run([sys.executable, "-m", "adaframe", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check:
         assert proc.returncode == 0, f"adaframe {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_command(nproc: int, *args: str) -> list[str]:
+    """``torchrun --nproc-per-node N -m adaframe ARGS`` on a free port (tests may run side by side)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
+            "-m", "adaframe", *args]
+
+
+def torchrun(nproc: int, *args: str, cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``adaframe ARGS`` in ``nproc`` processes under torchrun (one thread each, no debug tracebacks)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env.pop("ADAFRAME_DEBUG", None)
+    proc = subprocess.run(torchrun_command(nproc, *args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, f"torchrun {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
 
 

@@ -74,6 +74,15 @@ def test_cli_missing_data_dir_is_a_one_line_error(tmp_path, command):
         assert "no_such_data" in lines[0]
 
 
+def test_debug_flag_shows_the_traceback(tmp_path):
+    args = ["train", "--data", str(tmp_path / "no_such_data"), "--out", str(tmp_path / "run"), "--no-progress"]
+    quiet = adaframe(*args, cwd=tmp_path, check=False)
+    loud = adaframe(*args[:1], "--debug", *args[1:], cwd=tmp_path, check=False)
+    assert quiet.returncode != 0 and loud.returncode != 0
+    assert "Traceback" not in quiet.stderr
+    assert "Traceback" in loud.stderr and "AdaframeError" in loud.stderr and "no_such_data" in loud.stderr
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny data set with AdaFrame and FastForward-G runs, made through the CLI."""

@@ -10,12 +10,8 @@ import csv
 import hashlib
 import json
 import math
-import os
 import shutil
-import socket
 import string
-import subprocess
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -23,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from adaframe.backbones import BACKBONES, build_backbone, extract_features
@@ -31,7 +27,7 @@ from adaframe.data import SPLITS, FeatureDataset
 from adaframe.extract import ExtractConfig, parse_shard, read_video_list, run_extract
 from adaframe.utils import AdaframeError
 from adaframe.video import VideoReader, decode_at_rate, probe, sample_times, uniform_times
-from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe
+from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, torchrun
 
 TINY = dict(backbone="resnet18", size=64, memory_size=32, workers=0, progress=False)
 
@@ -93,12 +89,6 @@ def assert_same(got: np.ndarray, expected: np.ndarray) -> None:
 
 def differ(a: np.ndarray, b: np.ndarray) -> bool:
     return not np.allclose(a, b, rtol=1e-3, atol=1e-3 * float(np.abs(b).max()))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ============================================================================= 1. read_video_list
@@ -410,6 +400,52 @@ def test_resume_extracts_only_what_is_missing(video_files, tmp_path):
     assert snapshot(out)["features/c0.npy"] == before["features/c0.npy"]
 
 
+def test_disk_full_stops_with_one_line_keeps_what_was_done_and_resumes(video_files, tmp_path, monkeypatch, capsys):
+    """The disk fills up while the 2nd video's features are written: one error line, exit 2, the 1st video intact,
+    no temp files, and the same command later finishes the job with the same features as an undisturbed run."""
+    import errno
+    import os
+
+    from adaframe.cli import main
+
+    for i in range(3):
+        copy(source(video_files, i), tmp_path / "v" / f"c{i}.mp4")
+    lst = write_list(tmp_path / "list.txt", [f"v/c{i}.mp4 lab{i % 2}" for i in range(3)])
+    reference = tmp_path / "reference"
+    extract(lst, reference)
+    out = tmp_path / "data"
+    real_save, calls = np.save, []
+
+    def save_until_full(file, array, *args, **kwargs):  # memory + features of c0 fit; c1's memory half-written
+        calls.append(1)
+        if len(calls) > 2:
+            file.write(b"\x93NUMPY half an array")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(file, array, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", save_until_full)
+    args = ["extract", "--videos", str(lst), "--out", str(out), *TINY_EXTRACT]
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("adaframe: error: ") and "'c1'" in lines[0], err
+    assert "No space left on device" in lines[0] and "run the same command again" in lines[0]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy")) == ["features/c0.npy", "memory/c0.npy"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert [r["video_id"] for r in read_csv(out / "videos.csv")] == ["c0"]
+    FeatureDataset(out, "train")  # what is there loads
+
+    monkeypatch.setattr(np, "save", real_save)  # space again
+    main(args)
+    assert "skipped 1 already done" in capsys.readouterr().out
+    assert [r["video_id"] for r in read_csv(out / "videos.csv")] == ["c0", "c1", "c2"]
+    for kind in ("features", "memory"):
+        for i in range(3):
+            assert_same(np.load(out / kind / f"c{i}.npy"), np.load(reference / kind / f"c{i}.npy"))
+
+
 # ============================================================================= 6. other settings are refused
 
 def test_other_settings_into_the_same_out_are_refused(video_files, tmp_path):
@@ -470,12 +506,7 @@ def test_torchrun_ranks_split_the_work(extracted, video_files, tmp_path):
     ids = [f"video{i:05d}" for i in range(4)]
     lst = write_list(tmp_path / "list.txt", [f"{source(video_files, i)} {rows[v][0]} {rows[v][1]}" for i, v in enumerate(ids)])
     out = tmp_path / "data"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("ADAFRAME_DEBUG", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           "-m", "adaframe", "extract", "--videos", str(lst), "--out", str(out), *TINY_EXTRACT]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc = torchrun(2, "extract", "--videos", str(lst), "--out", str(out), *TINY_EXTRACT, cwd=tmp_path, timeout=240)
     # Each rank reports its own share.
     for rank in (0, 1):
         assert f"shard {rank}/2: extracted 2," in proc.stdout, proc.stdout
@@ -554,3 +585,111 @@ def test_missing_weights_file_is_a_clear_error(video_files, tmp_path):
                     *TINY_EXTRACT, cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("adaframe: error:") and str(missing) in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ============================================================================= ActivityNet JSON: properties
+
+# ActivityNet's subsets and the splits they become; the round trip below spells out its expectations
+# independently of the parser's own table.
+_ANET_SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
+_ANET_EXTS = [".mp4", ".MP4", ".mkv", ".webm", ".avi", ".Mov", ".m4v", ".ts"]
+# Any id that is a valid file name: no '/' or NUL, not '.' or '..'; unicode, spaces, dots, 'v_' prefixes welcome.
+# (At most 20 characters keeps 'v_<id>.webm' under the 255 bytes of a file name.)
+_ANET_ID = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"), min_size=1, max_size=20).filter(lambda s: s not in (".", ".."))
+
+
+@st.composite
+def _anet_database(draw):
+    """(database, files, expected): the JSON's 'database'; {id: (sub-folders, file name) or None for no file};
+    and the (id, path relative to the video root, label, split) read_video_list must return, in order."""
+    ids = draw(st.lists(_ANET_ID, min_size=1, max_size=6, unique=True))
+    pool = draw(st.lists(st.text(max_size=8), min_size=1, max_size=4))  # a few labels, so that they repeat
+    database, files, expected = {}, {}, []
+    for vid in ids:
+        subset = draw(st.sampled_from(sorted(_ANET_SUBSETS)))
+        labels = draw(st.lists(st.sampled_from(pool) | st.text(), max_size=5))  # '' labels are no labels
+        annotations = [{"label": lab, "segment": [draw(st.floats(0, 100)), draw(st.floats(100, 200))]} for lab in labels]
+        annotations[draw(st.integers(0, len(annotations))):0] = draw(st.lists(st.just({"segment": [0.0, 1.0]}), max_size=1))
+        meta = {"duration": 12.5, "resolution": "640x360", "url": f"https://www.youtube.com/watch?v={vid}", "subset": subset}
+        if annotations or draw(st.booleans()):  # the testing subset: an empty list, or no 'annotations' at all
+            meta["annotations"] = annotations
+        database[vid] = meta
+        kind = draw(st.sampled_from(["v_", "bare", "missing"]))
+        if kind == "missing":
+            files[vid] = None
+            rel = Path(f"v_{vid}.mp4")  # a missing file fails later, as that video
+        else:
+            dirs = draw(st.lists(st.sampled_from(["sub", "training", "a b", "ü.d"]), max_size=2))
+            name = ("v_" if kind == "v_" else "") + vid + draw(st.sampled_from(_ANET_EXTS))
+            files[vid] = (dirs, name)
+            rel = Path(*dirs, name)
+        named = [lab for lab in labels if lab]
+        if named:  # the most frequent label; of equally frequent ones, the first
+            expected.append((vid, rel, max(dict.fromkeys(named), key=named.count), _ANET_SUBSETS[subset]))
+    return database, files, expected
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(case=_anet_database(), separate_root=st.booleans(), ascii_only=st.booleans(),
+       json_name=st.sampled_from(["activity_net.v1-3.min.json", "anet.JSON", "my list.json"]))
+def test_activitynet_property_round_trip(case, separate_root, ascii_only, json_name):
+    database, files, expected = case
+    # 'v_<id>.*' or '<id>.*': a file is ambiguous only when its name is also that of another id ('x' and 'v_x'),
+    # which ActivityNet's ids (all of 11 characters) never are; such cases are left out.
+    stems = {vid: Path(f[1]).stem for vid, f in files.items() if f is not None}
+    assume(not any(stem in (vid, f"v_{vid}") for vid in database for other, stem in stems.items() if other != vid))
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        root = d / "videos" if separate_root else d
+        for f in files.values():
+            if f is not None:
+                folder = root.joinpath(*f[0])
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f[1]).touch()
+        js = (d / "meta" if separate_root else d) / json_name
+        js.parent.mkdir(parents=True, exist_ok=True)
+        js.write_text(json.dumps({"version": "VERSION 1.3", "taxonomy": [], "database": database}, ensure_ascii=ascii_only),
+                      encoding="utf-8")
+        if not expected:
+            with pytest.raises(AdaframeError, match="no videos"):
+                read_video_list(js, video_root=root if separate_root else None)
+            return
+        got = read_video_list(js, video_root=root if separate_root else None)
+        assert entries_as_tuples(got) == [(vid, root / rel, label, split) for vid, rel, label, split in expected]
+        assert all(type(e.video_id) is str and type(e.label) is str for e in got)
+
+
+# Arbitrary JSON values, ActivityNet-shaped documents with arbitrary values inside, and arbitrary bytes.
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                     max_leaves=12)
+_ANET_ANNOTATION = st.fixed_dictionaries({"label": st.text(max_size=4) | _JSON}, optional={"segment": _JSON}) | _JSON
+_ANET_VIDEO = st.fixed_dictionaries({"subset": st.sampled_from(sorted(_ANET_SUBSETS)) | _JSON,
+                                     "annotations": st.lists(_ANET_ANNOTATION, max_size=3) | _JSON}) | _JSON
+_ANET_KEY = st.text(max_size=6) | st.sampled_from(["", ".", "..", "../up", "a/b", "/abs", "nul\x00"])  # ids that are no file names
+_ANET_DOCUMENT = st.fixed_dictionaries({"database": st.dictionaries(_ANET_KEY, _ANET_VIDEO, max_size=4) | _JSON},
+                                       optional={"version": _JSON})
+_ANET_GARBAGE = st.one_of(
+    _ANET_DOCUMENT.map(lambda v: json.dumps(v).encode()),
+    _JSON.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=64),
+    st.binary(max_size=8).map(lambda b: b'{"database": {"a": ' + b),
+    st.tuples(st.sampled_from([("[", "]"), ('{"database": ', "}")]), st.integers(1, 3000)).map(  # deeply nested
+        lambda t: (t[0][0] * t[1] + "0" + t[0][1] * t[1]).encode()),
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(content=_ANET_GARBAGE)
+def test_activitynet_property_garbage_is_a_list_or_an_adaframe_error(content):
+    with tempfile.TemporaryDirectory() as d:
+        js = Path(d) / "activity_net.json"
+        js.write_bytes(content)
+        try:
+            got = read_video_list(js)
+        except AdaframeError:
+            return
+        assert isinstance(got, list) and got
+        for e in got:  # whatever is returned is usable: an id that is a file name (features/<id>.npy), a text label, a split
+            assert isinstance(e.video_id, str) and e.video_id not in ("", ".", "..") and not {"/", "\x00"} & set(e.video_id), e
+            assert isinstance(e.label, str) and e.label and e.split in SPLITS, e

@@ -22,6 +22,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from adaframe.data import gather_frames
+from adaframe.distributed import Shard, randn
 from adaframe.memory import GlobalMemory
 from adaframe.standardize import Standardize
 
@@ -101,7 +102,7 @@ class AdaFrame(nn.Module):
         return Step(self.forward_head(h), location, utility, beta, (h, c))
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, memory: torch.Tensor, steps: int,
-                explore: bool = True, generator: torch.Generator | None = None) -> Rollout:
+                explore: bool = True, generator: torch.Generator | None = None, shard: Shard = Shard()) -> Rollout:
         """Run ``steps`` steps on every video (training; see ``inference`` for early stopping).
 
         Args:
@@ -109,6 +110,7 @@ class AdaFrame(nn.Module):
             lengths: [B] valid frames per video.
             memory: [B, Td, Dm] global-memory features (Td may be 0).
             explore: sample locations from the Gaussian policy (training); else take its mean.
+            shard: the rows of the global batch that ``features`` holds (data-parallel training).
         """
         encoded = self.memory.encode(memory)
         state = self.initial_state(features.shape[0], features.device)
@@ -120,7 +122,7 @@ class AdaFrame(nn.Module):
             state = out.state
             if explore:
                 policy = Normal(out.location, self.cfg.std)
-                noise = torch.randn(out.location.shape, generator=generator, device=out.location.device)
+                noise = shard.draw(randn, out.location.shape, generator=generator, device=out.location.device)
                 action = (out.location + self.cfg.std * noise).detach()
                 log_probs.append(policy.log_prob(action))
             else:

@@ -2,7 +2,7 @@
 
 User errors (``AdaframeError``, ``ValueError`` from validating the options, and ``OSError`` on a
 path that cannot be read or written) are printed as one line ``adaframe: error: ...`` with exit
-status 2; set ``ADAFRAME_DEBUG=1`` for the traceback.
+status 2; ``--debug`` anywhere on the command line (or ``ADAFRAME_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ def run_train(cfg: TrainConfig) -> None:
     from adaframe.train import train  # tensorboard is slow to import; only train needs it
 
     out = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process reports
+        return
     lines = (out / "metrics.jsonl").read_text().splitlines()
     last = json.loads(lines[-1]) if lines else {}
     val = f"{last['val_mAP']:.2f}%" if "val_mAP" in last else "n/a (no val split)"
@@ -131,29 +133,37 @@ RUNNERS: dict[type, Callable[[Any], object]] = {
 }
 
 
-def _fail(e: BaseException) -> None:
-    if os.environ.get("ADAFRAME_DEBUG") == "1":
+def _fail(e: BaseException, debug: bool) -> None:
+    if debug:
         raise e
-    print(f"adaframe: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = f"[rank {os.environ.get('RANK', '0')}/{world}] " if world > 1 else ""
+    print(f"adaframe: error: {rank}{' '.join(str(e).splitlines())}", file=sys.stderr)
     sys.exit(2)
 
 
 def main(args: Sequence[str] | None = None) -> None:
     """Entry point of ``adaframe`` and ``python -m adaframe``."""
+    args = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in args or os.environ.get("ADAFRAME_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
     try:
         # The dataclasses validate themselves on construction, i.e. while tyro parses.
         try:
             cmd = tyro.extras.subcommand_cli_from_dict(
                 SUBCOMMANDS, prog="adaframe", args=args,
-                description="AdaFrame (Wu et al., CVPR 2019): adaptive frame selection for fast video recognition.")
+                description="AdaFrame (Wu et al., CVPR 2019): adaptive frame selection for fast video recognition. "
+                            "Add --debug to any command to see the traceback of an error.")
         except ValueError as e:
-            _fail(e)
+            _fail(e, debug)
         RUNNERS[type(cmd)](cmd)
     except AdaframeError as e:
-        _fail(e)
+        _fail(e, debug)
     except OSError as e:  # a path the user gave cannot be read or written: say which, not where in our code
         where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
-        _fail(AdaframeError(f"{where}: {e.strerror}" if where and e.strerror else str(e)))
+        if debug:
+            raise
+        _fail(AdaframeError(f"{where}: {e.strerror}" if where and e.strerror else str(e)), debug)
     except KeyboardInterrupt:
         print("adaframe: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from adaframe.distributed import Shard, rand
 from adaframe.utils import AdaframeError
 
 SPLITS = ("train", "val", "test")
@@ -212,7 +213,8 @@ def collate(items: list[dict]) -> Batch:
     return Batch(feats, lengths, memory, labels, index)
 
 
-def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "random"], generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "random"], generator: torch.Generator | None = None,
+                   shard: Shard = Shard()) -> torch.Tensor:
     """Pick ``k`` frame indices per video, in temporal order.
 
     ``uniform`` takes the centre of each of ``k`` equal segments; ``random`` takes a random frame
@@ -233,7 +235,7 @@ def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "rand
         # Whole frames of segment i: [floor(iT/k), floor((i+1)T/k)), at least one.
         lo = torch.floor(segment / k * t)
         hi = torch.maximum(torch.floor((segment + 1) / k * t), lo + 1)
-        u = torch.rand(b, k, generator=generator, dtype=torch.float64, device=device)
+        u = shard.draw(rand, (b, k), generator=generator, dtype=torch.float64, device=device)
         idx = (lo + torch.floor(u * (hi - lo))).long()
     else:
         raise ValueError(f"unknown sampling {mode!r}")

@@ -20,7 +20,6 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import warnings
 from collections import Counter
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from adaframe.backbones import BACKBONES, backbone_gflops, build_backbone, extract_features
 from adaframe.data import SPEC, SPLITS, read_spec
+from adaframe import distributed
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, save_npy, write_json
 from adaframe.video import VideoReader, probe, sample_times, uniform_times
 
@@ -162,19 +162,26 @@ def _from_activitynet(path: Path, root: Path) -> list[VideoEntry]:
     try:
         database = json.loads(path.read_text())["database"]
         assert isinstance(database, dict)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError, RecursionError) as e:
         raise AdaframeError(f"{path} is not an ActivityNet v1.3 JSON (a 'database' object of videos): {type(e).__name__} {e}") from None
     files = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS}
     entries, unlabeled = [], 0
     for vid, meta in database.items():
         if not isinstance(meta, dict):
             raise AdaframeError(f"{path}: video {vid!r} is {type(meta).__name__}, expected an object with 'subset' and 'annotations'")
-        labels = [a.get("label") for a in (meta.get("annotations") or []) if isinstance(a, dict) and a.get("label")]
+        if vid in ("", ".", "..") or "/" in vid or "\0" in vid:  # the id names the feature files
+            raise AdaframeError(f"{path}: video id {vid!r} cannot be a file name")
+        annotations = meta.get("annotations") or []
+        if not isinstance(annotations, list):
+            raise AdaframeError(f"{path}: video {vid!r} has 'annotations' of type {type(annotations).__name__}, expected a list")
+        labels = [a.get("label") for a in annotations if isinstance(a, dict) and a.get("label")]
+        if not all(isinstance(label, str) for label in labels):
+            raise AdaframeError(f"{path}: video {vid!r} has a label that is not a string: {labels!r}")
         if not labels:  # the testing subset has no labels: nothing to train or evaluate on
             unlabeled += 1
             continue
         subset = meta.get("subset")
-        if subset not in ACTIVITYNET_SUBSETS:
+        if not isinstance(subset, str) or subset not in ACTIVITYNET_SUBSETS:
             raise AdaframeError(f"{path}: video {vid!r} has subset {subset!r}, expected one of {sorted(ACTIVITYNET_SUBSETS)}")
         file = files.get(f"v_{vid}") or files.get(vid) or root / f"v_{vid}.mp4"  # a missing file fails as that video
         label = Counter(labels).most_common(1)[0][0]
@@ -313,25 +320,14 @@ def write_index(out: Path, entries: list[VideoEntry]) -> tuple[int, int]:
     return len(done), len(failed)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1); joins the gloo group so ranks can wait for each other."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("gloo")
-    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
-
-
 def run_extract(cfg: ExtractConfig) -> dict:
     """The ``adaframe extract`` command; returns counts (done, failed, skipped, extracted)."""
     entries = read_video_list(cfg.videos, cfg.video_root, cfg.split)
     spec = make_spec(cfg)  # checks the weights files before anything is written
-    rank, world = _distributed()
-    if world > 1 and cfg.shard is not None:
+    ranks, device = distributed.start(resolve_device(cfg.device))  # under torchrun: this process's share
+    if ranks.world > 1 and cfg.shard is not None:
         raise AdaframeError("--shard and torchrun both split the work: use one of them")
-    shard, shards = parse_shard(cfg.shard) if world == 1 else (rank, world)
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    shard, shards = parse_shard(cfg.shard) if ranks.world == 1 else (ranks.rank, ranks.world)
     out = Path(cfg.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -345,7 +341,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
     for key, model in (("backbone", backbone), ("memory_backbone", memory_backbone)):
         spec[key]["gflops"] = backbone_gflops(model, spec[key]["size"])  # measured, multiply-adds
         spec[key]["implementation"] = model.implementation
-    if rank == 0:
+    if ranks.main:
         write_json(out / SPEC, spec)
 
     mine = entries[shard::shards]
@@ -360,23 +356,31 @@ def run_extract(cfg: ExtractConfig) -> dict:
     for item in bar:
         e = todo[item["i"]]
         failure = out / "failures" / f"{e.video_id}.txt"
-        if item["error"] is not None:
-            failed += 1
-            atomic_write(failure, lambda p: p.write_text(item["error"] + "\n"))
-            bar.set_postfix(failed=failed)
-            continue
-        memory = extract_features(memory_backbone, item["memory"], cfg.batch_size, device)  # [Td, Dm]
-        features = extract_features(backbone, item["frames"], cfg.batch_size, device)  # [T, D]
-        # Memory first: a video counts as done once its features file exists.
-        save_npy(out / "memory" / f"{e.video_id}.npy", memory)
-        save_npy(out / "features" / f"{e.video_id}.npy", features)
-        failure.unlink(missing_ok=True)
+        try:
+            if item["error"] is not None:
+                failed += 1
+                atomic_write(failure, lambda p: p.write_text(item["error"] + "\n"))
+                bar.set_postfix(failed=failed)
+                continue
+            memory = extract_features(memory_backbone, item["memory"], cfg.batch_size, device)  # [Td, Dm]
+            features = extract_features(backbone, item["frames"], cfg.batch_size, device)  # [T, D]
+            # Memory first: a video counts as done once its features file exists.
+            save_npy(out / "memory" / f"{e.video_id}.npy", memory)
+            save_npy(out / "features" / f"{e.video_id}.npy", features)
+            failure.unlink(missing_ok=True)
+        except OSError as err:  # disk full, quota, a file system gone read-only: no later video would fare better
+            bar.close()
+            try:
+                write_index(out, entries)
+            except OSError:
+                pass  # the files on disk are the truth; the next run rewrites the index from them
+            raise AdaframeError(f"cannot write the features of video {e.video_id!r} in {out}: {err.strerror or err}. "
+                                "Every video finished before it is kept (atomic writes); make room and run the same command "
+                                "again to continue") from None
     bar.close()
 
-    if world > 1:
-        torch.distributed.barrier()
+    distributed.barrier(ranks)
     done, failures = write_index(out, entries)
-    if world > 1:
-        torch.distributed.destroy_process_group()
+    distributed.stop()
     return {"videos": len(entries), "shard": f"{shard}/{shards}", "skipped": len(mine) - len(todo),
             "extracted": len(todo) - failed, "failed_now": failed, "done": done, "failed": failures}

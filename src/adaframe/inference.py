@@ -12,7 +12,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from adaframe.agent import AdaFrame, location_to_index
@@ -180,7 +180,7 @@ def baseline_batch(model: AvgPooling | LSTMBaseline, batch: Batch, frames: int, 
     return {"probs": probs, "steps": mask.sum(1), "visited": visited}
 
 
-def evaluate(model: torch.nn.Module, dataset: FeatureDataset, frames: int, sampling: Sampling = "uniform",
+def evaluate(model: torch.nn.Module, dataset: FeatureDataset | Subset, frames: int, sampling: Sampling = "uniform",
              stop: StopRule | None = None, batch_size: int = 128, device: torch.device | str = "cpu",
              seed: int = 0, progress: bool = False) -> Result:
     """Run a model over a whole split and collect per-video results in dataset order."""
@@ -196,6 +196,7 @@ def evaluate(model: torch.nn.Module, dataset: FeatureDataset, frames: int, sampl
             o = baseline_batch(model, batch, frames, sampling, generator)
             o["utilities"] = torch.full(o["visited"].shape, float("nan"))
         o["distinct"] = count_distinct(o["visited"])
+        o["labels"] = batch.labels
         outs.append({k: v.cpu() for k, v in o.items()})
     width = max(o["visited"].shape[1] for o in outs)
 
@@ -204,7 +205,7 @@ def evaluate(model: torch.nn.Module, dataset: FeatureDataset, frames: int, sampl
 
     return Result(
         scores=torch.cat([o["probs"] for o in outs]).numpy(),
-        labels=dataset.labels.copy(),
+        labels=torch.cat([o["labels"] for o in outs]).numpy(),
         steps=torch.cat([o["steps"] for o in outs]).numpy(),
         frames=torch.cat([o["distinct"] for o in outs]).numpy(),
         visited=stacked("visited", -1).numpy(),

@@ -28,6 +28,7 @@ from torch.distributions import Bernoulli, Categorical, Normal
 
 from adaframe.agent import location_to_index
 from adaframe.data import gather_frames
+from adaframe.distributed import Shard, exponential, rand, randn
 from adaframe.memory import GlobalMemory
 from adaframe.standardize import Standardize
 
@@ -121,7 +122,7 @@ class StopAgent(nn.Module):
     def move_policy(self, move: torch.Tensor) -> torch.distributions.Distribution:
         raise NotImplementedError
 
-    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None, shard: Shard) -> torch.Tensor:
         raise NotImplementedError
 
     def next_index(self, action: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -132,11 +133,12 @@ class StopAgent(nn.Module):
         raise NotImplementedError
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, memory: torch.Tensor, steps: int,
-                generator: torch.Generator | None = None) -> StopRollout:
+                generator: torch.Generator | None = None, shard: Shard = Shard()) -> StopRollout:
         """Sample episodes of at most ``steps`` steps (training). Every video runs all steps, masked after its stop.
 
         Args:
             features: [B, T, D]; lengths: [B]; memory: [B, Td, Dm].
+            shard: the rows of the global batch that ``features`` holds (data-parallel training).
         """
         b, device = features.shape[0], features.device
         encoded = self.memory.encode(memory)
@@ -149,9 +151,10 @@ class StopAgent(nn.Module):
             out = self.step(frame, encoded, state, idx.float() / lengths.float())
             state = out.state
             stop_policy = Bernoulli(logits=out.stop_logit)
-            stop = torch.bernoulli(torch.sigmoid(out.stop_logit).detach(), generator=generator).bool()  # [B]
+            p_stop = torch.sigmoid(out.stop_logit).detach()  # [B]
+            stop = shard.draw(rand, p_stop.shape, generator=generator, device=device) < p_stop  # Bernoulli(p_stop)
             move_policy = self.move_policy(out.move)
-            action = self.sample_action(out.move, generator)
+            action = self.sample_action(out.move, generator, shard)
             # log pi(decision): stop, or go on *and* move; the last step's stop is forced, not decided.
             lp = stop_policy.log_prob(stop.float()) + (~stop).float() * move_policy.log_prob(action)
             logits.append(out.logits)
@@ -179,8 +182,8 @@ class FrameGlimpse(StopAgent):
     def move_policy(self, move: torch.Tensor) -> Normal:
         return Normal(move, self.cfg.std)
 
-    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return (move + self.cfg.std * torch.randn(move.shape, generator=generator, device=move.device)).detach()
+    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None, shard: Shard) -> torch.Tensor:
+        return (move + self.cfg.std * shard.draw(randn, move.shape, generator=generator, device=move.device)).detach()
 
     def greedy_action(self, move: torch.Tensor) -> torch.Tensor:
         return move
@@ -203,8 +206,11 @@ class FastForward(StopAgent):
     def move_policy(self, move: torch.Tensor) -> Categorical:
         return Categorical(logits=move)
 
-    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        return torch.multinomial(torch.softmax(move.detach(), -1), 1, generator=generator).squeeze(-1)  # [B]
+    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None, shard: Shard) -> torch.Tensor:
+        # A categorical draw as argmax(p / Exp(1)) (what torch.multinomial does for one sample), so that the
+        # noise can be drawn for the whole global batch.
+        q = shard.draw(exponential, move.shape, generator=generator, device=move.device)  # [B, J]
+        return (torch.softmax(move.detach(), -1) / q).argmax(-1)  # [B]
 
     def greedy_action(self, move: torch.Tensor) -> torch.Tensor:
         return move.argmax(-1)

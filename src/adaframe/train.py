@@ -8,15 +8,19 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
+from adaframe import distributed
+from adaframe.distributed import Shard, ShardedRandomSampler, gather
 from adaframe.checkpoint import build_model, save_checkpoint
 from adaframe.standardize import feature_statistics, set_statistics
 from adaframe.config import NOT_IN_RESULT, TrainConfig
@@ -30,9 +34,13 @@ from adaframe.utils import AdaframeError, atomic_write, resolve_device, seed_eve
 
 def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, reward_weight: float,
                   generator: torch.Generator | None = None, normalize_advantage: bool = False,
-                  reward: RewardName = "margin") -> dict[str, torch.Tensor]:
-    """``L = L_cls + lambda * L_utl - lambda * J_sel`` for one batch, every term returned for logging."""
-    roll = model(batch.features, batch.lengths, batch.memory, steps, explore=True, generator=generator)
+                  reward: RewardName = "margin", shard: Shard = Shard()) -> dict[str, torch.Tensor]:
+    """``L = L_cls + lambda * L_utl - lambda * J_sel`` for one batch, every term returned for logging.
+
+    Every term is a mean over the batch, so the mean over data-parallel processes (DDP's gradient average)
+    is the loss of their global batch.
+    """
+    roll = model(batch.features, batch.lengths, batch.memory, steps, explore=True, generator=generator, shard=shard)
     # L_cls: cross-entropy of the prediction at the last step.
     loss_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
     # Rewards from every step's prediction (no gradient flows through rewards).
@@ -46,7 +54,7 @@ def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, rewar
     # picks the frame of step t+1; the one after the last step is never used.
     advantage = (returns - roll.utilities).detach()[:, :-1]  # [B, K-1]
     if normalize_advantage:
-        advantage = advantage / (advantage.std() + 1e-8)
+        advantage = advantage / (shard.std(advantage) + 1e-8)
     j_sel = (roll.log_probs[:, :-1] * advantage).sum(1).mean()
     loss = loss_cls + reward_weight * loss_utl - reward_weight * j_sel
     return {
@@ -67,7 +75,7 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torc
 
 def stop_agent_loss(model: StopAgent, batch: Batch, steps: int, gamma: float, reward_weight: float, step_cost: float,
                     generator: torch.Generator | None = None, normalize_advantage: bool = False,
-                    reward: RewardName = "margin") -> dict[str, torch.Tensor]:
+                    reward: RewardName = "margin", shard: Shard = Shard()) -> dict[str, torch.Tensor]:
     """FrameGlimpse / FastForward: ``L = L_cls + lambda * L_utl - lambda * J_policy`` over each sampled episode.
 
     Every step up to the sampled stop predicts, so L_cls averages the cross-entropy over those steps
@@ -75,7 +83,7 @@ def stop_agent_loss(model: StopAgent, batch: Batch, steps: int, gamma: float, re
     step after the first; steps after the stop earn nothing, so stopping forfeits the rewards still
     to come and saves the costs. The policy gradient covers the stop decision and the move together.
     """
-    roll = model(batch.features, batch.lengths, batch.memory, steps, generator=generator)
+    roll = model(batch.features, batch.lengths, batch.memory, steps, generator=generator, shard=shard)
     alive = roll.alive.float()  # [B, K]
     taken = alive.sum(1)  # [B] steps of each episode
     ce = F.cross_entropy(roll.logits.transpose(1, 2), batch.labels[:, None].expand(-1, steps), reduction="none")  # [B, K]
@@ -89,7 +97,7 @@ def stop_agent_loss(model: StopAgent, batch: Batch, steps: int, gamma: float, re
     loss_utl = 0.5 * ((roll.utilities - returns).pow(2) * alive).sum(1).mean()
     advantage = (returns - roll.utilities).detach() * alive  # [B, K]
     if normalize_advantage:
-        advantage = advantage / (advantage[alive.bool()].std() + 1e-8)
+        advantage = advantage / (shard.std(advantage[alive.bool()]) + 1e-8)
     j_policy = (roll.log_probs * advantage).sum(1).mean()
     loss = loss_cls + reward_weight * loss_utl - reward_weight * j_policy
     last = (taken.long() - 1)[:, None]  # [B, 1] the stop step
@@ -102,18 +110,23 @@ def stop_agent_loss(model: StopAgent, batch: Batch, steps: int, gamma: float, re
     }
 
 
-def avgpool_loss(model: AvgPooling, batch: Batch) -> dict[str, torch.Tensor]:
-    """Every real frame of a video is a training example with the video's label."""
+def avgpool_loss(model: AvgPooling, batch: Batch, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
+    """Every real frame of a video is a training example with the video's label.
+
+    The mean is over the frames of the global batch: divided by the processes' mean frame count, DDP's
+    average of the processes' losses is the sum over all frames over their number.
+    """
     logits = model.forward_head(batch.features)  # [B, T, C]
     per_frame = F.cross_entropy(logits.transpose(1, 2), batch.labels[:, None].expand(-1, logits.shape[1]), reduction="none")  # [B, T]
     mask = batch.mask.float()
-    loss = (per_frame * mask).sum() / mask.sum()
+    loss = (per_frame * mask).sum() / shard.mean(mask.sum())
     return {"loss": loss, "loss_cls": loss.detach()}
 
 
-def lstm_loss(model: LSTMBaseline, batch: Batch, frames: int, generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+def lstm_loss(model: LSTMBaseline, batch: Batch, frames: int, generator: torch.Generator | None,
+              shard: Shard = Shard()) -> dict[str, torch.Tensor]:
     """K frames, one at random in each of K segments (the uniform ones are seen at test time)."""
-    idx = sample_indices(batch.lengths, frames, "random", generator)  # [B, K]
+    idx = sample_indices(batch.lengths, frames, "random", generator, shard)  # [B, K]
     picked = gather_frames(batch.features, idx)  # [B, K, D]
     loss = F.cross_entropy(model(picked, torch.ones_like(idx, dtype=torch.bool)), batch.labels)
     return {"loss": loss, "loss_cls": loss.detach()}
@@ -168,15 +181,17 @@ def save_train_state(cfg: TrainConfig, epoch: int, step: int, history: list[dict
 
 def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
-                 order: torch.Generator) -> tuple[int, int, list[dict], dict | None]:
+                 order: torch.Generator, shard: Shard = Shard()) -> tuple[int, int, list[dict], dict | None]:
     """Load ``OUT/train_state.pt`` into the freshly built objects; returns (epochs done, steps done, history, partial).
 
     Loading never executes code (``weights_only``). A run with other settings is refused: resuming it would
-    silently mix two experiments.
+    silently mix two experiments. Every process loads the same state: the random draws are those of the global
+    batch, so the number of processes may differ from the interrupted run's.
     """
     path = cfg.out / TRAIN_STATE
     if not path.is_file():
-        tqdm.write(f"--resume: no {path} yet, starting from the first epoch")
+        if shard.main:
+            tqdm.write(f"--resume: no {path} yet, starting from the first epoch")
         return 0, 0, [], None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -196,7 +211,8 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
     torch.set_rng_state(state["torch_rng"])
     partial = state.get("partial")
     where = f"step {state['step']} (inside epoch {state['epoch'] + 1})" if partial else f"epoch {state['epoch']}"
-    tqdm.write(f"--resume: continuing {cfg.out} after {where} of {cfg.epochs} epochs")
+    if shard.main:
+        tqdm.write(f"--resume: continuing {cfg.out} after {where} of {cfg.epochs} epochs")
     return int(state["epoch"]), int(state["step"]), list(state["history"]), partial
 
 
@@ -209,10 +225,51 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
     return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step, gamma=0.1)
 
 
+class TrainStep(nn.Module):
+    """A model and its loss as one module: DistributedDataParallel wraps this, so the whole loss is its forward."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, generator: torch.Generator, shard: Shard):
+        super().__init__()
+        self.model, self.cfg, self.generator, self.shard = model, cfg, generator, shard
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        model, c, g, shard = self.model, self.cfg, self.generator, self.shard
+        if isinstance(model, AdaFrame):
+            return adaframe_loss(model, batch, c.frames, c.gamma, c.reward_weight, g, c.normalize_advantage, c.reward, shard)
+        if isinstance(model, StopAgent):
+            return stop_agent_loss(model, batch, c.frames, c.gamma, c.reward_weight, c.step_cost, g, c.normalize_advantage,
+                                   c.reward, shard)
+        if isinstance(model, AvgPooling):
+            return avgpool_loss(model, batch, shard)
+        return lstm_loss(model, batch, c.frames, g, shard)
+
+
+def validate(model: nn.Module, val_set: FeatureDataset, frames: int, device: torch.device, shard: Shard) -> dict[str, float]:
+    """Validation mAP and top-1; each process evaluates every N-th video and the scores are gathered."""
+    part = val_set if shard.world == 1 else Subset(val_set, range(shard.rank, len(val_set), shard.world))
+    res = evaluate(model, part, frames, "uniform", default_stop(model), device=device)
+    parts = gather((res.scores, res.labels), shard)
+    scores, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return {"val_mAP": 100 * mean_average_precision(scores, labels), "val_top1": 100 * top1(scores, labels)}
+
+
 def train(cfg: TrainConfig) -> Path:
-    """Train one model and write ``cfg.out``: checkpoint.pt (every epoch), config.json, metrics.jsonl, tb/."""
+    """Train one model and write ``cfg.out``: checkpoint.pt (every epoch), config.json, metrics.jsonl, tb/.
+
+    Under torchrun each process trains on its share of every batch (DistributedDataParallel); only the
+    first writes files.
+    """
+    shard, device = distributed.start(resolve_device(cfg.device))
+    try:
+        return _train(cfg, shard, device)
+    finally:
+        distributed.stop()
+
+
+def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
+    if cfg.batch_size % shard.world:
+        raise AdaframeError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the {shard.world} processes")
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames)
     try:
         val_set = FeatureDataset(cfg.data, "val", classes=train_set.classes, memory_frames=train_set.memory_frames)
@@ -220,7 +277,8 @@ def train(cfg: TrainConfig) -> Path:
         if "is empty" not in str(e):
             raise
         val_set = None
-        tqdm.write("warning: no val split; training without validation")
+        if shard.main:
+            tqdm.write("warning: no val split; training without validation")
     dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
             "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames}
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
@@ -229,21 +287,25 @@ def train(cfg: TrainConfig) -> Path:
         set_statistics(model, feature_statistics(train_set))
     model = model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
+    if shard.main:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
 
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # exploration noise and frame sampling
     order = torch.Generator().manual_seed(cfg.seed)  # the data order: each epoch's shuffle draws from it
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate, num_workers=cfg.workers,
-                        generator=order, drop_last=len(train_set) > cfg.batch_size)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size // shard.world, sampler=ShardedRandomSampler(len(train_set), shard, order),
+                        collate_fn=collate, num_workers=cfg.workers, drop_last=len(train_set) > cfg.batch_size)
     history: list[dict] = []
     start_epoch, step, partial = 0, 0, None
     if cfg.resume:
-        start_epoch, step, history, partial = resume_state(cfg, model, optimizer, scheduler, generator, order)
-    writer = SummaryWriter(str(cfg.out / "tb"))
+        start_epoch, step, history, partial = resume_state(cfg, model, optimizer, scheduler, generator, order, shard)
+    step_fn: nn.Module = TrainStep(model, cfg, generator, shard)
+    if shard.world > 1:
+        step_fn = DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None)
+    writer = SummaryWriter(str(cfg.out / "tb")) if shard.main else None
     step0, total, started = step, cfg.epochs * len(loader), time.perf_counter()
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.model}-{cfg.frames}", unit="epoch", disable=not cfg.progress,
-               initial=start_epoch, total=cfg.epochs)
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.model}-{cfg.frames}", unit="epoch",
+               disable=not (cfg.progress and shard.main), initial=start_epoch, total=cfg.epochs)
     signals = StopSignal()
     try:
         for epoch in bar:
@@ -258,50 +320,48 @@ def train(cfg: TrainConfig) -> Path:
             for i, batch in enumerate(loader):
                 if i < skip:
                     continue
-                batch = batch.to(device)
-                if isinstance(model, AdaFrame):
-                    terms = adaframe_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, generator, cfg.normalize_advantage,
-                                          cfg.reward)
-                elif isinstance(model, StopAgent):
-                    terms = stop_agent_loss(model, batch, cfg.frames, cfg.gamma, cfg.reward_weight, cfg.step_cost, generator,
-                                            cfg.normalize_advantage, cfg.reward)
-                elif isinstance(model, AvgPooling):
-                    terms = avgpool_loss(model, batch)
-                else:
-                    terms = lstm_loss(model, batch, cfg.frames, generator)
+                terms = step_fn(batch.to(device))
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()
                 step += 1
-                # One device-to-host copy for all terms, not one sync per term.
-                values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
+                # One reduction (and one device-to-host copy) for all terms and the stop flag: processes stop together.
+                flag = torch.tensor(float(signals.requested is not None), device=device)
+                values = shard.mean(torch.stack([v.detach().float() for v in terms.values()] + [flag])).tolist()
+                stopping, values = values[-1] > 0, values[:-1]
                 for k, v in zip(terms, values):
                     sums[k] = sums.get(k, 0.0) + v
-                    writer.add_scalar(f"train/{k}", v, step)
-                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
-                if cfg.log_every and step % cfg.log_every == 0:
+                if writer is not None:
+                    for k, v in zip(terms, values):
+                        writer.add_scalar(f"train/{k}", v, step)
+                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+                if cfg.log_every and step % cfg.log_every == 0 and shard.main:
                     tqdm.write(log_line(epoch, cfg.epochs, step, total, dict(zip(terms, values)), time.perf_counter() - started, step0))
-                if signals.requested:
-                    save_train_state(cfg, epoch, step, history, model, optimizer, scheduler, generator, order,
-                                     {"batches": i + 1, "order": order_at_start, "sums": sums})
-                    writer.close()
-                    tqdm.write(f"stopped by {signals.requested} after step {step}: {cfg.out / TRAIN_STATE} holds it; continue with --resume")
+                if stopping:
+                    if shard.main:
+                        save_train_state(cfg, epoch, step, history, model, optimizer, scheduler, generator, order,
+                                         {"batches": i + 1, "order": order_at_start, "sums": sums})
+                        writer.close()
+                        tqdm.write(f"stopped by {signals.requested or 'a signal'} after step {step}: {cfg.out / TRAIN_STATE} holds it; continue with --resume")
+                    distributed.barrier(shard)
                     raise KeyboardInterrupt
             scheduler.step()
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
             record.update({k: v / len(loader) for k, v in sums.items()})
             if val_set is not None:
-                res = evaluate(model, val_set, cfg.frames, "uniform", default_stop(model), device=device)
-                record.update(val_mAP=100 * mean_average_precision(res.scores, res.labels), val_top1=100 * top1(res.scores, res.labels))
-            for k, v in record.items():
-                if k != "epoch":
-                    writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+                record.update(validate(model, val_set, cfg.frames, device, shard))
             history.append(record)
             bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "val_mAP") if k in record})
-            save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
-            atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
-            save_train_state(cfg, epoch + 1, step, history, model, optimizer, scheduler, generator, order)
-        writer.close()
+            if writer is not None:
+                for k, v in record.items():
+                    if k != "epoch":
+                        writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+                save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
+                atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
+                save_train_state(cfg, epoch + 1, step, history, model, optimizer, scheduler, generator, order)
+        if writer is not None:
+            writer.close()
+        distributed.barrier(shard)  # the files are complete before any process returns
     finally:
         signals.restore()
     return cfg.out

@@ -1,0 +1,112 @@
+"""Data-parallel training: N processes under torchrun train what one process trains with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from torch.utils.data import BatchSampler, RandomSampler
+
+from adaframe.distributed import Shard, ShardedRandomSampler, exponential, rand, randn
+from conftest import adaframe, torchrun, torchrun_command
+
+TRAIN = ("--frames", "3", "--hidden", "16", "--batch-size", "16", "--no-progress")
+
+
+def test_one_process_sampler_is_torchs_random_sampler():
+    """Single-process runs keep the data order they had with ``DataLoader(shuffle=True, generator=g)``."""
+    ours, theirs = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    sampler, reference = ShardedRandomSampler(37, Shard(), ours), RandomSampler(range(37), generator=theirs)
+    for _ in range(3):  # epochs: the generators must advance alike too
+        assert list(sampler) == list(reference)
+
+
+@pytest.mark.parametrize("size", [37, 48, 64])
+@pytest.mark.parametrize("world", [2, 3])
+def test_shards_make_up_the_global_batches(size, world):
+    local = 4
+    single = list(BatchSampler(ShardedRandomSampler(size, Shard(), torch.Generator().manual_seed(1)), local * world, drop_last=True))
+    ranks = [list(BatchSampler(ShardedRandomSampler(size, Shard(r, world), torch.Generator().manual_seed(1)), local, drop_last=True))
+             for r in range(world)]
+    assert all(len(batches) == len(single) for batches in ranks)
+    for i, whole in enumerate(single):
+        # global row rank + world * j is local row j of that rank
+        assert [ranks[j % world][i][j // world] for j in range(local * world)] == whole
+    seen = [v for batches in ranks for b in batches for v in b]
+    assert len(seen) == len(set(seen))
+
+
+@pytest.mark.parametrize("fn", [randn, rand, exponential])
+def test_a_shard_draws_its_rows_of_the_global_draw(fn):
+    whole = fn((12, 5), generator=torch.Generator().manual_seed(4))
+    for r in range(3):
+        part = Shard(r, 3).draw(fn, (4, 5), generator=torch.Generator().manual_seed(4))
+        assert torch.equal(part, whole[r::3])
+    assert torch.equal(Shard().draw(fn, (12, 5), generator=torch.Generator().manual_seed(4)), whole)
+
+
+def max_weight_difference(a_dir, b_dir) -> float:
+    a = torch.load(a_dir / "checkpoint.pt", weights_only=True)["state_dict"]
+    b = torch.load(b_dir / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a if a[k].numel())
+
+
+def history(run) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# Each model draws its randomness differently: AdaFrame's Gaussian (and the advantage's std across processes),
+# FastForward's categorical jumps and Bernoulli stops, the LSTM's random frames, AvgPooling's mean over all frames.
+@pytest.mark.parametrize("model, extra", [("adaframe", ("--normalize-advantage", "True")), ("fastforward-g", ()),
+                                          ("lstm", ()), ("avgpool", ())])
+def test_two_processes_train_like_one(synth_dir, tmp_path, model, extra):
+    args = ("train", "--data", str(synth_dir), "--model", model, "--epochs", "4", *TRAIN, *extra)
+    adaframe(*args, "--out", str(tmp_path / "one"), cwd=tmp_path)
+    two = torchrun(2, *args, "--out", str(tmp_path / "two"), cwd=tmp_path)
+    assert two.stdout.count("trained ") == 1, two.stdout  # only the first process reports ...
+    assert len(list((tmp_path / "two" / "tb").iterdir())) == 1  # ... and writes
+    # Same global batches, same noise per video: equal up to the order of floating-point sums.
+    assert max_weight_difference(tmp_path / "one", tmp_path / "two") < 1e-5
+    one_h, two_h = history(tmp_path / "one"), history(tmp_path / "two")
+    assert len(one_h) == len(two_h) == 4
+    for a, b in zip(one_h, two_h):
+        assert b["val_mAP"] == pytest.approx(a["val_mAP"], abs=1e-6)  # the val set is split between the processes
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)  # the training terms are averaged across them
+
+
+def test_sigterm_to_torchrun_then_resume_in_one_process(synth_dir, tmp_path):
+    """Stop a 2-process run mid-way with SIGTERM (as a cluster scheduler does) and finish it in one process."""
+    args = ("train", "--data", str(synth_dir), "--epochs", "10", *TRAIN)
+    adaframe(*args, "--out", str(tmp_path / "straight"), cwd=tmp_path)
+    run = tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ADAFRAME_DEBUG", None)
+    proc = subprocess.Popen(torchrun_command(2, *args, "--out", str(run)), cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and (not (run / "metrics.jsonl").is_file() or len(history(run)) < 2):
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert 2 <= len(history(run)) < 10, log
+    resumed = adaframe(*args, "--out", str(run), "--resume", cwd=tmp_path)
+    assert "continuing" in resumed.stdout + resumed.stderr
+    assert max_weight_difference(tmp_path / "straight", run) < 1e-5
+    assert [r["val_mAP"] for r in history(run)] == pytest.approx([r["val_mAP"] for r in history(tmp_path / "straight")], abs=1e-6)
+
+
+def test_a_global_batch_the_processes_cannot_share_is_a_clear_error(synth_dir, tmp_path):
+    proc = torchrun(3, "train", "--data", str(synth_dir), "--out", str(tmp_path / "run"), "--epochs", "1", *TRAIN,
+                    cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("adaframe: error: ")]
+    assert errors and all("--batch-size 16 is the global batch: it must be divisible by the 3 processes" in e for e in errors)
+    assert "[rank 0/3]" in proc.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
