@@ -203,3 +203,19 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, out):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("adaframe: error: ") and out.split("/")[0] in lines[0], proc.stderr
+
+
+def test_an_error_in_a_dataloader_worker_is_still_one_line(tmp_path):
+    """torch re-raises a worker's exception with the worker's traceback in its message; the user sees the message."""
+    data = tmp_path / "data"
+    adaframe("synth", *SYNTH, "--out", str(data), cwd=tmp_path)
+    train_id = next(line.split(",")[0] for line in (data / "videos.csv").read_text().splitlines()[1:] if ",train" in line)
+    path = data / "features" / f"{train_id}.npy"
+    features = np.load(path)
+    features[0, 0] = np.nan
+    np.save(path, features)
+    proc = adaframe("train", "--data", str(data), "--out", str(tmp_path / "run"), *TRAIN, "--workers", "1", "--no-standardize",
+                    cwd=tmp_path, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0] == f"adaframe: error: video {train_id!r}: {path} contains NaN or inf"

@@ -228,10 +228,12 @@ def test_three_dimensional_features(tmp_path, make_dataset):
     _expect_error(make_dataset(tmp_path / "d", v), "vid000")
 
 
-def test_wrong_feature_dim(tmp_path, make_dataset):
+@pytest.mark.parametrize("odd", [0, 2])  # the first video too: the message names the odd one, not the one after it
+def test_wrong_feature_dim(tmp_path, make_dataset, odd):
     v = random_videos(4)
-    v[2]["features"] = np.zeros((5, 7), dtype=np.float32)  # D=7, the others have D=6
-    _expect_error(make_dataset(tmp_path / "d", v), "vid002")
+    v[odd]["features"] = np.zeros((5, 7), dtype=np.float32)  # D=7, the others have D=6
+    with pytest.raises(AdaframeError, match=rf"video 'vid00{odd}': features D=7, memory \[Td, Dm\]=\[8, 4\], but 3 of the 4 videos have D=6"):
+        FeatureDataset(make_dataset(tmp_path / "d", v), "train")
 
 
 def test_wrong_memory_shape(tmp_path, make_dataset):

@@ -10,20 +10,23 @@ import time
 
 import pytest
 import torch
-from torch.utils.data import BatchSampler, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader
 
-from adaframe.distributed import Shard, ShardedRandomSampler, exponential, rand, randn
+from adaframe.distributed import Shard, ShardedRandomSampler, exponential, rand, randn, sharded_loader
 from conftest import adaframe, torchrun, torchrun_command
 
 TRAIN = ("--frames", "3", "--hidden", "16", "--batch-size", "16", "--no-progress")
 
 
-def test_one_process_sampler_is_torchs_random_sampler():
-    """Single-process runs keep the data order they had with ``DataLoader(shuffle=True, generator=g)``."""
-    ours, theirs = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    sampler, reference = ShardedRandomSampler(37, Shard(), ours), RandomSampler(range(37), generator=theirs)
+@pytest.mark.parametrize("size", [37, 100])
+def test_one_process_loader_is_a_shuffling_dataloader(size):
+    """Single-process runs keep the data order (and RNG use) of ``DataLoader(shuffle=True, generator=g)``."""
+    torch.manual_seed(0)
+    ours = sharded_loader(range(size), 8, Shard(), torch.Generator().manual_seed(3))
+    theirs = DataLoader(range(size), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3), drop_last=True)
     for _ in range(3):  # epochs: the generators must advance alike too
-        assert list(sampler) == list(reference)
+        assert [b.tolist() for b in ours] == [b.tolist() for b in theirs]
+    assert torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())  # the global RNG is left alone
 
 
 @pytest.mark.parametrize("size", [37, 48, 64])

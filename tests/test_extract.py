@@ -259,6 +259,9 @@ def test_bad_inputs_are_adaframe_errors(tmp_path):
     (tmp_path / "emptydir").mkdir()
     with pytest.raises(AdaframeError, match="no videos"):
         read_video_list(tmp_path / "emptydir")
+    (tmp_path / "clip.MP4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    with pytest.raises(AdaframeError, match="is a video; --videos takes a folder of videos, a list file or an ActivityNet JSON"):
+        read_video_list(tmp_path / "clip.MP4")
     for name, text in [("broken.json", "{not json"), ("list.json", "[1, 2]"), ("nodb.json", '{"version": "1.3"}'),
                        ("dbl.json", '{"database": [1]}'), ("subset.json", '{"database": {"x": {"subset": "dev", "annotations": [{"label": "a"}]}}}')]:
         (tmp_path / name).write_text(text)
@@ -353,8 +356,10 @@ def test_failures_are_recorded_and_the_job_goes_on(video_files, tmp_path):
     copy(source(video_files, 1), tmp_path / "v" / "good1.mp4")
     lst = write_list(tmp_path / "list.txt", ["v/good0.mp4 red", f"{SHARED_VIDEOS / 'decord_corrupted.mp4'} red",
                                              "v/missing.mp4 green", "v/good1.mp4 green val"])
-    proc = adaframe("extract", "--videos", str(lst), "--out", str(tmp_path / "data"), *TINY_EXTRACT, cwd=tmp_path)
-    assert proc.returncode == 0
+    proc = adaframe("extract", "--videos", str(lst), "--out", str(tmp_path / "data"), *TINY_EXTRACT, cwd=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stderr  # done, but not everything: scripts can tell
+    assert "extracted 2, skipped 0 already done, failed 2" in proc.stdout
+    assert "adaframe: 2 video(s) could not be extracted: see" in proc.stderr and "Traceback" not in proc.stderr
     data = tmp_path / "data"
     failures = {r["video_id"]: r for r in read_csv(data / "failures.csv")}
     assert set(failures) == {"decord_corrupted", "missing"}
@@ -429,7 +434,7 @@ def test_disk_full_stops_with_one_line_keeps_what_was_done_and_resumes(video_fil
         main(args)
     err = capsys.readouterr().err
     assert exit_.value.code == 2
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning: ")]
     assert len(lines) == 1 and lines[0].startswith("adaframe: error: ") and "'c1'" in lines[0], err
     assert "No space left on device" in lines[0] and "run the same command again" in lines[0]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy")) == ["features/c0.npy", "memory/c0.npy"]
@@ -444,6 +449,49 @@ def test_disk_full_stops_with_one_line_keeps_what_was_done_and_resumes(video_fil
     for kind in ("features", "memory"):
         for i in range(3):
             assert_same(np.load(out / kind / f"c{i}.npy"), np.load(reference / kind / f"c{i}.npy"))
+
+
+def test_a_second_list_adds_to_the_index_and_keeps_earlier_videos(video_files, tmp_path):
+    for i in range(3):
+        copy(source(video_files, i), tmp_path / "v" / f"c{i}.mp4")
+    out = tmp_path / "data"
+    extract(write_list(tmp_path / "a.txt", ["v/c0.mp4 red", "v/c1.mp4 blue val", "v/gone.mp4 red"]), out)
+    r = extract(write_list(tmp_path / "b.txt", ["v/c2.mp4 blue", "v/c1.mp4 blue val"]), out)
+    assert (r["extracted"], r["skipped"], r["done"], r["failed"]) == (1, 1, 3, 1)
+    assert [(row["video_id"], row["label"], row["split"]) for row in read_csv(out / "videos.csv")] == [
+        ("c2", "blue", "train"), ("c1", "blue", "val"), ("c0", "red", "train")]
+    assert [(row["video_id"], row["path"]) for row in read_csv(out / "failures.csv")] == [("gone", str(tmp_path / "v" / "gone.mp4"))]
+    assert len(FeatureDataset(out, "train")) == 2
+
+
+def test_another_file_with_a_finished_videos_id_is_refused(video_files, tmp_path):
+    copy(source(video_files, 0), tmp_path / "v" / "clip.mp4")
+    copy(source(video_files, 1), tmp_path / "w" / "clip.mp4")
+    out = tmp_path / "data"
+    extract(write_list(tmp_path / "a.txt", ["v/clip.mp4 red"]), out)
+    before = snapshot(out)
+    with pytest.raises(AdaframeError, match=r"video id 'clip': .* holds the features of .*v/clip.mp4, another file"):
+        extract(write_list(tmp_path / "b.txt", ["w/clip.mp4 blue"]), out)
+    assert snapshot(out) == before
+    (tmp_path / "v" / "clip.mp4").unlink()  # the first file is gone (moved away): its features are this id's
+    assert extract(write_list(tmp_path / "b.txt", ["w/clip.mp4 red"]), out)["skipped"] == 1
+
+
+def test_a_data_set_extract_did_not_write_is_not_taken_over(synth_dir, video_files, tmp_path):
+    import shutil
+
+    data = Path(shutil.copytree(synth_dir, tmp_path / "synth"))
+    before = snapshot(data)
+    with pytest.raises(AdaframeError, match="did not write"):
+        extract(write_list(tmp_path / "a.txt", [f"{source(video_files, 0)} red"]), data)
+    assert snapshot(data) == before
+
+
+def test_random_weights_are_warned_about(video_files, tmp_path):
+    lst = write_list(tmp_path / "a.txt", [f"{source(video_files, 0)} red"])
+    proc = adaframe("extract", "--videos", str(lst), "--out", str(tmp_path / "data"), *TINY_EXTRACT, cwd=tmp_path)
+    assert "warning: backbone resnet18 has random weights" in proc.stderr
+    assert "warning: memory_backbone mobilenet_v2 has random weights" in proc.stderr
 
 
 # ============================================================================= 6. other settings are refused

@@ -127,19 +127,50 @@ def test_bad_video_gets_its_own_error_and_others_go_on(run, video_files, tmp_pat
     assert "error" not in results[1] and results[1]["steps"] >= 1
 
 
+def test_failed_videos_are_named_on_stderr_and_exit_1(run, video_files, tmp_path):
+    """Results of good videos as usual; each failed one also on stderr as one line; status 1 if any failed."""
+    text = tmp_path / "not_a_video.mp4"
+    text.write_text("hello")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    missing = tmp_path / "missing.mp4"
+    good = video_files / "videos" / "video00003.mp4"
+    proc = adaframe("predict", str(text), str(good), str(missing), "--checkpoint", str(run), cwd=tmp_path, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{good}  (" in proc.stdout and "frames used" in proc.stdout  # the good video's result, as before
+    assert proc.stdout.count(": error: ") == 2  # the failures stay in the printed results too
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 2 and "Traceback" not in proc.stderr
+    assert lines[0].startswith(f"adaframe: error: {text}: cannot open as a media file")
+    assert lines[1] == f"adaframe: error: {missing}: no such file"
+    # Every video failing is status 1 too (not 0, nor 2: the usage was fine); --json keeps the error field.
+    proc = adaframe("predict", str(empty), str(missing), "--checkpoint", str(run), "--json", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r["error"] for r in rows] == [f"{empty}: the file is empty", f"{missing}: no such file"]
+    assert proc.stderr.splitlines() == [f"adaframe: error: {empty}: the file is empty", f"adaframe: error: {missing}: no such file"]
+
+
 @pytest.mark.skipif(not (SHARED_VIDEOS / "decord_corrupted.mp4").is_file(), reason=f"no shared clips at {SHARED_VIDEOS}")
 def test_corrupted_and_real_clips(run, tmp_path):
     """Real clips of every container run; the corrupted one errors for itself only (it breaks while decoding)."""
     clips = ["mmaction2_test.mp4", "mmaction2_test.avi", "decord_flipping_a_pancake.mkv", "decord_rotated_90.mov", "decord_corrupted.mp4"]
-    results = Predictor(run).predict([SHARED_VIDEOS / c for c in clips], K, None)
+    cut = tmp_path / "cut.avi"  # half an AVI: without its index it states a shorter duration; its header, 164 frames
+    cut.write_bytes((SHARED_VIDEOS / "mmaction2_test.avi").read_bytes()[:147283])
+    results = Predictor(run).predict([SHARED_VIDEOS / c for c in clips] + [cut], K, None)
     for clip, r in zip(clips, results):
         if clip == "decord_corrupted.mp4":
             continue  # the policy may or may not land beyond the damage; either way it must not raise
         assert "error" not in r, r
         assert r["candidate_frames"] == len(sample_times(probe(SHARED_VIDEOS / clip).duration))
-    proc = adaframe("predict", str(SHARED_VIDEOS / "decord_corrupted.mp4"), "--checkpoint", str(run), "--frames", "10",
-                    "--compare", "uniform25", cwd=tmp_path)
+    assert "the file says it has 164 frames" in results[-1]["error"] and "(truncated file?)" in results[-1]["error"]
+    corrupted = SHARED_VIDEOS / "decord_corrupted.mp4"
+    proc = adaframe("predict", str(corrupted), "--checkpoint", str(run), "--frames", "10", "--compare", "uniform25", cwd=tmp_path,
+                    check=False)
     assert "decoding failed" in proc.stdout  # the uniform baseline reads beyond the damage
+    assert proc.returncode == 1
+    [line] = proc.stderr.splitlines()  # AdaFrame's error if its frames hit the damage, else the baseline's
+    assert line.startswith(f"adaframe: error: {corrupted}: ") and "decoding failed" in line
 
 
 def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
@@ -179,6 +210,22 @@ def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files
         Predictor(run)
     proc = adaframe("predict", str(videos / "video00000.mp4"), "--checkpoint", str(run), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("adaframe: error:") and "Traceback" not in proc.stderr
+    weights.unlink()  # the recorded file gone: say so, and how to point at it
+    with pytest.raises(AdaframeError, match=r"r18\.pt \(as recorded at extraction\) do not exist; give --backbone-weights"):
+        Predictor(run)
+    Predictor(run, backbone_weights=moved)
+
+
+def test_missing_weights_file_is_named_as_missing(run, video_files, tmp_path):
+    """Not 'are not those the features were made with': the file given is not there at all."""
+    with pytest.raises(AdaframeError, match=r"^backbone weights nope\.pth do not exist$"):
+        Predictor(run, backbone_weights=Path("nope.pth"))
+    with pytest.raises(AdaframeError, match=r"^memory backbone weights nope\.pth do not exist$"):
+        Predictor(run, memory_weights=Path("nope.pth"))
+    proc = adaframe("predict", str(video_files / "videos" / "video00000.mp4"), "--checkpoint", str(run),
+                    "--backbone-weights", "nope.pth", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == "adaframe: error: backbone weights nope.pth do not exist"
 
 
 @pytest.mark.parametrize("spec,ok", [("uniform25", 25), ("uniform1", 1), ("uniform0", None), ("random25", None), ("25", None)])

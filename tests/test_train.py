@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +218,65 @@ def test_resume_refuses_other_settings_and_starts_fresh_without_state(synth_dir,
         train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=2, frames=4, resume=True))
     out = train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=2, resume=True))  # more epochs: fine
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_a_run_directory_is_never_silently_replaced(synth_dir, tmp_path):
+    """Training into a run: refused unless --resume or --overwrite; --overwrite leaves nothing of the old run."""
+    first = train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=2))
+    before = (first / CHECKPOINT).read_bytes()
+    with pytest.raises(AdaframeError, match=r"already holds a run \(checkpoint.pt, train_state.pt\): continue it with --resume"):
+        train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1, frames=4))
+    assert (first / CHECKPOINT).read_bytes() == before  # untouched, config.json too
+    assert json.loads((first / "config.json").read_text())["train"]["frames"] == 3
+    with pytest.raises(AdaframeError, match="use one of them"):
+        tiny_config(synth_dir, tmp_path / "run", "adaframe", resume=True, overwrite=True)
+    train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1, frames=4, overwrite=True))
+    history = [json.loads(line) for line in (first / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1]  # the old run's two epochs are gone, not mixed in
+    assert len(list((first / "tb").iterdir())) == 1
+    assert load_checkpoint(first)[1]["config"]["frames"] == 4
+
+
+def test_demo_reuses_a_run_by_its_checkpoint_not_by_config_json(synth_dir, tmp_path):
+    from adaframe.demo import is_finished
+
+    cfg = tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1)
+    assert not is_finished(cfg)
+    train(cfg)
+    assert is_finished(cfg)
+    other = tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1, frames=4)
+    config = json.loads((cfg.out / "config.json").read_text())
+    config["train"] = other.to_dict()  # a config.json that claims another run (as a failed start once left)
+    (cfg.out / "config.json").write_text(json.dumps(config))
+    assert not is_finished(other) and is_finished(cfg)
+
+
+def test_resume_accepts_a_moved_run_and_another_spelling_of_the_data(synth_dir, tmp_path, monkeypatch):
+    train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1))
+    (tmp_path / "run").rename(tmp_path / "moved")
+    monkeypatch.chdir(synth_dir.parent)
+    out = train(tiny_config(Path(synth_dir.name), tmp_path / "moved", "adaframe", epochs=2, resume=True))
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_from_a_file_that_is_not_a_training_state_is_one_line(synth_dir, tmp_path):
+    run = train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1))
+    (run / CHECKPOINT).replace(run / "train_state.pt")  # a checkpoint where the state should be
+    with pytest.raises(AdaframeError, match="not a training state written by 'adaframe train'"):
+        train(tiny_config(synth_dir, run, "adaframe", epochs=2, resume=True))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no dims"])
+def test_damaged_checkpoints_are_one_line_errors(synth_dir, tmp_path, damage):
+    run = train(tiny_config(synth_dir, tmp_path / "run", "lstm", epochs=1))
+    path = run / CHECKPOINT
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        match = r"checkpoint.pt: the file is damaged or truncated \([^\n]+\)$"  # torch's reason, one line
+    else:
+        payload = torch.load(path, weights_only=True)
+        payload["dims"] = {}
+        torch.save(payload, path)
+        match = "model description is incomplete"
+    with pytest.raises(AdaframeError, match=match):
+        load_checkpoint(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from fractions import Fraction
 from pathlib import Path
 
@@ -348,6 +349,67 @@ def test_truncated_mp4_fails_clearly(tmp_path, call):
     path.write_bytes(data[: int(0.3 * len(data))])  # the moov index is at the end: cut off
     with pytest.raises(AdaframeError, match="truncated.mp4: cannot open"):
         {"probe": probe, "decode_at_rate": decode_at_rate, "count_frames": count_frames}[call](path)
+
+
+@needs_clips
+def test_truncated_faststart_mp4_fails_clearly(tmp_path):
+    """moov in front: the index survives the cut and the stated duration with it, so the stream ends short of it."""
+    faststart = tmp_path / "faststart.mp4"
+    with av.open(str(clip("mmaction2_test.mp4"))) as src, av.open(str(faststart), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    assert count_frames(faststart) == 300
+    data = faststart.read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    assert probe(path).duration == pytest.approx(10.0)  # the header is intact
+    with pytest.raises(AdaframeError, match=r"ends at 4\.47 s, but the file says it lasts 10\.00 s \(truncated file\?\)"):
+        count_frames(path)
+
+
+# A cut AVI loses its idx1 index (at the end) and FFmpeg recomputes the duration from the packets
+# left: half of mmaction2_test.avi states 3.28 s and decodes 77 frames; only the header keeps 164.
+AVI_CUT = 147283
+
+
+@needs_clips
+@pytest.mark.parametrize("call", ["probe", "decode_at_rate", "count_frames", "read", "seek"])
+def test_truncated_avi_fails_clearly_instead_of_passing_for_a_shorter_video(tmp_path, call):
+    path = tmp_path / "truncated.avi"
+    path.write_bytes(clip("mmaction2_test.avi").read_bytes()[:AVI_CUT])
+    words = {  # probe reads the header; a reader finds it at the end of the stream, counting or estimating the frames
+        "probe": r"lasts 3\.28 s, but the file says it has 164 frames \(6\.56 s at 25 fps\) \(truncated file\?\)$",
+        "decode_at_rate": r"lasts 3\.28 s, but the file says it has 164 frames",
+        "count_frames": r"ends after 77 frames, but the file says it has 164 \(truncated file\?\)$",
+        "read": r"ends after 77 frames, but the file says it has 164 \(truncated file\?\)$",
+        "seek": r"ends after about 78 frames, but the file says it has 164 \(truncated file\?\)$",
+    }
+    fns = {"probe": probe, "decode_at_rate": decode_at_rate, "count_frames": count_frames,
+           "read": lambda p: VideoReader(p, seek_gap=math.inf).read([1.0, 5.0], 32),
+           "seek": lambda p: VideoReader(p, seek_gap=0.0).read([5.0], 32)}
+    with pytest.raises(AdaframeError, match=f"^{re.escape(str(path))}: the video stream " + words[call]):
+        fns[call](path)
+    whole = probe(clip("mmaction2_test.avi"))
+    assert (whole.frames, whole.duration) == (164, pytest.approx(6.56)) and count_frames(clip("mmaction2_test.avi")) == 164
+
+
+@needs_clips
+def test_mp4_trimmed_by_its_edit_list_is_not_taken_for_truncated(tmp_path):
+    """An edit list may show 5 s of 10: MOV/MP4 still state every sample (300), so their count proves nothing."""
+    data = bytearray(clip("mmaction2_test.mp4").read_bytes())
+    elst = data.find(b"elst")
+    assert data[elst + 8: elst + 12] == bytes([0, 0, 0, 1])  # version 0, one entry: duration (ms), media time, rate
+    data[elst + 12: elst + 16] = (5000).to_bytes(4, "big")
+    path = tmp_path / "trimmed.mp4"
+    path.write_bytes(bytes(data))
+    info = probe(path)
+    assert (info.duration, info.frames) == (pytest.approx(5.0), 300)
+    assert count_frames(path) == 150
+    frames, times = decode_at_rate(path, size=32)
+    assert len(frames) == len(times) == 5
 
 
 @needs_clips

@@ -10,7 +10,7 @@ from torch import nn
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
 from adaframe.rl_baselines import DEFAULT_JUMPS, FastForward, FrameGlimpse, StopAgentConfig
-from adaframe.utils import AdaframeError, atomic_write
+from adaframe.utils import AdaframeError, save_torch
 
 CHECKPOINT = "checkpoint.pt"
 # The -G variants read the global memory; the plain ones are trained with --memory-frames 0.
@@ -37,7 +37,7 @@ def build_model(kind: str, dims: dict) -> nn.Module:
 def save_checkpoint(run_dir: Path, model: nn.Module, kind: str, dims: dict, classes: list[str], config: dict, extra: dict | None = None) -> Path:
     path = Path(run_dir) / CHECKPOINT
     payload = {"kind": kind, "dims": dims, "classes": classes, "config": config, "state_dict": model.state_dict(), **(extra or {})}
-    atomic_write(path, lambda p: torch.save(payload, p))
+    save_torch(path, payload)
     return path
 
 
@@ -54,11 +54,15 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AdaframeError(f"cannot load checkpoint {path}: not an adaframe checkpoint ({reason[:200]})") from None
-    if not isinstance(payload, dict) or not {"kind", "dims", "classes", "state_dict"} <= payload.keys():
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise AdaframeError(f"cannot load checkpoint {path}: the file is damaged or truncated ({first})") from None
+    if not isinstance(payload, dict) or not {"kind", "dims", "classes", "state_dict", "config"} <= payload.keys():
         raise AdaframeError(f"{path} is not an adaframe checkpoint")
-    model = build_model(payload["kind"], payload["dims"])
+    try:
+        model = build_model(payload["kind"], payload["dims"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise AdaframeError(f"{path}: its model description is incomplete ({type(e).__name__}: {e}); not a checkpoint "
+                            "'adaframe train' wrote") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as e:

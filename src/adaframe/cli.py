@@ -59,9 +59,13 @@ def run_synth_video(cmd: SynthVideoCommand) -> None:
 
 
 def run_extract_command(cfg: ExtractConfig) -> None:
+    """Exit status 0: every video extracted; 1: some failed (the others are done; reasons in failures.csv)."""
     r = run_extract(cfg)
     print(f"{r['videos']} videos listed; shard {r['shard']}: extracted {r['extracted']}, skipped {r['skipped']} already done, "
           f"failed {r['failed_now']}. {cfg.out}: {r['done']} videos in videos.csv, {r['failed']} in failures.csv")
+    if r["failed"]:
+        print(f"adaframe: {r['failed']} video(s) could not be extracted: see {cfg.out / 'failures.csv'}", file=sys.stderr)
+        sys.exit(1)
 
 
 @dataclass
@@ -136,9 +140,12 @@ RUNNERS: dict[type, Callable[[Any], object]] = {
 def _fail(e: BaseException, debug: bool) -> None:
     if debug:
         raise e
+    message = str(e)
+    if "Original Traceback" in message:  # raised in a DataLoader worker: torch put the worker's traceback in the message
+        message = message.strip().splitlines()[-1].split("Error: ", 1)[-1]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = f"[rank {os.environ.get('RANK', '0')}/{world}] " if world > 1 else ""
-    print(f"adaframe: error: {rank}{' '.join(str(e).splitlines())}", file=sys.stderr)
+    print(f"adaframe: error: {rank}{' '.join(message.splitlines())}", file=sys.stderr)
     sys.exit(2)
 
 

@@ -38,7 +38,7 @@ PRESETS: dict[str, Preset] = {
 
 
 # Settings of TrainConfig that change nothing about the trained weights.
-NOT_IN_RESULT = frozenset({"progress", "workers", "log_every", "resume"})
+NOT_IN_RESULT = frozenset({"progress", "workers", "log_every", "resume", "overwrite"})
 
 
 @dataclass
@@ -79,6 +79,8 @@ class TrainConfig:
     """DataLoader worker processes"""
     resume: bool = False
     """continue OUT from its last finished epoch (OUT/train_state.pt: weights, optimizer, schedule, RNG, data order)"""
+    overwrite: bool = False
+    """replace the run already in OUT (without it, training into a run directory is refused: use --resume or another --out)"""
     log_every: int = 0
     """print a line with every loss term, speed and ETA every this many steps (0: only the progress bar)"""
     progress: bool = True
@@ -105,6 +107,8 @@ class TrainConfig:
             self.memory_frames = 0
         if self.model.endswith("-g") and self.memory_frames == 0:
             raise AdaframeError(f"--model {self.model} reads the global memory, but --memory-frames is 0")
+        if self.resume and self.overwrite:
+            raise AdaframeError("--resume continues the run in --out, --overwrite replaces it: use one of them")
         if self.model in ("avgpool", "lstm") and self.reward != "margin":
             raise AdaframeError(f"--reward applies to the agents, not to --model {self.model}")
 

@@ -13,6 +13,7 @@ Layout of a data set directory ``DIR`` (the contract every other part relies on)
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,8 @@ def read_videos_csv(root: str | Path) -> list[VideoRecord]:
     """Read and check ``root/videos.csv``: columns, unique ids, known splits."""
     path = Path(root) / "videos.csv"
     if not Path(root).is_dir():
-        raise AdaframeError(f"data directory {root} does not exist")
+        what = "is a file, not a data set directory" if Path(root).exists() else "does not exist"
+        raise AdaframeError(f"data directory {root} {what}")
     if not path.is_file():
         raise AdaframeError(f"{path} is missing: a data set needs videos.csv with columns video_id,label,split")
     try:
@@ -139,22 +141,22 @@ class FeatureDataset(Dataset):
 
         # Check every header now so that a bad file fails before hours of training, naming the video.
         self.lengths = np.zeros(len(self.records), dtype=np.int64)
-        dims: set[int] = set()
-        mem_shapes: set[tuple[int, ...]] = set()
+        shapes: dict[str, tuple[int, tuple[int, ...] | None]] = {}  # video -> (D, (Td, Dm))
         for i, r in enumerate(self.records):
             t, d = _header(self.root / "features" / f"{r.video_id}.npy", r.video_id, "features")
             if t < 1:
                 raise AdaframeError(f"video {r.video_id!r}: features have T={t} frames; at least 1 is needed")
             self.lengths[i] = t
-            dims.add(d)
-            if memory_frames != 0:
-                mem_shapes.add(_header(self.root / "memory" / f"{r.video_id}.npy", r.video_id, "memory"))
-            if len(dims) > 1 or len(mem_shapes) > 1:
-                raise AdaframeError(
-                    f"video {r.video_id!r}: feature dims {sorted(dims)} / memory shapes {sorted(mem_shapes)} "
-                    "differ from the videos before it; all videos must share D, Td and Dm")
-        self.feature_dim = dims.pop()
-        stored_td, self.memory_dim = mem_shapes.pop() if mem_shapes else (0, 0)
+            memory = _header(self.root / "memory" / f"{r.video_id}.npy", r.video_id, "memory") if memory_frames != 0 else None
+            shapes[r.video_id] = (d, memory)
+        counts = Counter(shapes.values())
+        if len(counts) > 1:  # name the odd one out, not whichever video came second
+            usual, n = counts.most_common(1)[0]
+            vid, odd = next((v, s) for v, s in shapes.items() if s != usual)
+            raise AdaframeError(f"video {vid!r}: features D={odd[0]}, memory [Td, Dm]={list(odd[1] or [])}, but {n} of the "
+                                f"{len(shapes)} videos have D={usual[0]}, memory {list(usual[1] or [])}; all videos must share them")
+        self.feature_dim, memory = next(iter(counts))
+        stored_td, self.memory_dim = memory if memory is not None else (0, 0)
         if memory_frames is None:
             memory_frames = stored_td
         if memory_frames > stored_td:

@@ -13,12 +13,14 @@ Finished runs and the data set are reused, so a second ``make demo`` only evalua
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal
 
+import torch
 from tqdm import tqdm
 
+from adaframe.checkpoint import CHECKPOINT
 from adaframe.config import NOT_IN_RESULT, TrainConfig
 from adaframe.evaluate import evaluate_loaded, format_table, load_run, markdown_table
 from adaframe.inference import StopRule
@@ -102,16 +104,15 @@ def prepare_data(out: Path, cfg: SynthConfig) -> Path:
 
 
 def is_finished(cfg: TrainConfig) -> bool:
-    """A run is reusable when its checkpoint is there, its config matches and it ran every epoch."""
-    config, metrics = cfg.out / "config.json", cfg.out / "metrics.jsonl"
-    if not ((cfg.out / "checkpoint.pt").is_file() and config.is_file() and metrics.is_file()):
+    """A run is reusable when its checkpoint (one atomically written file) holds this config after every epoch."""
+    path = cfg.out / CHECKPOINT
+    if not path.is_file():
         return False
     try:
-        saved = json.loads(config.read_text())["train"]
-        lines = metrics.read_text().splitlines()
-        epochs = json.loads(lines[-1])["epoch"] if lines else 0
-    except (ValueError, KeyError):
-        return False  # a run of an older layout, or one cut off while writing: train it again
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        saved, epochs = payload["config"], payload["epoch"]
+    except Exception:  # an older layout, or not ours: train it again
+        return False
     want = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RESULT}
     have = {k: v for k, v in saved.items() if k not in NOT_IN_RESULT}
     return have == want and epochs == cfg.epochs
@@ -125,7 +126,7 @@ def train_runs(cfgs: dict[str, TrainConfig]) -> None:
             tqdm.write(f"[2/4] ({i}/{len(cfgs)}) reusing the finished run {cfg.out}")
             continue
         tqdm.write(f"[2/4] ({i}/{len(cfgs)}) training {name}: K={cfg.frames}, {cfg.epochs} epochs, hidden {cfg.hidden}")
-        train(cfg)
+        train(replace(cfg, overwrite=True))  # its own run directory, not finished: start it again
 
 
 def evaluate_settings(cfgs: dict[str, TrainConfig], data: Path, device: str) -> list[dict]:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 @dataclass(frozen=True)
@@ -123,3 +123,13 @@ class ShardedRandomSampler(Sampler[int]):
         torch.randperm(self.size, generator=self.generator)  # RandomSampler draws (and drops) a second one; so do we
         usable = order[: self.size - self.size % self.shard.world]
         yield from usable[self.shard.rank::self.shard.world]
+
+
+def sharded_loader(dataset: Dataset, batch_size: int, shard: Shard, order: torch.Generator, **kwargs: Any) -> DataLoader:
+    """This process's ``batch_size / world`` videos of each shuffled global batch of ``batch_size``.
+
+    ``order`` also draws the loader's worker seed, as in ``DataLoader(shuffle=True, generator=order)``, which
+    a single process builds exactly.
+    """
+    return DataLoader(dataset, batch_size=batch_size // shard.world, sampler=ShardedRandomSampler(len(dataset), shard, order),
+                      generator=order, drop_last=len(dataset) > batch_size, **kwargs)

@@ -149,6 +149,8 @@ def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, fr
         raise AdaframeError(f"stop rules (--mu, --entropy, --stop-threshold) apply to the agents, and this checkpoint holds a {kind!r} model")
     check_stop_rule(model, stop)
     if frames is None:
+        if "frames" not in payload["config"]:
+            raise AdaframeError("the checkpoint does not record K (its config has no 'frames'): give --frames")
         frames = int(payload["config"]["frames"])
     if frames < 1:
         raise AdaframeError(f"--frames must be >= 1, got {frames}")

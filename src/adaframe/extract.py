@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import re
+import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from tqdm import tqdm
 from adaframe.backbones import BACKBONES, backbone_gflops, build_backbone, extract_features
 from adaframe.data import SPEC, SPLITS, read_spec
 from adaframe import distributed
-from adaframe.utils import AdaframeError, atomic_write, resolve_device, save_npy, write_json
+from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, save_npy, write_json
 from adaframe.video import VideoReader, probe, sample_times, uniform_times
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
@@ -199,6 +200,9 @@ def read_video_list(videos: str | Path, video_root: str | Path | None = None, sp
     root = Path(video_root) if video_root is not None else (videos if videos.is_dir() else videos.parent)
     if videos.is_dir():
         entries = _from_directory(videos, split)
+    elif videos.suffix.lower() in VIDEO_EXTENSIONS:
+        raise AdaframeError(f"--videos {videos} is a video; --videos takes a folder of videos, a list file or an ActivityNet "
+                            "JSON (to recognise one file, use 'adaframe predict')")
     elif videos.suffix.lower() == ".json":
         entries = _from_activitynet(videos, root)
     else:
@@ -302,22 +306,51 @@ def _done(out: Path, vid: str) -> bool:
     return (out / "features" / f"{vid}.npy").is_file() and (out / "memory" / f"{vid}.npy").is_file()
 
 
+def _read_rows(path: Path) -> dict[str, dict]:
+    """Rows of a videos.csv / failures.csv this command wrote before, by video id (none if there is no such file)."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {r["video_id"]: r for r in csv.DictReader(f) if r.get("video_id")}
+
+
 def write_index(out: Path, entries: list[VideoEntry]) -> tuple[int, int]:
-    """Rewrite ``videos.csv`` (finished videos) and ``failures.csv`` (failed ones) from what is on disk."""
-    done = [e for e in entries if _done(out, e.video_id)]
+    """Rewrite ``videos.csv`` (finished videos) and ``failures.csv`` (failed ones) from what is on disk.
+
+    Videos extracted by earlier runs from other lists stay listed (their files are there); the current
+    list's entries come first and win for an id both name.
+    """
+    rows = {e.video_id: {"video_id": e.video_id, "label": e.label, "split": e.split, "path": str(e.path)} for e in entries}
+    for vid, r in _read_rows(out / "videos.csv").items():
+        rows.setdefault(vid, r)
+    done = [r for vid, r in rows.items() if _done(out, vid)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["video_id", "label", "split", "path"])
-    w.writerows([e.video_id, e.label, e.split, str(e.path)] for e in done)
+    w.writerows([r["video_id"], r["label"], r["split"], r["path"]] for r in done)
     atomic_write(out / "videos.csv", lambda p: p.write_text(buf.getvalue()))
-    failed = [(e, (out / "failures" / f"{e.video_id}.txt")) for e in entries if not _done(out, e.video_id)]
-    failed = [(e, f.read_text().strip()) for e, f in failed if f.is_file()]
+    paths = {vid: r["path"] for vid, r in _read_rows(out / "failures.csv").items()} | {vid: r["path"] for vid, r in rows.items()}
+    failed = sorted(f for f in (out / "failures").glob("*.txt") if not _done(out, f.stem)) if (out / "failures").is_dir() else []
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["video_id", "path", "reason"])
-    w.writerows([e.video_id, str(e.path), reason] for e, reason in failed)
+    w.writerows([f.stem, paths.get(f.stem, ""), f.read_text().strip()] for f in failed)
     atomic_write(out / "failures.csv", lambda p: p.write_text(buf.getvalue()))
     return len(done), len(failed)
+
+
+def check_out(out: Path, entries: list[VideoEntry]) -> None:
+    """Refuse what would mix up data: a data set not written by ``extract``, or a listed file whose id is already
+    extracted from another file that still exists (its features would be reused for the wrong video)."""
+    if (out / "videos.csv").is_file() and read_spec(out) is None:
+        raise AdaframeError(f"{out} holds a data set that 'adaframe extract' did not write (videos.csv without {SPEC}); "
+                            "use another --out")
+    before = _read_rows(out / "videos.csv")
+    for e in entries:
+        old = Path(before.get(e.video_id, {}).get("path", ""))
+        if e.video_id in before and _done(out, e.video_id) and old.is_file() and e.path.is_file() and not old.samefile(e.path):
+            raise AdaframeError(f"video id {e.video_id!r}: {out} holds the features of {old}, another file of that name than "
+                                f"{e.path}; rename one of them or use another --out")
 
 
 def run_extract(cfg: ExtractConfig) -> dict:
@@ -330,10 +363,10 @@ def run_extract(cfg: ExtractConfig) -> dict:
     shard, shards = parse_shard(cfg.shard) if ranks.world == 1 else (ranks.rank, ranks.world)
     out = Path(cfg.out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
     except OSError as e:
         raise AdaframeError(f"cannot create --out {out}: {e.strerror}") from None
-
+    check_out(out, entries)
     old = read_spec(out)
     if old is not None and not _same_spec(old, spec):
         raise AdaframeError(f"{out} holds features made with other settings ({out / SPEC}); use another --out or the same settings")
@@ -343,6 +376,10 @@ def run_extract(cfg: ExtractConfig) -> dict:
         spec[key]["implementation"] = model.implementation
     if ranks.main:
         write_json(out / SPEC, spec)
+        for key in ("backbone", "memory_backbone"):
+            if spec[key]["weights"] is None:
+                print(f"warning: {key} {spec[key]['name']} has random weights (seed {spec[key]['seed']}): its features are "
+                      "only good for smoke tests; give --backbone-weights / --memory-weights", file=sys.stderr)
 
     mine = entries[shard::shards]
     todo = [e for e in mine if not _done(out, e.video_id)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,7 +42,10 @@ from adaframe.video import VideoReader, probe, sample_times, uniform_times
 
 @dataclass
 class PredictConfig:
-    """Recognise video files with a trained AdaFrame run: label, top-5, frames used, GFLOPs, wall time."""
+    """Recognise video files with a trained AdaFrame run: label, top-5, frames used, GFLOPs, wall time.
+
+    A video that fails (missing, not a video, corrupted, truncated) is reported on stderr while the
+    others go on. Exit status: 0 every video recognised, 1 some failed, 2 bad usage (options, run)."""
 
     videos: tyro.conf.Positional[tuple[Path, ...]]
     """video files"""
@@ -89,6 +93,18 @@ def parse_compare(spec: str | None) -> int | None:
     return int(m[1])
 
 
+def _check_weights_exist(spec: dict, backbone_weights: Path | None, memory_weights: Path | None) -> None:
+    """Say that a weights file is missing as such: ``build_backbones`` would only say that the (absent)
+    file is not the one the features were made with."""
+    for key, what, given in (("backbone", "backbone", backbone_weights), ("memory_backbone", "memory backbone", memory_weights)):
+        if given is not None and not Path(given).is_file():
+            raise AdaframeError(f"{what} weights {given} do not exist")
+        recorded = spec[key]["weights"]
+        if given is None and recorded and not Path(recorded).is_file():
+            flag = "--backbone-weights" if key == "backbone" else "--memory-weights"
+            raise AdaframeError(f"{what} weights {recorded} (as recorded at extraction) do not exist; give {flag} if they moved")
+
+
 @dataclass
 class VideoJob:
     """One video being predicted: its reader, candidate times and the features computed so far."""
@@ -118,6 +134,7 @@ class Predictor:
         self.classes: list[str] = payload["classes"]
         self.config: dict = payload["config"]
         self.memory_frames = int(payload["dims"].get("memory_frames", self.spec["memory_frames"]))
+        _check_weights_exist(self.spec, backbone_weights, memory_weights)
         self.backbone, self.memory_backbone = build_backbones(self.spec, self.device, backbone_weights, memory_weights)
         self.head_gflops = head_gflops_per_step(self.model, self.memory_frames, self.device)
         self._baseline_heads: dict[int, float] = {}
@@ -252,8 +269,31 @@ def _text(r: dict) -> str:
             f"backbone calls {r['backbone_calls']} + {r['memory_backbone_calls']} memory; {r['gflops']:.2f} GFLOPs; wall {r['wall_s']:.3f} s")
 
 
+def _failure(r: dict) -> str | None:
+    """Why the video of result ``r`` failed (AdaFrame's error, else its baseline's), as ``<path>: <reason>``; None if it did not."""
+    base = r.get("baseline", {})
+    failed = r if "error" in r else base if "error" in base else None
+    if failed is None:
+        return None
+    reason = failed["error"].removeprefix(f"{r['video']}: ")  # the errors of video.py name the file already
+    return f"{r['video']}: " + ("" if failed is r else f"{failed['method']}: ") + reason
+
+
 def run_predict(cfg: PredictConfig) -> list[dict]:
-    """The ``adaframe predict`` command."""
+    """The ``adaframe predict`` command: ``predict_files``, then exit status 1 if any video failed.
+
+    Exit status: 0 every video recognised, 1 some failed (each named on stderr, the others' results
+    printed as usual), 2 bad usage (an AdaframeError raised before any video, printed by the CLI).
+    """
+    results = predict_files(cfg)
+    if any(_failure(r) is not None for r in results):
+        sys.exit(1)  # after all output, so a script sees every result and still learns that some failed
+    return results
+
+
+def predict_files(cfg: PredictConfig) -> list[dict]:
+    """Recognise ``cfg.videos`` and print the results; a failed video gets ``error`` in its result and a line
+    ``adaframe: error: <path>: <reason>`` on stderr, and never stops the others."""
     device = resolve_device(cfg.device)
     predictor = Predictor(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights)
     compare = parse_compare(cfg.compare)
@@ -292,4 +332,7 @@ def run_predict(cfg: PredictConfig) -> list[dict]:
                     v = r["vs_baseline"]
                     print(f"  AdaFrame / baseline: backbone calls {v['backbone_calls_ratio']:.2f}, GFLOPs {v['gflops_ratio']:.2f}, "
                           f"wall time {v['wall_ratio']:.2f}")
+            if (why := _failure(r)) is not None:
+                sys.stdout.flush()  # keep the two streams in order where they go to one terminal or file
+                print(f"adaframe: error: {' '.join(why.splitlines())}", file=sys.stderr)
     return results

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -182,7 +182,7 @@ def run_report(cfg: ReportConfig) -> dict:
             continue
         what = "" if tc.model in ("avgpool", "lstm") else f", memory {tc.memory_frames}, reward {tc.reward}"
         tqdm.write(f"[train {i}/{len(plan)}] {name}: {tc.model}, K={tc.frames}{what}, {tc.epochs} epochs")
-        train(tc)
+        train(replace(tc, overwrite=True))  # its own run directory, not finished: start it again
 
     ev = Evaluator(plan, cfg.split, cfg.device, cost, cfg.seed)
     k = preset.main_k

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,15 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe import distributed
-from adaframe.distributed import Shard, ShardedRandomSampler, gather
-from adaframe.checkpoint import build_model, save_checkpoint
+from adaframe.distributed import Shard, gather, sharded_loader
+from adaframe.checkpoint import CHECKPOINT, build_model, save_checkpoint
 from adaframe.standardize import feature_statistics, set_statistics
 from adaframe.config import NOT_IN_RESULT, TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices, read_spec
@@ -29,7 +31,7 @@ from adaframe.inference import count_distinct, default_stop, evaluate
 from adaframe.metrics import mean_average_precision, top1
 from adaframe.rewards import RewardName, discounted_returns, margins, step_rewards
 from adaframe.rl_baselines import StopAgent
-from adaframe.utils import AdaframeError, atomic_write, resolve_device, seed_everything, write_json
+from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, save_torch, seed_everything, write_json
 
 
 def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, reward_weight: float,
@@ -144,6 +146,7 @@ def log_line(epoch: int, epochs: int, step: int, total: int, terms: dict[str, fl
 
 
 TRAIN_STATE = "train_state.pt"
+STATE_KEYS = frozenset({"config", "epoch", "step", "history", "model", "optimizer", "scheduler", "generator", "order", "torch_rng"})
 
 
 class StopSignal:
@@ -176,7 +179,7 @@ def save_train_state(cfg: TrainConfig, epoch: int, step: int, history: list[dict
     state = {"config": cfg.to_dict(), "epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
              "order": order.get_state(), "torch_rng": torch.get_rng_state(), "partial": partial}
-    atomic_write(cfg.out / TRAIN_STATE, lambda p: torch.save(state, p))
+    save_torch(cfg.out / TRAIN_STATE, state)
 
 
 def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -197,9 +200,13 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or damaged file: say so in one line
         raise AdaframeError(f"--resume: cannot load {path} ({type(e).__name__})") from None
-    ignore = NOT_IN_RESULT | {"epochs", "device"}  # more epochs may follow, on another device
+    if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
+        raise AdaframeError(f"--resume: {path} is not a training state written by 'adaframe train'")
+    # More epochs may follow, on another device; the run directory may have moved; the data is compared by place.
+    ignore = NOT_IN_RESULT | {"epochs", "device", "out"}
     saved = {k: v for k, v in state["config"].items() if k not in ignore}
     wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    saved["data"], wanted["data"] = str(Path(saved.get("data", "")).resolve()), str(cfg.data.resolve())
     if saved != wanted:
         diff = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
         raise AdaframeError(f"--resume: {cfg.out} was trained with other settings ({', '.join(diff)}); use another --out")
@@ -214,6 +221,24 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
     if shard.main:
         tqdm.write(f"--resume: continuing {cfg.out} after {where} of {cfg.epochs} epochs")
     return int(state["epoch"]), int(state["step"]), list(state["history"]), partial
+
+
+RUN_FILES = (CHECKPOINT, TRAIN_STATE, "metrics.jsonl", "config.json", "tb")
+
+
+def prepare_out(cfg: TrainConfig) -> None:
+    """Create OUT. A run already there is continued (``--resume``), replaced (``--overwrite``: its files are
+    deleted first, so nothing of it can be mistaken for the new run) or, by default, left alone with an error."""
+    make_dir(cfg.out)
+    found = [name for name in (CHECKPOINT, TRAIN_STATE) if (cfg.out / name).exists()]
+    if not found or cfg.resume:
+        return
+    if not cfg.overwrite:
+        raise AdaframeError(f"{cfg.out} already holds a run ({', '.join(found)}): continue it with --resume, replace it "
+                            "with --overwrite, or choose another --out")
+    for name in RUN_FILES:
+        path = cfg.out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -278,7 +303,7 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
             raise
         val_set = None
         if shard.main:
-            tqdm.write("warning: no val split; training without validation")
+            print("warning: no val split; training without validation", file=sys.stderr)
     dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
             "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames}
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
@@ -288,13 +313,16 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
     model = model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg)
     if shard.main:
-        cfg.out.mkdir(parents=True, exist_ok=True)
+        prepare_out(cfg)
         write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
+        unseen = sorted(set(train_set.classes) - {train_set.classes[i] for i in np.unique(train_set.labels)})
+        if unseen:
+            print(f"warning: {len(unseen)} class(es) of videos.csv have no train video, so the model cannot learn them: "
+                  f"{', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}", file=sys.stderr)
 
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # exploration noise and frame sampling
     order = torch.Generator().manual_seed(cfg.seed)  # the data order: each epoch's shuffle draws from it
-    loader = DataLoader(train_set, batch_size=cfg.batch_size // shard.world, sampler=ShardedRandomSampler(len(train_set), shard, order),
-                        collate_fn=collate, num_workers=cfg.workers, drop_last=len(train_set) > cfg.batch_size)
+    loader = sharded_loader(train_set, cfg.batch_size, shard, order, collate_fn=collate, num_workers=cfg.workers)
     history: list[dict] = []
     start_epoch, step, partial = 0, 0, None
     if cfg.resume:

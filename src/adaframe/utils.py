@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
 import random
@@ -21,19 +23,48 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``, so readers never see half a file."""
+def make_dir(path: str | Path) -> Path:
+    """``mkdir -p``; a regular file in the way is named as such (``mkdir`` would say "File exists")."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    for p in (path, *path.parents):
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is in the way, not a directory", str(p))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` and rename the result onto ``path``, so readers never see half a file.
+
+    An ``OSError`` (disk full, no permission, a directory in the way) names ``path``, not the temporary file.
+    """
+    path = Path(path)
+    make_dir(path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
     try:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the user's usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_bytes(path: str | Path, serialize: Callable[[io.BytesIO], None]) -> None:
+    """Serialise in memory, then write atomically: a full disk is then a plain ``OSError`` (errno ENOSPC), where
+    numpy and torch writing to the file themselves report it in their own words."""
+    buf = io.BytesIO()
+    serialize(buf)
+    atomic_write(path, lambda p: p.write_bytes(buf.getbuffer()))
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -41,11 +72,11 @@ def write_json(path: str | Path, obj: Any) -> None:
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
-    def _write(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.save(f, array)
+    write_bytes(path, lambda f: np.save(f, array))
 
-    atomic_write(path, _write)
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    write_bytes(path, lambda f: torch.save(obj, f))
 
 
 def seed_everything(seed: int) -> None:

@@ -43,7 +43,7 @@ from adaframe.utils import AdaframeError
 
 RESIZE_RATIO = 256 / 224  # shorter side before the centre crop, the usual ImageNet evaluation ratio
 DEFAULT_SEEK_GAP = 2.0  # seconds; a jump further ahead seeks rather than decoding through
-TRUNCATION_SLACK = 1.0  # seconds (or 10% if more) a stream may end before its stated duration
+TRUNCATION_SLACK = 1.0  # seconds (or 10% if more) a stream may end before its stated length
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,26 @@ def _stated_duration(container: InputContainer, stream: VideoStream) -> float | 
     return None
 
 
+def _stated_frames(container: InputContainer, stream: VideoStream) -> int | None:
+    """The frame count the header states, where it records the stream's length; else None.
+
+    A cut AVI loses its idx1 index at the end, and FFmpeg then recomputes the duration from the
+    packets left, so only the header's frame count remembers how long the stream was. MOV/MP4
+    count every sample, also those an edit list cuts away (a trimmed clip may state 300 frames
+    and show 150), so their count proves nothing; a cut MOV/MP4 loses its index or keeps its
+    stated duration, which the duration check covers. Without a rate the count has no length.
+    """
+    if stream.frames <= 0 or not stream.average_rate or container.format.name.split(",")[0] == "mov":
+        return None
+    return stream.frames
+
+
+def _well_short(end: float, stated: float) -> bool:
+    """Whether a stream ending at ``end`` seconds stops well before ``stated`` ones (a truncated file):
+    by more than ``TRUNCATION_SLACK``, or 10% of ``stated`` if that is more."""
+    return end < stated - max(TRUNCATION_SLACK, 0.1 * stated)
+
+
 def _frame_span(frame: VideoFrame, stream: VideoStream) -> float:
     """How long ``frame`` is shown, in seconds: its own duration, else one period of the average rate."""
     if frame.duration:
@@ -151,8 +171,9 @@ def probe(path: str | Path) -> VideoInfo:
     Decodes the whole stream only when the file states no duration at all.
 
     Raises:
-        AdaframeError: missing or empty file, not a media file, no video stream, or no
-            decodable video frame; the message names the file.
+        AdaframeError: missing or empty file, not a media file, no video stream, no decodable
+            video frame, or a duration well short of the frame count the header states (a cut
+            AVI); the message names the file.
     """
     path = Path(path)
     container, stream = _open(path)
@@ -167,6 +188,10 @@ def probe(path: str | Path) -> VideoInfo:
             for last in frames:
                 pass
             duration = last.ts + _frame_span(last.frame, stream)
+        stated = _stated_frames(container, stream)
+        if stated is not None and _well_short(duration, stated / float(stream.average_rate)):
+            raise AdaframeError(f"{path}: the video stream lasts {duration:.2f} s, but the file says it has {stated} frames "
+                                f"({stated / float(stream.average_rate):.2f} s at {float(stream.average_rate):g} fps) (truncated file?)")
         rotation = int(first.frame.rotation)
         w, h = first.frame.width, first.frame.height
         return VideoInfo(
@@ -228,7 +253,7 @@ class VideoReader:
 
     Raises:
         AdaframeError: as ``probe``, on opening; and from ``read`` when decoding fails or the
-            stream ends well before its stated duration (a truncated file).
+            stream ends well before its stated duration or frame count (a truncated file).
     """
 
     def __init__(self, path: str | Path, seek_gap: float = DEFAULT_SEEK_GAP):
@@ -324,6 +349,7 @@ class VideoReader:
                 seek_to = None
         self._run = _timed_frames(self._container, self._stream, self.path)
         self._from_start = seek_to is None or seek_to <= 0
+        self._run_frames = 0  # frames decoded in this run: the frame count reached, when it began at the start
         self._cur: _Timed | None = None
         self._next: _Timed | None = None
         self._cur_is_first = False
@@ -335,6 +361,7 @@ class VideoReader:
             self._next = next(self._run, None)
             self._eof = self._next is None
             self.decoded += not self._eof
+            self._run_frames += not self._eof
         if self._next is None:
             self._check_complete()  # on every arrival at the end, so a truncated file never passes quietly
         return self._next
@@ -400,13 +427,26 @@ class VideoReader:
             back = max(2 * back, 1.0) if first.stamped else math.inf
 
     def _check_complete(self) -> None:
-        """At the end of the stream: refuse a stream that stops well short of its stated duration."""
+        """At the end of the stream: refuse a stream that stops well short of its stated duration or
+        of the frame count its header states (see ``_stated_frames``; a cut AVI states a shorter duration).
+
+        After a seek the frames before it were not decoded, so the count reached is estimated
+        from the last frame's end at the average rate.
+        """
         if self._cur is None:
             return
         stated = _stated_duration(self._container, self._stream)
-        if stated is not None and self._cur.ts < stated - max(TRUNCATION_SLACK, 0.1 * stated):
+        if stated is not None and _well_short(self._cur.ts, stated):
             raise AdaframeError(f"{self.path}: the video stream ends at {self._cur.ts:.2f} s, "
                                 f"but the file says it lasts {stated:.2f} s (truncated file?)")
+        frames = _stated_frames(self._container, self._stream)
+        if frames is None:
+            return
+        rate = float(self._stream.average_rate)
+        reached = self._run_frames if self._from_start else round((self._cur.ts + _frame_span(self._cur.frame, self._stream)) * rate)
+        if _well_short(reached / rate, frames / rate):
+            raise AdaframeError(f"{self.path}: the video stream ends after {'' if self._from_start else 'about '}{reached} frames, "
+                                f"but the file says it has {frames} (truncated file?)")
 
 
 # ----------------------------------------------------------------------------- whole-video helpers

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from adaframe.backbones import build_backbone, calibrate_batchnorm
@@ -33,10 +32,10 @@ from adaframe.demo import is_finished
 from adaframe.evaluate import evaluate_run, format_table
 from adaframe.inference import StopRule
 from adaframe.extract import ExtractConfig, read_video_list, run_extract
-from adaframe.predict import PredictConfig, run_predict
+from adaframe.predict import PredictConfig, predict_files
 from adaframe.synth_video import SynthVideoConfig, generate_videos
 from adaframe.video import decode_at_rate
-from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
+from adaframe.utils import AdaframeError, resolve_device, save_torch, write_json
 
 COMPARE = 25
 
@@ -79,7 +78,7 @@ def calibrated_weights(name: str, files: Path, size: int, folder: Path, videos: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights are the point here
         model = calibrate_batchnorm(build_backbone(name), frames)
-    atomic_write(path, lambda p: torch.save(model.state_dict(), p))
+    save_torch(path, model.state_dict())
     return path
 
 
@@ -118,7 +117,7 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
             tqdm.write(f"[3/5] reusing the finished run {tc.out}")
         else:
             tqdm.write(f"[3/5] training {name} ({cfg.epochs} epochs)")
-            train(tc)
+            train(replace(tc, overwrite=True))  # its own run directory, not finished: start it again
 
     tqdm.write("[4/5] evaluating on val")
     rows = [evaluate_run(cfgs["avgpool"].out, data, "val", k, "uniform") for k in (1, cfg.frames, COMPARE)]
@@ -133,7 +132,7 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
     predictions = []
     if paths:
         tqdm.write(f"\n[5/5] adaframe predict on {len(paths)} val video files, against AvgPooling over {COMPARE} uniform frames")
-        predictions = run_predict(PredictConfig(paths, cfgs["adaframe"].out, cfg.frames, cfg.mu, compare=f"uniform{COMPARE}",
+        predictions = predict_files(PredictConfig(paths, cfgs["adaframe"].out, cfg.frames, cfg.mu, compare=f"uniform{COMPARE}",
                                                 compare_checkpoint=cfgs["avgpool"].out, device=cfg.device))
     summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "synth": asdict(synth),
                "extract": counts, "eval": rows, "predict": predictions}
