@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -86,16 +85,10 @@ def adaframe(*args: str, cwd: Path, check: bool = True, timeout: int = 300) -> s
     return proc
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def torchrun_command(nproc: int, *args: str) -> list[str]:
-    """``torchrun --nproc-per-node N -m adaframe ARGS`` on a free port (tests may run side by side)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
-            "-m", "adaframe", *args]
+    """``torchrun --standalone --nproc-per-node N -m adaframe ARGS``: standalone binds a free port itself, so tests
+    running side by side never race for one."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc), "-m", "adaframe", *args]
 
 
 def torchrun(nproc: int, *args: str, cwd: Path, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -219,3 +219,17 @@ def test_an_error_in_a_dataloader_worker_is_still_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0] == f"adaframe: error: video {train_id!r}: {path} contains NaN or inf"
+
+
+@pytest.mark.parametrize("flag", ["--json", "--per-video"])
+@pytest.mark.parametrize("where", ["/proc/adaframe/r.out", "under_a_file/r.out", "a_dir"])
+def test_an_unwritable_eval_output_fails_before_evaluating(trained, tmp_path, flag, where):
+    root, data = trained
+    (tmp_path / "under_a_file").write_text("x")
+    (tmp_path / "a_dir").mkdir()
+    proc = adaframe("eval", "--checkpoint", str(root / "adaframe"), "--data", str(data), flag, where, "--no-progress",
+                    cwd=tmp_path, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("adaframe: error: "), proc.stderr
+    assert where.split("/")[0 if not where.startswith("/") else 1] in lines[0] and ".tmp" not in lines[0]
+    assert "mAP" not in proc.stdout  # nothing was evaluated (and lost)

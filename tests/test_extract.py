@@ -360,6 +360,9 @@ def test_failures_are_recorded_and_the_job_goes_on(video_files, tmp_path):
     assert proc.returncode == 1, proc.stderr  # done, but not everything: scripts can tell
     assert "extracted 2, skipped 0 already done, failed 2" in proc.stdout
     assert "adaframe: 2 video(s) could not be extracted: see" in proc.stderr and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("adaframe: error: ")]  # one line per video, as it fails
+    assert len(errors) == 2 and any("decord_corrupted.mp4: decoding failed" in e for e in errors), proc.stderr
+    assert any("missing.mp4: no such file" in e for e in errors), proc.stderr
     data = tmp_path / "data"
     failures = {r["video_id"]: r for r in read_csv(data / "failures.csv")}
     assert set(failures) == {"decord_corrupted", "missing"}

@@ -16,7 +16,7 @@ from adaframe.data import FeatureDataset
 from adaframe.inference import StopRule, evaluate
 from adaframe.train import train
 from adaframe.utils import AdaframeError
-from conftest import read_rows
+from conftest import random_videos, read_rows
 
 MODELS = ["adaframe", "avgpool", "lstm"]
 
@@ -280,3 +280,23 @@ def test_damaged_checkpoints_are_one_line_errors(synth_dir, tmp_path, damage):
         match = "model description is incomplete"
     with pytest.raises(AdaframeError, match=match):
         load_checkpoint(run)
+
+
+def test_one_class_is_refused(tmp_path, make_dataset):
+    videos = random_videos(12, classes=1)
+    for v in videos[8:]:
+        v["split"] = "val"
+    data = make_dataset(tmp_path / "d", videos)
+    with pytest.raises(AdaframeError, match="has 1 class .*at least 2"):
+        train(tiny_config(data, tmp_path / "run", "adaframe"))
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_what_a_failed_start_left_is_cleared(synth_dir, tmp_path):
+    out = tmp_path / "run"
+    (out / "tb").mkdir(parents=True)
+    (out / "tb" / "events.out.tfevents.stale").write_bytes(b"old")
+    (out / "config.json").write_text("{}")
+    train(tiny_config(synth_dir, out, "adaframe", epochs=1))
+    assert [p.name for p in (out / "tb").iterdir()] != ["events.out.tfevents.stale"]
+    assert not (out / "tb" / "events.out.tfevents.stale").exists()

@@ -60,6 +60,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise AdaframeError(f"{path} is not an adaframe checkpoint")
     try:
         model = build_model(payload["kind"], payload["dims"])
+    except AdaframeError as e:
+        raise AdaframeError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
         raise AdaframeError(f"{path}: its model description is incomplete ({type(e).__name__}: {e}); not a checkpoint "
                             "'adaframe train' wrote") from None

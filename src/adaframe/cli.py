@@ -91,6 +91,7 @@ def run_probe(cmd: ProbeCommand) -> None:
         except AdaframeError as e:
             failed += 1
             rows.append([path.name, None, None, None, None, None, None, None, None, f"error: {e}"])
+            print(f"adaframe: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
     print(format_table(["video", "codec", "seconds", "fps", "frames stated", "frames decoded", f"T at {cmd.fps:g} fps",
                         "display", "rotation", ""], rows))
     if failed:

@@ -44,6 +44,8 @@ def read_videos_csv(root: str | Path) -> list[VideoRecord]:
     if not Path(root).is_dir():
         what = "is a file, not a data set directory" if Path(root).exists() else "does not exist"
         raise AdaframeError(f"data directory {root} {what}")
+    if path.is_dir():
+        raise AdaframeError(f"{path} is a directory: a data set needs a file videos.csv with columns video_id,label,split")
     if not path.is_file():
         raise AdaframeError(f"{path} is missing: a data set needs videos.csv with columns video_id,label,split")
     try:

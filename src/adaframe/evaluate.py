@@ -25,7 +25,7 @@ from adaframe.data import FeatureDataset, Sampling, read_spec
 from adaframe.inference import Result, StopRule, check_stop_rule, default_stop, evaluate
 from adaframe.metrics import CostModel, backward_jump_fraction, mean_average_precision, measure_gflops, top1
 from adaframe.rl_baselines import StopAgent
-from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
+from adaframe.utils import AdaframeError, atomic_write, check_writable, resolve_device, write_json
 
 
 @dataclass
@@ -261,6 +261,9 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
 
 def run_eval(cfg: EvalConfig) -> dict:
     """The ``adaframe eval`` command: evaluate, print a one-row table, optionally write JSON."""
+    for path in (cfg.json, cfg.per_video):
+        if path is not None:
+            check_writable(path)
     r = evaluate_run(cfg.checkpoint, cfg.data, cfg.split, cfg.frames, cfg.sampling, cfg.stop_rule() or "default", cfg.batch_size,
                      cfg.device, cfg.backbone_gflops, cfg.memory_gflops, cfg.seed, cfg.progress, cfg.per_video)
     stop = "-" if r["stop"] is None else StopRule(r["stop"], r["threshold"], r["patience"]).describe()

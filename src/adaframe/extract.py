@@ -162,9 +162,10 @@ def _from_activitynet(path: Path, root: Path) -> list[VideoEntry]:
     """ActivityNet v1.3: ``{"database": {id: {"subset", "annotations": [{"label"}]}}}``; files ``v_<id>.*`` or ``<id>.*``."""
     try:
         database = json.loads(path.read_text())["database"]
-        assert isinstance(database, dict)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AssertionError, RecursionError) as e:
-        raise AdaframeError(f"{path} is not an ActivityNet v1.3 JSON (a 'database' object of videos): {type(e).__name__} {e}") from None
+        if not isinstance(database, dict):
+            raise TypeError(f"'database' is {type(database).__name__}")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise AdaframeError(f"{path} is not an ActivityNet v1.3 JSON (a 'database' object of videos): {type(e).__name__}: {e}") from None
     files = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS}
     entries, unlabeled = [], 0
     for vid, meta in database.items():
@@ -397,6 +398,8 @@ def run_extract(cfg: ExtractConfig) -> dict:
             if item["error"] is not None:
                 failed += 1
                 atomic_write(failure, lambda p: p.write_text(item["error"] + "\n"))
+                reason = " ".join(item["error"].removeprefix(f"{e.path}: ").splitlines())
+                tqdm.write(f"adaframe: error: {e.path}: {reason}", file=sys.stderr)
                 bar.set_postfix(failed=failed)
                 continue
             memory = extract_features(memory_backbone, item["memory"], cfg.batch_size, device)  # [Td, Dm]

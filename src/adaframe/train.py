@@ -199,7 +199,8 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a foreign or damaged file: say so in one line
-        raise AdaframeError(f"--resume: cannot load {path} ({type(e).__name__})") from None
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise AdaframeError(f"--resume: cannot load {path}: the file is damaged or truncated ({first})") from None
     if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
         raise AdaframeError(f"--resume: {path} is not a training state written by 'adaframe train'")
     # More epochs may follow, on another device; the run directory may have moved; the data is compared by place.
@@ -228,12 +229,13 @@ RUN_FILES = (CHECKPOINT, TRAIN_STATE, "metrics.jsonl", "config.json", "tb")
 
 def prepare_out(cfg: TrainConfig) -> None:
     """Create OUT. A run already there is continued (``--resume``), replaced (``--overwrite``: its files are
-    deleted first, so nothing of it can be mistaken for the new run) or, by default, left alone with an error."""
+    deleted first, so nothing of it can be mistaken for the new run) or, by default, left alone with an error.
+    What a start that never finished an epoch left (config.json, tb/) is cleared."""
     make_dir(cfg.out)
     found = [name for name in (CHECKPOINT, TRAIN_STATE) if (cfg.out / name).exists()]
-    if not found or cfg.resume:
+    if cfg.resume and found:
         return
-    if not cfg.overwrite:
+    if found and not cfg.overwrite:
         raise AdaframeError(f"{cfg.out} already holds a run ({', '.join(found)}): continue it with --resume, replace it "
                             "with --overwrite, or choose another --out")
     for name in RUN_FILES:
@@ -296,6 +298,9 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
         raise AdaframeError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the {shard.world} processes")
     seed_everything(cfg.seed)
     train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames)
+    if len(train_set.classes) < 2:
+        raise AdaframeError(f"{cfg.data / 'videos.csv'} has {len(train_set.classes)} class ({', '.join(train_set.classes)}): "
+                            "recognition needs at least 2")
     try:
         val_set = FeatureDataset(cfg.data, "val", classes=train_set.classes, memory_frames=train_set.memory_frames)
     except AdaframeError as e:

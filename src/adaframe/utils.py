@@ -33,6 +33,20 @@ def make_dir(path: str | Path) -> Path:
     return path
 
 
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after an hour of work, if ``path`` cannot be written (by ``atomic_write``)."""
+    path = Path(path)
+    make_dir(path.parent)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` and rename the result onto ``path``, so readers never see half a file.
 
