@@ -33,9 +33,8 @@ def make_dir(path: str | Path) -> Path:
     return path
 
 
-def check_writable(path: str | Path) -> None:
-    """Fail now, not after an hour of work, if ``path`` cannot be written (by ``atomic_write``)."""
-    path = Path(path)
+def _temp_beside(path: Path) -> Path:
+    """An empty temporary file in ``path``'s folder (created if need be); errors name ``path``."""
     make_dir(path.parent)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
@@ -44,7 +43,12 @@ def check_writable(path: str | Path) -> None:
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from None
     os.close(fd)
-    os.unlink(tmp)
+    return Path(tmp)
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after an hour of work, if ``path`` cannot be written (by ``atomic_write``)."""
+    _temp_beside(Path(path)).unlink()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -53,23 +57,16 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     An ``OSError`` (disk full, no permission, a directory in the way) names ``path``, not the temporary file.
     """
     path = Path(path)
-    make_dir(path.parent)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
+    tmp = _temp_beside(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise OSError(e.errno, e.strerror, str(path)) from None
-    os.close(fd)
-    try:
-        write(Path(tmp))
+        write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the user's usual permissions
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
