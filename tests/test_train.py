@@ -264,6 +264,13 @@ def test_resume_from_a_file_that_is_not_a_training_state_is_one_line(synth_dir, 
     (run / CHECKPOINT).replace(run / "train_state.pt")  # a checkpoint where the state should be
     with pytest.raises(AdaframeError, match="not a training state written by 'adaframe train'"):
         train(tiny_config(synth_dir, run, "adaframe", epochs=2, resume=True))
+    state = run / "train_state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    with pytest.raises(AdaframeError, match=r"--resume: cannot load training state .*train_state.pt: the file is damaged or truncated \("):
+        train(tiny_config(synth_dir, run, "adaframe", epochs=2, resume=True))
+    state.write_bytes(b"not torch")
+    with pytest.raises(AdaframeError, match=r"not an adaframe training state \(not a file written by torch.save\)"):
+        train(tiny_config(synth_dir, run, "adaframe", epochs=2, resume=True))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "no dims"])

@@ -23,7 +23,7 @@ from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe import distributed
 from adaframe.distributed import Shard, gather, sharded_loader
-from adaframe.checkpoint import CHECKPOINT, build_model, save_checkpoint
+from adaframe.checkpoint import CHECKPOINT, build_model, load_torch_file, save_checkpoint
 from adaframe.standardize import feature_statistics, set_statistics
 from adaframe.config import NOT_IN_RESULT, TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices, read_spec
@@ -197,10 +197,9 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
             tqdm.write(f"--resume: no {path} yet, starting from the first epoch")
         return 0, 0, [], None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a foreign or damaged file: say so in one line
-        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-        raise AdaframeError(f"--resume: cannot load {path}: the file is damaged or truncated ({first})") from None
+        state = load_torch_file(path, what="training state")
+    except AdaframeError as e:
+        raise AdaframeError(f"--resume: {e}") from None
     if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
         raise AdaframeError(f"--resume: {path} is not a training state written by 'adaframe train'")
     # More epochs may follow, on another device; the run directory may have moved; the data is compared by place.
