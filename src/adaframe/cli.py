@@ -28,7 +28,7 @@ from adaframe.report import ReportConfig, run_report
 from adaframe.synth import SynthConfig, generate
 from adaframe.synth_video import SynthVideoConfig, generate_videos
 from adaframe.video_demo import VideoDemoConfig, run_video_demo
-from adaframe.utils import AdaframeError
+from adaframe.utils import AdaframeError, error_line
 
 
 @dataclass(kw_only=True)
@@ -91,7 +91,7 @@ def run_probe(cmd: ProbeCommand) -> None:
         except AdaframeError as e:
             failed += 1
             rows.append([path.name, None, None, None, None, None, None, None, None, f"error: {e}"])
-            print(f"adaframe: error: {' '.join(str(e).splitlines())}", file=sys.stderr)
+            print(error_line(str(e)), file=sys.stderr)
     print(format_table(["video", "codec", "seconds", "fps", "frames stated", "frames decoded", f"T at {cmd.fps:g} fps",
                         "display", "rotation", ""], rows))
     if failed:
@@ -146,7 +146,7 @@ def _fail(e: BaseException, debug: bool) -> None:
         message = message.strip().splitlines()[-1].split("Error: ", 1)[-1]
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = f"[rank {os.environ.get('RANK', '0')}/{world}] " if world > 1 else ""
-    print(f"adaframe: error: {rank}{' '.join(message.splitlines())}", file=sys.stderr)
+    print(error_line(rank + message), file=sys.stderr)
     sys.exit(2)
 
 

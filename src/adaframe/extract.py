@@ -37,7 +37,7 @@ from tqdm import tqdm
 from adaframe.backbones import BACKBONES, backbone_gflops, build_backbone, extract_features
 from adaframe.data import SPEC, SPLITS, read_spec
 from adaframe import distributed
-from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, save_npy, write_json
+from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, resolve_device, save_npy, write_json
 from adaframe.video import VideoReader, probe, sample_times, uniform_times
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
@@ -398,8 +398,7 @@ def run_extract(cfg: ExtractConfig) -> dict:
             if item["error"] is not None:
                 failed += 1
                 atomic_write(failure, lambda p: p.write_text(item["error"] + "\n"))
-                reason = " ".join(item["error"].removeprefix(f"{e.path}: ").splitlines())
-                tqdm.write(f"adaframe: error: {e.path}: {reason}", file=sys.stderr)
+                tqdm.write(error_line(f"{e.path}: " + item["error"].removeprefix(f"{e.path}: ")), file=sys.stderr)
                 bar.set_postfix(failed=failed)
                 continue
             memory = extract_features(memory_backbone, item["memory"], cfg.batch_size, device)  # [Td, Dm]

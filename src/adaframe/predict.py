@@ -36,7 +36,7 @@ from adaframe.data import memory_subset
 from adaframe.evaluate import head_gflops_per_step
 from adaframe.extract import build_backbones
 from adaframe.inference import StopRule, agent_rollout
-from adaframe.utils import AdaframeError, resolve_device
+from adaframe.utils import AdaframeError, error_line, resolve_device
 from adaframe.video import VideoReader, probe, sample_times, uniform_times
 
 
@@ -334,5 +334,5 @@ def predict_files(cfg: PredictConfig) -> list[dict]:
                           f"wall time {v['wall_ratio']:.2f}")
             if (why := _failure(r)) is not None:
                 sys.stdout.flush()  # keep the two streams in order where they go to one terminal or file
-                print(f"adaframe: error: {' '.join(why.splitlines())}", file=sys.stderr)
+                print(error_line(why), file=sys.stderr)
     return results

@@ -19,6 +19,11 @@ class AdaframeError(Exception):
     """An error caused by the user's input; the CLI prints it as one line, without a traceback."""
 
 
+def error_line(message: str) -> str:
+    """The one line a user error is shown as, on stderr: ``adaframe: error: ...``, its line breaks flattened."""
+    return f"adaframe: error: {' '.join(message.splitlines())}"
+
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
