@@ -69,6 +69,18 @@ def random_videos(n: int, classes: int = 3, dim: int = 6, memory: tuple[int, int
     return out
 
 
+def lively(model: torch.nn.Module, std: float = 1.0) -> torch.nn.Module:
+    """An untrained AdaFrame whose heads vary from video to video and step to step: the utility and the slots policy
+    start at zero weights (the same utility, mostly the scan, for every video), which would leave stop rules and jumps
+    untested. Draws their weights from N(0, std^2) with the global RNG."""
+    with torch.no_grad():
+        heads = [model.utility.weight]
+        heads += [p for name, p in model.select.named_parameters() if name.endswith("weight")]
+        for p in heads:
+            p.normal_(0.0, std)
+    return model
+
+
 @pytest.fixture
 def make_dataset():
     """The hand-made data set writer (see ``write_dataset``)."""

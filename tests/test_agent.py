@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaframe.agent import AdaFrame, AgentConfig, location_to_index
-from adaframe.data import FeatureDataset, collate
-from adaframe.inference import StopRule, agent_batch, evaluate
+from adaframe.agent import AdaFrame, AgentConfig, Looked, location_to_index, scan_order, scan_positions
+from adaframe.data import Batch, FeatureDataset, collate, sample_indices
+from adaframe.inference import StopRule, agent_batch, evaluate, policy_indices
 from adaframe.memory import GlobalMemory, positional_encoding
 from adaframe.train import adaframe_loss
 
@@ -38,13 +38,21 @@ def train_batch(synth_dir):
     return collate([ds[i] for i in range(12)])
 
 
+# Every agent variant: the paper's (memory read by the LSTM, Gaussian selection), the default (memory read by
+# the policy, slots selection) and the two mixes.
+# The slots agents start with scan_bias 0, so that they jump to memory slots as often as they scan.
+VARIANTS = [{"memory_read": r, "selection": s, **({"scan_bias": 0.0} if s == "slots" else {})}
+            for r in ("lstm", "policy") for s in ("gaussian", "slots")]
+VARIANT_IDS = [f"{v['memory_read']}-{v['selection']}" for v in VARIANTS]
+
 # ---------------------------------------------------------------- shapes
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("explore", [True, False])
 @pytest.mark.parametrize("steps", [1, 3, 6])
-def test_forward_rollout_shapes(train_batch, explore, steps):
-    model = make_model()
+def test_forward_rollout_shapes(train_batch, explore, steps, variant):
+    model = make_model(**variant)
     roll = model(train_batch.features, train_batch.lengths, train_batch.memory, steps, explore=explore,
                  generator=torch.Generator().manual_seed(0))
     n = train_batch.features.shape[0]
@@ -53,27 +61,33 @@ def test_forward_rollout_shapes(train_batch, explore, steps):
     assert roll.log_probs.shape == (n, steps)
     assert roll.indices.shape == (n, steps) and roll.indices.dtype == torch.int64
     assert ((roll.indices >= 0) & (roll.indices < train_batch.lengths[:, None])).all()
-    # the first frame sits at the fixed start (the middle): floor(0.5 T)
-    assert roll.indices[:, 0].tolist() == [t // 2 for t in train_batch.lengths.tolist()]
     assert torch.isfinite(roll.logits).all() and torch.isfinite(roll.utilities).all()
-    if explore:
-        # a Gaussian log-density with std 0.1 is at most -log(0.1 sqrt(2 pi))
-        assert (roll.log_probs <= -math.log(0.1 * math.sqrt(2 * math.pi)) + 1e-5).all()
-    else:
+    if variant["selection"] == "gaussian":
+        # the first frame sits at the fixed start (the middle): floor(0.5 T), and is no choice
+        assert roll.indices[:, 0].tolist() == [t // 2 for t in train_batch.lengths.tolist()]
+        assert (roll.log_probs[:, 0] == 0).all()
+        if explore:
+            # a Gaussian log-density with std 0.1 is at most -log(0.1 sqrt(2 pi))
+            assert (roll.log_probs <= -math.log(0.1 * math.sqrt(2 * math.pi)) + 1e-5).all()
+    elif explore:  # log-probabilities of categorical choices, the first frame's included
+        assert (roll.log_probs <= 0).all() and (roll.log_probs < 0).any()
+    if not explore:
         assert (roll.log_probs == 0).all()
 
 
-def test_forward_explore_uses_generator(train_batch):
-    model = make_model()
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_forward_explore_uses_generator(train_batch, variant):
+    model = make_model(**variant)
     run = lambda s: model(train_batch.features, train_batch.lengths, train_batch.memory, 6, explore=True,
                           generator=torch.Generator().manual_seed(s)).indices
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("mu", [None, 0.0])
-def test_adaframe_batch_shapes(train_batch, mu):
-    model = make_model().eval()
+def test_adaframe_batch_shapes(train_batch, mu, variant):
+    model = make_model(**variant).eval()
     out = agent_batch(model, train_batch, 5, None if mu is None else StopRule("utility", mu))
     n = train_batch.features.shape[0]
     assert out["probs"].shape == (n, C)
@@ -89,9 +103,10 @@ def test_adaframe_batch_shapes(train_batch, mu):
         assert (out["steps"] == 5).all()
 
 
-def test_deterministic_forward_matches_inference(train_batch):
-    """explore=False forward and agent_batch (no stop rule) run the same policy mean."""
-    model = make_model().eval()
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_deterministic_forward_matches_inference(train_batch, variant):
+    """explore=False forward and agent_batch (no stop rule) run the same deterministic policy."""
+    model = make_model(**variant).eval()
     with torch.no_grad():
         roll = model(train_batch.features, train_batch.lengths, train_batch.memory, 5, explore=False)
     out = agent_batch(model, train_batch, 5)
@@ -103,11 +118,18 @@ def test_deterministic_forward_matches_inference(train_batch):
 # ---------------------------------------------------------------- gradients and the loss
 
 
-def test_full_loss_reaches_every_parameter(train_batch):
-    model = make_model()
-    terms = adaframe_loss(model, train_batch, steps=4, gamma=0.9, reward_weight=1.0, generator=torch.Generator().manual_seed(0))
-    assert torch.isfinite(terms["loss"])
-    terms["loss"].backward()
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_full_loss_reaches_every_parameter(train_batch, variant):
+    """After one optimiser step (the utility and slots heads start at zero weights, which pass no gradient on to the
+    memory's query), every parameter gets a finite, nonzero gradient."""
+    model = make_model(**variant)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for seed in (0, 1):
+        opt.zero_grad()
+        terms = adaframe_loss(model, train_batch, steps=4, gamma=0.9, reward_weight=1.0, generator=torch.Generator().manual_seed(seed))
+        assert torch.isfinite(terms["loss"])
+        terms["loss"].backward()
+        opt.step()
     names = [n for n, _ in model.named_parameters()]
     assert any(n.startswith("memory.") for n in names) and any(n.startswith("select.") for n in names)
     for name, p in model.named_parameters():
@@ -131,18 +153,24 @@ def naive_loss(model, batch, steps, gamma, lam, seed, normalize=False):
     q = torch.from_numpy(q).float()
     l_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
     l_utl = sum(0.5 * (roll.utilities[:, t] - q[:, t]) ** 2 for t in range(steps)).mean()
+    # The frame of step t + 1 was chosen after step t: its advantage is Q_t - V_t.
     adv = [q[:, t] - roll.utilities[:, t].detach() for t in range(steps - 1)]
-    if normalize:  # divided by the (unbiased) std of all B x (K-1) advantages
+    chosen_first = model.cfg.selection == "slots"
+    if chosen_first:  # the first frame, chosen from the memory alone: Q_0 minus the batch's mean Q_0
+        adv = [q[:, 0] - q[:, 0].mean()] + adv
+    if normalize:  # divided by the (unbiased) std of all the advantages of choices
         flat = torch.cat(adv).double()
         std = math.sqrt(float(((flat - flat.mean()) ** 2).sum()) / (flat.numel() - 1))
         adv = [a / (std + 1e-8) for a in adv]
-    j_sel = sum(roll.log_probs[:, t] * adv[t] for t in range(steps - 1)).mean()
+    first = 0 if chosen_first else 1
+    j_sel = sum(roll.log_probs[:, t] * adv[t - first] for t in range(first, steps)).mean()
     return l_cls + lam * l_utl - lam * j_sel
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("lam, gamma, normalize", [(1.0, 0.9, False), (0.5, 0.0, False), (2.0, 1.0, False), (1.0, 0.9, True)])
-def test_adaframe_loss_matches_naive_formula(train_batch, lam, gamma, normalize):
-    model = make_model(seed=3)
+def test_adaframe_loss_matches_naive_formula(train_batch, lam, gamma, normalize, variant):
+    model = make_model(seed=3, **variant)
     kw = {"normalize_advantage": True} if normalize else {}
     got = adaframe_loss(model, train_batch, steps=4, gamma=gamma, reward_weight=lam, generator=torch.Generator().manual_seed(7), **kw)
     want = naive_loss(model, train_batch, 4, gamma, lam, 7, normalize)
@@ -157,10 +185,11 @@ def test_adaframe_loss_matches_naive_formula(train_batch, lam, gamma, normalize)
 # ---------------------------------------------------------------- memory size 0, short videos
 
 
-def test_memory_size_zero_forward_loss_inference():
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+def test_memory_size_zero_forward_loss_inference(variant):
     feats, lengths, _ = random_inputs([9, 4, 12])
     memory = torch.zeros(3, 0, DM)  # Td = 0
-    model = make_model()
+    model = make_model(**variant)
     roll = model(feats, lengths, memory, 4, explore=True, generator=torch.Generator().manual_seed(0))
     assert roll.logits.shape == (3, 4, C) and torch.isfinite(roll.logits).all()
     from adaframe.data import Batch
@@ -169,7 +198,8 @@ def test_memory_size_zero_forward_loss_inference():
     terms = adaframe_loss(model, batch, 4, 0.9, 1.0, torch.Generator().manual_seed(0))
     assert torch.isfinite(terms["loss"])
     terms["loss"].backward()
-    assert model.head.weight.grad is not None and model.select.weight.grad.abs().sum() > 0
+    selection = model.select.fc if variant["selection"] == "gaussian" else model.select.moves  # slots: scan, back, forward
+    assert model.head.weight.grad is not None and selection.weight.grad.abs().sum() > 0
     model.eval()
     out = agent_batch(model, batch, 4, StopRule("utility", 0.1))
     assert out["probs"].shape == (3, C) and torch.isfinite(out["probs"]).all()
@@ -188,10 +218,11 @@ def test_memory_frames_zero_dataset_end_to_end(synth_dir):
     assert res.scores.shape == (len(ds), len(ds.classes)) and np.isfinite(res.scores).all()
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("explore", [True, False])
-def test_videos_shorter_than_k(explore):
+def test_videos_shorter_than_k(explore, variant):
     feats, lengths, memory = random_inputs([1, 2, 3, 5])
-    model = make_model()
+    model = make_model(**variant)
     roll = model(feats, lengths, memory, 8, explore=explore, generator=torch.Generator().manual_seed(0))
     assert roll.indices.shape == (4, 8)
     assert ((roll.indices >= 0) & (roll.indices < lengths[:, None])).all()
@@ -264,20 +295,93 @@ def test_attention_weights_sum_to_one_and_context_is_their_average():
 
 
 def test_step_attention_sums_to_one(train_batch):
-    model = make_model()
+    model = make_model(memory_read="lstm", selection="gaussian")
     state = model.initial_state(train_batch.features.shape[0], torch.device("cpu"))
     encoded = model.memory.encode(train_batch.memory)
     for t in range(3):
         out = model.step(train_batch.features[:, t], encoded, state)
         state = out.state
         torch.testing.assert_close(out.attention.sum(1), torch.ones(train_batch.features.shape[0]))
-        assert ((out.location > 0) & (out.location < 1)).all()
+        assert ((out.selection > 0) & (out.selection < 1)).all()  # the Gaussian's mean location
 
 
-def test_agent_config_validation():
-    with pytest.raises(ValueError):
-        AgentConfig(feature_dim=0, memory_dim=4, num_classes=3)
-    with pytest.raises(ValueError):
-        AgentConfig(feature_dim=4, memory_dim=4, num_classes=3, std=0.0)
-    with pytest.raises(ValueError):
-        AgentConfig(feature_dim=4, memory_dim=4, num_classes=3, start=1.5)
+# ---------------------------------------------------------------- the slots policy and the uniform scan
+
+
+@pytest.mark.parametrize("k, want", [(1, [0]), (2, [0, 1]), (3, [1, 0, 2]), (5, [2, 0, 4, 1, 3]), (10, [4, 9, 0, 2, 6, 1, 3, 5, 7, 8])])
+def test_scan_order_golden(k, want):
+    # by hand: the grid (i + 0.5) / k; the one nearest 0.5 (the earlier on a tie), then always the one farthest from
+    # those taken (the earlier on a tie). k=10: 0.45, then 0.95 (0.5 away), 0.05 (0.4), 0.25 (0.2, tied with 0.65 and
+    # 0.75), 0.65 (0.2, tied with 0.75), then the 0.1-away ones from the left.
+    assert list(scan_order(k)) == want
+    torch.testing.assert_close(scan_positions(k), (torch.tensor(want, dtype=torch.float32) + 0.5) / k)
+
+
+@pytest.mark.parametrize("k", [1, 4, 7, 16, 25])
+def test_scan_order_is_a_permutation_starting_in_the_middle(k):
+    order = scan_order(k)
+    assert sorted(order) == list(range(k))
+    assert abs((order[0] + 0.5) / k - 0.5) <= 0.5 / k  # the middle segment
+    if k > 2:  # then the two ends, the farthest from the middle
+        assert sorted(order[1:3]) == [0, k - 1]
+
+
+def test_looked_marks_the_slots_each_frame_overlaps():
+    looked = Looked.start(3, 4, 2, torch.device("cpu"))
+    # by hand, slot j covers [j/4, (j+1)/4): frame 0 of 8 is [0, 1/8) -> slot 0; frame 7 of 8 [7/8, 1) -> 3;
+    # frame 2 of 3 [2/3, 1) -> slots 2 (from 0.5) and 3
+    looked.mark(torch.tensor([0, 1, 2]), torch.tensor([0, 7, 2]), torch.tensor([8, 8, 3]), 0)
+    assert looked.seen.tolist() == [[True, False, False, False], [False, False, False, True], [False, False, True, True]]
+    looked.mark(torch.tensor([0, 2]), torch.tensor([4, 1]), torch.tensor([8, 3]), 1)  # [4/8, 5/8) -> 2; [1/3, 2/3) -> 1, 2
+    assert looked.seen[0].tolist() == [True, False, True, False] and looked.seen[2].tolist() == [False, True, True, True]
+    assert looked.frames.tolist() == [[0, 4], [7, -1], [2, 1]]
+
+
+def test_looked_blocks_what_would_show_nothing_new():
+    looked = Looked.start(3, 4, 3, torch.device("cpu"))
+    rows, lengths = torch.tensor([0, 1, 2]), torch.tensor([8, 8, 3])
+    looked.mark(rows, torch.tensor([0, 7, 1]), lengths, 0)
+    looked.mark(rows, torch.tensor([1, 3, 0]), lengths, 1)
+    blocked = looked.blocked(rows, lengths, 1)  # [slots 0-3, scan, back, forward]
+    # video 0 looked at frames 0 then 1: back to 0 was seen; forward to 2 is new
+    # video 1 at 7 then 3: frames 2 and 4 are new; video 2 (3 frames) at 1 then 0: back is outside, forward to 1 seen
+    assert blocked[:, 4:].tolist() == [[False, True, False], [False, False, False], [False, True, True]]
+    assert torch.equal(blocked[:, :4], looked.seen)
+
+
+def in_scan_segments(indices: torch.Tensor, lengths: torch.Tensor) -> bool:
+    """Step t's frame lies in the t-th segment of the scan order: floor(i T / K) <= idx < ceil((i + 1) T / K)."""
+    k = indices.shape[1]
+    seg = torch.tensor(scan_order(k), dtype=torch.float64)[None, :]
+    t = lengths[:, None].double()
+    return bool(((indices >= torch.floor(seg * t / k)) & (indices < torch.ceil((seg + 1) * t / k))).all())
+
+
+@pytest.mark.parametrize("memory_read", ["lstm", "policy"])
+def test_untrained_slots_agent_scans_uniformly(memory_read):
+    """With the scan action certain, the slots agent looks at the K uniform positions in coarse-to-fine order:
+    the uniform scan is the policy's starting point."""
+    feats, lengths, memory = random_inputs([9, 30, 12, 50, 4])
+    model = make_model(memory_read=memory_read, selection="slots", scan_bias=1e4)
+    for explore in (True, False):
+        roll = model(feats, lengths, memory, 6, explore=explore, generator=torch.Generator().manual_seed(0))
+        if not explore:
+            assert torch.equal(roll.indices, policy_indices(lengths, 6, "uniform"))
+        else:  # a frame in the scan position's segment
+            assert in_scan_segments(roll.indices, lengths), roll.indices
+    uniform = sample_indices(lengths, 6, "uniform")  # temporal order
+    assert torch.equal(policy_indices(lengths, 6, "uniform"), uniform[:, list(scan_order(6))])
+
+
+@pytest.mark.parametrize("explore", [True, False])
+def test_slots_agent_never_looks_at_a_slot_twice(explore):
+    """With scanning impossible, every step jumps to a memory slot no frame looked at so far overlaps, or to a neighbour
+    of the last frame not looked at yet: it never pays for the same frame twice. (T >= Td = 32: a frame overlaps at
+    most 2 slots, so 10 steps always find a free one.)"""
+    feats, lengths, memory = random_inputs([40, 64, 33, 100, 32, 50], td=32)
+    model = make_model(memory_read="policy", selection="slots", scan_bias=-1e4)
+    roll = model(feats, lengths, memory, 10, explore=explore, generator=torch.Generator().manual_seed(1))
+    out = agent_batch(model.eval(), Batch(feats, lengths, memory, torch.zeros(6, dtype=torch.long), torch.arange(6)), 10)
+    for visited in (roll.indices, out["visited"]):
+        for row, t in zip(visited.tolist(), lengths.tolist()):
+            assert len(set(row)) == min(len(row), t), row

@@ -10,6 +10,7 @@ from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
 from adaframe.data import FeatureDataset, collate
 from adaframe.inference import StopRule, agent_batch, count_distinct, evaluate
+from conftest import lively
 
 K = 8
 
@@ -23,9 +24,7 @@ def data(synth_dir):
 def agent(ds, seed=0) -> AdaFrame:
     torch.manual_seed(seed)
     model = AdaFrame(AgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=32))
-    with torch.no_grad():  # a livelier utility head, so utilities rise and fall across steps
-        model.utility.weight.mul_(8.0)
-    return model.eval()
+    return lively(model).eval()  # utilities rise and fall across steps, and the policy jumps
 
 
 def naive_stop(utilities: list[float], mu: float, patience: int) -> int:

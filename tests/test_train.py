@@ -238,7 +238,7 @@ def test_a_run_directory_is_never_silently_replaced(synth_dir, tmp_path):
 
 
 def test_demo_reuses_a_run_by_its_checkpoint_not_by_config_json(synth_dir, tmp_path):
-    from adaframe.demo import is_finished
+    from adaframe.runs import is_finished
 
     cfg = tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1)
     assert not is_finished(cfg)

@@ -1,30 +1,63 @@
 """The AdaFrame agent (Section 3.1): an LSTM that reads one frame a step and decides where to look next.
 
 At step t the agent sees the backbone feature ``v_t`` of the frame it chose and a context
-``u_t`` read from the global memory with its previous state. Its new state ``h_t`` feeds three
-heads:
+``u_t`` read from the global memory by attention. Its new state ``h_t`` feeds three heads:
 
 * prediction ``f_p``: class scores ``s_t`` (softmax),
-* selection ``f_s``: the mean of a Gaussian (std 0.1) over the relative position in [0, 1] of
-  the next frame; the sample (the mean at test time) is clamped to [0, 1] and scaled by the
-  video's own length, so the agent may jump anywhere, backward included,
+* selection ``f_s``: where to look next (``selection``, below),
 * utility ``f_u``: a critic of the discounted future reward, from ``[h_t, u_t]``.
 
-The first frame sits at a fixed relative position (``start``, the middle by default).
+Two choices, each a named option (``AgentConfig``), separate the paper's agent from the default one:
+
+``memory_read``
+    ``lstm`` (the paper): ``u_t`` is queried with ``h_{t-1}`` and the LSTM reads ``[v_t, u_t]``.
+    ``policy``: the LSTM reads ``v_t`` alone; ``u_t`` is queried with ``h_t`` and feeds only the
+    selection and utility heads. The memory then tells the agent *where* to look, and the prediction
+    rests on the frames it looked at. Read by the LSTM, the memory (a whole-video summary of every
+    training video) lets the classifier fit the training set without looking at good frames: it
+    memorises (training cross-entropy near 0, 10-30 mAP lower on val), the margin is near 1 after
+    one step, and the policy gets no reward to learn from.
+``selection``
+    ``gaussian`` (the paper): ``sigmoid(f_s(h_t))`` is the mean of a Gaussian (std 0.1) over the
+    relative position of the next frame; the first frame sits at ``start`` (the middle).
+    ``slots``: a categorical choice among Td + 3 actions: the global memory's Td slots (the times its
+    frames were taken, ``(j + 0.5) / Td``), scored by attention of a query from ``[h_t, u_t]`` on the
+    memory; *scan*, the next position of a uniform scan (the centres of K equal segments, coarse to
+    fine: the middle first); and *back* / *forward*, the frame just before or after the last one (a
+    closer look at what it just saw). Actions that would look at nothing new are masked (slots that a
+    frame already looked at overlaps, neighbours already looked at), so it never pays for a frame
+    twice; the first frame is chosen the same way, from the memory alone. Jumping to a slot looks at
+    the frame the memory saw in low resolution; the scan covers the times the memory did not see. The
+    scan action starts likely (``scan_bias``; the other logits start at 0, with zero weights), so the
+    untrained agent scans uniformly and learning moves it elsewhere only where that earns more reward.
+    In training a chosen slot or scan position is drawn within its stretch of time (1/Td or 1/K), so
+    the classifier sees varied frames, as the LSTM baseline does with random sampling.
+
+Both agents' selection and utility heads read ``u_t / sqrt(Dm)`` (``head_scale``), and the utility
+starts at zero weights: a wide memory (1280-d MobileNetV2 features) otherwise made the critic's error,
+and its gradient into the LSTM, swamp the classifier's.
+
+The frame index of a relative position ``x`` in a video of ``T`` frames is ``floor(x * T)``.
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.distributions import Normal
 
 from adaframe.data import gather_frames
-from adaframe.distributed import Shard, randn
+from adaframe.distributed import Shard, exponential, rand, randn
 from adaframe.memory import GlobalMemory
 from adaframe.standardize import Standardize
+
+MemoryRead = Literal["lstm", "policy"]
+Selection = Literal["gaussian", "slots"]
 
 
 @dataclass
@@ -36,19 +69,27 @@ class AgentConfig:
     std: float = 0.1
     """std of the Gaussian selection policy"""
     start: float = 0.5
-    """relative position of the first frame"""
+    """relative position of the first frame (gaussian selection)"""
+    memory_read: MemoryRead = "policy"
+    """who reads the global memory: the LSTM ("lstm", the paper) or only the selection and utility heads"""
+    selection: Selection = "slots"
+    """the selection policy: the paper's Gaussian over positions, or a choice among memory slots and a uniform scan"""
+    scan_bias: float = 3.0
+    """slots selection: initial bias of the scan action's logit (3: the untrained agent mostly scans)"""
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1 or self.memory_dim < 0:
             raise ValueError(f"invalid AgentConfig dims: {self}")
         if self.std <= 0 or not 0.0 <= self.start <= 1.0:
             raise ValueError("std must be > 0 and start in [0, 1]")
+        if self.memory_read not in ("lstm", "policy") or self.selection not in ("gaussian", "slots"):
+            raise ValueError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
 
 
 @dataclass
 class Step:
     logits: torch.Tensor  # [B, C]
-    location: torch.Tensor  # [B] mean of the next-location Gaussian, in (0, 1)
+    selection: torch.Tensor  # gaussian: [B] mean of the next location in (0, 1); slots: [B, Td + 3] action logits
     utility: torch.Tensor  # [B]
     attention: torch.Tensor  # [B, Td]
     state: tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, H]
@@ -60,7 +101,7 @@ class Rollout:
 
     logits: torch.Tensor  # [B, K, C]
     utilities: torch.Tensor  # [B, K]
-    log_probs: torch.Tensor  # [B, K] log pi of the location chosen *after* step t (the last is never used)
+    log_probs: torch.Tensor  # [B, K] log pi of choosing the frame of step t (0 where nothing was chosen: a fixed start)
     indices: torch.Tensor  # [B, K] frame index looked at in each step
 
 
@@ -70,36 +111,202 @@ def location_to_index(location: torch.Tensor, lengths: torch.Tensor) -> torch.Te
     return torch.minimum(idx, lengths - 1)
 
 
+@functools.lru_cache(maxsize=64)
+def scan_order(k: int) -> tuple[int, ...]:
+    """The K uniform grid positions ``(i + 0.5) / K`` in coarse-to-fine order: the one nearest the middle
+    first, then always the one farthest from those taken (ties: the earlier), so every prefix is spread out.
+    Distances are counted in whole grid steps, so no rounding decides a tie."""
+    order = [min(range(k), key=lambda i: abs(2 * i + 1 - k))]
+    while len(order) < k:
+        order.append(max((i for i in range(k) if i not in order), key=lambda i: min(abs(i - j) for j in order)))
+    return tuple(order)
+
+
+def scan_positions(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[K] relative positions of the uniform scan, in the order it visits them."""
+    return ((torch.tensor(scan_order(k), dtype=torch.float32) + 0.5) / k).to(device)
+
+
+@dataclass
+class Looked:
+    """What each video of a batch has looked at, which the slots policy needs; one row per video."""
+
+    seen: torch.Tensor  # [B, Td] bool: memory slots whose stretch of time overlaps a frame already looked at
+    scans: torch.Tensor  # [B] scan actions taken so far: the next scan goes to scan position ``scans``
+    frames: torch.Tensor  # [B, K] frames looked at, in order; -1 for steps not taken yet
+    scan: torch.Tensor  # [K] the uniform scan's positions, in its order (``scan_positions``)
+
+    @classmethod
+    def start(cls, batch: int, slots: int, steps: int, device: torch.device) -> "Looked":
+        return cls(torch.zeros(batch, slots, dtype=torch.bool, device=device), torch.zeros(batch, dtype=torch.long, device=device),
+                   torch.full((batch, steps), -1, dtype=torch.long, device=device), scan_positions(steps, device))
+
+    def mark(self, rows: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor, step: int) -> None:
+        """Videos ``rows`` look at frames ``idx`` (of ``lengths`` frames) in ``step``: mark every slot the frame's
+        stretch of time ``[idx / T, (idx + 1) / T)`` overlaps (one, or several in a video shorter than Td)."""
+        self.frames[rows, step] = idx
+        slots = self.seen.shape[1]
+        if slots:
+            first = idx * slots // lengths  # [A] integer arithmetic: no rounding at slot edges
+            last = ((idx + 1) * slots + lengths - 1) // lengths - 1  # [A] inclusive
+            j = torch.arange(slots, device=idx.device)[None, :]  # [1, Td]
+            self.seen = self.seen.clone()  # a new tensor: autograd keeps the masks earlier steps used
+            self.seen[rows] |= (j >= first[:, None]) & (j <= last[:, None])
+
+    def blocked(self, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
+        """[A, Td + 3] actions of the slots policy that would look at nothing new, after ``step``: seen slots, and the
+        frame before or after the last one when it was looked at already or lies outside the video. Scan never is."""
+        frames = self.frames[rows]  # [A, K]
+        neighbours = torch.stack([frames[:, step] - 1, frames[:, step] + 1], dim=1)  # [A, 2]
+        done = (neighbours[:, :, None] == frames[:, None, :]).any(-1)  # [A, 2]
+        outside = (neighbours < 0) | (neighbours >= lengths[:, None])
+        scan = torch.zeros_like(done[:, :1])
+        return torch.cat([self.seen[rows], scan, done | outside], dim=1)
+
+
+class GaussianSelection(nn.Module):
+    """The paper's f_s: ``sigmoid(W h_t)`` is the mean of a Gaussian over the next relative position. When the LSTM
+    does not read the memory (``memory_read`` "policy"), it reads ``[h_t, u_t]``, so that the memory still reaches it."""
+
+    def __init__(self, cfg: AgentConfig):
+        super().__init__()
+        self.std = cfg.std
+        self.reads_memory = cfg.memory_read == "policy"
+        self.fc = nn.Linear(cfg.hidden + (cfg.memory_dim if self.reads_memory else 0), 1)
+
+    def forward(self, h: torch.Tensor, u: torch.Tensor, encoded: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(torch.cat([h, u], dim=-1) if self.reads_memory else h)).squeeze(-1)  # [B]
+
+    def act(self, mean: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: bool, generator: torch.Generator | None, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (relative position [A], log pi of it [A])."""
+        if not explore:
+            return mean, torch.zeros_like(mean)
+        noise = shard.draw(randn, mean.shape, generator=generator, device=mean.device)
+        action = (mean + self.std * noise).detach()
+        return action, Normal(mean, self.std).log_prob(action)
+
+
+class SlotSelection(nn.Module):
+    """A categorical over Td + 3 actions: the global memory's slots not yet looked at, the next position of a uniform
+    scan, and the frame just before or after the last one (a closer look at what it just saw)."""
+
+    def __init__(self, cfg: AgentConfig):
+        super().__init__()
+        self.query = nn.Linear(cfg.hidden + cfg.memory_dim, cfg.memory_dim) if cfg.memory_dim else None
+        self.moves = nn.Linear(cfg.hidden + cfg.memory_dim, 3)  # scan, back, forward
+        # Zero weights: the untrained policy is the same for every video (mostly the scan), and its gradient into the
+        # shared LSTM starts at zero and grows only as the policy learns.
+        for layer in (self.query, self.moves):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        with torch.no_grad():
+            self.moves.bias[0] = cfg.scan_bias
+
+    def forward(self, h: torch.Tensor, u: torch.Tensor, encoded: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+        """-> logits [B, Td + 3]: the slots, then scan, back, forward; a blocked action gets -1e4."""
+        z = torch.cat([h, u], dim=-1)  # [B, H + Dm]
+        moves = self.moves(z)  # [B, 3]
+        if self.query is not None and encoded.shape[1]:
+            scores = torch.einsum("bd,btd->bt", self.query(z), encoded) / math.sqrt(encoded.shape[-1])  # [B, Td]
+            moves = torch.cat([scores, moves], dim=-1)
+        return moves.masked_fill(blocked, -1e4)
+
+    def act(self, logits: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: bool, generator: torch.Generator | None, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (relative position [A], log pi of the action [A]) for videos ``rows`` after ``step``; a scan action
+        advances the rows' scans."""
+        slots, scan = logits.shape[1] - 3, looked.scan
+        if explore:
+            # A categorical draw as argmax(p / Exp(1)) (torch.multinomial's), the noise drawn for the global batch.
+            q = shard.draw(exponential, logits.shape, generator=generator, device=logits.device)  # [A, Td + 3]
+            action = (torch.softmax(logits.detach(), -1) / q).argmax(-1)  # [A]
+            log_prob = torch.log_softmax(logits, -1).gather(1, action[:, None]).squeeze(1)
+        else:
+            action, log_prob = logits.argmax(-1), logits.new_zeros(logits.shape[0])
+        is_scan, is_slot = action == slots, action < slots
+        scans = looked.scans[rows]
+        at_scan = scan[scans.clamp(max=len(scan) - 1)]  # [A]
+        at_slot = (action.clamp(max=max(slots - 1, 0)).to(logits.dtype) + 0.5) / max(slots, 1)  # [A]
+        step_by = torch.where(action == slots + 1, -1, 1)  # back or forward
+        at_neighbour = (looked.frames[rows, step] + step_by + 0.5).to(logits.dtype) / lengths.to(logits.dtype)  # [A]
+        looked.scans[rows] = scans + is_scan.long()
+        position = torch.where(is_scan, at_scan, torch.where(is_slot, at_slot, at_neighbour))
+        if explore:  # anywhere within the slot's stretch or the scan position's segment: the classifier sees varied frames
+            width = torch.where(is_scan, 1.0 / len(scan), torch.where(is_slot, 1.0 / max(slots, 1), 0.0))
+            position = position + width * (shard.draw(rand, position.shape, generator=generator, device=position.device) - 0.5)
+        return position, log_prob
+
+
 class AdaFrame(nn.Module):
     def __init__(self, cfg: AgentConfig):
         super().__init__()
         self.cfg = cfg
         self.frame_norm = Standardize(cfg.feature_dim, "frames")
         self.memory = GlobalMemory(cfg.hidden, cfg.memory_dim)
-        self.lstm = nn.LSTMCell(cfg.feature_dim + cfg.memory_dim, cfg.hidden)
+        lstm_in = cfg.feature_dim + (cfg.memory_dim if cfg.memory_read == "lstm" else 0)
+        self.lstm = nn.LSTMCell(lstm_in, cfg.hidden)
         self.head = nn.Linear(cfg.hidden, cfg.num_classes)  # f_p
-        self.select = nn.Linear(cfg.hidden, 1)  # f_s
+        self.select = GaussianSelection(cfg) if cfg.selection == "gaussian" else SlotSelection(cfg)  # f_s
         self.utility = nn.Linear(cfg.hidden + cfg.memory_dim, 1)  # f_u
+        # A critic that starts at 0: no reward expected, and no gradient into the LSTM before it has learned anything.
+        nn.init.zeros_(self.utility.weight)
+        nn.init.zeros_(self.utility.bias)
 
     def initial_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.zeros(batch, self.cfg.hidden, device=device)
         return h, h.clone()
 
-    def start_indices(self, lengths: torch.Tensor) -> torch.Tensor:
-        return location_to_index(torch.full(lengths.shape, self.cfg.start, device=lengths.device), lengths)
-
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         """Class logits from the LSTM state (the prediction head f_p)."""
         return self.head(h)
 
-    def step(self, frame: torch.Tensor, encoded_memory: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> Step:
-        """One step: frame [B, D], encoded_memory [B, Td, Dm], state (h, c) [B, H] each."""
-        h_prev, _ = state
-        u, beta = self.memory(encoded_memory, h_prev)  # u_t from W_h h_{t-1}
-        h, c = self.lstm(torch.cat([self.frame_norm(frame), u], dim=-1), state)
-        location = torch.sigmoid(self.select(h)).squeeze(-1)  # [B]
+    def step(self, frame: torch.Tensor, encoded_memory: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
+             blocked: torch.Tensor | None = None) -> Step:
+        """One step: frame [B, D], encoded_memory [B, Td, Dm], state (h, c) [B, H] each, blocked [B, Td + 3] (the slots
+        policy's actions that would look at nothing new: ``Looked.blocked``; default none)."""
+        if blocked is None:
+            blocked = torch.zeros(frame.shape[0], encoded_memory.shape[1] + 3, dtype=torch.bool, device=frame.device)
+        if self.cfg.memory_read == "lstm":
+            u, beta = self.memory(encoded_memory, state[0])  # u_t from W_h h_{t-1}
+            h, c = self.lstm(torch.cat([self.frame_norm(frame), u], dim=-1), state)
+        else:
+            h, c = self.lstm(self.frame_norm(frame), state)
+            u, beta = self.memory(encoded_memory, h)  # u_t from W_h h_t: what the memory says after this frame
+        u = self.head_scale(u)
+        selection = self.select(h, u, encoded_memory, blocked)
         utility = self.utility(torch.cat([h, u], dim=-1)).squeeze(-1)  # [B]
-        return Step(self.forward_head(h), location, utility, beta, (h, c))
+        return Step(self.forward_head(h), selection, utility, beta, (h, c))
+
+    def head_scale(self, u: torch.Tensor) -> torch.Tensor:
+        """``u / sqrt(Dm)``: the memory's context enters the selection and utility heads at the scale of ``h`` (norm ~1),
+        whatever the memory's width. Unscaled, a 1280-d MobileNetV2 context made one Adam step move the heads' outputs by
+        ~2 (every weight moves by lr, and 1280 of them add up), and their losses swamped the classifier's."""
+        return u / math.sqrt(max(self.cfg.memory_dim, 1))
+
+    def first_selection(self, encoded_memory: torch.Tensor) -> torch.Tensor | None:
+        """The selection output before any frame (slots: from the memory read with ``h_0 = 0``); None: a fixed start."""
+        if self.cfg.selection == "gaussian":
+            return None
+        b, slots = encoded_memory.shape[:2]
+        h, _ = self.initial_state(b, encoded_memory.device)
+        u = self.head_scale(self.memory(encoded_memory, h)[0])
+        blocked = torch.zeros(b, slots + 3, dtype=torch.bool, device=h.device)
+        blocked[:, slots + 1:] = True  # no last frame to step from
+        return self.select(h, u, encoded_memory, blocked)
+
+    def choose(self, selection: torch.Tensor | None, lengths: torch.Tensor, looked: Looked, rows: torch.Tensor,
+               step: int, explore: bool, generator: torch.Generator | None = None,
+               shard: Shard = Shard()) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame index [A] and its log-probability [A] for videos ``rows``, from their selection output after ``step``
+        (-1: before the first). ``selection`` None: the fixed start. The uniform scan has as many positions as
+        ``looked`` has steps (K)."""
+        if selection is None:
+            location = torch.full(lengths.shape, self.cfg.start, device=lengths.device)
+            return location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device)
+        location, log_prob = self.select.act(selection, looked, rows, lengths, step, explore, generator, shard)
+        return location_to_index(location, lengths), log_prob
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor, memory: torch.Tensor, steps: int,
                 explore: bool = True, generator: torch.Generator | None = None, shard: Shard = Shard()) -> Rollout:
@@ -109,27 +316,25 @@ class AdaFrame(nn.Module):
             features: [B, T, D] padded backbone features.
             lengths: [B] valid frames per video.
             memory: [B, Td, Dm] global-memory features (Td may be 0).
-            explore: sample locations from the Gaussian policy (training); else take its mean.
+            explore: sample the policy (training); else take its most likely action.
             shard: the rows of the global batch that ``features`` holds (data-parallel training).
         """
+        b, device = features.shape[0], features.device
         encoded = self.memory.encode(memory)
-        state = self.initial_state(features.shape[0], features.device)
-        idx = self.start_indices(lengths)
+        state = self.initial_state(b, device)
+        rows = torch.arange(b, device=device)
+        looked = Looked.start(b, encoded.shape[1], steps, device)
+        idx, log_prob = self.choose(self.first_selection(encoded), lengths, looked, rows, -1, explore, generator, shard)
         logits, utilities, log_probs, indices = [], [], [], []
-        for _ in range(steps):
+        for t in range(steps):
+            looked.mark(rows, idx, lengths, t)
             frame = gather_frames(features, idx[:, None]).squeeze(1)  # [B, D]
-            out = self.step(frame, encoded, state)
+            out = self.step(frame, encoded, state, looked.blocked(rows, lengths, t))
             state = out.state
-            if explore:
-                policy = Normal(out.location, self.cfg.std)
-                noise = shard.draw(randn, out.location.shape, generator=generator, device=out.location.device)
-                action = (out.location + self.cfg.std * noise).detach()
-                log_probs.append(policy.log_prob(action))
-            else:
-                action = out.location
-                log_probs.append(torch.zeros_like(action))
             logits.append(out.logits)
             utilities.append(out.utility)
+            log_probs.append(log_prob)
             indices.append(idx)
-            idx = location_to_index(action, lengths)
+            if t + 1 < steps:  # the choice after the last step would never be looked at
+                idx, log_prob = self.choose(out.selection, lengths, looked, rows, t, explore, generator, shard)
         return Rollout(torch.stack(logits, 1), torch.stack(utilities, 1), torch.stack(log_probs, 1), torch.stack(indices, 1))

@@ -20,9 +20,11 @@ AGENTS = ("adaframe", *STOP_AGENTS)  # the models that choose their frames (and 
 
 
 def build_model(kind: str, dims: dict) -> nn.Module:
-    """dims: feature_dim, memory_dim, num_classes, hidden (+ std of a Gaussian policy, FastForward's jumps)."""
+    """dims: feature_dim, memory_dim, num_classes, hidden (+ std of a Gaussian policy, FastForward's jumps,
+    AdaFrame's memory_read and selection: a checkpoint without them is the paper's agent)."""
     if kind == "adaframe":
-        return AdaFrame(AgentConfig(dims["feature_dim"], dims["memory_dim"], dims["num_classes"], dims["hidden"], dims.get("std", 0.1)))
+        return AdaFrame(AgentConfig(dims["feature_dim"], dims["memory_dim"], dims["num_classes"], dims["hidden"], dims.get("std", 0.1),
+                                    memory_read=dims.get("memory_read", "lstm"), selection=dims.get("selection", "gaussian")))
     if kind in STOP_AGENTS:
         cfg = StopAgentConfig(dims["feature_dim"], dims["memory_dim"], dims["num_classes"], dims["hidden"], dims.get("std", 0.1),
                               tuple(dims.get("jumps", DEFAULT_JUMPS)))

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
+from adaframe.agent import MemoryRead, Selection
 from adaframe.rewards import RewardName
 from adaframe.utils import AdaframeError
 
@@ -27,13 +28,17 @@ class Preset:
     hidden: int
     normalize_advantage: bool
     """scale REINFORCE advantages to unit std per batch (lower variance; not in the paper)"""
+    memory_read: MemoryRead
+    """AdaFrame: who reads the global memory (agent.py): the LSTM (the paper) or the selection and utility heads only"""
+    selection: Selection
+    """AdaFrame: the paper's Gaussian over positions, or a choice among memory slots and a uniform scan (agent.py)"""
 
 
 PRESETS: dict[str, Preset] = {
-    # Section 4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs.
-    "paper": Preset("sgd", 1e-3, 0.9, 1e-4, 40, 100, 64, 1024, False),
-    # Trains the synthetic default in about a minute on 2 CPU cores.
-    "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, False),
+    # Sections 3-4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs; the paper's agent.
+    "paper": Preset("sgd", 1e-3, 0.9, 1e-4, 40, 100, 64, 1024, False, "lstm", "gaussian"),
+    # Adam, and the agent that works best (README: Choices the paper leaves open); about a minute a model on 2 CPU cores.
+    "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, False, "policy", "slots"),
 }
 
 
@@ -73,6 +78,13 @@ class TrainConfig:
     policy_std: float = 0.1
     normalize_advantage: bool | None = None
     """scale REINFORCE advantages to unit std per batch (default: the preset's)"""
+    memory_read: MemoryRead | None = None
+    """AdaFrame: 'lstm' (the paper: the LSTM reads frame and memory) or 'policy' (the LSTM reads frames; the memory
+    guides only the selection and utility heads) (default: the preset's)"""
+    selection: Selection | None = None
+    """AdaFrame: 'gaussian' (the paper: a Gaussian over the next position) or 'slots' (a choice among the memory's
+    slots not yet looked at and the next position of a uniform scan) (default: the preset's)"""
+
     standardize: bool = True
     """standardise the inputs of the recurrent models with training-set statistics (see standardize.py)"""
     workers: int = 0
@@ -88,7 +100,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
         preset = PRESETS[self.preset]
-        for name in ("hidden", "epochs", "batch_size", "lr", "normalize_advantage"):
+        for name in ("hidden", "epochs", "batch_size", "lr", "normalize_advantage", "memory_read", "selection"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(preset, name))
         checks = {

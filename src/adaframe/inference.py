@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from adaframe.agent import AdaFrame, location_to_index
+from adaframe.agent import AdaFrame, Looked, scan_order
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe.data import Batch, FeatureDataset, Sampling, collate, gather_frames, sample_indices
 from adaframe.rl_baselines import StopAgent
@@ -44,6 +44,23 @@ def count_distinct(idx: torch.Tensor) -> torch.Tensor:
 
 FrameFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Agent = AdaFrame | StopAgent
+Policy = Literal["learned", "uniform", "random"]
+"""Where an agent looks: its own policy, or (to measure what the policy adds) K uniformly spaced or random positions."""
+
+
+def policy_indices(lengths: torch.Tensor, k: int, policy: Policy, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """Frame indices [B, K] of a fixed policy in the order the agent looks at them, or None for ``learned``.
+
+    ``uniform``: the centres of K equal segments; ``random``: one random frame in each (``data.sample_indices``).
+    Both are visited in the uniform scan's coarse-to-fine order (``agent.scan_order``: the middle first), so
+    that an early stop has seen frames spread over the whole video.
+    """
+    if policy == "learned":
+        return None
+    if policy not in ("uniform", "random"):
+        raise AdaframeError(f"unknown policy {policy!r} (expected learned, uniform or random)")
+    idx = sample_indices(lengths, k, policy, generator)  # [B, K] in temporal order
+    return idx[:, torch.tensor(scan_order(k), device=idx.device)]
 
 
 @dataclass(frozen=True)
@@ -87,11 +104,11 @@ def check_stop_rule(model: Agent, stop: StopRule | None) -> None:
 
 @torch.no_grad()
 def agent_rollout(model: Agent, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int,
-                  stop: StopRule | None = None, scan: bool = False) -> dict[str, torch.Tensor]:
+                  stop: StopRule | None = None, scan: bool = False, positions: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Run an agent (AdaFrame, FrameGlimpse, FastForward) on a batch, deterministically.
 
-    Moves follow the policy's mean (or most likely jump). The frames come from
-    ``frame_fn(rows, idx) -> [A, D]``: the features of frame ``idx[a]`` of video ``rows[a]``.
+    Moves follow the policy's most likely action (mean location, most likely slot or jump). The frames come
+    from ``frame_fn(rows, idx) -> [A, D]``: the features of frame ``idx[a]`` of video ``rows[a]``.
     Evaluation gathers them from stored features; ``predict`` decodes the frame and runs the
     backbone on it right then, so only the frames the policy picks are computed. A video leaves
     the batch the step it stops, so later steps cost only what the running videos need.
@@ -102,6 +119,8 @@ def agent_rollout(model: Agent, memory: torch.Tensor, lengths: torch.Tensor, fra
         stop: when to stop early; ``None`` runs all ``max_steps`` steps.
         scan: a cost check, not a policy: take the next frame (wrapping around) at every step, so
             that every step computes a new frame.
+        positions: [B, K] frame indices to look at instead of the policy's (``policy_indices``); the
+            agent's network still reads them, predicts and stops as usual.
 
     Returns:
         probs [B, C] at each video's last step, steps [B], visited [B, K] (-1 after the stop),
@@ -111,32 +130,42 @@ def agent_rollout(model: Agent, memory: torch.Tensor, lengths: torch.Tensor, fra
     b, device = lengths.shape[0], lengths.device
     encoded = model.memory.encode(memory)
     h, c = model.initial_state(b, device)
-    idx = model.start_indices(lengths)
+    looked = Looked.start(b, encoded.shape[1], max_steps, device)
+    active = torch.arange(b, device=device)  # rows still running
+    if positions is not None:
+        idx = positions[:, 0].clone()
+    elif isinstance(model, StopAgent):
+        idx = model.start_indices(lengths)
+    else:
+        idx, _ = model.choose(model.first_selection(encoded), lengths, looked, active, -1, explore=False)
     probs = torch.zeros(b, model.cfg.num_classes, device=device)
     visited = torch.full((b, max_steps), -1, dtype=torch.long, device=device)
     utilities = torch.full((b, max_steps), float("nan"), device=device)
     steps = torch.zeros(b, dtype=torch.long, device=device)
     best_utility = torch.full((b,), float("-inf"), device=device)
     strikes = torch.zeros(b, dtype=torch.long, device=device)
-    active = torch.arange(b, device=device)  # rows still running
     for t in range(max_steps):
-        frame = frame_fn(active, idx[active])  # [A, D]
+        at = idx[active]
+        looked.mark(active, at, lengths[active], t)
+        frame = frame_fn(active, at)  # [A, D]
         if isinstance(model, StopAgent):
-            out = model.step(frame, encoded[active], (h[active], c[active]), idx[active].float() / lengths[active].float())
+            out = model.step(frame, encoded[active], (h[active], c[active]), at.float() / lengths[active].float())
         else:
-            out = model.step(frame, encoded[active], (h[active], c[active]))
+            out = model.step(frame, encoded[active], (h[active], c[active]), looked.blocked(active, lengths[active], t))
         h[active], c[active] = out.state
         p = torch.softmax(out.logits, dim=-1)  # [A, C]
         probs[active] = p
-        visited[active, t] = idx[active]
+        visited[active, t] = at
         utilities[active, t] = out.utility
         steps[active] = t + 1
         if scan:
-            idx[active] = (idx[active] + 1) % lengths[active]
+            idx[active] = (at + 1) % lengths[active]
+        elif positions is not None:
+            idx[active] = positions[active, min(t + 1, max_steps - 1)]
         elif isinstance(model, StopAgent):
-            idx[active] = model.next_index(model.greedy_action(out.move), idx[active], lengths[active])
+            idx[active] = model.next_index(model.greedy_action(out.move), at, lengths[active])
         else:
-            idx[active] = location_to_index(out.location, lengths[active])
+            idx[active], _ = model.choose(out.selection, lengths[active], looked, active, t, explore=False)
         if stop is None:
             continue
         if stop.by == "utility":
@@ -154,12 +183,14 @@ def agent_rollout(model: Agent, memory: torch.Tensor, lengths: torch.Tensor, fra
     return {"probs": probs, "steps": steps, "visited": visited, "utilities": utilities}
 
 
-def agent_batch(model: Agent, batch: Batch, max_steps: int, stop: StopRule | None = None) -> dict[str, torch.Tensor]:
-    """``agent_rollout`` on a batch of stored features."""
+def agent_batch(model: Agent, batch: Batch, max_steps: int, stop: StopRule | None = None, policy: Policy = "learned",
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """``agent_rollout`` on a batch of stored features, with the agent's own policy or a fixed one."""
     def frames(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return gather_frames(batch.features[rows], idx[:, None]).squeeze(1)  # [A, D]
 
-    return agent_rollout(model, batch.memory, batch.lengths, frames, max_steps, stop)
+    positions = policy_indices(batch.lengths, max_steps, policy, generator)
+    return agent_rollout(model, batch.memory, batch.lengths, frames, max_steps, stop, positions=positions)
 
 
 @torch.no_grad()
@@ -182,8 +213,11 @@ def baseline_batch(model: AvgPooling | LSTMBaseline, batch: Batch, frames: int, 
 
 def evaluate(model: torch.nn.Module, dataset: FeatureDataset | Subset, frames: int, sampling: Sampling = "uniform",
              stop: StopRule | None = None, batch_size: int = 128, device: torch.device | str = "cpu",
-             seed: int = 0, progress: bool = False) -> Result:
-    """Run a model over a whole split and collect per-video results in dataset order."""
+             seed: int = 0, progress: bool = False, policy: Policy = "learned") -> Result:
+    """Run a model over a whole split and collect per-video results in dataset order.
+
+    ``sampling`` picks the baselines' frames, ``policy`` the agents' (``seed``: of the random ones).
+    """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
     generator = torch.Generator(device=device).manual_seed(seed)
     model.eval()
@@ -191,7 +225,7 @@ def evaluate(model: torch.nn.Module, dataset: FeatureDataset | Subset, frames: i
     for batch in tqdm(loader, desc="eval", disable=not progress, unit="batch", leave=False):
         batch = batch.to(device)
         if isinstance(model, (AdaFrame, StopAgent)):
-            o = agent_batch(model, batch, frames, stop)
+            o = agent_batch(model, batch, frames, stop, policy, generator)
         else:
             o = baseline_batch(model, batch, frames, sampling, generator)
             o["utilities"] = torch.full(o["visited"].shape, float("nan"))

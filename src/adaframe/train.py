@@ -52,12 +52,16 @@ def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, rewar
         returns = discounted_returns(rewards, gamma)  # [B, K], Q_t
     # L_utl (Eq. 6): the utility regresses the discounted return, summed over steps.
     loss_utl = 0.5 * (roll.utilities - returns).pow(2).sum(1).mean()
-    # J_sel (Eq. 7): REINFORCE with the utility as baseline. The location sampled after step t
-    # picks the frame of step t+1; the one after the last step is never used.
-    advantage = (returns - roll.utilities).detach()[:, :-1]  # [B, K-1]
-    if normalize_advantage:
-        advantage = advantage / (shard.std(advantage) + 1e-8)
-    j_sel = (roll.log_probs[:, :-1] * advantage).sum(1).mean()
+    # J_sel (Eq. 7): REINFORCE with the utility as baseline. The frame of step t+1 was chosen after step t,
+    # so its choice is credited with Q_t - V_t. A first frame chosen from the memory alone (slots selection)
+    # has no utility before it: its baseline is the batch's mean return; a fixed first frame is no choice.
+    with torch.no_grad():
+        first_chosen = model.cfg.selection != "gaussian"
+        first = returns[:, 0] - shard.mean(returns[:, 0].mean()) if first_chosen else torch.zeros_like(returns[:, 0])
+        advantage = torch.cat([first[:, None], (returns - roll.utilities)[:, :-1]], dim=1)  # [B, K], of choosing frame t
+        if normalize_advantage:
+            advantage = advantage / (shard.std(advantage if first_chosen else advantage[:, 1:]) + 1e-8)
+    j_sel = (roll.log_probs * advantage).sum(1).mean()
     loss = loss_cls + reward_weight * loss_utl - reward_weight * j_sel
     return {
         "loss": loss, "loss_cls": loss_cls.detach(), "loss_utl": loss_utl.detach(), "j_sel": j_sel.detach(),
@@ -182,6 +186,16 @@ def save_train_state(cfg: TrainConfig, epoch: int, step: int, history: list[dict
     save_torch(cfg.out / TRAIN_STATE, state)
 
 
+def settings_differing(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The settings in which a saved run's config differs from ``cfg``, those a resumed run may change aside: more
+    epochs may follow, on another device; the run directory may have moved; the data is compared by place."""
+    ignore = NOT_IN_RESULT | {"epochs", "device", "out"}
+    saved = {k: v for k, v in saved.items() if k not in ignore}
+    wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    saved["data"], wanted["data"] = str(Path(saved.get("data", "")).resolve()), str(cfg.data.resolve())
+    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+
+
 def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
                  order: torch.Generator, shard: Shard = Shard()) -> tuple[int, int, list[dict], dict | None]:
@@ -202,13 +216,8 @@ def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Opti
         raise AdaframeError(f"--resume: {e}") from None
     if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
         raise AdaframeError(f"--resume: {path} is not a training state written by 'adaframe train'")
-    # More epochs may follow, on another device; the run directory may have moved; the data is compared by place.
-    ignore = NOT_IN_RESULT | {"epochs", "device", "out"}
-    saved = {k: v for k, v in state["config"].items() if k not in ignore}
-    wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
-    saved["data"], wanted["data"] = str(Path(saved.get("data", "")).resolve()), str(cfg.data.resolve())
-    if saved != wanted:
-        diff = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    diff = settings_differing(state["config"], cfg)
+    if diff:
         raise AdaframeError(f"--resume: {cfg.out} was trained with other settings ({', '.join(diff)}); use another --out")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -296,7 +305,8 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
     if cfg.batch_size % shard.world:
         raise AdaframeError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the {shard.world} processes")
     seed_everything(cfg.seed)
-    train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames)
+    agent = cfg.model not in ("avgpool", "lstm")
+    train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames if agent else 0)  # baselines read no memory
     if len(train_set.classes) < 2:
         raise AdaframeError(f"{cfg.data / 'videos.csv'} has {len(train_set.classes)} class ({', '.join(train_set.classes)}): "
                             "recognition needs at least 2")
@@ -310,6 +320,8 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
             print("warning: no val split; training without validation", file=sys.stderr)
     dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
             "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames}
+    if cfg.model == "adaframe":
+        dims.update(memory_read=cfg.memory_read, selection=cfg.selection)
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
     model = build_model(cfg.model, dims)
     if cfg.standardize:  # fixed input standardisation of the recurrent models
