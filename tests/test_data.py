@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.data import FeatureDataset, collate, gather_frames, sample_indices
+from adaframe import data as data_module
+from adaframe.data import FeatureDataset, collate, evidence_hits, gather_frames, read_evidence, sample_indices
 from adaframe.utils import AdaframeError
 from conftest import random_videos, read_rows
 
@@ -57,6 +58,37 @@ def test_collate_pads_and_masks(synth_dir):
         assert batch.mask[b].tolist() == [True] * t + [False] * (tmax - t)
         np.testing.assert_array_equal(batch.memory[b].numpy(), it["memory"])
     assert batch.mask.dtype == torch.bool
+
+
+def test_small_splits_are_kept_in_ram_read_only_and_large_ones_read_again(tmp_path, make_dataset, monkeypatch):
+    make_dataset(tmp_path / "d", random_videos(4))
+    ds = FeatureDataset(tmp_path / "d", "train")
+    first = ds[1]
+    assert ds[1]["features"] is first["features"] and ds[1]["memory"] is first["memory"]  # cached
+    assert not first["features"].flags.writeable  # shared by every later read: nobody may change it
+    batch = collate([ds[0], ds[1]])
+    batch.features += 1.0  # the batch is a copy
+    np.testing.assert_array_equal(ds[1]["features"], np.load(tmp_path / "d" / "features" / "vid001.npy"))
+    monkeypatch.setattr(data_module, "CACHE_BYTES", 10)  # a split larger than the budget
+    big = FeatureDataset(tmp_path / "d", "train")
+    assert big[1]["features"] is not big[1]["features"]
+    np.testing.assert_array_equal(big[1]["features"], first["features"])
+
+
+def test_evidence_golden(tmp_path, make_dataset):
+    make_dataset(tmp_path / "d", random_videos(3))
+    assert read_evidence(tmp_path / "d", ["vid000"]) is None  # no evidence.csv: nothing to report
+    (tmp_path / "d" / "evidence.csv").write_text("video_id,start,frames\nvid002,4,2\nvid000,0,1\nvid001,3,3\n")
+    ev = read_evidence(tmp_path / "d", ["vid000", "vid001", "vid002"])
+    assert ev.tolist() == [[0, 1], [3, 3], [4, 2]]
+    visited = np.array([[2, 1, -1], [0, 5, 6], [-1, -1, -1]])  # frames 3..5 show video 1's class: 5 does
+    assert evidence_hits(visited, ev).tolist() == [False, True, False]
+    assert evidence_hits(np.array([[0, -1, -1], [6, 2, 1], [5, 5, 5]]), ev).tolist() == [True, False, True]
+    with pytest.raises(AdaframeError, match="evidence.csv"):
+        read_evidence(tmp_path / "d", ["vid000", "vid009"])  # a video without a row
+    (tmp_path / "d" / "evidence.csv").write_text("video_id,begin\nvid000,1\n")
+    with pytest.raises(AdaframeError, match="evidence.csv"):
+        read_evidence(tmp_path / "d", ["vid000"])
 
 
 def test_memory_uniform_subset(synth_dir):

@@ -17,7 +17,7 @@ from adaframe.inference import StopRule, agent_batch
 from adaframe.predict import Predictor, parse_compare
 from adaframe.utils import AdaframeError
 from adaframe.video import probe, sample_times
-from conftest import SHARED_VIDEOS, adaframe
+from conftest import SHARED_VIDEOS, adaframe, lively
 
 K = 4
 
@@ -27,12 +27,11 @@ def make_run(run_dir: Path, data: Path, kind: str = "adaframe", seed: int = 0, m
     spec = read_spec(data)
     ds = FeatureDataset(data, "train")
     dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 24,
-            "std": 0.1, "memory_frames": memory_frames}
+            "std": 0.1, "memory_frames": memory_frames, "memory_read": "policy", "selection": "slots"}  # the default agent
     torch.manual_seed(seed)
     model = build_model(kind, dims)
     if kind == "adaframe":
-        # Larger selection weights than the init: locations spread over the video, so the test sees jumps.
-        torch.nn.init.normal_(model.select.weight, std=2.0)
+        lively(model)  # the policy jumps to memory slots and neighbours, so the test sees jumps
     save_checkpoint(run_dir, model, kind, dims, ds.classes, {"frames": K}, {"features": spec})
     return run_dir
 
@@ -248,6 +247,12 @@ def test_video_demo_quick_end_to_end(tmp_path):
     adaframe("video-demo", "--quick", "--out", str(tmp_path / "vd"), cwd=tmp_path, timeout=400)
     res = json.loads((tmp_path / "vd" / "results.json").read_text())
     assert res["extract"]["failed"] == 0 and res["extract"]["done"] == 12
+    assert {r["model"] for r in res["eval"]} == {"avgpool", "lstm", "adaframe"}
+    lstm = next(r for r in res["eval"] if r["model"] == "lstm")
+    assert lstm["frames"] == 6  # K + 1
+    ada = [r for r in res["eval"] if r["model"] == "adaframe"]
+    assert all(r["learned_minus_uniform"] == pytest.approx(r["mAP"] - r["uniform_mAP"]) for r in ada)
+    assert res["check"]["passed"] == (ada[0]["mAP"] >= max(r["mAP"] for r in res["eval"] if r["frames"] == 6 and r["model"] != "adaframe"))
     [p] = res["predict"]
     assert p["baseline"]["backbone_calls"] == 25 and p["backbone_calls"] <= 5
     spec = read_spec(tmp_path / "vd" / "features")

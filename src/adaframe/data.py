@@ -8,6 +8,9 @@ Layout of a data set directory ``DIR`` (the contract every other part relies on)
                                                     sampled, downsampled frames (Td=16 in the paper)
     DIR/extract.json               optional: how ``adaframe extract`` made the features (backbones,
                                    weights, sizes, fps, measured GFLOPs); absent for synthetic data
+    DIR/evidence.csv               optional: columns video_id,start,frames: the frames that show the class
+                                   (``adaframe synth`` writes it); ``eval`` then reports how often a policy
+                                   looked at one
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from adaframe.distributed import Shard, rand
 from adaframe.utils import AdaframeError
 
 SPLITS = ("train", "val", "test")
+CACHE_BYTES = 2 << 30
+"""A split whose features and memory fit in this many bytes is kept in RAM after the first read of each video."""
 SPEC = "extract.json"
 Sampling = Literal["uniform", "random", "all"]
 
@@ -92,6 +97,25 @@ def read_spec(root: str | Path) -> dict | None:
     if not isinstance(spec, dict) or not {"backbone", "memory_backbone", "fps", "memory_frames"} <= spec.keys():
         raise AdaframeError(f"{path} is not an extraction record of 'adaframe extract'")
     return spec
+
+
+def read_evidence(root: str | Path, video_ids: list[str]) -> np.ndarray | None:
+    """``root/evidence.csv`` as [N, 2] (first frame, count) for ``video_ids`` in order, or None when there is none."""
+    path = Path(root) / "evidence.csv"
+    if not path.is_file():
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = {r["video_id"]: (int(r["start"]), int(r["frames"])) for r in csv.DictReader(f)}
+        return np.array([rows[v] for v in video_ids], dtype=np.int64).reshape(len(video_ids), 2)
+    except (KeyError, ValueError, TypeError, UnicodeDecodeError, csv.Error) as e:
+        raise AdaframeError(f"{path} is not a table video_id,start,frames covering every video ({type(e).__name__}: {e})") from None
+
+
+def evidence_hits(visited: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    """visited [N, K] (-1: none), evidence [N, 2] -> [N] bool: some visited frame shows the evidence."""
+    start, count = evidence[:, :1], evidence[:, 1:]
+    return ((visited >= start) & (visited < start + count)).any(1)
 
 
 def _header(path: Path, video_id: str, what: str) -> tuple[int, ...]:
@@ -165,6 +189,9 @@ class FeatureDataset(Dataset):
             raise AdaframeError(f"--memory-frames {memory_frames} asked for, but {self.root / 'memory'} stores only {stored_td} per video")
         self.memory_frames = memory_frames
         self._memory_index = memory_subset(stored_td, memory_frames)
+        # Reading a small .npy costs ~0.4 ms of Python, more than a training step's share of a video: cache what fits.
+        size = 4 * (int(self.lengths.sum()) * self.feature_dim + len(self.records) * memory_frames * self.memory_dim)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if size <= CACHE_BYTES else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -177,12 +204,18 @@ class FeatureDataset(Dataset):
         return out
 
     def __getitem__(self, i: int) -> dict:
-        r = self.records[i]
-        feats = self._load(self.root / "features" / f"{r.video_id}.npy", r.video_id)
-        if self.memory_frames:
-            memory = self._load(self.root / "memory" / f"{r.video_id}.npy", r.video_id)[self._memory_index]
+        if self._cache is not None and i in self._cache:
+            feats, memory = self._cache[i]
         else:
-            memory = np.zeros((0, self.memory_dim), dtype=np.float32)
+            r = self.records[i]
+            feats = self._load(self.root / "features" / f"{r.video_id}.npy", r.video_id)
+            if self.memory_frames:
+                memory = self._load(self.root / "memory" / f"{r.video_id}.npy", r.video_id)[self._memory_index]
+            else:
+                memory = np.zeros((0, self.memory_dim), dtype=np.float32)
+            if self._cache is not None:
+                feats.flags.writeable = memory.flags.writeable = False  # shared by every later read
+                self._cache[i] = (feats, memory)
         return {"features": feats, "memory": memory, "label": int(self.labels[i]), "index": i}
 
 
@@ -208,13 +241,13 @@ def collate(items: list[dict]) -> Batch:
     """Pad variable-length videos into one batch."""
     lengths = torch.tensor([it["features"].shape[0] for it in items], dtype=torch.int64)
     dim = items[0]["features"].shape[1]
-    feats = torch.zeros(len(items), int(lengths.max()), dim)
+    feats = np.zeros((len(items), int(lengths.max()), dim), dtype=np.float32)  # [B, Tmax, D], copied: items may be cached
     for b, it in enumerate(items):
-        feats[b, : it["features"].shape[0]] = torch.from_numpy(it["features"])
-    memory = torch.from_numpy(np.stack([it["memory"] for it in items]))
+        feats[b, : it["features"].shape[0]] = it["features"]
+    memory = np.stack([it["memory"] for it in items])  # [B, Td, Dm]
     labels = torch.tensor([it["label"] for it in items], dtype=torch.int64)
     index = torch.tensor([it["index"] for it in items], dtype=torch.int64)
-    return Batch(feats, lengths, memory, labels, index)
+    return Batch(torch.from_numpy(feats), lengths, torch.from_numpy(memory), labels, index)
 
 
 def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "random"], generator: torch.Generator | None = None,

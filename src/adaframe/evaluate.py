@@ -21,8 +21,8 @@ from torch import nn
 from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe.checkpoint import AGENTS, load_checkpoint
-from adaframe.data import FeatureDataset, Sampling, read_spec
-from adaframe.inference import Result, StopRule, check_stop_rule, default_stop, evaluate
+from adaframe.data import FeatureDataset, Sampling, evidence_hits, read_evidence, read_spec, sample_indices
+from adaframe.inference import Policy, Result, StopRule, check_stop_rule, default_stop, evaluate
 from adaframe.metrics import CostModel, backward_jump_fraction, mean_average_precision, measure_gflops, top1
 from adaframe.rl_baselines import StopAgent
 from adaframe.utils import AdaframeError, atomic_write, check_writable, resolve_device, write_json
@@ -41,6 +41,9 @@ class EvalConfig:
     """K: AdaFrame's most steps, or the frames a baseline samples"""
     sampling: Sampling = "uniform"
     """how a baseline picks its frames ('all': every frame); AdaFrame picks its own"""
+    policy: Policy = "learned"
+    """where an agent looks: its own policy, or K uniformly spaced or random positions read by the same network
+    (a learned policy is also compared with uniform: 'learned minus uniform' is what the policy adds)"""
     mu: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: none, K fixed steps)")] = None
     """adaptive lookahead: stop once the utility falls more than mu below its best (AdaFrame)"""
     entropy: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: none)")] = None
@@ -89,16 +92,21 @@ class EvalConfig:
         return None
 
 
-def load_run(checkpoint: str | Path, data: str | Path, split: str = "val",
-             device: torch.device | str = "cpu") -> tuple[nn.Module, dict, FeatureDataset]:
+def load_run(checkpoint: str | Path, data: str | Path, split: str = "val", device: torch.device | str = "cpu",
+             datasets: dict | None = None) -> tuple[nn.Module, dict, FeatureDataset]:
     """Load a run and the split it is to be evaluated on, with the run's class order.
 
-    Baselines never read the global memory, so their data set may lack ``memory/``.
+    Baselines never read the global memory, so their data set may lack ``memory/``. ``datasets``: a cache
+    that runs evaluated together share, so that a split is read once.
     """
     model, payload = load_checkpoint(checkpoint, device)
     dims, kind = payload["dims"], payload["kind"]
     memory_frames = dims.get("memory_frames") if kind in AGENTS else 0
-    dataset = FeatureDataset(data, split, classes=payload["classes"], memory_frames=memory_frames)
+    key = (str(Path(data).resolve()), split, tuple(payload["classes"]), memory_frames)
+    cache = {} if datasets is None else datasets
+    if key not in cache:
+        cache[key] = FeatureDataset(data, split, classes=payload["classes"], memory_frames=memory_frames)
+    dataset = cache[key]
     if dataset.feature_dim != dims["feature_dim"]:
         raise AdaframeError(f"{data}: features have D={dataset.feature_dim}, but the model was trained on D={dims['feature_dim']}")
     if kind in AGENTS and dataset.memory_frames and dataset.memory_dim != dims["memory_dim"]:
@@ -134,17 +142,21 @@ def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, fr
                     sampling: Sampling = "uniform", stop: StopRule | None = None, batch_size: int = 128,
                     device: torch.device | str = "cpu", backbone_gflops: float = CostModel.backbone_gflops,
                     memory_gflops: float = CostModel.memory_gflops_per_frame, seed: int = 0,
-                    progress: bool = False) -> tuple[dict, Result]:
+                    progress: bool = False, policy: Policy = "learned") -> tuple[dict, Result]:
     """Evaluate an already loaded run (see ``load_run``); the demo and the report call this once per setting.
 
     Returns:
-        A JSON-ready dict: the setting (model, split, frames, sampling, stop rule), mAP and top1 in
-        percent, avg_frames, avg_steps, gflops_per_video, head_gflops_per_step, num_videos, and the
-        fraction of videos whose path jumps backward at least once; and the per-video ``Result``.
+        A JSON-ready dict: the setting (model, split, frames, sampling or policy, stop rule), mAP and top1 in
+        percent, avg_frames, avg_steps, gflops_per_video, head_gflops_per_step, num_videos, the
+        fraction of videos whose path jumps backward at least once and, on data with ``evidence.csv``,
+        the share of videos whose visited frames include an evidence frame (``evidence_hit``; and
+        ``evidence_hit_uniform``: of K uniform frames); and the per-video ``Result``.
     """
     kind = payload["kind"]
     if kind in AGENTS and sampling != "uniform":
-        raise AdaframeError(f"--sampling applies to the baselines only: {kind} chooses its own frames")
+        raise AdaframeError(f"--sampling applies to the baselines only: {kind} chooses its own frames (see --policy)")
+    if kind not in AGENTS and policy != "learned":
+        raise AdaframeError(f"--policy applies to the agents, and this checkpoint holds a {kind!r} model (see --sampling)")
     if kind not in AGENTS and stop is not None:
         raise AdaframeError(f"stop rules (--mu, --entropy, --stop-threshold) apply to the agents, and this checkpoint holds a {kind!r} model")
     check_stop_rule(model, stop)
@@ -155,7 +167,7 @@ def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, fr
     if frames < 1:
         raise AdaframeError(f"--frames must be >= 1, got {frames}")
 
-    res = evaluate(model, dataset, frames, sampling, stop, batch_size, device, seed, progress)
+    res = evaluate(model, dataset, frames, sampling, stop, batch_size, device, seed, progress, policy)
     memory_frames = dataset.memory_frames if kind in AGENTS else 0
     head = head_gflops_per_step(model, memory_frames, device)
     cost = CostModel(backbone_gflops, memory_gflops, head)
@@ -165,6 +177,7 @@ def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, fr
         "split": dataset.records[0].split,
         "frames": None if sampling == "all" else frames,
         "sampling": "policy" if kind in AGENTS else sampling,
+        "policy": policy if kind in AGENTS else None,
         "stop": None if stop is None else stop.by,
         "threshold": None if stop is None else stop.threshold,
         "mu": stop.threshold if stop is not None and stop.by == "utility" else None,
@@ -181,6 +194,11 @@ def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, fr
         "backbone_gflops": backbone_gflops,
         "memory_gflops": memory_gflops,
     }
+    evidence = read_evidence(dataset.root, [r.video_id for r in dataset.records])
+    if evidence is not None:
+        uniform = sample_indices(torch.from_numpy(dataset.lengths), frames, "uniform").numpy()  # [N, K]
+        summary["evidence_hit"] = float(evidence_hits(res.visited, evidence).mean())
+        summary["evidence_hit_uniform"] = float(evidence_hits(uniform, evidence).mean())
     return summary, res
 
 
@@ -206,10 +224,12 @@ def write_per_video(path: Path, dataset: FeatureDataset, classes: list[str], res
 def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", frames: int | None = None,
                  sampling: Sampling = "uniform", stop: StopRule | Literal["default"] | None = "default", batch_size: int = 128,
                  device: str = "cpu", backbone_gflops: float | None = None, memory_gflops: float | None = None,
-                 seed: int = 0, progress: bool = False, per_video: Path | None = None) -> dict:
+                 seed: int = 0, progress: bool = False, per_video: Path | None = None, policy: Policy = "learned") -> dict:
     """Load ``checkpoint`` and evaluate it on ``split`` of ``data``; the keys are those of ``evaluate_loaded``.
 
-    ``stop="default"``: the stop head for FrameGlimpse / FastForward, none (K steps) for AdaFrame.
+    ``stop="default"``: the stop head for FrameGlimpse / FastForward, none (K steps) for AdaFrame. An agent's
+    learned policy is also run with K uniform positions (same network, same stop rule): ``uniform_mAP`` and
+    ``learned_minus_uniform`` say what the policy adds.
 
     GFLOPs per frame not given are those measured when the features were extracted (``extract.json``),
     else the paper's ResNet-101 / MobileNetV2 numbers.
@@ -223,10 +243,13 @@ def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", f
         memory_gflops = spec["memory_backbone"]["gflops"] if spec else CostModel.memory_gflops_per_frame
     if stop == "default":
         stop = default_stop(model)
-    result, res = evaluate_loaded(model, payload, dataset, frames, sampling, stop, batch_size, dev,
-                                  backbone_gflops, memory_gflops, seed, progress)
+    costs = (batch_size, dev, backbone_gflops, memory_gflops, seed, progress)
+    result, res = evaluate_loaded(model, payload, dataset, frames, sampling, stop, *costs, policy=policy)
     if per_video is not None:
         write_per_video(per_video, dataset, payload["classes"], res)
+    if payload["kind"] in AGENTS and policy == "learned":
+        uniform, _ = evaluate_loaded(model, payload, dataset, frames, sampling, stop, *costs, policy="uniform")
+        result.update(uniform_mAP=uniform["mAP"], learned_minus_uniform=result["mAP"] - uniform["mAP"])
     return {"checkpoint": str(checkpoint), "data": str(data), **result}
 
 
@@ -265,11 +288,18 @@ def run_eval(cfg: EvalConfig) -> dict:
         if path is not None:
             check_writable(path)
     r = evaluate_run(cfg.checkpoint, cfg.data, cfg.split, cfg.frames, cfg.sampling, cfg.stop_rule() or "default", cfg.batch_size,
-                     cfg.device, cfg.backbone_gflops, cfg.memory_gflops, cfg.seed, cfg.progress, cfg.per_video)
+                     cfg.device, cfg.backbone_gflops, cfg.memory_gflops, cfg.seed, cfg.progress, cfg.per_video, cfg.policy)
     stop = "-" if r["stop"] is None else StopRule(r["stop"], r["threshold"], r["patience"]).describe()
     header = ["model", "split", "videos", "sampling", "K", "stop", "mAP (%)", "top1 (%)", "frames", "steps", "GFLOPs"]
-    print(format_table(header, [[r["model"], r["split"], r["num_videos"], r["sampling"], r["frames"] or "all", stop,
+    sampling = r["sampling"] if r["policy"] in (None, "learned") else f"{r['policy']} (policy)"
+    print(format_table(header, [[r["model"], r["split"], r["num_videos"], sampling, r["frames"] or "all", stop,
                                  r["mAP"], r["top1"], r["avg_frames"], r["avg_steps"], r["gflops_per_video"]]]))
+    if "learned_minus_uniform" in r:
+        print(f"learned minus uniform: {r['learned_minus_uniform']:+.2f} mAP (the same network on {r['frames']} uniformly "
+              f"spaced frames: {r['uniform_mAP']:.2f})")
+    if "evidence_hit" in r:
+        print(f"videos whose visited frames include an evidence frame: {100 * r['evidence_hit']:.1f}% "
+              f"({r['frames']} uniform frames: {100 * r['evidence_hit_uniform']:.1f}%)")
     if cfg.per_video is not None:
         print(f"wrote {cfg.per_video}")
     if cfg.json is not None:
