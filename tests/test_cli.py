@@ -51,10 +51,45 @@ def test_cli_synth_train_eval(tmp_path, model):
         adaptive = evaluate("--mu", "0.7")
         assert adaptive["avg_frames"] <= fixed["avg_frames"] + 1e-9
         assert adaptive["gflops_per_video"] <= fixed["gflops_per_video"] + 1e-9
+        check_policies(tmp_path, run, data, fixed, evaluate)
     else:
-        # --mu is AdaFrame's; asking it of a baseline is a user error
-        bad = adaframe("eval", "--checkpoint", str(run), "--data", str(data), "--mu", "0.7", "--no-progress", cwd=tmp_path, check=False)
-        assert bad.returncode != 0 and "Traceback" not in bad.stderr + bad.stdout
+        # --mu and --policy are the agents'; asking them of a baseline is a user error
+        for flag in (["--mu", "0.7"], ["--policy", "uniform"]):
+            bad = adaframe("eval", "--checkpoint", str(run), "--data", str(data), *flag, "--no-progress", cwd=tmp_path, check=False)
+            assert bad.returncode == 2 and "Traceback" not in bad.stderr + bad.stdout and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def check_policies(tmp_path, run, data, learned: dict, evaluate) -> None:
+    """--policy: the same network on uniform or random positions; the learned policy reports what it adds, and on data
+    with evidence.csv how often each looked at an evidence frame."""
+    import torch
+
+    from adaframe.data import read_evidence, read_videos_csv
+    from adaframe.inference import policy_indices
+
+    per_video = tmp_path / "uniform.csv"
+    uniform = evaluate("--policy", "uniform", "--per-video", str(per_video))
+    assert learned["policy"] == "learned" and uniform["policy"] == "uniform"
+    assert learned["uniform_mAP"] == pytest.approx(uniform["mAP"])
+    assert learned["learned_minus_uniform"] == pytest.approx(learned["mAP"] - uniform["mAP"])
+    assert "learned_minus_uniform" not in uniform
+    # the uniform policy looked at the K uniform positions in the scan's order
+    with open(per_video, newline="") as f:
+        visited = [[int(v) for v in row["frames"].split()] for row in csv.DictReader(f)]
+    val = [r.video_id for r in read_videos_csv(data) if r.split == "val"]
+    lengths = torch.tensor([np.load(data / "features" / f"{v}.npy").shape[0] for v in val])
+    assert visited == policy_indices(lengths, 3, "uniform").tolist()
+    # evidence: the share of videos with a visited frame in [start, start + frames), by hand
+    evidence = read_evidence(data, val)
+    hits = [any(s <= f < s + n for f in frames) for frames, (s, n) in zip(visited, evidence.tolist())]
+    assert uniform["evidence_hit"] == pytest.approx(np.mean(hits)) == pytest.approx(uniform["evidence_hit_uniform"])
+    assert learned["evidence_hit_uniform"] == pytest.approx(np.mean(hits)) and 0 <= learned["evidence_hit"] <= 1
+    random1, random2, random3 = evaluate("--policy", "random"), evaluate("--policy", "random"), evaluate("--policy", "random", "--seed", "5")
+    assert random1["policy"] == "random" and random1["mAP"] == random2["mAP"]
+    assert random1["evidence_hit"] != random3["evidence_hit"] or random1["mAP"] != random3["mAP"]  # another draw
+    for bad in (["--policy", "best"], ["--policy", "uniform", "--sampling", "random"]):
+        proc = adaframe("eval", "--checkpoint", str(run), "--data", str(data), *bad, "--no-progress", cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
@@ -140,15 +175,19 @@ def test_eval_stop_agent_flags(trained):
 
 
 def test_report_end_to_end(tmp_path):
-    """The whole report on a tiny set (1 epoch each): every table and figure, then a rerun that only evaluates."""
+    """The whole report on a tiny set (1 epoch each, 2 seeds, 2 runs at a time): every table and figure, mu* chosen
+    on val and numbers on test, then a rerun that only evaluates."""
     data = tmp_path / "data"
     adaframe("synth", *SYNTH, "--memory-frames", "20", "--out", str(data), cwd=tmp_path)
     out = tmp_path / "report"
-    args = ["report", "--data", str(data), "--out", str(out), "--epochs", "1", "--hidden", "8", "--no-progress"]
-    adaframe(*args, cwd=tmp_path, timeout=600)
+    args = ["report", "--data", str(data), "--out", str(out), "--epochs", "1", "--hidden", "8", "--seeds", "2", "--jobs", "2",
+            "--no-progress"]
+    adaframe(*args, cwd=tmp_path, timeout=900)
     text = (out / "report.md").read_text()
-    for heading in ("Table 1", "Figure 3", "Table 2", "Table 3", "entropy", "Figure 4", "Figure 5", "Backward jumps"):
+    for heading in ("Table 1", "What makes the policy work", "Figure 3", "Table 2", "Table 3", "entropy", "Figure 4",
+                    "Figure 5", "Backward jumps", "learned minus uniform policy", "AdaFrame, uniform policy"):
         assert heading in text, heading
+    assert "chosen on the val split" in text and " ± " in text
     # 32 memory frames cannot be had from 20 stored: the row says so instead of failing
     assert "the data stores 20 memory frames" in text
     for png in ("fig3_map_vs_gflops.png", "fig4_stop_steps.png", "fig5_class_stops.png", "stop_utility_vs_entropy.png"):
@@ -157,14 +196,31 @@ def test_report_end_to_end(tmp_path):
     results = json.loads((out / "results.json").read_text())
     runs = set(results["runs"])
     assert {"avgpool", "adaframe-3", "adaframe-5", "adaframe-10", "adaframe-10-memory0", "adaframe-10-memory12",
-            "adaframe-10-prediction", "adaframe-10-transition", "frameglimpse", "frameglimpse-g", "fastforward",
-            "fastforward-g"} <= runs and "adaframe-10-memory32" not in runs
-    assert all((out / "runs" / name / "checkpoint.pt").is_file() for name in runs)
+            "adaframe-10-memory16", "adaframe-10-prediction", "adaframe-10-transition", "adaframe-10-memread-lstm",
+            "adaframe-10-gaussian", "adaframe-10-paper-agent", "frameglimpse", "frameglimpse-g", "fastforward",
+            "fastforward-g"} <= runs and "adaframe-10-memory32" not in runs and "adaframe-10-memory20" not in runs
+    for name, cfgs in results["runs"].items():  # two seeds each, in their own directories
+        assert [c["seed"] for c in cfgs] == [0, 1]
+        assert all((out / "runs" / f"{name}-s{seed}" / "checkpoint.pt").is_file() for seed in (0, 1))
+    paper = results["runs"]["adaframe-10-paper-agent"][0]
+    assert (paper["memory_read"], paper["selection"]) == ("lstm", "gaussian")
+    assert (results["runs"]["adaframe-10"][0]["memory_read"], results["runs"]["adaframe-10"][0]["selection"]) == ("policy", "slots")
     models = {r["model"] for r in results["rows"]}
     assert models == {"avgpool", "lstm", "adaframe", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"}
+    assert {r["split"] for r in results["rows"]} == {"test"} and {r["split"] for r in results["val_rows"]} == {"val"}
+    for r in results["rows"]:  # each row averages its two seeds
+        assert r["seeds"] == 2 and len(r["mAP_per_seed"]) == 2
+        assert r["mAP"] == pytest.approx(sum(r["mAP_per_seed"]) / 2)
+        assert r["mAP_std"] == pytest.approx(abs(r["mAP_per_seed"][0] - r["mAP_per_seed"][1]) / 2**0.5)
+    # mu* is the cheapest val setting within the tolerance of K steps on val (else K steps)
+    val = {(r["run"], r["mu"]): r for r in results["val_rows"] if r["run"] == "adaframe-10" and r["policy"] == "learned"
+           and r["stop"] in (None, "utility")}
+    good = [r for (_, mu), r in val.items() if mu is not None and r["mAP"] >= val[("adaframe-10", None)]["mAP"] - 0.5]
+    want = min(good, key=lambda r: (r["avg_frames"], -r["mAP"]))["mu"] if good else None
+    assert results["mu_star"]["adaframe-10"] == want
     # the rerun reuses every run and writes the same numbers
-    second = adaframe(*args, cwd=tmp_path, timeout=600)
-    assert second.stdout.count("reusing") + second.stderr.count("reusing") == len(runs)
+    second = adaframe(*args, cwd=tmp_path, timeout=900)
+    assert second.stdout.count("reusing") + second.stderr.count("reusing") == 2 * len(runs)
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
 
 
@@ -186,10 +242,13 @@ def test_report_paper_preset_smoke(tmp_path):
     adaframe("synth", *SYNTH, "--memory-frames", "16", "--out", str(data), cwd=tmp_path)
     out = tmp_path / "report"
     adaframe("report", "--data", str(data), "--out", str(out), "--preset", "paper", "--split", "test", "--epochs", "1",
-             "--hidden", "8", "--no-progress", cwd=tmp_path, timeout=600)
+             "--hidden", "8", "--seeds", "1", "--no-progress", cwd=tmp_path, timeout=600)
     results = json.loads((out / "results.json").read_text())
     assert results["split"] == "test" and results["preset"]["train_preset"] == "paper"
-    assert {c["preset"] for c in results["runs"].values()} == {"paper"}
+    assert {c["preset"] for cfgs in results["runs"].values() for c in cfgs} == {"paper"}
+    agents = [c for cfgs in results["runs"].values() for c in cfgs if c["model"] == "adaframe"]
+    assert agents and {(c["memory_read"], c["selection"]) for c in agents} == {("lstm", "gaussian")}  # the paper's agent
+    assert not any(name.endswith("paper-agent") for name in results["runs"])
     assert {r["split"] for r in results["rows"]} == {"test"}
     assert "(paper preset)" in (out / "report.md").read_text()
 

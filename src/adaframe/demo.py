@@ -1,11 +1,15 @@
 """``adaframe demo``: synthetic data -> training -> fixed and adaptive inference -> Table 1 and a plot.
 
-Trains AvgPooling and AdaFrame-K (K = 3, 5, 10) on the synthetic data set, evaluates them on its
-val split the way Table 1 of the paper does, and checks the two claims the project reproduces:
+Trains AvgPooling, LSTMs over K+1 (and 25) frames and AdaFrame-K (K = 3, 5, 10) on the synthetic data
+set, ``--seeds`` times each, chooses AdaFrame-10's adaptive-lookahead threshold mu on the val split and
+reports every number on the test split (mean ± std over seeds). It checks the claims the project
+reproduces, against the strongest baseline at equal or more frames:
 
-1. AdaFrame-10 with adaptive lookahead (mu = 0.7) is at least as accurate as AvgPooling over
-   25 uniform frames while looking at no more than 10 frames on average;
-2. AdaFrame-K beats AvgPooling over K uniform frames for K = 3, 5, 10.
+1. AdaFrame-K with K steps is at least as accurate as an LSTM over K+1 uniform frames, K = 3, 5, 10;
+2. AdaFrame-10 with adaptive lookahead is within 0.5 mAP of the best of LSTM-U25 and AvgPooling over
+   every frame, while looking at no more than 10 frames on average;
+3. the learned policy adds at least 3 mAP to AdaFrame-10 over a uniform scan read by the same network;
+4. (with 2 or more seeds) AdaFrame-10's mAP varies by at most 1.5 points (std) from seed to seed.
 
 Finished runs and the data set are reused, so a second ``make demo`` only evaluates.
 """
@@ -13,55 +17,53 @@ Finished runs and the data set are reused, so a second ``make demo`` only evalua
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
-import torch
 from tqdm import tqdm
 
-from adaframe.checkpoint import CHECKPOINT
-from adaframe.config import NOT_IN_RESULT, TrainConfig
-from adaframe.evaluate import evaluate_loaded, format_table, load_run, markdown_table
+from adaframe.config import TrainConfig
+from adaframe.evaluate import format_table, markdown_table
+from adaframe.figures import Point, Series, plot_tradeoff
 from adaframe.inference import StopRule
+from adaframe.metrics import CostModel
+from adaframe.runs import MAP_TOLERANCE, Evaluator, Plan, mean_std, pick_mu, seeded, train_missing
 from adaframe.synth import SynthConfig, generate
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 
 AVGPOOL_K = (1, 3, 5, 10, 25)
 ADAFRAME_K = (3, 5, 10)
-MUS = (0.3, 0.5, 0.7, 0.9)
-CHECK_MU = 0.7
+LSTM_K = (4, 6, 11, 25)
+"""K + 1 for every AdaFrame K (one frame more: the global memory's cost), and 25: each LSTM is trained with its K"""
+MUS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+CHECK_K = 10
+CLOSE = 0.5
+"""check 2: adaptive AdaFrame-10 within this many mAP points of the best dense baseline"""
+POLICY_GAIN = 3.0
+"""check 3: the learned policy must add this many mAP points to a uniform scan"""
+SEED_STD = 1.5
+"""check 4: the most std of AdaFrame-10's mAP across seeds"""
 
 
 @dataclass
 class DemoConfig:
-    """Run the whole pipeline on synthetic data and print a Table-1-style comparison."""
+    """Run the whole pipeline on synthetic data and print a Table-1-style comparison (test split, mu chosen on val)."""
 
     out: Path = Path("runs/demo")
     """directory for the data (OUT/data), the runs (OUT/runs) and results.json, table.md, map_vs_gflops.png"""
+    seeds: int = 1
+    """train every model this many times (seeds 0, 1, ...); tables show the mean ± std"""
+    jobs: int = 2
+    """runs trained at a time, each in a worker process of one thread (default 2: two CPU cores)"""
     quick: bool = False
     """a tiny data set and 2 epochs: a smoke test in seconds, not a result"""
     device: Literal["cpu", "cuda"] = "cpu"
 
-
-PAPER_MEMORY = 16  # global-memory frames of the paper (the synthetic set stores 32 for the Table 2 ablation)
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One row of the table: a trained run evaluated one way."""
-
-    method: str
-    run: str
-    frames: int
-    sampling: Literal["uniform", "all", "policy"] = "uniform"
-    mu: float | None = None
-
-    @property
-    def label(self) -> str:
-        if self.sampling == "policy":
-            return f"adaptive mu={self.mu}" if self.mu is not None else "fixed K steps"
-        return "all frames" if self.sampling == "all" else self.sampling
+    def __post_init__(self) -> None:
+        if self.seeds < 1 or self.jobs < 1:
+            raise AdaframeError("--seeds and --jobs must be >= 1")
 
 
 def synth_config(quick: bool) -> SynthConfig:
@@ -70,22 +72,17 @@ def synth_config(quick: bool) -> SynthConfig:
     return SynthConfig()
 
 
-def train_configs(data: Path, runs: Path, quick: bool, device: str) -> dict[str, TrainConfig]:
-    """AvgPooling (K only sets its validation during training: it trains on all frames) and AdaFrame-K."""
+def plan_runs(data: Path, runs: Path, quick: bool, device: str, seeds: int) -> Plan:
+    """AvgPooling (K only sets its validation during training: it trains on all frames), LSTM-K and AdaFrame-K."""
     extra = {"epochs": 2, "hidden": 32} if quick else {}
-    cfgs = {"avgpool": TrainConfig(data, runs / "avgpool", model="avgpool", frames=10, preset="fast", device=device, **extra)}
-    for k in ADAFRAME_K:
-        cfgs[f"adaframe-{k}"] = TrainConfig(data, runs / f"adaframe-{k}", model="adaframe", frames=k, preset="fast", device=device,
-                                            memory_frames=PAPER_MEMORY if not quick else None, **extra)
-    return cfgs
 
+    def run(name: str, model: str, k: int) -> list[TrainConfig]:
+        return seeded(TrainConfig(data, runs / name, model=model, frames=k, preset="fast", device=device, **extra), seeds)  # type: ignore[arg-type]
 
-def settings() -> list[Setting]:
-    rows = [Setting("AvgPooling", "avgpool", k) for k in AVGPOOL_K]
-    rows.append(Setting("AvgPooling", "avgpool", max(AVGPOOL_K), "all"))
-    rows += [Setting(f"AdaFrame-{k}", f"adaframe-{k}", k, "policy") for k in ADAFRAME_K]
-    rows += [Setting("AdaFrame-10", "adaframe-10", 10, "policy", mu) for mu in MUS]
-    return rows
+    plan = {"avgpool": run("avgpool", "avgpool", 10)}
+    plan.update({f"lstm-{k}": run(f"lstm-{k}", "lstm", k) for k in LSTM_K})
+    plan.update({f"adaframe-{k}": run(f"adaframe-{k}", "adaframe", k) for k in ADAFRAME_K})
+    return plan
 
 
 def prepare_data(out: Path, cfg: SynthConfig) -> Path:
@@ -103,135 +100,107 @@ def prepare_data(out: Path, cfg: SynthConfig) -> Path:
     return data
 
 
-def is_finished(cfg: TrainConfig) -> bool:
-    """A run is reusable when its checkpoint (one atomically written file) holds this config after every epoch."""
-    path = cfg.out / CHECKPOINT
-    if not path.is_file():
-        return False
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        saved, epochs = payload["config"], payload["epoch"]
-    except Exception:  # an older layout, or not ours: train it again
-        return False
-    want = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RESULT}
-    have = {k: v for k, v in saved.items() if k not in NOT_IN_RESULT}
-    return have == want and epochs == cfg.epochs
-
-
-def train_runs(cfgs: dict[str, TrainConfig]) -> None:
-    from adaframe.train import train  # tensorboard is slow to import
-
-    for i, (name, cfg) in enumerate(cfgs.items(), 1):
-        if is_finished(cfg):
-            tqdm.write(f"[2/4] ({i}/{len(cfgs)}) reusing the finished run {cfg.out}")
-            continue
-        tqdm.write(f"[2/4] ({i}/{len(cfgs)}) training {name}: K={cfg.frames}, {cfg.epochs} epochs, hidden {cfg.hidden}")
-        train(replace(cfg, overwrite=True))  # its own run directory, not finished: start it again
-
-
-def evaluate_settings(cfgs: dict[str, TrainConfig], data: Path, device: str) -> list[dict]:
-    """Evaluate every table row on val, loading each run and the split once."""
-    dev = resolve_device(device)
-    loaded: dict[str, tuple] = {}
+def evaluate_all(plan: Plan, device: str) -> tuple[list[dict], dict]:
+    """Every table row on test, with AdaFrame-10's mu chosen on val; returns the rows and the chosen val row."""
+    val, test = (Evaluator(plan, split, device, CostModel()) for split in ("val", "test"))
+    tqdm.write("[3/4] evaluating: mu on val, every number on test")
+    sweep = [StopRule("utility", mu) for mu in MUS]
+    chosen = pick_mu([val(f"adaframe-{CHECK_K}", CHECK_K, stop=s) for s in sweep], val(f"adaframe-{CHECK_K}", CHECK_K))
     rows = []
-    tqdm.write("[3/4] evaluating on val")
-    for s in tqdm(settings(), desc="eval", unit="setting"):
-        if s.run not in loaded:
-            loaded[s.run] = load_run(cfgs[s.run].out, data, "val", dev)
-        model, payload, dataset = loaded[s.run]
-        r, _ = evaluate_loaded(model, payload, dataset, s.frames, "uniform" if s.sampling == "policy" else s.sampling,
-                               None if s.mu is None else StopRule("utility", s.mu), device=dev)
-        rows.append({"method": s.method, "run": s.run, "setting": s.label, "K": "all" if s.sampling == "all" else s.frames, **r})
-    return rows
+
+    def add(method: str, setting: str, row: dict, **extra: object) -> None:
+        rows.append({"method": method, "setting": setting, **row, **extra})
+
+    for k in AVGPOOL_K:
+        add("AvgPooling", "uniform", test("avgpool", k))
+    add("AvgPooling", "all frames", test("avgpool", None, "all"))
+    for k in LSTM_K:
+        add("LSTM", "uniform", test(f"lstm-{k}", k))
+    for k in ADAFRAME_K:
+        learned, uniform = test(f"adaframe-{k}", k), test(f"adaframe-{k}", k, policy="uniform")
+        add(f"AdaFrame-{k}", "K steps", learned, uniform_mAP=uniform["mAP"], learned_minus_uniform=learned["mAP"] - uniform["mAP"])
+    for s in sweep:
+        add(f"AdaFrame-{CHECK_K}", f"adaptive mu={s.threshold:g}" + (" (mu*)" if chosen.get("mu") == s.threshold else ""),
+            test(f"adaframe-{CHECK_K}", CHECK_K, stop=s))
+    return rows, chosen
 
 
-def _find(rows: list[dict], method: str, setting: str, k: int) -> dict:
-    return next(r for r in rows if r["method"] == method and r["setting"] == setting and r["K"] == k)
+def _find(rows: list[dict], method: str, k: int | None = None, setting: str | None = None) -> dict:
+    return next(r for r in rows if r["method"] == method and (k is None or r["frames"] == k)
+                and (setting is None or r["setting"].startswith(setting)))
 
 
-def checks(rows: list[dict]) -> list[dict]:
-    """The project's two claims, each with the numbers it was decided on."""
-    ada = _find(rows, "AdaFrame-10", f"adaptive mu={CHECK_MU}", 10)
-    u25 = _find(rows, "AvgPooling", "uniform", 25)
-    first = {
-        "name": "adaptive AdaFrame-10 matches AvgPooling-U25 with <= 10 frames",
-        "passed": ada["mAP"] >= u25["mAP"] and ada["avg_frames"] <= 10,
-        "detail": f"AdaFrame-10 (mu={CHECK_MU}) mAP {ada['mAP']:.2f}% with {ada['avg_frames']:.2f} frames "
-                  f"vs AvgPooling-U25 mAP {u25['mAP']:.2f}% with {u25['avg_frames']:.2f} frames",
-    }
-    pairs = [(k, _find(rows, f"AdaFrame-{k}", "fixed K steps", k)["mAP"], _find(rows, "AvgPooling", "uniform", k)["mAP"]) for k in ADAFRAME_K]
-    second = {
-        "name": "AdaFrame-K beats AvgPooling-U-K for K = 3, 5, 10",
-        "passed": all(a > b for _, a, b in pairs),
-        "detail": "; ".join(f"K={k}: {a:.2f}% vs {b:.2f}%" for k, a, b in pairs),
-    }
-    return [first, second]
+def checks(rows: list[dict], chosen: dict, seeds: int) -> list[dict]:
+    """The claims of the demo, each with the numbers (test means) it was decided on; ``passed`` None: not checkable."""
+    pairs = [(k, _find(rows, f"AdaFrame-{k}", k, "K steps"), _find(rows, "LSTM", k + 1)) for k in ADAFRAME_K]
+    out = [{
+        "name": f"AdaFrame-K (K steps) >= LSTM over K+1 uniform frames, K = {', '.join(map(str, ADAFRAME_K))}",
+        "passed": all(a["mAP"] >= b["mAP"] for _, a, b in pairs),
+        "detail": "; ".join(f"K={k}: {a['mAP']:.2f} vs LSTM-U{k + 1} {b['mAP']:.2f}" for k, a, b in pairs),
+    }]
+    if chosen.get("mu") is None:
+        ada, how = _find(rows, f"AdaFrame-{CHECK_K}", CHECK_K, "K steps"), f"no mu within {MAP_TOLERANCE:g} of K steps on val: K steps"
+    else:
+        ada, how = _find(rows, f"AdaFrame-{CHECK_K}", CHECK_K, f"adaptive mu={chosen['mu']:g}"), f"mu*={chosen['mu']:g} chosen on val"
+    dense = max(_find(rows, "LSTM", 25), _find(rows, "AvgPooling", setting="all frames"), key=lambda r: r["mAP"])
+    dense_name = "LSTM-U25" if dense["model"] == "lstm" else "AvgPooling, all frames"
+    out.append({
+        "name": f"adaptive AdaFrame-{CHECK_K} within {CLOSE:g} mAP of max(LSTM-U25, AvgPooling all frames) with <= {CHECK_K} frames",
+        "passed": ada["mAP"] >= dense["mAP"] - CLOSE and ada["avg_frames"] <= CHECK_K,
+        "detail": f"AdaFrame-{CHECK_K} ({how}) {ada['mAP']:.2f} with {ada['avg_frames']:.2f} frames vs {dense_name} "
+                  f"{dense['mAP']:.2f} with {dense['avg_frames']:.2f} frames",
+    })
+    fixed = _find(rows, f"AdaFrame-{CHECK_K}", CHECK_K, "K steps")
+    out.append({
+        "name": f"the learned policy adds >= {POLICY_GAIN:g} mAP to AdaFrame-{CHECK_K} over a uniform scan (same network)",
+        "passed": fixed["learned_minus_uniform"] >= POLICY_GAIN,
+        "detail": f"learned {fixed['mAP']:.2f} - uniform {fixed['uniform_mAP']:.2f} = {fixed['learned_minus_uniform']:+.2f}",
+    })
+    std = fixed.get("mAP_std")
+    out.append({
+        "name": f"AdaFrame-{CHECK_K}'s mAP varies by <= {SEED_STD:g} (std) across seeds",
+        "passed": None if std is None else std <= SEED_STD,
+        "detail": "one seed: run with --seeds 3 to check" if std is None else
+                  f"std {std:.2f} over {seeds} seeds ({', '.join(f'{m:.2f}' for m in fixed['mAP_per_seed'])})",
+    })
+    return out
 
 
-TABLE_HEADER = ["Method", "Sampling", "K", "mAP (%)", "Top-1 (%)", "Frames", "GFLOPs"]
+TABLE_HEADER = ["Method", "Setting", "K", "mAP (%)", "Top-1 (%)", "Frames", "GFLOPs", "learned - uniform"]
 
 
 def table_rows(rows: list[dict]) -> list[list[object]]:
-    return [[r["method"], r["setting"], r["K"], r["mAP"], r["top1"], r["avg_frames"], r["gflops_per_video"]] for r in rows]
+    return [[r["method"], r["setting"], r["frames"] or "all", mean_std(r), r["top1"], r["avg_frames"], r["gflops_per_video"],
+             None if "learned_minus_uniform" not in r else f"{r['learned_minus_uniform']:+.2f}"] for r in rows]
+
+
+def verdict(c: dict) -> str:
+    return {True: "PASS", False: "FAIL", None: "SKIP"}[c["passed"]]
 
 
 def markdown(rows: list[dict], results: list[dict], title: str) -> str:
     lines = [f"# {title}", "", markdown_table(TABLE_HEADER, table_rows(rows))]
-    lines += ["", "Frames: distinct frames the backbone runs per video. GFLOPs: see README, 'How GFLOPs are counted'.", ""]
-    lines += [f"- **{'PASS' if c['passed'] else 'FAIL'}** {c['name']}: {c['detail']}" for c in results]
+    lines += ["", "mAP: mean ± std over seeds. Frames: distinct frames the backbone runs per video. GFLOPs: see README, "
+              "'How GFLOPs are counted'. learned - uniform: the same AdaFrame network on K uniformly spaced frames "
+              "instead of its policy's. mu*: chosen on the val split.", ""]
+    lines += [f"- **{verdict(c)}** {c['name']}: {c['detail']}" for c in results]
     return "\n".join(lines) + "\n"
 
 
-def _merge_coinciding(pts: list[dict], name: Callable[[dict], str]) -> dict[tuple[float, float], str]:
-    """One label per distinct point, so settings with the same cost and mAP do not overprint each other."""
-    merged: dict[tuple[float, float], list[str]] = {}
-    for r in pts:
-        merged.setdefault((round(r["gflops_per_video"], 2), round(r["mAP"], 2)), []).append(name(r))
-    return {k: v[0] + "".join(", " + n.split("=")[-1] for n in v[1:]) for k, v in merged.items()}  # "mu=0.3, 0.5"
-
-
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    """mAP against GFLOPs per video: AvgPooling over K, AdaFrame-K fixed, AdaFrame-10 over mu."""
-    import matplotlib
+    """mAP against GFLOPs per video: AvgPooling and LSTM over K frames, AdaFrame-K, AdaFrame-10 over mu."""
+    def series(name: str, picked: list[dict], label) -> Series:
+        return Series(name, [Point(r["gflops_per_video"], r["mAP"], label(r)) for r in picked])
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=150)
-    avg = sorted((r for r in rows if r["method"] == "AvgPooling"), key=lambda r: r["gflops_per_video"])
-    fixed = [r for r in rows if r["setting"] == "fixed K steps"]
-    adaptive = sorted((r for r in rows if r["setting"].startswith("adaptive")), key=lambda r: r["gflops_per_video"])
-    # Where each series puts its labels (offset in points, alignment), by the label's index along
-    # the series: AvgPooling below right, AdaFrame-K right of the (larger) square, the adaptive
-    # curve alternately below and above, since its points sit close together.
-    series = [
-        (avg, "AvgPooling, uniform K frames (and all frames)", "o-", "tab:blue", 7,
-         lambda r: "all" if r["K"] == "all" else f"U{r['K']}", lambda i: ((6, -12), "left")),
-        (fixed, "AdaFrame-K, K fixed steps", "s", "tab:orange", 10, lambda r: f"K={r['K']}", lambda i: ((9, -3), "left")),
-        (adaptive, "AdaFrame-10, adaptive lookahead", "^-", "tab:green", 7,
-         lambda r: f"\u03bc={r['mu']}", lambda i: ((0, -14 if i % 2 == 0 else 8), "center")),
-    ]
-    for pts, label, style, color, size, name, place in series:
-        ax.plot([r["gflops_per_video"] for r in pts], [r["mAP"] for r in pts], style, color=color, label=label,
-                markersize=size, linewidth=1.5)
-        for i, ((xi, yi), names) in enumerate(_merge_coinciding(pts, name).items()):
-            # A merged label is long: centre it above the point, where it has the most room.
-            offset, ha = ((0, 9), "center") if ", " in names else place(i)
-            ax.annotate(names, (xi, yi), textcoords="offset points", xytext=offset, ha=ha, fontsize=8, color=color)
-    ax.margins(x=0.06, y=0.1)  # room for the labels of the outermost points
-    ax.set_xscale("log")  # costs span two orders of magnitude: 1 frame to every frame
-    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("GFLOPs per video (log scale)")
-    ax.set_ylabel("mAP (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda p: fig.savefig(p, format="png"))
-    plt.close(fig)
+    uniform = lambda r: "all" if r["frames"] is None else f"U{r['frames']}"  # noqa: E731
+    plot_tradeoff([
+        series("AvgPooling, uniform K frames (and all)", [r for r in rows if r["method"] == "AvgPooling"], uniform),
+        series("LSTM, uniform K frames", [r for r in rows if r["method"] == "LSTM"], uniform),
+        Series("AdaFrame-K, K steps", [Point(r["gflops_per_video"], r["mAP"], f"K={r['frames']}")
+                                       for r in rows if r["setting"] == "K steps"], line=False),
+        series(f"AdaFrame-{CHECK_K}, adaptive lookahead", [r for r in rows if r["setting"].startswith("adaptive")],
+               lambda r: f"\u03bc={r['mu']:g}"),
+    ], path, title)
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -239,20 +208,24 @@ def run_demo(cfg: DemoConfig) -> dict:
     resolve_device(cfg.device)  # fail now, not after the data set is written
     synth = synth_config(cfg.quick)
     data = prepare_data(cfg.out, synth)
-    cfgs = train_configs(data, cfg.out / "runs", cfg.quick, cfg.device)
-    train_runs(cfgs)
-    rows = evaluate_settings(cfgs, data, cfg.device)
-    results = checks(rows)
+    plan = plan_runs(data, cfg.out / "runs", cfg.quick, cfg.device, cfg.seeds)
+    runs = {cfg_.out.name: cfg_ for cfgs in plan.values() for cfg_ in cfgs}
+    tqdm.write(f"[2/4] {len(runs)} runs: {len(plan)} models x {cfg.seeds} seed(s), {min(cfg.jobs, os.cpu_count() or 1)} at a time")
+    train_missing(runs, min(cfg.jobs, os.cpu_count() or 1), log=lambda m: tqdm.write("[2/4] " + m))
+    rows, chosen = evaluate_all(plan, cfg.device)
+    results = checks(rows, chosen, cfg.seeds)
 
     n = rows[0]["num_videos"]
-    title = f"Synthetic val split ({n} videos){', --quick: not a result' if cfg.quick else ''}"
+    title = (f"Synthetic test split ({n} videos), mean of {cfg.seeds} seed(s), mu chosen on val"
+             f"{', --quick: not a result' if cfg.quick else ''}")
     tqdm.write(f"[4/4] results on the {title[0].lower() + title[1:]}\n")
     print(format_table(TABLE_HEADER, table_rows(rows)))
     print()
     for c in results:
-        print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}: {c['detail']}")
-    summary = {"quick": cfg.quick, "synth": asdict(synth), "train": {k: c.to_dict() for k, c in cfgs.items()},
-               "rows": rows, "checks": results}
+        print(f"{verdict(c)}  {c['name']}: {c['detail']}")
+    summary = {"quick": cfg.quick, "seeds": cfg.seeds, "synth": asdict(synth),
+               "train": {name: [c.to_dict() for c in cfgs] for name, cfgs in plan.items()},
+               "mu_star": chosen.get("mu"), "rows": rows, "checks": results}
     write_json(cfg.out / "results.json", summary)
     atomic_write(cfg.out / "table.md", lambda p: p.write_text(markdown(rows, results, title)))
     plot(rows, cfg.out / "map_vs_gflops.png", f"mAP vs. cost, {title[0].lower() + title[1:]}")

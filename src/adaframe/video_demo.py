@@ -2,8 +2,8 @@
 
 1. render synthetic MP4s whose class shows only for a few seconds (``synth_video``);
 2. ``extract``: backbone features at 1 fps + the global memory, into the feature layout;
-3. ``train`` AdaFrame-K and AvgPooling on them;
-4. ``eval`` both on the val split;
+3. ``train`` AdaFrame-K, AvgPooling and an LSTM over K+1 frames on them;
+4. ``eval`` them on the val split, with AvgPooling and an LSTM over K+1 frames as the baselines to beat;
 5. ``predict`` on a few val *files*: the policy decodes and runs the backbone only on the frames
    it picks, next to AvgPooling over 25 uniform frames, timed in the same run.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,11 +28,11 @@ from adaframe.backbones import build_backbone, calibrate_batchnorm
 
 from adaframe.config import TrainConfig
 from adaframe.data import read_videos_csv
-from adaframe.demo import is_finished
 from adaframe.evaluate import evaluate_run, format_table
 from adaframe.inference import StopRule
 from adaframe.extract import ExtractConfig, read_video_list, run_extract
 from adaframe.predict import PredictConfig, predict_files
+from adaframe.runs import train_missing
 from adaframe.synth_video import SynthVideoConfig, generate_videos
 from adaframe.video import decode_at_rate
 from adaframe.utils import AdaframeError, resolve_device, save_torch, write_json
@@ -107,25 +107,25 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
         raise AdaframeError(f"{counts['failed']} videos failed to extract; see {data / 'failures.csv'}")
 
     extra = {"hidden": 32} if cfg.quick else {}
-    cfgs = {name: TrainConfig(data, runs / name, model=model, frames=cfg.frames, preset="fast", epochs=cfg.epochs,
-                              device=cfg.device, **extra)
-            for name, model in (("adaframe", "adaframe"), ("avgpool", "avgpool"))}
-    from adaframe.train import train  # tensorboard is slow to import
-
-    for name, tc in cfgs.items():
-        if is_finished(tc):
-            tqdm.write(f"[3/5] reusing the finished run {tc.out}")
-        else:
-            tqdm.write(f"[3/5] training {name} ({cfg.epochs} epochs)")
-            train(replace(tc, overwrite=True))  # its own run directory, not finished: start it again
+    models = {"adaframe": ("adaframe", cfg.frames), "avgpool": ("avgpool", cfg.frames), "lstm": ("lstm", cfg.frames + 1)}
+    cfgs = {name: TrainConfig(data, runs / name, model=model, frames=k, preset="fast", epochs=cfg.epochs, device=cfg.device, **extra)  # type: ignore[arg-type]
+            for name, (model, k) in models.items()}
+    train_missing(cfgs, log=lambda m: tqdm.write("[3/5] " + m))
 
     tqdm.write("[4/5] evaluating on val")
-    rows = [evaluate_run(cfgs["avgpool"].out, data, "val", k, "uniform") for k in (1, cfg.frames, COMPARE)]
+    k1 = cfg.frames + 1
+    rows = [evaluate_run(cfgs["avgpool"].out, data, "val", k, "uniform") for k in (1, cfg.frames, k1, COMPARE)]
     rows.append(evaluate_run(cfgs["avgpool"].out, data, "val", None, "all"))
+    rows.append(evaluate_run(cfgs["lstm"].out, data, "val", k1, "uniform"))
     rows += [evaluate_run(cfgs["adaframe"].out, data, "val", cfg.frames, stop=stop) for stop in (None, StopRule("utility", cfg.mu))]
-    header = ["model", "sampling", "K", "mu", "mAP (%)", "top1 (%)", "frames", "GFLOPs"]
+    header = ["model", "sampling", "K", "mu", "mAP (%)", "top1 (%)", "frames", "GFLOPs", "learned - uniform"]
     print(format_table(header, [[r["model"], r["sampling"], r["frames"] or "all", r["mu"], r["mAP"], r["top1"], r["avg_frames"],
-                                 r["gflops_per_video"]] for r in rows]))
+                                 r["gflops_per_video"], r.get("learned_minus_uniform")] for r in rows]))
+    ada, beaten = rows[-2], [r for r in rows if r["model"] in ("avgpool", "lstm") and r["frames"] == k1]
+    check = {"name": f"AdaFrame-{cfg.frames} (K steps) >= AvgPooling-U{k1} and >= LSTM-U{k1}",
+             "passed": all(ada["mAP"] >= r["mAP"] for r in beaten),
+             "detail": f"{ada['mAP']:.2f} vs " + ", ".join(f"{r['model']} {r['mAP']:.2f}" for r in beaten)}
+    print(f"\n{'PASS' if check['passed'] else 'FAIL'}  {check['name']}: {check['detail']}")
 
     val = [r for r in read_videos_csv(data) if r.split == "val"][: cfg.predict_videos]
     paths = tuple(files / "videos" / f"{r.video_id}.mp4" for r in val)
@@ -135,7 +135,7 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
         predictions = predict_files(PredictConfig(paths, cfgs["adaframe"].out, cfg.frames, cfg.mu, compare=f"uniform{COMPARE}",
                                                 compare_checkpoint=cfgs["avgpool"].out, device=cfg.device))
     summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "synth": asdict(synth),
-               "extract": counts, "eval": rows, "predict": predictions}
+               "extract": counts, "eval": rows, "check": check, "predict": predictions}
     write_json(cfg.out / "results.json", summary)
     print(f"\nwrote {cfg.out / 'results.json'}")
     return summary
