@@ -58,7 +58,7 @@ class ExtractConfig:
     """where relative paths of a list file, or the files of an ActivityNet JSON, are found"""
     split: Literal["train", "val", "test"] = "train"
     """split of the videos whose entry names none"""
-    backbone: Literal["resnet101", "resnet50", "resnet18"] = "resnet101"
+    backbone: Literal["resnet101", "resnet50", "resnet18", "mobilenet_v2"] = "resnet101"
     backbone_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: random init, with a warning)")] = None
     """torchvision-format state dict of the backbone (a local file; nothing is downloaded)"""
     size: int = 224

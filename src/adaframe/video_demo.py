@@ -47,7 +47,12 @@ class VideoDemoConfig:
     out: Path = Path("runs/video-demo")
     """directory for the videos, the features, the runs and results.json"""
     videos: int = 160
-    backbone: Literal["resnet101", "resnet50", "resnet18"] = "resnet101"
+    backbone: Literal["resnet101", "resnet50", "resnet18", "mobilenet_v2"] = "resnet101"
+    """the per-frame network"""
+    backbone_weights: Path | None = None
+    """its torchvision-format weights (default: random, BatchNorm calibrated on training frames)"""
+    memory_weights: Path | None = None
+    """MobileNetV2 weights of the global memory (default: random, calibrated)"""
     size: int = 224
     """backbone input size"""
     frames: int = 5
@@ -57,14 +62,19 @@ class VideoDemoConfig:
     predict_videos: int = 3
     """val videos to run 'adaframe predict' on"""
     quick: bool = False
-    """tiny: 12 videos, ResNet-18 at 64 px, 3 epochs; a smoke test, not a result"""
+    """tiny: 12 videos, 3 epochs, ResNet-18 at 64 px unless --backbone/--backbone-weights say otherwise; a smoke test, not a result"""
     device: Literal["cpu", "cuda"] = "cpu"
 
     def __post_init__(self) -> None:
-        if self.quick:
-            self.videos, self.backbone, self.size, self.epochs, self.predict_videos = 12, "resnet18", 64, 3, 1
+        if self.quick:  # a backbone the user named is kept
+            self.videos, self.epochs, self.predict_videos = 12, 3, 1
+            if self.backbone == "resnet101" and self.backbone_weights is None:
+                self.backbone, self.size = "resnet18", 64
         if self.videos < 4 or self.frames < 1 or self.epochs < 1 or self.predict_videos < 0:
             raise AdaframeError("need --videos >= 4, --frames >= 1, --epochs >= 1, --predict-videos >= 0")
+        for weights in (self.backbone_weights, self.memory_weights):
+            if weights is not None and not weights.is_file():
+                raise AdaframeError(f"weights {weights} do not exist")
 
 
 def calibrated_weights(name: str, files: Path, size: int, folder: Path, videos: int = 24) -> Path:
@@ -97,11 +107,12 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
         write_json(record, asdict(synth))
 
     memory_size = min(112, cfg.size)
-    weights = {name: calibrated_weights(name, files, size, cfg.out / "weights")
-               for name, size in ((cfg.backbone, cfg.size), ("mobilenet_v2", memory_size))}
+    # given weights are used as they are; missing ones are random, calibrated on this set's frames
+    backbone_weights = cfg.backbone_weights or calibrated_weights(cfg.backbone, files, cfg.size, cfg.out / "weights")
+    memory_weights = cfg.memory_weights or calibrated_weights("mobilenet_v2", files, memory_size, cfg.out / "weights")
     tqdm.write(f"[2/5] extracting features ({cfg.backbone} at {cfg.size}, MobileNetV2 memory) into {data}")
-    extract = ExtractConfig(files / "list.txt", data, backbone=cfg.backbone, size=cfg.size, backbone_weights=weights[cfg.backbone],
-                            memory_size=memory_size, memory_weights=weights["mobilenet_v2"], workers=1, device=cfg.device)
+    extract = ExtractConfig(files / "list.txt", data, backbone=cfg.backbone, size=cfg.size, backbone_weights=backbone_weights,
+                            memory_size=memory_size, memory_weights=memory_weights, workers=1, device=cfg.device)
     counts = run_extract(extract)
     if counts["failed"]:
         raise AdaframeError(f"{counts['failed']} videos failed to extract; see {data / 'failures.csv'}")
