@@ -14,7 +14,8 @@ import torch
 from adaframe.checkpoint import build_model, save_checkpoint
 from adaframe.data import FeatureDataset, collate, read_spec
 from adaframe.inference import StopRule, agent_batch
-from adaframe.predict import Predictor, parse_compare
+from adaframe.predict import parse_compare
+from adaframe.recognizer import Predictor
 from adaframe.utils import AdaframeError
 from adaframe.video import probe, sample_times
 from conftest import SHARED_VIDEOS, adaframe, lively
@@ -269,3 +270,38 @@ def test_scan_computes_a_new_frame_every_step(run, video_files):
     start = t // 2
     assert r["frame_seconds"] == [float((start + i) % t) for i in range(5)]
     assert r["backbone_calls"] == r["frames_used"] == 5 and "--scan" in r["method"]
+
+
+def test_python_api_equals_the_cli_and_survives_a_bad_file(run, video_files, tmp_path):
+    """``Recognizer``: typed results in input order, a bad file reported in its place, batching invisible,
+    and the same labels, probabilities and frames as ``adaframe predict --json``."""
+    from adaframe import Recognition, Recognizer  # the package's top-level API
+
+    good = sorted((video_files / "videos").glob("*.mp4"))[:3]
+    bad = tmp_path / "not_a_video.mp4"
+    bad.write_bytes(b"hello")
+    paths = [good[0], bad, good[1], good[2]]
+    rec = Recognizer.from_run(run, mu=0.0)
+    results = rec.predict(paths)
+    assert [r.path for r in results] == paths
+    assert isinstance(results[0], Recognition)
+    assert results[1].error and "not_a_video.mp4" in results[1].error and results[1].label is None
+    ok = [results[i] for i in (0, 2, 3)]
+    for r in ok:
+        assert r.error is None and r.label == r.top[0][0] and r.label in rec.classes
+        assert [p for _, p in r.top] == sorted((p for _, p in r.top), reverse=True) and sum(p for _, p in r.top) == pytest.approx(1, abs=1e-3)
+        assert 1 <= r.frames_used == len(set(r.seconds)) <= r.steps <= K and r.gflops > 0 and r.frames_decoded >= r.frames_used
+
+    one_by_one = Recognizer.from_run(run, mu=0.0, batch_size=1).predict([str(p) for p in good])
+    assert [(r.label, r.seconds) for r in one_by_one] == [(r.label, r.seconds) for r in ok]
+    for a, b in zip(one_by_one, ok):
+        assert [p for _, p in a.top] == pytest.approx([p for _, p in b.top], abs=1e-4)
+
+    cli = adaframe("predict", *map(str, good), "--checkpoint", str(run), "--mu", "0", "--json", "--top-k", "100", cwd=tmp_path)
+    printed = [json.loads(line) for line in cli.stdout.splitlines()]
+    assert [(j["label"], j["frame_seconds"], j["frames_used"]) for j in printed] == [(r.label, r.seconds, r.frames_used) for r in ok]
+    for j, r in zip(printed, ok):
+        assert [p for _, p in j["top"]] == pytest.approx([p for _, p in r.top], abs=1e-4)
+
+    with pytest.raises(AdaframeError, match="patience"):
+        Recognizer.from_run(run, patience=0)
