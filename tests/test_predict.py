@@ -305,3 +305,72 @@ def test_python_api_equals_the_cli_and_survives_a_bad_file(run, video_files, tmp
 
     with pytest.raises(AdaframeError, match="patience"):
         Recognizer.from_run(run, patience=0)
+
+
+def _rows(csv_path: Path) -> list[dict]:
+    import csv
+
+    with open(csv_path, newline="") as f:
+        return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]  # wall time is the one thing that may differ
+
+
+def test_collection_survives_sigkill_bad_files_and_settings(run, video_files, tmp_path):
+    """predict --videos LIST --out OUT: every good video in predictions.csv once, exactly the bad ones in failures.csv,
+    a run killed by SIGKILL and rerun equals an uninterrupted one, a rerun skips what is done."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "text.mp4").write_text("not a video")
+    lines = (video_files / "list.txt").read_text().splitlines()
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join([f"{video_files / ln.split()[0]} {' '.join(ln.split()[1:])}" for ln in lines]
+                                 + [f"{tmp_path / 'text.mp4'} c0", f"{tmp_path / 'gone.mp4'} c1"]) + "\n")
+    args = ["predict", "--videos", str(listing), "--checkpoint", str(run), "--batch-size", "2", "--mu", "0", "--no-progress"]
+
+    whole = adaframe(*args, "--out", str(tmp_path / "a"), cwd=tmp_path, check=False)
+    assert whole.returncode == 1 and "Traceback" not in whole.stderr
+    rows = _rows(tmp_path / "a" / "predictions.csv")
+    assert sorted(r["video_id"] for r in rows) == sorted(Path(ln.split()[0]).stem for ln in lines)
+    assert {r["video_id"] for r in _rows(tmp_path / "a" / "failures.csv")} == {"text", "gone"}
+    assert all(r["correct"] == str(int(r["label"] == r["true_label"])) for r in rows)
+    top1 = 100 * np.mean([r["correct"] == "1" for r in rows])
+    assert f"top-1 {top1:.2f} over {len(rows)} labelled videos" in whole.stdout
+
+    out = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "adaframe", *args, "--out", str(out)], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list((out / "results").glob("*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = len(list((out / "results").glob("*.json")))
+    assert 0 < finished < len(lines), "the kill should land mid-collection"
+    again = adaframe(*args, "--out", str(out), cwd=tmp_path, check=False)
+    assert again.returncode == 1 and f"{finished} already done" in again.stdout
+    assert _rows(out / "predictions.csv") == rows
+
+    rerun = adaframe(*args, "--out", str(out), cwd=tmp_path, check=False)
+    assert f"0 now, {len(lines)} already done" in rerun.stdout and _rows(out / "predictions.csv") == rows
+    other = adaframe(*[a if a != "0" else "0.5" for a in args], "--out", str(out), cwd=tmp_path, check=False)
+    assert other.returncode == 2 and "other settings" in other.stderr
+
+    for i in (0, 1):  # two shards into one folder: the second to end writes the complete index
+        adaframe(*args, "--out", str(tmp_path / "c"), "--shard", f"{i}/2", cwd=tmp_path, check=False)
+    assert _rows(tmp_path / "c" / "predictions.csv") == rows
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({}, "give video files, or a collection"),
+    ({"videos": (Path("a.mp4"),), "collection": Path("list.txt"), "out": Path("o")}, "not both"),
+    ({"collection": Path("list.txt")}, "go together"),
+    ({"videos": (Path("a.mp4"),), "out": Path("o")}, "go together"),
+    ({"videos": (Path("a.mp4"),), "shard": "0/2"}, "go together"),
+])
+def test_predict_options_that_do_not_go_together(kwargs, message):
+    from adaframe.predict import PredictConfig
+
+    with pytest.raises(AdaframeError, match=message):
+        PredictConfig(checkpoint=Path("run"), **kwargs)

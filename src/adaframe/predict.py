@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from adaframe import collection
 from adaframe.checkpoint import load_checkpoint
 from adaframe.recognizer import Recognizer
 from adaframe.utils import AdaframeError, error_line, resolve_device
@@ -28,10 +29,18 @@ class PredictConfig:
     A video that fails (missing, not a video, corrupted, truncated) is reported on stderr while the
     others go on. Exit status: 0 every video recognised, 1 some failed, 2 bad usage (options, run)."""
 
-    videos: tyro.conf.Positional[tuple[Path, ...]]
-    """video files"""
     checkpoint: Path
     """AdaFrame run directory trained on features from 'adaframe extract'"""
+    videos: Annotated[tyro.conf.Positional[tuple[Path, ...]], tyro.conf.arg(help_behavior_hint="")] = ()
+    """video files (or a whole collection with --videos)"""
+    collection: Annotated[Path | None, tyro.conf.arg(name="videos", metavar="DIR|LIST|JSON")] = None
+    """a collection, as 'extract' takes it (a folder, a 'path [label] [split]' list, an ActivityNet JSON); needs --out"""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="(required with --videos)")] = None
+    """with --videos: write predictions.csv and failures.csv here (a rerun skips finished videos)"""
+    video_root: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: the list's folder)")] = None
+    """with --videos: where the listed paths are"""
+    shard: Annotated[str | None, tyro.conf.arg(metavar="I/N")] = None
+    """with --videos: do only the i-th of n parts of the list; under torchrun the ranks split it"""
     frames: Annotated[int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="(default: the K it was trained with)")] = None
     """K: the most steps"""
     mu: Annotated[float | None, tyro.conf.arg(metavar="FLOAT")] = 0.7
@@ -54,9 +63,13 @@ class PredictConfig:
     """videos run together"""
     device: Literal["cpu", "cuda"] = "cpu"
 
+    progress: bool = True
+
     def __post_init__(self) -> None:
-        if not self.videos:
-            raise AdaframeError("give at least one video file")
+        if bool(self.videos) == (self.collection is not None):
+            raise AdaframeError("give video files, or a collection with --videos DIR|LIST|JSON --out OUT (not both)")
+        if (self.collection is None) != (self.out is None) or (self.collection is None and (self.shard or self.video_root)):
+            raise AdaframeError("--videos, --out, --shard and --video-root go together: --videos SRC --out OUT")
         checks = {"--frames": self.frames is None or self.frames >= 1, "--mu": self.mu is None or self.mu >= 0,
                   "--patience": self.patience >= 1, "--top-k": self.top_k >= 1, "--batch-size": self.batch_size >= 1}
         bad = [k for k, ok in checks.items() if not ok]
@@ -100,6 +113,10 @@ def run_predict(cfg: PredictConfig) -> list[dict]:
     Exit status: 0 every video recognised, 1 some failed (each named on stderr, the others' results
     printed as usual), 2 bad usage (an AdaframeError raised before any video, printed by the CLI).
     """
+    if cfg.collection is not None:
+        if predict_collection(cfg)["failed"]:
+            sys.exit(1)
+        return []
     results = predict_files(cfg)
     if any(_failure(r) is not None for r in results):
         sys.exit(1)  # after all output, so a script sees every result and still learns that some failed
@@ -151,3 +168,34 @@ def predict_files(cfg: PredictConfig) -> list[dict]:
                 sys.stdout.flush()  # keep the two streams in order where they go to one terminal or file
                 print(error_line(why), file=sys.stderr)
     return results
+
+
+def predict_collection(cfg: PredictConfig) -> dict:
+    """``predict --videos SRC --out OUT``: every video of a collection into ``OUT/predictions.csv`` (see ``collection``);
+    prints one summary line and returns the collection's numbers."""
+    from adaframe import distributed
+    from adaframe.extract import parse_shard, read_video_list  # the inputs 'extract' takes, read the same way
+
+    entries = read_video_list(cfg.collection, cfg.video_root)
+    items = [collection.Item(e.video_id, e.path, e.label) for e in entries]
+    ranks, device = distributed.start(resolve_device(cfg.device))
+    if ranks.world > 1 and cfg.shard is not None:
+        raise AdaframeError("--shard and torchrun both split the work: use one of them")
+    shard, shards = parse_shard(cfg.shard) if ranks.world == 1 else (ranks.rank, ranks.world)
+    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, frames=cfg.frames, mu=cfg.mu,
+                              patience=cfg.patience, batch_size=cfg.batch_size)
+    collection.prepare(cfg.out, rec, cfg.checkpoint)
+    ran = collection.recognise(rec, items[shard::shards], cfg.out, cfg.scan, cfg.progress)
+    distributed.barrier(ranks)
+    numbers = collection.write_index(cfg.out, items, rec.classes, cfg.top_k)
+    distributed.stop()
+    line = (f"{numbers['videos']} videos: {numbers['done']} recognised ({ran['ran'] - ran['failed_now']} now, {ran['skipped']} "
+            f"already done), {numbers['failed']} failed, {numbers['missing']} left to other shards; {ran['videos_per_s']:.2f} videos/s; "
+            f"mean {numbers['mean_frames']:.2f} frames, {numbers['mean_gflops']:.2f} GFLOPs")
+    if (k := parse_compare(cfg.compare)) is not None:
+        uniform = k * rec.predictor.spec["backbone"]["gflops"]
+        line += f" (uniform{k}: {uniform:.2f} GFLOPs of backbone alone, ratio {numbers['mean_gflops'] / uniform:.2f})"
+    if "mAP" in numbers:
+        line += f"; mAP {numbers['mAP']:.2f}, top-1 {numbers['top1']:.2f} over {numbers['labelled']} labelled videos"
+    print(line + f". Wrote {cfg.out / 'predictions.csv'}" + (f" and {cfg.out / 'failures.csv'}" if numbers["failed"] else ""))
+    return numbers

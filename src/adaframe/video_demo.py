@@ -143,7 +143,7 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
     predictions = []
     if paths:
         tqdm.write(f"\n[5/5] adaframe predict on {len(paths)} val video files, against AvgPooling over {COMPARE} uniform frames")
-        predictions = predict_files(PredictConfig(paths, cfgs["adaframe"].out, cfg.frames, cfg.mu, compare=f"uniform{COMPARE}",
+        predictions = predict_files(PredictConfig(checkpoint=cfgs["adaframe"].out, videos=paths, frames=cfg.frames, mu=cfg.mu, compare=f"uniform{COMPARE}",
                                                 compare_checkpoint=cfgs["avgpool"].out, device=cfg.device))
     summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "synth": asdict(synth),
                "extract": counts, "eval": rows, "check": check, "predict": predictions}

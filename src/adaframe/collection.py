@@ -1,0 +1,124 @@
+"""Recognise a whole collection of video files into ``OUT``: resumable, shardable, nothing lost on a kill.
+
+Each finished video writes ``OUT/results/<id>.json`` (atomically: temp file + rename), each failed one
+``OUT/failures/<id>.txt``; ``predictions.csv`` and ``failures.csv`` are rebuilt from those files in the
+order of the list, so a SIGKILL loses at most the videos in flight and never leaves a torn or
+duplicated row, and a rerun skips finished videos and retries failed ones. Shards (``--shard i/n`` or
+torchrun ranks) take every n-th video; whichever ends last writes the complete index.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from adaframe.metrics import mean_average_precision, top1
+from adaframe.recognizer import Recognizer
+from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, write_json
+
+UNLABELED = "unlabeled"
+SETTINGS = "predict.json"
+COLUMNS = ["video_id", "path", "label", "probability", "top", "frames_used", "steps", "seconds", "gflops", "wall_s",
+           "true_label", "correct"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One video of the collection: its id (the file name, unique in the list), file and label if known."""
+
+    video_id: str
+    path: Path
+    label: str = UNLABELED
+
+
+def _result_file(out: Path, vid: str) -> Path:
+    return out / "results" / f"{vid}.json"
+
+
+def _settings(rec: Recognizer, run: Path) -> dict:
+    return {"run": str(Path(run).resolve()), "frames": rec.frames, "mu": rec.mu, "patience": rec.patience}
+
+
+def prepare(out: Path, rec: Recognizer, run: Path) -> None:
+    """Create ``out`` and refuse one that holds predictions made with another run or other settings."""
+    try:
+        make_dir(out / "results")
+        make_dir(out / "failures")
+    except OSError as e:
+        raise AdaframeError(f"cannot create --out {out}: {e.strerror}") from None
+    settings, old = _settings(rec, run), out / SETTINGS
+    if old.is_file() and json.loads(old.read_text()) != settings:
+        raise AdaframeError(f"{out} holds predictions made with other settings ({old}); use another --out or the same settings")
+    write_json(old, settings)
+
+
+def recognise(rec: Recognizer, items: list[Item], out: Path, scan: bool = False, progress: bool = True) -> dict:
+    """Run the videos of ``items`` not finished in ``out``, group by group; returns this run's counts."""
+    todo = [it for it in items if not _result_file(out, it.video_id).is_file()]
+    failed, frames, start = 0, 0, time.perf_counter()
+    bar = tqdm(total=len(todo), unit="video", desc="predict", disable=not progress)
+    for g in range(0, len(todo), rec.batch_size):
+        group = todo[g: g + rec.batch_size]
+        for it, r in zip(group, rec.predict_raw([it.path for it in group], scan)):
+            failure = out / "failures" / f"{it.video_id}.txt"
+            if "error" in r:
+                failed += 1
+                atomic_write(failure, lambda p, r=r: p.write_text(r["error"].removeprefix(f"{it.path}: ") + "\n"))
+                tqdm.write(error_line(f"{it.path}: " + r["error"].removeprefix(f"{it.path}: ")), file=sys.stderr)
+                continue
+            r["wall_s"] = r["wall_s"] / r["videos_in_group"]  # this video's share of its group's time
+            write_json(_result_file(out, it.video_id), r)
+            failure.unlink(missing_ok=True)
+            frames += r["frames_used"]
+        bar.update(len(group))
+        bar.set_postfix(failed=failed)
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {"ran": len(todo), "skipped": len(items) - len(todo), "failed_now": failed, "seconds": seconds,
+            "videos_per_s": len(todo) / seconds if seconds > 0 and todo else float("nan")}
+
+
+def write_index(out: Path, items: list[Item], classes: list[str], top_k: int) -> dict:
+    """Rebuild ``predictions.csv`` and ``failures.csv`` from the files in ``out``; returns the collection's numbers."""
+    rows, fails, scores, labels, frames, gflops = [], [], [], [], [], []
+    for it in items:
+        path = _result_file(out, it.video_id)
+        if path.is_file():
+            r = json.loads(path.read_text())
+            known = it.label != UNLABELED
+            rows.append([it.video_id, str(it.path), r["label"], r["top"][0][1], " ".join(f"{c}:{p:.4f}" for c, p in r["top"][:top_k]),
+                         r["frames_used"], r["steps"], " ".join(f"{s:g}" for s in r["frame_seconds"]), round(r["gflops"], 4),
+                         round(r["wall_s"], 4), it.label if known else "", int(r["label"] == it.label) if known else ""])
+            frames.append(r["frames_used"])
+            gflops.append(r["gflops"])
+            if known and it.label in classes:
+                probs = dict((c, p) for c, p in r["top"])  # every class, so AP can rank all videos
+                scores.append([probs[c] for c in classes])
+                labels.append(classes.index(it.label))
+        elif (out / "failures" / f"{it.video_id}.txt").is_file():
+            fails.append([it.video_id, str(it.path), (out / "failures" / f"{it.video_id}.txt").read_text().strip()])
+    _write_csv(out / "predictions.csv", COLUMNS, rows)
+    _write_csv(out / "failures.csv", ["video_id", "path", "reason"], fails)
+    numbers = {"videos": len(items), "done": len(rows), "failed": len(fails), "missing": len(items) - len(rows) - len(fails),
+               "mean_frames": float(np.mean(frames)) if frames else float("nan"),
+               "mean_gflops": float(np.mean(gflops)) if gflops else float("nan"), "labelled": len(labels)}
+    if labels:
+        s, y = np.array(scores), np.array(labels)
+        numbers |= {"mAP": 100 * mean_average_precision(s, y), "top1": 100 * top1(s, y)}
+    return numbers
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write(path, lambda p: p.write_text(buf.getvalue(), encoding="utf-8"))
