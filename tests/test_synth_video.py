@@ -42,7 +42,25 @@ def test_files_labels_and_evidence(video_files):
     assert sorted(set(splits)) == ["train", "val"] and splits.count("val") == 2
 
 
-@pytest.mark.parametrize("bad", [dict(classes=9), dict(classes=1), dict(min_evidence=10), dict(width=15), dict(val_fraction=1.0)])
+@pytest.mark.parametrize("bad", [dict(classes=9), dict(classes=1), dict(min_evidence=10), dict(width=15), dict(val_fraction=1.0), dict(gop=0)])
 def test_bad_settings(bad):
     with pytest.raises(AdaframeError):
         SynthVideoConfig(**bad)
+
+
+def test_long_clips_with_a_fixed_keyframe_interval(tmp_path):
+    """--seconds and --gop (the long-clip benchmark's settings, scaled down): every clip that long, a keyframe exactly
+    every gop frames and nowhere else, even where the class shape cuts in."""
+    import av
+
+    from adaframe.synth_video import generate_videos
+
+    out = generate_videos(SynthVideoConfig(videos=2, seconds=5, fps=10, gop=7, width=32, height=32, min_evidence=2, max_evidence=2),
+                          tmp_path, progress=False)
+    for path in sorted((out / "videos").glob("*.mp4")):
+        info = probe(path)
+        assert info.duration == pytest.approx(5.0) and info.frames == 50
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            keys = sorted(int(round(p.pts * stream.time_base * 10)) for p in container.demux(stream) if p.size and p.is_keyframe)
+        assert keys == list(range(0, 50, 7))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -43,8 +44,12 @@ class SynthVideoConfig:
     min_evidence: float = 1.5
     max_evidence: float = 3.0
     """seconds the class shape is on screen"""
+    seconds: int | None = None
+    """every video this long (sets --min-seconds and --max-seconds), e.g. 180 for long clips"""
     fps: int = 4
     """frame rate of the files (features are taken at 1 fps)"""
+    gop: int | None = None
+    """frames from one keyframe to the next (default: 2 s worth)"""
     width: int = 160
     height: int = 120
     val_fraction: float = 0.2
@@ -52,6 +57,10 @@ class SynthVideoConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.seconds is not None:
+            self.min_seconds = self.max_seconds = self.seconds
+        if self.gop is not None and self.gop < 1:
+            raise AdaframeError("need --gop >= 1")
         if not 2 <= self.classes <= len(COLOURS):
             raise AdaframeError(f"--classes must be in [2, {len(COLOURS)}]")
         if self.videos < 2 or not 1 <= self.min_seconds <= self.max_seconds:
@@ -73,39 +82,47 @@ def _noise_field(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return field
 
 
-def render_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    """Encode uint8 RGB frames [N, H, W, 3] as an h264 MP4 with a keyframe every 2 s (atomically)."""
+def render_video(path: Path, frames: Iterable[np.ndarray], fps: int, gop: int | None = None) -> None:
+    """Encode uint8 RGB frames [H, W, 3], one at a time, as an h264 MP4 (atomically; a long clip never sits in
+    memory whole). Keyframes: exactly every ``gop`` frames; by default every 2 s, and x264 may add some at scene cuts."""
     def write(tmp: Path) -> None:
         with av.open(str(tmp), mode="w", format="mp4") as container:
             stream = container.add_stream("libx264", rate=Fraction(fps))
-            stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-            stream.codec_context.gop_size = 2 * fps
+            stream.pix_fmt = "yuv420p"
+            stream.codec_context.gop_size = gop or 2 * fps
             stream.options = {"crf": "20", "preset": "veryfast"}
-            for img in frames:
+            if gop is not None:  # no scene-cut keyframes, no shorter groups
+                stream.options |= {"keyint_min": str(gop), "sc_threshold": "0"}
+            for i, img in enumerate(frames):
+                if i == 0:
+                    stream.width, stream.height = img.shape[1], img.shape[0]
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
             container.mux(stream.encode())  # flush
 
     atomic_write(path, write)
 
 
-def _frames(cfg: SynthVideoConfig, rng: np.random.Generator, label: int, seconds: int) -> tuple[np.ndarray, float, float]:
-    """Frames [N, H, W, 3] of one video and the (start, end) seconds of its evidence."""
+def _frames(cfg: SynthVideoConfig, rng: np.random.Generator, label: int, seconds: int) -> tuple[Iterator[np.ndarray], float, float]:
+    """The frames [H, W, 3] of one video, made as they are encoded, and the (start, end) seconds of its evidence."""
     n, h, w = seconds * cfg.fps, cfg.height, cfg.width
     a, b = _noise_field(rng, h, w), _noise_field(rng, h, w)
     tint = rng.uniform(0.25, 0.6, size=3)
-    mix = np.linspace(0.0, 1.0, n)[:, None, None, None]  # the background drifts from field a to b
-    video = ((1 - mix) * a + mix * b) * tint * 255  # [N, H, W, 3]
     length = rng.uniform(cfg.min_evidence, cfg.max_evidence)
     start = rng.uniform(0, seconds - length)
-    yy, xx = np.mgrid[0:h, 0:w]
-    radius = 0.35 * min(h, w)
-    for i in range(n):
-        t = i / cfg.fps
-        if start <= t < start + length:  # the shape crosses the frame from left to right
-            cx = w * (0.2 + 0.6 * (t - start) / length)
-            disc = (xx - cx) ** 2 + (yy - h / 2) ** 2 < radius**2
-            video[i][disc] = COLOURS[label][1]
-    return np.clip(video, 0, 255).astype(np.uint8), start, start + length
+
+    def frames() -> Iterator[np.ndarray]:
+        mix = np.linspace(0.0, 1.0, n)  # the background drifts from field a to b
+        yy, xx = np.mgrid[0:h, 0:w]
+        radius = 0.35 * min(h, w)
+        for i in range(n):
+            img = ((1 - mix[i]) * a + mix[i] * b) * tint * 255  # [H, W, 3]
+            t = i / cfg.fps
+            if start <= t < start + length:  # the shape crosses the frame from left to right
+                cx = w * (0.2 + 0.6 * (t - start) / length)
+                img[(xx - cx) ** 2 + (yy - h / 2) ** 2 < radius**2] = COLOURS[label][1]
+            yield np.clip(img, 0, 255).astype(np.uint8)
+
+    return frames(), start, start + length
 
 
 def generate_videos(cfg: SynthVideoConfig, out: str | Path, progress: bool = True) -> Path:
@@ -121,7 +138,7 @@ def generate_videos(cfg: SynthVideoConfig, out: str | Path, progress: bool = Tru
         seconds = int(rng.integers(cfg.min_seconds, cfg.max_seconds + 1))
         frames, start, end = _frames(cfg, rng, label, seconds)
         vid = f"video{i:05d}"
-        render_video(out / "videos" / f"{vid}.mp4", frames, cfg.fps)
+        render_video(out / "videos" / f"{vid}.mp4", frames, cfg.fps, cfg.gop)
         rows.append(f"videos/{vid}.mp4 {COLOURS[label][0]} {splits[i]}")
         evidence.append((vid, round(start, 3), round(end, 3)))
 
