@@ -9,8 +9,6 @@ torchrun ranks) take every n-th video; whichever ends last writes the complete i
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 import time
@@ -22,7 +20,7 @@ from tqdm import tqdm
 
 from adaframe.metrics import mean_average_precision, top1
 from adaframe.recognizer import Recognizer
-from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, write_json
+from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, write_csv, write_json
 
 UNLABELED = "unlabeled"
 SETTINGS = "predict.json"
@@ -63,7 +61,7 @@ def prepare(out: Path, rec: Recognizer, run: Path) -> None:
 def recognise(rec: Recognizer, items: list[Item], out: Path, scan: bool = False, progress: bool = True) -> dict:
     """Run the videos of ``items`` not finished in ``out``, group by group; returns this run's counts."""
     todo = [it for it in items if not _result_file(out, it.video_id).is_file()]
-    failed, frames, start = 0, 0, time.perf_counter()
+    failed, start = 0, time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", desc="predict", disable=not progress)
     for g in range(0, len(todo), rec.batch_size):
         group = todo[g: g + rec.batch_size]
@@ -71,13 +69,13 @@ def recognise(rec: Recognizer, items: list[Item], out: Path, scan: bool = False,
             failure = out / "failures" / f"{it.video_id}.txt"
             if "error" in r:
                 failed += 1
-                atomic_write(failure, lambda p, r=r: p.write_text(r["error"].removeprefix(f"{it.path}: ") + "\n"))
-                tqdm.write(error_line(f"{it.path}: " + r["error"].removeprefix(f"{it.path}: ")), file=sys.stderr)
+                reason = r["error"].removeprefix(f"{it.path}: ")  # the errors of video.py name the file already
+                atomic_write(failure, lambda p, reason=reason: p.write_text(reason + "\n"))
+                tqdm.write(error_line(f"{it.path}: {reason}"), file=sys.stderr)
                 continue
             r["wall_s"] = r["wall_s"] / r["videos_in_group"]  # this video's share of its group's time
             write_json(_result_file(out, it.video_id), r)
             failure.unlink(missing_ok=True)
-            frames += r["frames_used"]
         bar.update(len(group))
         bar.set_postfix(failed=failed)
     bar.close()
@@ -105,8 +103,8 @@ def write_index(out: Path, items: list[Item], classes: list[str], top_k: int) ->
                 labels.append(classes.index(it.label))
         elif (out / "failures" / f"{it.video_id}.txt").is_file():
             fails.append([it.video_id, str(it.path), (out / "failures" / f"{it.video_id}.txt").read_text().strip()])
-    _write_csv(out / "predictions.csv", COLUMNS, rows)
-    _write_csv(out / "failures.csv", ["video_id", "path", "reason"], fails)
+    write_csv(out / "predictions.csv", COLUMNS, rows)
+    write_csv(out / "failures.csv", ["video_id", "path", "reason"], fails)
     numbers = {"videos": len(items), "done": len(rows), "failed": len(fails), "missing": len(items) - len(rows) - len(fails),
                "mean_frames": float(np.mean(frames)) if frames else float("nan"),
                "mean_gflops": float(np.mean(gflops)) if gflops else float("nan"), "labelled": len(labels)}
@@ -115,10 +113,3 @@ def write_index(out: Path, items: list[Item], classes: list[str], top_k: int) ->
         numbers |= {"mAP": 100 * mean_average_precision(s, y), "top1": 100 * top1(s, y)}
     return numbers
 
-
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write(path, lambda p: p.write_text(buf.getvalue(), encoding="utf-8"))

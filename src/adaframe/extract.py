@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import re
 import sys
@@ -37,7 +36,7 @@ from tqdm import tqdm
 from adaframe.backbones import BACKBONES, backbone_gflops, build_backbone, extract_features
 from adaframe.data import SPEC, SPLITS, read_spec
 from adaframe import distributed
-from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, resolve_device, save_npy, write_json
+from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, resolve_device, save_npy, write_csv, write_json
 from adaframe.video import VideoReader, probe, sample_times, uniform_times
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
@@ -325,18 +324,10 @@ def write_index(out: Path, entries: list[VideoEntry]) -> tuple[int, int]:
     for vid, r in _read_rows(out / "videos.csv").items():
         rows.setdefault(vid, r)
     done = [r for vid, r in rows.items() if _done(out, vid)]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["video_id", "label", "split", "path"])
-    w.writerows([r["video_id"], r["label"], r["split"], r["path"]] for r in done)
-    atomic_write(out / "videos.csv", lambda p: p.write_text(buf.getvalue()))
+    write_csv(out / "videos.csv", ["video_id", "label", "split", "path"], ([r["video_id"], r["label"], r["split"], r["path"]] for r in done))
     paths = {vid: r["path"] for vid, r in _read_rows(out / "failures.csv").items()} | {vid: r["path"] for vid, r in rows.items()}
     failed = sorted(f for f in (out / "failures").glob("*.txt") if not _done(out, f.stem)) if (out / "failures").is_dir() else []
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["video_id", "path", "reason"])
-    w.writerows([f.stem, paths.get(f.stem, ""), f.read_text().strip()] for f in failed)
-    atomic_write(out / "failures.csv", lambda p: p.write_text(buf.getvalue()))
+    write_csv(out / "failures.csv", ["video_id", "path", "reason"], ([f.stem, paths.get(f.stem, ""), f.read_text().strip()] for f in failed))
     return len(done), len(failed)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import errno
 import io
 import json
@@ -81,6 +82,15 @@ def write_bytes(path: str | Path, serialize: Callable[[io.BytesIO], None]) -> No
     buf = io.BytesIO()
     serialize(buf)
     atomic_write(path, lambda p: p.write_bytes(buf.getbuffer()))
+
+
+def write_csv(path: str | Path, header: list[str], rows: Any) -> None:
+    """A CSV file (``\\n`` line ends, UTF-8) with ``header`` and ``rows``, written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    atomic_write(path, lambda p: p.write_text(buf.getvalue(), encoding="utf-8"))
 
 
 def write_json(path: str | Path, obj: Any) -> None:
