@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -111,6 +112,39 @@ def torchrun(nproc: int, *args: str, cwd: Path, check: bool = True, timeout: int
     if check:
         assert proc.returncode == 0, f"torchrun {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
+
+
+def keyframe_memory(path: Path, stored: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The memory rule of ``video.py`` computed another way: one sequential pass with plain PyAV, taking the
+    decoder's ``key_frame`` flags instead of seeks. Frame k of ``stored`` segments [a, b) with centre c: the last
+    keyframe at or before c if it is at or after a, else the last keyframe before b if it is after c, else the
+    frame at c. Returns the frames [stored, size, size, 3] and their times."""
+    import av
+
+    from adaframe.video import _to_rgb, probe
+
+    duration = probe(path).duration
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        start, ts, timed = stream.start_time or 0, -math.inf, []
+        for frame in container.decode(stream):
+            ts = max(ts, float((frame.pts - start) * stream.time_base))  # the running maximum of the time rule
+            timed.append((ts, frame.key_frame, frame))
+    frames, times = [], []
+    for k in range(stored):
+        a, c, b = k * duration / stored, (k + 0.5) * duration / stored, (k + 1) * duration / stored
+        before_c = [t for t in timed if t[1] and t[0] <= c]
+        before_b = [t for t in timed if t[1] and t[0] < b]
+        if before_c and before_c[-1][0] >= a:
+            pick = before_c[-1]
+        elif before_b and before_b[-1][0] > c:
+            pick = before_b[-1]
+        else:
+            pick = [t for t in timed if t[0] <= c][-1] if timed[0][0] <= c else timed[0]
+            pick = (c, *pick[1:])
+        frames.append(_to_rgb(pick[2], size))
+        times.append(pick[0])
+    return np.stack(frames), np.array(times)
 
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import shutil
 import string
 import tempfile
@@ -26,8 +25,8 @@ from adaframe.backbones import BACKBONES, build_backbone, extract_features
 from adaframe.data import SPLITS, FeatureDataset
 from adaframe.extract import ExtractConfig, parse_shard, read_video_list, run_extract
 from adaframe.utils import AdaframeError
-from adaframe.video import VideoReader, decode_at_rate, probe, sample_times, uniform_times
-from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, torchrun
+from adaframe.video import decode_at_rate, probe, sample_times
+from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, keyframe_memory, torchrun
 
 TINY = dict(backbone="resnet18", size=64, memory_size=32, workers=0, progress=False)
 
@@ -323,9 +322,8 @@ def test_features_equal_an_independent_computation(extracted, video_files):
     expected = extract_features(backbone, frames)
     got = np.load(extracted / "features" / "video00001.npy")
     assert_same(got, expected)
-    # The memory: 16 uniformly spaced frames at 32 px through MobileNetV2, read sequentially.
-    with VideoReader(path, seek_gap=math.inf) as reader:
-        mem_frames = np.stack(reader.read(uniform_times(probe(path).duration, 16), 32))
+    # The memory: 16 frames at 32 px by the keyframe rule, found in one sequential pass, through MobileNetV2.
+    mem_frames, _ = keyframe_memory(path, 16, 32)
     assert_same(np.load(extracted / "memory" / "video00001.npy"), extract_features(memory_backbone, mem_frames))
     # Different videos give different features (the comparison above is not between two constants).
     assert differ(got[:6], np.load(extracted / "features" / "video00002.npy")[:6])

@@ -73,18 +73,22 @@ def test_predict_equals_eval_on_offline_features(run, extracted, video_files, mu
 def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
     predictor = Predictor(run)
     path = video_files / "videos" / "video00000.mp4"
-    calls = {"n": 0}
-    forward = predictor.backbone.forward_features
+    calls = {"backbone": 0, "memory_backbone": 0}
 
-    def counting(x):
-        calls["n"] += x.shape[0]
-        return forward(x)
+    def counting(name):
+        forward = getattr(predictor, name).forward_features
 
-    predictor.backbone.forward_features = counting
+        def count(x):
+            calls[name] += x.shape[0]
+            return forward(x)
+        return count
+
+    for name in calls:
+        getattr(predictor, name).forward_features = counting(name)
     [r] = predictor.predict([path], K, None)
-    assert calls["n"] == r["backbone_calls"] == r["frames_used"] == len(set(r["frame_seconds"]))
+    assert calls["backbone"] == r["backbone_calls"] == r["frames_used"] == len(set(r["frame_seconds"]))
     assert r["frames_used"] <= K < r["candidate_frames"]
-    assert r["memory_backbone_calls"] == 16
+    assert calls["memory_backbone"] == r["memory_backbone_calls"] == 16
     # Decoding: one pass for the memory glance, then per chosen frame at most a GOP (2 s = 8 frames at 4 fps)
     # plus the frame after it; re-decoding the video from its start for each frame would cost far more.
     total = round(probe(path).duration * 4)
@@ -292,7 +296,8 @@ def test_python_api_equals_the_cli_and_survives_a_bad_file(run, video_files, tmp
         assert [p for _, p in r.top] == sorted((p for _, p in r.top), reverse=True) and sum(p for _, p in r.top) == pytest.approx(1, abs=1e-3)
         assert 1 <= r.frames_used == len(set(r.seconds)) <= r.steps <= K and r.gflops > 0 and r.frames_decoded >= r.frames_used
 
-    one_by_one = Recognizer.from_run(run, mu=0.0, batch_size=1).predict([str(p) for p in good])
+    with Recognizer.from_run(run, mu=0.0, batch_size=1, workers=0) as in_process:  # no decoding workers, one video a group
+        one_by_one = in_process.predict([str(p) for p in good])
     assert [(r.label, r.seconds) for r in one_by_one] == [(r.label, r.seconds) for r in ok]
     for a, b in zip(one_by_one, ok):
         assert [p for _, p in a.top] == pytest.approx([p for _, p in b.top], abs=1e-4)
@@ -372,3 +377,26 @@ def test_predict_options_that_do_not_go_together(kwargs, message):
 
     with pytest.raises(AdaframeError, match=message):
         PredictConfig(checkpoint=Path("run"), **kwargs)
+
+
+def test_benchmark_on_video_files_measures_both_methods_through_the_same_workers(run, video_files, capsys):
+    """``benchmark --videos``: per folder, AdaFrame's and uniformK's frames decoded and backbone frames are those
+    the predictor reports video by video, and the ratio rows divide them."""
+    from adaframe.benchmark import BenchmarkConfig, run_benchmark
+    from adaframe.recognizer import Recognizer
+
+    folder = video_files / "videos"
+    rows = run_benchmark(BenchmarkConfig(videos=(folder,), checkpoint=run, frames=K, mu=0.0, uniform=6, workers=1, video_batch=3))
+    ada, uni, ratio = rows
+    n = len(list(folder.glob("*.mp4")))
+    assert ada["videos"] == uni["videos"] == n and ada["failed"] == uni["failed"] == 0
+    with Recognizer.from_run(run, workers=0, frames=K, mu=0.0) as rec:
+        want = rec.predict_raw(sorted(folder.glob("*.mp4")))
+    assert ada["backbone_frames"] == pytest.approx(np.mean([r["backbone_calls"] for r in want]))
+    assert ada["decoded"] == pytest.approx(np.mean([r["frames_decoded"] for r in want]))
+    assert ada["memory_decoded"] == pytest.approx(np.mean([r["memory_frames_decoded"] for r in want]) / 16)
+    assert uni["backbone_frames"] == 6 and uni["decoded"] >= 6 and uni["memory_decoded"] is None
+    for key in ("videos_per_s", "decoded", "backbone_frames", "gflops"):
+        assert ratio[key] == pytest.approx(ada[key] / uni[key])
+    printed = capsys.readouterr().out
+    assert "AdaFrame-4 mu 0.0" in printed and "uniform6" in printed and "AdaFrame / uniform6" in printed

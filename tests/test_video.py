@@ -458,3 +458,57 @@ def test_watched_frames_kept_by_a_pass_are_the_frames_a_fresh_read_gives(name):
         want = [fresh.read([t], 40)[0] for t in kept[::-1]][::-1]  # one at a time, by seeking
     for t, a, b in zip(kept, got, want):
         assert np.array_equal(a, b), f"{name}: kept frame at {t} s differs from a fresh read"
+
+
+# ----------------------------------------------------------------------------- the memory rule
+
+@pytest.fixture(scope="module")
+def long_gop_clip(tmp_path_factory) -> Path:
+    """40 s at 10 fps with a keyframe every 25 frames (2.5 s): 16 memory segments of exactly one GOP each, the
+    shape of the long-clip benchmark (180 s, 30 fps, GOP 250) at a size a test can afford."""
+    from adaframe.synth_video import SynthVideoConfig, generate_videos
+
+    cfg = SynthVideoConfig(videos=2, classes=2, seconds=40, fps=10, gop=25, width=64, height=48, val_fraction=0.0)
+    return next((generate_videos(cfg, tmp_path_factory.mktemp("long"), progress=False) / "videos").glob("*.mp4"))
+
+
+def _memory_cases(long_gop_clip: Path) -> list[Path]:
+    return [long_gop_clip] + ([clip(n) for n in sorted(GOOD)] if VIDEOS.is_dir() else [])
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_memory_rule_equals_a_sequential_pass_over_keyframe_flags(long_gop_clip, warm):
+    """extract and predict pick memory frames with seeks; the rule is defined on the file alone, so a pass that
+    reads the decoder's keyframe flags gives the same frames and times, from any reader state."""
+    from conftest import keyframe_memory
+
+    for path in _memory_cases(long_gop_clip):
+        duration = probe(path).duration
+        want, want_times = keyframe_memory(path, 16, 24)
+        with VideoReader(path) as reader:
+            if warm:  # a reader that has been elsewhere first, as extract's after its 1 fps pass
+                reader.read([duration * 0.7, duration * 0.1], 24)
+            got, times = reader.memory_frames(duration, 16, 24, keyframes=True)
+        np.testing.assert_allclose(times, want_times, atol=1e-9, err_msg=str(path))
+        for k, (a, b) in enumerate(zip(got, want)):
+            assert np.array_equal(a, b), f"{path.name}: memory frame {k} differs"
+
+
+def test_memory_pass_decodes_at_most_two_frames_per_memory_frame_with_keyframes(long_gop_clip):
+    duration = probe(long_gop_clip).duration
+    with VideoReader(long_gop_clip) as reader:
+        _, times = reader.memory_frames(duration, 16, 24, keyframes=True)
+        keyed = reader.decoded
+    with VideoReader(long_gop_clip) as reader:
+        _, centre_times = reader.memory_frames(duration, 16, 24, keyframes=False)
+        centred = reader.decoded
+    assert keyed <= 2 * 16 + 1  # (+1: the first frame, decoded on opening)
+    assert centred > 5 * 16  # the segment centres cost half a GOP each
+    assert np.array_equal(centre_times, uniform_times(duration, 16))
+    # Every memory frame is the keyframe of its own segment, so none repeats and all stay in their segment.
+    edges = np.arange(17) * duration / 16
+    assert np.all((times >= edges[:-1]) & (times < edges[1:]))
+    np.testing.assert_allclose(times * 10 % 25, 0, atol=1e-6)  # keyframes: every 25th frame
+    with VideoReader(long_gop_clip) as reader:
+        _, subset_times = reader.memory_frames(duration, 16, 24, keyframes=True, subset=[1, 5])
+    np.testing.assert_array_equal(subset_times, times[[1, 5]])

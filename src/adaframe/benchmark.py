@@ -1,6 +1,12 @@
 """``adaframe benchmark``: how fast AdaFrame trains and infers, against what the hardware can do.
 
-Everything runs on random tensors of the paper's sizes (ResNet-101 features, MobileNetV2 memory,
+With ``--videos DIR... --checkpoint RUN`` it measures ``predict`` on video files instead: for each
+folder, AdaFrame (the run's policy, at most ``--frames`` steps, adaptive lookahead ``--mu``) and
+AvgPooling over ``--uniform`` frames evenly spaced in time, both through the same decoding workers
+and backbone, one after the other in this process. It prints videos/s, frames decoded and
+backbone frames per video, and the memory pass's frames decoded per memory frame, with the ratios.
+
+Without ``--videos``, everything runs on random tensors of the paper's sizes (ResNet-101 features, MobileNetV2 memory,
 ActivityNet's 200 classes), so no data set is needed. Each workload is reported as videos/s, as
 the FLOPs one batch takes (counted by ``torch.utils.flop_counter``, 2 FLOPs per multiply-add),
 and against a plain ``torch.mm`` of the same FLOP count timed in the same run: the ratio says
@@ -13,6 +19,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal
 
 import torch
@@ -48,8 +55,22 @@ class BenchmarkConfig:
     """timed iterations of each workload"""
     warmup: int = 1
     seed: int = 0
+    videos: tuple[Path, ...] = ()
+    """folders (or lists, as 'extract' takes them) of video files: time 'predict' on them instead"""
+    checkpoint: Path | None = None
+    """with --videos: the AdaFrame run (trained on features from 'adaframe extract')"""
+    uniform: int = 25
+    """with --videos: frames of the uniform baseline"""
+    workers: int = 2
+    """with --videos: decoding processes"""
+    video_batch: int = 4
+    """with --videos: videos run together"""
 
     def __post_init__(self) -> None:
+        if bool(self.videos) != (self.checkpoint is not None):
+            raise AdaframeError("--videos and --checkpoint go together")
+        if self.workers < 0 or self.uniform < 1 or self.video_batch < 1:
+            raise AdaframeError("need --workers >= 0, --uniform >= 1 and --video-batch >= 1")
         sizes = ("hidden", "dim", "frames", "batch_size", "classes", "max_frames", "iters")
         bad = [f"--{n.replace('_', '-')}" for n in sizes if getattr(self, n) < 1]
         bad += [f"--{n.replace('_', '-')}" for n in ("memory_dim", "memory_frames", "warmup", "mu") if getattr(self, n) < 0]
@@ -104,6 +125,8 @@ def matmul_seconds(flops: int, device: torch.device, iters: int, warmup: int) ->
 
 def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """The ``adaframe benchmark`` command; returns one dict per workload."""
+    if cfg.videos:
+        return run_video_benchmark(cfg)
     from adaframe.train import adaframe_loss  # tensorboard is slow to import; only here
 
     device = resolve_device(cfg.device)
@@ -148,3 +171,57 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     print("ratio = videos/s / matmul-equivalent videos/s: the fraction of a plain torch.mm's speed "
           "at the same FLOP count (FLOPs = 2 x multiply-adds)")
     return results
+
+
+def _summary(results: list[dict], seconds: float, memory_frames: int) -> dict:
+    ok = [r for r in results if "error" not in r]
+    mean = lambda key: sum(r[key] for r in ok) / len(ok) if ok else float("nan")  # noqa: E731
+    return {"videos": len(results), "failed": len(results) - len(ok), "videos_per_s": len(results) / seconds,
+            "decoded": mean("frames_decoded"), "backbone_frames": mean("backbone_calls"), "gflops": mean("gflops"),
+            "memory_decoded": mean("memory_frames_decoded") / memory_frames if ok and "memory_frames_decoded" in ok[0] else None}
+
+
+def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
+    """``benchmark --videos``: AdaFrame against uniformK on video files, per folder; one dict per folder and method."""
+    from adaframe.extract import read_video_list
+    from adaframe.recognizer import Recognizer
+
+    device = resolve_device(cfg.device)
+    sets = [(str(src), [e.path for e in read_video_list(src)]) for src in cfg.videos]
+    rows, out = [], []
+    with Recognizer.from_run(cfg.checkpoint, device, workers=cfg.workers, frames=cfg.frames, mu=cfg.mu,
+                             batch_size=cfg.video_batch) as rec:
+        predictor, uniform = rec.predictor, f"uniform{cfg.uniform}"
+        spec = predictor.spec
+        print(f"predict benchmark on {device} ({torch.get_num_threads()} threads, {cfg.workers} decoding workers, "
+              f"{cfg.video_batch} videos a batch): backbone {spec['backbone']['name']} at {spec['backbone']['size']} px "
+              f"({spec['backbone']['gflops']:.3f} GFLOPs a frame), memory of {predictor.memory_frames} frames, "
+              f"AdaFrame at most {cfg.frames} steps with mu {cfg.mu}, against AvgPooling over {cfg.uniform} uniform frames")
+        warm = sets[0][1][:1]  # start the workers and the backbones before any clock runs
+        rec.predict_raw(warm)
+        predictor.predict_uniform(warm, cfg.uniform)
+        for name, paths in sets:
+            for path in paths:  # the page cache holds every file before either method reads it
+                if path.is_file():
+                    with open(path, "rb") as f:
+                        while f.read(1 << 24):
+                            pass
+            t0 = time.perf_counter()
+            ada = _summary(rec.predict_raw(paths), time.perf_counter() - t0, predictor.memory_frames)
+            t0 = time.perf_counter()
+            base = [r for group in predictor.run_uniform(paths, cfg.uniform, group=cfg.video_batch) for r in group]
+            uni = _summary(base, time.perf_counter() - t0, predictor.memory_frames)
+            for method, r in ((f"AdaFrame-{cfg.frames} mu {cfg.mu}", ada), (uniform, uni)):
+                out.append({"set": name, "method": method, **r})
+                rows.append([name, method, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],
+                             "-" if r["memory_decoded"] is None else r["memory_decoded"], r["backbone_frames"], r["gflops"]])
+            ratio = {"set": name, "method": f"AdaFrame / {uniform}", "videos_per_s": ada["videos_per_s"] / uni["videos_per_s"],
+                     "decoded": ada["decoded"] / uni["decoded"], "backbone_frames": ada["backbone_frames"] / uni["backbone_frames"],
+                     "gflops": ada["gflops"] / uni["gflops"]}
+            out.append(ratio)
+            rows.append([name, ratio["method"], "", ratio["videos_per_s"], ratio["decoded"], "", ratio["backbone_frames"], ratio["gflops"]])
+    print(format_table(["videos", "method", "count", "videos/s", "decoded/video", "decoded/memory frame", "backbone frames/video",
+                        "GFLOPs/video"], rows))
+    print("decoded: frames the decoder produced per video (memory pass and chosen frames); decoded/memory frame: the memory "
+          "pass's frames over the memory frames it gave (keyframe rule of video.py); the ratio rows divide AdaFrame by the baseline")
+    return out

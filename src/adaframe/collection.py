@@ -63,9 +63,9 @@ def recognise(rec: Recognizer, items: list[Item], out: Path, scan: bool = False,
     todo = [it for it in items if not _result_file(out, it.video_id).is_file()]
     failed, start = 0, time.perf_counter()
     bar = tqdm(total=len(todo), unit="video", desc="predict", disable=not progress)
-    for g in range(0, len(todo), rec.batch_size):
-        group = todo[g: g + rec.batch_size]
-        for it, r in zip(group, rec.predict_raw([it.path for it in group], scan)):
+    groups = [todo[g: g + rec.batch_size] for g in range(0, len(todo), rec.batch_size)]
+    for group, results in zip(groups, rec.predict_groups([it.path for it in todo], scan)):
+        for it, r in zip(group, results):
             failure = out / "failures" / f"{it.video_id}.txt"
             if "error" in r:
                 failed += 1

@@ -37,7 +37,7 @@ from adaframe.backbones import BACKBONES, backbone_gflops, build_backbone, extra
 from adaframe.data import SPEC, SPLITS, read_spec
 from adaframe import distributed
 from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, resolve_device, save_npy, write_csv, write_json
-from adaframe.video import VideoReader, probe, sample_times, uniform_times
+from adaframe.video import VideoReader, probe, sample_times
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
 ACTIVITYNET_SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
@@ -240,6 +240,7 @@ def make_spec(cfg: ExtractConfig) -> dict:
         "memory_backbone": _backbone_spec(cfg.memory_backbone, cfg.memory_weights, cfg.memory_size, cfg.seed),
         "fps": cfg.fps,
         "memory_frames": cfg.memory_frames,
+        "memory_at": "keyframe",  # video.py's memory rule; data sets without this key took the segment centres
     }
 
 
@@ -282,7 +283,7 @@ class _Decode(Dataset):
     def __getitem__(self, i: int) -> dict:
         e, s = self.entries[i], self.spec
         try:
-            frames, memory = decode_for_features(e.path, s["fps"], s["backbone"]["size"], s["memory_frames"], s["memory_backbone"]["size"])
+            frames, memory = decode_for_features(e.path, s)
             return {"i": i, "frames": torch.from_numpy(frames), "memory": torch.from_numpy(memory), "error": None}
         except AdaframeError as err:
             return {"i": i, "error": str(err)}
@@ -290,14 +291,15 @@ class _Decode(Dataset):
             return {"i": i, "error": f"{e.path}: unexpected {type(err).__name__}: {err}"}
 
 
-def decode_for_features(path: Path, fps: float, size: int, memory_frames: int, memory_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One pass: frames at ``fps`` [T, size, size, 3] and memory frames [Td, m, m, 3], uint8."""
+def decode_for_features(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Frames at the spec's ``fps`` [T, size, size, 3] (one sequential pass) and the memory frames
+    [Td, m, m, 3] by the memory rule of ``video.py`` (as ``predict`` picks them), uint8."""
     info = probe(path)
-    times = sample_times(info.duration, fps)
-    mem_times = uniform_times(info.duration, memory_frames)
     with VideoReader(path) as reader:
-        out = reader.read(np.concatenate([times, mem_times]), [size] * len(times) + [memory_size] * len(mem_times))
-    return np.stack(out[: len(times)]), np.stack(out[len(times):])
+        frames = reader.read(sample_times(info.duration, spec["fps"]), spec["backbone"]["size"])
+        memory, _ = reader.memory_frames(info.duration, spec["memory_frames"], spec["memory_backbone"]["size"],
+                                         keyframes=spec.get("memory_at") == "keyframe")
+    return np.stack(frames), np.stack(memory)
 
 
 # ----------------------------------------------------------------------------- the job

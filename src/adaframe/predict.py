@@ -61,6 +61,8 @@ class PredictConfig:
     """print one JSON object per video instead of text"""
     batch_size: int = 8
     """videos run together"""
+    workers: int = 2
+    """decoding processes, overlapped with the backbones and the agent (0: decode in the main process)"""
     device: Literal["cpu", "cuda"] = "cpu"
 
     progress: bool = True
@@ -71,7 +73,8 @@ class PredictConfig:
         if (self.collection is None) != (self.out is None) or (self.collection is None and (self.shard or self.video_root)):
             raise AdaframeError("--videos, --out, --shard and --video-root go together: --videos SRC --out OUT")
         checks = {"--frames": self.frames is None or self.frames >= 1, "--mu": self.mu is None or self.mu >= 0,
-                  "--patience": self.patience >= 1, "--top-k": self.top_k >= 1, "--batch-size": self.batch_size >= 1}
+                  "--patience": self.patience >= 1, "--top-k": self.top_k >= 1, "--batch-size": self.batch_size >= 1,
+                  "--workers": self.workers >= 0}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise AdaframeError(f"invalid value for {', '.join(bad)}")
@@ -128,9 +131,9 @@ def predict_files(cfg: PredictConfig) -> list[dict]:
     ``adaframe: error: <path>: <reason>`` on stderr, and never stops the others."""
     device = resolve_device(cfg.device)
     compare = parse_compare(cfg.compare)
-    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, frames=cfg.frames, mu=cfg.mu,
-                              patience=cfg.patience, batch_size=1 if compare is not None else cfg.batch_size)
-    predictor = rec.predictor  # one video at a time with --compare, so wall times compare per video
+    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
+                              mu=cfg.mu, patience=cfg.patience, batch_size=1 if compare is not None else cfg.batch_size)
+    predictor = rec.predictor
     classifier = None
     if cfg.compare_checkpoint is not None:
         if compare is None:
@@ -141,12 +144,12 @@ def predict_files(cfg: PredictConfig) -> list[dict]:
         if payload["classes"] != predictor.classes or payload.get("features") != predictor.spec:
             raise AdaframeError(f"--compare-checkpoint {cfg.compare_checkpoint} was trained on other classes or features than {cfg.checkpoint}")
     results = []
-    for g in range(0, len(cfg.videos), rec.batch_size):
-        for r in rec.predict_raw(cfg.videos[g: g + rec.batch_size], cfg.scan):
+    for group in rec.predict_groups(cfg.videos, cfg.scan, prefetch=compare is None):  # wall times compare per video
+        for r in group:
             r["top"] = r.get("top", [])[: cfg.top_k]
             entry = [r]
             if compare is not None:
-                base = predictor.predict_uniform(Path(r["video"]), compare, classifier)
+                [base] = predictor.predict_uniform([Path(r["video"])], compare, classifier)
                 base["top"] = base.get("top", [])[: cfg.top_k]
                 entry.append(base)
                 if "error" not in r and "error" not in base:
@@ -182,8 +185,8 @@ def predict_collection(cfg: PredictConfig) -> dict:
     if ranks.world > 1 and cfg.shard is not None:
         raise AdaframeError("--shard and torchrun both split the work: use one of them")
     shard, shards = parse_shard(cfg.shard) if ranks.world == 1 else (ranks.rank, ranks.world)
-    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, frames=cfg.frames, mu=cfg.mu,
-                              patience=cfg.patience, batch_size=cfg.batch_size)
+    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
+                              mu=cfg.mu, patience=cfg.patience, batch_size=cfg.batch_size)
     collection.prepare(cfg.out, rec, cfg.checkpoint)
     ran = collection.recognise(rec, items[shard::shards], cfg.out, cfg.scan, cfg.progress)
     distributed.barrier(ranks)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 
 class AdaframeError(Exception):
@@ -101,17 +100,24 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
     write_bytes(path, lambda f: np.save(f, array))
 
 
+# torch is imported where used: the decoding workers import this module and need no torch.
 def save_torch(path: str | Path, obj: Any) -> None:
+    import torch
+
     write_bytes(path, lambda f: torch.save(obj, f))
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def resolve_device(name: str) -> torch.device:
+    import torch
+
     if name == "cuda" and not torch.cuda.is_available():
         raise AdaframeError("--device cuda was asked for, but torch sees no CUDA device")
     return torch.device(name)

@@ -22,6 +22,15 @@ The time rule (the same in every decoding path):
 The image pipeline (also the same in every path): scale so that the shorter side is
 ``round(size * 256 / 224)`` (bilinear, in swscale), centre-crop ``size x size``, then apply the
 display rotation. Rotating a square centre crop equals cropping the rotated frame.
+
+The memory rule (``VideoReader.memory_frames``; ``extract`` and ``predict`` both call it): the
+global memory's frame k stands for the k-th of Td equal segments [a, b) with centre c. Decoding the
+frame at c costs every frame from the keyframe before it (up to a whole GOP, 250 frames in a
+typical long clip), while a keyframe costs one. So with ``keyframes=True`` frame k is the
+keyframe a seek to c lands on when its time is in [a, c], else the one a seek to b lands on when
+its time is in (c, b), else the frame at c. Both seeks always happen in the same order from any
+decoder state, so the pick depends only on the file. A stream that cannot seek (no timestamps)
+always takes the frames at c.
 """
 
 from __future__ import annotations
@@ -221,6 +230,7 @@ def uniform_times(duration: float, n: int) -> np.ndarray:
     return (np.arange(n) + 0.5) * duration / n
 
 
+
 def _to_rgb(frame: VideoFrame, size: int) -> np.ndarray:
     """The image pipeline: shorter side to ``round(size * 256/224)``, centre crop, display rotation."""
     short = round(size * RESIZE_RATIO)
@@ -267,6 +277,8 @@ class VideoReader:
         self._kept: dict[float, np.ndarray] = {}
         self._open()
         self._restart(seek_to=None)
+        first = self._peek()
+        self._seekable = first is not None and first.stamped  # raw elementary streams are read from the top only
 
     def _open(self) -> None:
         self._container, self._stream = _open(self.path)
@@ -305,6 +317,42 @@ class VideoReader:
             kept = self._kept.get(at[i]) if side[i] == self._watch_size else None
             out[i] = kept if kept is not None else self._rgb(self._frame_at(at[i]).frame, at[i], side[i])
         return out
+
+    def memory_frames(self, duration: float, stored: int, size: int, keyframes: bool,
+                      subset: Sequence[int] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+        """The global memory's frames by the module's memory rule.
+
+        Args:
+            duration: the video's length in seconds (``probe``).
+            stored: Td, the number of equal segments (the memory frames a data set stores).
+            size: output side.
+            keyframes: True for the keyframe rule, False for the segment centres.
+            subset: which of the ``stored`` frames to return (all by default).
+
+        Returns:
+            uint8 RGB arrays ``[size, size, 3]`` and their times in seconds, one per frame asked for.
+        """
+        ks = list(range(stored)) if subset is None else [int(k) for k in subset]
+        edges = np.arange(stored + 1) * duration / stored
+        centres = uniform_times(duration, stored)
+        picked: dict[int, _Timed] = {}
+        for k in ks if keyframes and self._seekable else ():
+            a, c, b = float(edges[k]), float(centres[k]), float(edges[k + 1])
+            for aim, inside in ((c, lambda t: a <= t <= c), (b, lambda t: c < t < b)):
+                first = self._first_after_seek(aim)
+                if first is not None and inside(first.ts):
+                    picked[k] = first
+                    break
+        rest = [k for k in ks if k not in picked]
+        exact = dict(zip(rest, self.read(centres[rest], size)))
+        frames = [exact[k] if k not in picked else self._rgb(picked[k].frame, picked[k].ts, size) for k in ks]
+        return frames, np.array([centres[k] if k not in picked else picked[k].ts for k in ks])
+
+    def _first_after_seek(self, t: float) -> _Timed | None:
+        """The first frame of a decode run that seeks to the keyframe at or before ``t`` (None: not a real seek)."""
+        self._seek(t)
+        first = self._peek()
+        return first if first is not None and not self._from_start and first.stamped else None
 
     def watch(self, times: Sequence[float], size: int) -> None:
         """Keep the frames at ``times`` (as ``size`` RGB) whenever decoding passes them, so that a later
