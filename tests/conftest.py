@@ -118,7 +118,8 @@ def keyframe_memory(path: Path, stored: int, size: int) -> tuple[np.ndarray, np.
     """The memory rule of ``video.py`` computed another way: one sequential pass with plain PyAV, taking the
     decoder's ``key_frame`` flags instead of seeks. Frame k of ``stored`` segments [a, b) with centre c: the last
     keyframe at or before c if it is at or after a, else the last keyframe before b if it is after c, else the
-    frame at c. Returns the frames [stored, size, size, 3] and their times."""
+    frame at c; the frame at c always in a video of at most 4 frames per memory frame. Returns the frames
+    [stored, size, size, 3] and their times."""
     import av
 
     from adaframe.video import _to_rgb, probe
@@ -127,6 +128,7 @@ def keyframe_memory(path: Path, stored: int, size: int) -> tuple[np.ndarray, np.
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         start, ts, timed = stream.start_time or 0, -math.inf, []
+        short = 0 < duration * float(stream.average_rate or 0) <= 4 * stored
         for frame in container.decode(stream):
             ts = max(ts, float((frame.pts - start) * stream.time_base))  # the running maximum of the time rule
             timed.append((ts, frame.key_frame, frame))
@@ -135,9 +137,9 @@ def keyframe_memory(path: Path, stored: int, size: int) -> tuple[np.ndarray, np.
         a, c, b = k * duration / stored, (k + 0.5) * duration / stored, (k + 1) * duration / stored
         before_c = [t for t in timed if t[1] and t[0] <= c]
         before_b = [t for t in timed if t[1] and t[0] < b]
-        if before_c and before_c[-1][0] >= a:
+        if before_c and before_c[-1][0] >= a and not short:
             pick = before_c[-1]
-        elif before_b and before_b[-1][0] > c:
+        elif before_b and before_b[-1][0] > c and not short:
             pick = before_b[-1]
         else:
             pick = [t for t in timed if t[0] <= c][-1] if timed[0][0] <= c else timed[0]

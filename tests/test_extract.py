@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from adaframe.backbones import BACKBONES, build_backbone, extract_features
 from adaframe.data import SPLITS, FeatureDataset
-from adaframe.extract import ExtractConfig, parse_shard, read_video_list, run_extract
+from adaframe.extract import ExtractConfig, run_extract
+from adaframe.video_lists import parse_shard, read_video_list
 from adaframe.utils import AdaframeError
 from adaframe.video import decode_at_rate, probe, sample_times
 from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, keyframe_memory, torchrun
@@ -218,11 +219,16 @@ def test_activitynet_json(video_files, tmp_path):
 
 def test_duplicate_ids_name_both_paths(video_files, tmp_path):
     root = tmp_path / "root"
-    a = copy(source(video_files, 0), root / "dance" / "same.mp4")
-    b = copy(source(video_files, 1), root / "run" / "same.avi")
+    copy(source(video_files, 0), root / "dance" / "same.mp4")
+    copy(source(video_files, 1), root / "run" / "same.avi")
+    copy(source(video_files, 2), root / "run" / "other.mp4")
+    # Stems that collide take the whole file name; the others keep their stems.
+    assert sorted(e.video_id for e in read_video_list(root)) == ["other", "same.avi", "same.mp4"]
+    a = copy(source(video_files, 0), root / "dance" / "other.mp4")
+    b = root / "run" / "other.mp4"
     with pytest.raises(AdaframeError) as err:
         read_video_list(root)
-    assert str(a) in str(err.value) and str(b) in str(err.value) and "same" in str(err.value)
+    assert str(a) in str(err.value) and str(b) in str(err.value) and "other.mp4" in str(err.value)
     lst = write_list(tmp_path / "list.txt", ["x/clip.mp4 a", "y/clip.mp4 b"])
     with pytest.raises(AdaframeError, match="clip") as err:
         read_video_list(lst)

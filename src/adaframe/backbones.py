@@ -14,6 +14,7 @@ A feature is the globally average-pooled output of the last conv stage, before t
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import re
 import types
@@ -449,3 +450,30 @@ def calibrate_batchnorm(model: nn.Module, frames_uint8: np.ndarray | torch.Tenso
             bn.momentum = m
         model.eval()
     return model
+
+
+# ----------------------------------------------------------------------------- the backbones of a data set
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_backbones(spec: dict, device: torch.device | str = "cpu", backbone_weights: Path | None = None,
+                    memory_weights: Path | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The two backbones a spec describes; weights (the recorded file, or one given in its place) must
+    match the recorded SHA-256, so features are never computed with other weights than in training."""
+    models = []
+    for key, override in (("backbone", backbone_weights), ("memory_backbone", memory_weights)):
+        b = spec[key]
+        weights = Path(override) if override is not None else (Path(b["weights"]) if b["weights"] else None)
+        if (weights is None) != (b["sha256"] is None) or (weights is not None and (not weights.is_file() or sha256(weights) != b["sha256"])):
+            recorded = f"{b['weights']} (SHA-256 {b['sha256'][:12]}...)" if b["sha256"] else "random init"
+            raise AdaframeError(f"{key} weights {weights or 'random init'} are not those the features were made with: {recorded}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the random-weights warning was given once, at extraction
+            models.append(build_backbone(b["name"], weights, seed=b["seed"]).to(device))
+    return models[0], models[1]

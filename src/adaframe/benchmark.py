@@ -42,8 +42,8 @@ class BenchmarkConfig:
     """backbone feature dim D (ResNet-101)"""
     memory_dim: int = 1280
     """global-memory feature dim Dm (MobileNetV2)"""
-    frames: int = 10
-    """K: steps per video"""
+    frames: int | None = None
+    """K: steps per video (default: 10, and with --videos the K the run was trained with)"""
     batch_size: int = 64
     memory_frames: int = 16
     classes: int = 200
@@ -67,12 +67,14 @@ class BenchmarkConfig:
     """with --videos: videos run together"""
 
     def __post_init__(self) -> None:
+        if self.frames is None and not self.videos:
+            self.frames = 10
         if bool(self.videos) != (self.checkpoint is not None):
             raise AdaframeError("--videos and --checkpoint go together")
         if self.workers < 0 or self.uniform < 1 or self.video_batch < 1:
             raise AdaframeError("need --workers >= 0, --uniform >= 1 and --video-batch >= 1")
         sizes = ("hidden", "dim", "frames", "batch_size", "classes", "max_frames", "iters")
-        bad = [f"--{n.replace('_', '-')}" for n in sizes if getattr(self, n) < 1]
+        bad = [f"--{n.replace('_', '-')}" for n in sizes if getattr(self, n) is not None and getattr(self, n) < 1]
         bad += [f"--{n.replace('_', '-')}" for n in ("memory_dim", "memory_frames", "warmup", "mu") if getattr(self, n) < 0]
         if bad:
             raise AdaframeError(f"invalid value for {', '.join(bad)}")
@@ -183,20 +185,27 @@ def _summary(results: list[dict], seconds: float, memory_frames: int) -> dict:
 
 def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """``benchmark --videos``: AdaFrame against uniformK on video files, per folder; one dict per folder and method."""
-    from adaframe.extract import read_video_list
+    from adaframe.video_lists import VIDEO_EXTENSIONS, read_video_list
     from adaframe.recognizer import Recognizer
 
+    def files(src: Path) -> list[Path]:  # a folder: every video file in it (ids need not be unique here)
+        if src.is_dir():
+            return sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+        return [e.path for e in read_video_list(src)]
+
     device = resolve_device(cfg.device)
-    sets = [(str(src), [e.path for e in read_video_list(src)]) for src in cfg.videos]
+    sets = [(str(src), files(Path(src))) for src in cfg.videos]
+    if empty := [name for name, paths in sets if not paths]:
+        raise AdaframeError(f"--videos {empty[0]}: no video files found")
     rows, out = [], []
     with Recognizer.from_run(cfg.checkpoint, device, workers=cfg.workers, frames=cfg.frames, mu=cfg.mu,
                              batch_size=cfg.video_batch) as rec:
         predictor, uniform = rec.predictor, f"uniform{cfg.uniform}"
-        spec = predictor.spec
+        spec, k = predictor.spec, cfg.frames or predictor.config["frames"]
         print(f"predict benchmark on {device} ({torch.get_num_threads()} threads, {cfg.workers} decoding workers, "
               f"{cfg.video_batch} videos a batch): backbone {spec['backbone']['name']} at {spec['backbone']['size']} px "
               f"({spec['backbone']['gflops']:.3f} GFLOPs a frame), memory of {predictor.memory_frames} frames, "
-              f"AdaFrame at most {cfg.frames} steps with mu {cfg.mu}, against AvgPooling over {cfg.uniform} uniform frames")
+              f"AdaFrame at most {k} steps with mu {cfg.mu}, against AvgPooling over {cfg.uniform} uniform frames")
         warm = sets[0][1][:1]  # start the workers and the backbones before any clock runs
         rec.predict_raw(warm)
         predictor.predict_uniform(warm, cfg.uniform)
@@ -211,7 +220,7 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
             t0 = time.perf_counter()
             base = [r for group in predictor.run_uniform(paths, cfg.uniform, group=cfg.video_batch) for r in group]
             uni = _summary(base, time.perf_counter() - t0, predictor.memory_frames)
-            for method, r in ((f"AdaFrame-{cfg.frames} mu {cfg.mu}", ada), (uniform, uni)):
+            for method, r in ((f"AdaFrame-{k} mu {cfg.mu}", ada), (uniform, uni)):
                 out.append({"set": name, "method": method, **r})
                 rows.append([name, method, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],
                              "-" if r["memory_decoded"] is None else r["memory_decoded"], r["backbone_frames"], r["gflops"]])

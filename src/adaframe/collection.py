@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,20 +20,11 @@ from tqdm import tqdm
 from adaframe.metrics import mean_average_precision, top1
 from adaframe.recognizer import Recognizer
 from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, write_csv, write_json
+from adaframe.video_lists import UNLABELED, VideoEntry
 
-UNLABELED = "unlabeled"
 SETTINGS = "predict.json"
 COLUMNS = ["video_id", "path", "label", "probability", "top", "frames_used", "steps", "seconds", "gflops", "wall_s",
            "true_label", "correct"]
-
-
-@dataclass(frozen=True)
-class Item:
-    """One video of the collection: its id (the file name, unique in the list), file and label if known."""
-
-    video_id: str
-    path: Path
-    label: str = UNLABELED
 
 
 def _result_file(out: Path, vid: str) -> Path:
@@ -58,7 +48,7 @@ def prepare(out: Path, rec: Recognizer, run: Path) -> None:
     write_json(old, settings)
 
 
-def recognise(rec: Recognizer, items: list[Item], out: Path, scan: bool = False, progress: bool = True) -> dict:
+def recognise(rec: Recognizer, items: list[VideoEntry], out: Path, scan: bool = False, progress: bool = True) -> dict:
     """Run the videos of ``items`` not finished in ``out``, group by group; returns this run's counts."""
     todo = [it for it in items if not _result_file(out, it.video_id).is_file()]
     failed, start = 0, time.perf_counter()
@@ -84,7 +74,7 @@ def recognise(rec: Recognizer, items: list[Item], out: Path, scan: bool = False,
             "videos_per_s": len(todo) / seconds if seconds > 0 and todo else float("nan")}
 
 
-def write_index(out: Path, items: list[Item], classes: list[str], top_k: int) -> dict:
+def write_index(out: Path, items: list[VideoEntry], classes: list[str], top_k: int) -> dict:
     """Rebuild ``predictions.csv`` and ``failures.csv`` from the files in ``out``; returns the collection's numbers."""
     rows, fails, scores, labels, frames, gflops = [], [], [], [], [], []
     for it in items:

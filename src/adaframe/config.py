@@ -37,7 +37,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # Sections 3-4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs; the paper's agent.
     "paper": Preset("sgd", 1e-3, 0.9, 1e-4, 40, 100, 64, 1024, False, "lstm", "gaussian"),
-    # Adam, and the agent that works best (README: Choices the paper leaves open); about a minute a model on 2 CPU cores.
+    # Adam, and the agent that works best (docs/design.md: Choices the paper leaves open); about a minute a model on 2 CPU cores.
     "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, False, "policy", "slots"),
 }
 
@@ -48,7 +48,7 @@ NOT_IN_RESULT = frozenset({"progress", "workers", "log_every", "resume", "overwr
 
 @dataclass
 class TrainConfig:
-    """Train AdaFrame or a baseline on a feature data set (see README: Feature data set layout)."""
+    """Train AdaFrame or a baseline on a feature data set (see docs/commands.md: Feature data set layout)."""
 
     data: Path
     """data set directory (videos.csv, features/, memory/)"""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sys
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -163,7 +164,9 @@ class DecodeWorkers:
         if workers < 0:
             raise AdaframeError(f"need workers >= 0, got {workers}")
         self.workers = workers
-        self._context = multiprocessing.get_context("spawn")  # no inherited torch threads or CUDA state
+        # Fork on Linux, as torch's DataLoader does: a script that calls predict needs no `if __name__ == "__main__"`
+        # guard, and workers start at once; they touch neither torch nor CUDA. Spawn elsewhere (fork is unsafe on macOS).
+        self._context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
         self._procs: list[multiprocessing.process.BaseProcess | None] = [None] * workers
         self._conns: list[Connection | None] = [None] * workers
         self._generation = [0] * workers  # bumped when a worker is restarted: the videos it held are gone

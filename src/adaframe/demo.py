@@ -180,7 +180,7 @@ def verdict(c: dict) -> str:
 
 def markdown(rows: list[dict], results: list[dict], title: str) -> str:
     lines = [f"# {title}", "", markdown_table(TABLE_HEADER, table_rows(rows))]
-    lines += ["", "mAP: mean ± std over seeds. Frames: distinct frames the backbone runs per video. GFLOPs: see README, "
+    lines += ["", "mAP: mean ± std over seeds. Frames: distinct frames the backbone runs per video. GFLOPs: see docs/design.md, "
               "'How GFLOPs are counted'. learned - uniform: the same AdaFrame network on K uniformly spaced frames "
               "instead of its policy's. mu*: chosen on the val split.", ""]
     lines += [f"- **{verdict(c)}** {c['name']}: {c['detail']}" for c in results]

@@ -1,8 +1,9 @@
 """``adaframe extract``: raw videos -> the feature data set layout of ``data.py``.
 
-For each video: backbone features of one frame a second (``--fps``) at ``--size`` (ResNet-101 at
-224 by default) and the global memory, light-backbone features of ``--memory-frames`` uniformly
-spaced frames at ``--memory-size`` (MobileNetV2 at 112). Both come from one decoding pass.
+For each video: backbone features of one frame a second (``--fps``, one sequential decoding pass) at
+``--size`` (ResNet-101 at 224 by default) and the global memory, light-backbone features of
+``--memory-frames`` frames, one per equal segment, picked by the memory rule of ``video.py`` (as
+``predict`` picks them), at ``--memory-size`` (MobileNetV2 at 112).
 
 The job is built to be killed and restarted: every file is written atomically, a video whose two
 files exist is skipped, a video that fails is recorded in ``failures/<video_id>.txt`` (gathered in
@@ -17,12 +18,7 @@ Work is split by ``--shard i/n`` (one process per machine) or by the ranks of ``
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
-import re
 import sys
-import warnings
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -33,15 +29,12 @@ import tyro
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from adaframe.backbones import BACKBONES, backbone_gflops, build_backbone, extract_features
-from adaframe.data import SPEC, SPLITS, read_spec
 from adaframe import distributed
+from adaframe.backbones import BACKBONES, backbone_gflops, build_backbones, extract_features, sha256
+from adaframe.data import SPEC, read_spec
 from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, resolve_device, save_npy, write_csv, write_json
 from adaframe.video import VideoReader, probe, sample_times
-
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
-ACTIVITYNET_SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
-UNLABELED = "unlabeled"
+from adaframe.video_lists import VideoEntry, parse_shard, read_video_list
 
 
 @dataclass
@@ -90,142 +83,7 @@ class ExtractConfig:
         parse_shard(self.shard)
 
 
-@dataclass(frozen=True)
-class VideoEntry:
-    video_id: str
-    path: Path
-    label: str
-    split: str
-
-
-# ----------------------------------------------------------------------------- inputs
-
-def parse_shard(shard: str | None) -> tuple[int, int]:
-    """``"i/n"`` -> (i, n), 0 <= i < n; ``None`` -> (0, 1)."""
-    if shard is None:
-        return 0, 1
-    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
-    if not m or not 0 <= int(m[1]) < int(m[2]):
-        raise AdaframeError(f"--shard {shard!r}: expected I/N with 0 <= I < N, e.g. 0/4")
-    return int(m[1]), int(m[2])
-
-
-def _entry(path: Path, label: str, split: str, where: str) -> VideoEntry:
-    if split not in SPLITS:
-        raise AdaframeError(f"{where}: unknown split {split!r} (expected one of {SPLITS})")
-    vid = path.stem
-    if not vid or vid.startswith(".") or not label:
-        raise AdaframeError(f"{where}: cannot use {str(path)!r} (empty name or label)")
-    return VideoEntry(vid, path, label, split)
-
-
-def _from_directory(root: Path, split: str) -> list[VideoEntry]:
-    entries = []
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() not in VIDEO_EXTENSIONS or p.name.startswith(".") or not p.is_file():  # ._x.mp4: macOS litter
-            continue
-        parts = p.relative_to(root).parts[:-1]
-        if len(parts) >= 2 and parts[-2] in SPLITS:  # ROOT/<split>/<label>/<file>
-            entries.append(_entry(p, parts[-1], parts[-2], str(p)))
-        else:  # ROOT/<label>/<file>, or a flat folder of unlabeled videos
-            entries.append(_entry(p, parts[-1] if parts else UNLABELED, split, str(p)))
-    return entries
-
-
-def _from_list(path: Path, root: Path, split: str) -> list[VideoEntry]:
-    entries = []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise AdaframeError(f"cannot read video list {path}: {e}") from None
-    for n, line in enumerate(lines, start=1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        # Paths may contain spaces: the label (and an optional split) are the last words, the path is
-        # the rest of the line as written.
-        three, two = line.rsplit(None, 2), line.rsplit(None, 1)
-        if len(three) == 3 and three[2] in SPLITS:
-            rel, label, row_split = three
-        elif len(two) == 2:
-            if len(three) == 3 and (root / three[0]).is_file():  # 'clip.mp4 label trian': a misspelled split
-                raise AdaframeError(f"{path}:{n}: unknown split {three[2]!r} (expected one of {SPLITS})")
-            (rel, label), row_split = two, split
-        else:
-            raise AdaframeError(f"{path}:{n}: expected 'path label [split]', got {line!r}")
-        entries.append(_entry(root / rel, label, row_split, f"{path}:{n}"))
-    return entries
-
-
-def _from_activitynet(path: Path, root: Path) -> list[VideoEntry]:
-    """ActivityNet v1.3: ``{"database": {id: {"subset", "annotations": [{"label"}]}}}``; files ``v_<id>.*`` or ``<id>.*``."""
-    try:
-        database = json.loads(path.read_text())["database"]
-        if not isinstance(database, dict):
-            raise TypeError(f"'database' is {type(database).__name__}")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as e:
-        raise AdaframeError(f"{path} is not an ActivityNet v1.3 JSON (a 'database' object of videos): {type(e).__name__}: {e}") from None
-    files = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS}
-    entries, unlabeled = [], 0
-    for vid, meta in database.items():
-        if not isinstance(meta, dict):
-            raise AdaframeError(f"{path}: video {vid!r} is {type(meta).__name__}, expected an object with 'subset' and 'annotations'")
-        if vid in ("", ".", "..") or "/" in vid or "\0" in vid:  # the id names the feature files
-            raise AdaframeError(f"{path}: video id {vid!r} cannot be a file name")
-        annotations = meta.get("annotations") or []
-        if not isinstance(annotations, list):
-            raise AdaframeError(f"{path}: video {vid!r} has 'annotations' of type {type(annotations).__name__}, expected a list")
-        labels = [a.get("label") for a in annotations if isinstance(a, dict) and a.get("label")]
-        if not all(isinstance(label, str) for label in labels):
-            raise AdaframeError(f"{path}: video {vid!r} has a label that is not a string: {labels!r}")
-        if not labels:  # the testing subset has no labels: nothing to train or evaluate on
-            unlabeled += 1
-            continue
-        subset = meta.get("subset")
-        if not isinstance(subset, str) or subset not in ACTIVITYNET_SUBSETS:
-            raise AdaframeError(f"{path}: video {vid!r} has subset {subset!r}, expected one of {sorted(ACTIVITYNET_SUBSETS)}")
-        file = files.get(f"v_{vid}") or files.get(vid) or root / f"v_{vid}.mp4"  # a missing file fails as that video
-        label = Counter(labels).most_common(1)[0][0]
-        entries.append(VideoEntry(vid, file, label, ACTIVITYNET_SUBSETS[subset]))
-    if unlabeled:
-        print(f"{path}: skipped {unlabeled} videos without annotations (ActivityNet's testing subset)")
-    return entries
-
-
-def read_video_list(videos: str | Path, video_root: str | Path | None = None, split: str = "train") -> list[VideoEntry]:
-    """The videos to extract, from a directory, a list file or an ActivityNet JSON; ids must be unique."""
-    videos = Path(videos)
-    if not videos.exists():
-        raise AdaframeError(f"--videos {videos} does not exist")
-    root = Path(video_root) if video_root is not None else (videos if videos.is_dir() else videos.parent)
-    if videos.is_dir():
-        entries = _from_directory(videos, split)
-    elif videos.suffix.lower() in VIDEO_EXTENSIONS:
-        raise AdaframeError(f"--videos {videos} is a video; --videos takes a folder of videos, a list file or an ActivityNet "
-                            "JSON (to recognise one file, use 'adaframe predict')")
-    elif videos.suffix.lower() == ".json":
-        entries = _from_activitynet(videos, root)
-    else:
-        entries = _from_list(videos, root, split)
-    if not entries:
-        raise AdaframeError(f"--videos {videos}: no videos found")
-    seen: dict[str, VideoEntry] = {}
-    for e in entries:
-        if e.video_id in seen:
-            raise AdaframeError(f"video id {e.video_id!r} (the file name) is used twice: {seen[e.video_id].path} and {e.path}")
-        seen[e.video_id] = e
-    return entries
-
-
 # ----------------------------------------------------------------------------- the spec (extract.json)
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _backbone_spec(name: str, weights: Path | None, size: int, seed: int) -> dict:
     if weights is not None and not Path(weights).is_file():
@@ -250,23 +108,6 @@ def _same_spec(a: dict, b: dict) -> bool:
         return {k: ({kk: vv for kk, vv in v.items() if kk not in ("gflops", "implementation", "weights")} if isinstance(v, dict) else v)
                 for k, v in s.items()}
     return core(a) == core(b)
-
-
-def build_backbones(spec: dict, device: torch.device | str = "cpu", backbone_weights: Path | None = None,
-                    memory_weights: Path | None = None) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The two backbones a spec describes; weights (the recorded file, or one given in its place) must
-    match the recorded SHA-256, so features are never computed with other weights than in training."""
-    models = []
-    for key, override in (("backbone", backbone_weights), ("memory_backbone", memory_weights)):
-        b = spec[key]
-        weights = Path(override) if override is not None else (Path(b["weights"]) if b["weights"] else None)
-        if (weights is None) != (b["sha256"] is None) or (weights is not None and (not weights.is_file() or sha256(weights) != b["sha256"])):
-            recorded = f"{b['weights']} (SHA-256 {b['sha256'][:12]}...)" if b["sha256"] else "random init"
-            raise AdaframeError(f"{key} weights {weights or 'random init'} are not those the features were made with: {recorded}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the random-weights warning was given once, at extraction
-            models.append(build_backbone(b["name"], weights, seed=b["seed"]).to(device))
-    return models[0], models[1]
 
 
 # ----------------------------------------------------------------------------- decoding (in worker processes)

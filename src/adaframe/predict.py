@@ -177,10 +177,9 @@ def predict_collection(cfg: PredictConfig) -> dict:
     """``predict --videos SRC --out OUT``: every video of a collection into ``OUT/predictions.csv`` (see ``collection``);
     prints one summary line and returns the collection's numbers."""
     from adaframe import distributed
-    from adaframe.extract import parse_shard, read_video_list  # the inputs 'extract' takes, read the same way
+    from adaframe.video_lists import parse_shard, read_video_list  # the inputs 'extract' takes, read the same way
 
-    entries = read_video_list(cfg.collection, cfg.video_root)
-    items = [collection.Item(e.video_id, e.path, e.label) for e in entries]
+    items = read_video_list(cfg.collection, cfg.video_root)
     ranks, device = distributed.start(resolve_device(cfg.device))
     if ranks.world > 1 and cfg.shard is not None:
         raise AdaframeError("--shard and torchrun both split the work: use one of them")

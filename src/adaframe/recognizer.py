@@ -3,22 +3,24 @@
 ``Recognizer`` is the public face (typed results, one call per list of files); ``Predictor`` does
 the work per group of videos, batched across them:
 
-1. probe each file; its candidate frames are the ``fps`` grid the features were extracted on;
-2. decode the ``Td`` memory frames at low resolution and run the light backbone -> global memory;
-3. run the agent (``inference.agent_rollout``, the same code as ``eval``): at every step decode,
-   by seeking, only the frame each still-active video asked for and run the big backbone on it;
-   a frame seen before is not computed again; a video stops by adaptive lookahead.
+1. a decoding worker (``decode_workers``) probes each file (its candidate frames are the ``fps`` grid
+   the features were extracted on) and decodes the ``Td`` memory frames at low resolution by the
+   memory rule of ``video.py``; the main process runs the light backbone -> global memory;
+2. run the agent (``inference.agent_rollout``, the same code as ``eval``): at every step the workers
+   decode only the frame each still-active video asked for, and the big backbone runs on them in
+   one batch; a frame seen before is not computed again; a video stops by adaptive lookahead.
 
-Because frames are picked by the same time rule as in extraction and the agent code is shared,
+The next group's files are opened while a group runs, so decoding overlaps the networks. Because
+frames are picked by the same rules as in extraction and the agent code is shared,
 a prediction equals ``eval`` on features extracted offline from the same file (up to float
 round-off of batching).
 
 Example::
 
     from adaframe import Recognizer
-    rec = Recognizer.from_run("runs/video-demo/runs/adaframe")
-    for r in rec.predict(["a.mp4", "b.mkv"]):
-        print(r.path, r.error or f"{r.label} {r.top[0][1]:.2f} with {r.frames_used} frames, {r.gflops:.1f} GFLOPs")
+    with Recognizer.from_run("runs/video-demo/runs/adaframe") as rec:
+        for r in rec.predict(["a.mp4", "b.mkv"]):
+            print(r.path, r.error or f"{r.label} {r.top[0][1]:.2f} with {r.frames_used} frames, {r.gflops:.1f} GFLOPs")
 """
 
 from __future__ import annotations
@@ -34,12 +36,11 @@ import numpy as np
 import torch
 
 from adaframe.agent import AdaFrame
-from adaframe.backbones import extract_features
+from adaframe.backbones import build_backbones, extract_features
 from adaframe.checkpoint import load_checkpoint
 from adaframe.data import memory_subset
 from adaframe.decode_workers import DecodeWorkers, Failed, Frames, Open, Read
 from adaframe.evaluate import head_gflops_per_step
-from adaframe.extract import build_backbones
 from adaframe.inference import StopRule, agent_rollout
 from adaframe.utils import AdaframeError
 from adaframe.video import uniform_times

@@ -70,7 +70,7 @@ class ReportConfig:
     """Train what is missing, evaluate every method and ablation, write report.md and its figures."""
 
     data: Path
-    """feature data set (see README: Feature data set layout)"""
+    """feature data set (see docs/commands.md: Feature data set layout)"""
     out: Path
     """report directory: report.md, results.json, figures, per-video CSVs, and the runs in OUT/runs"""
     preset: Literal["quick", "paper"] = "quick"
@@ -285,7 +285,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
         ("paper-agent", "both: the paper's agent")) if f"adaframe-{k}-{name}" in plan]
     if len(ablations) > 1:
         out += [f"## What makes the policy work (AdaFrame-{k})", "",
-                "Each option of `adaframe train` that separates the default agent from the paper's (README: Choices the "
+                "Each option of `adaframe train` that separates the default agent from the paper's (docs/design.md: Choices the "
                 "paper leaves open), alone and together. Uniform policy: the same network on K uniform frames; evidence: "
                 "the share of videos whose frames include one that shows the class (data with `evidence.csv` only).", ""]
         rows = []

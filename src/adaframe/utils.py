@@ -10,9 +10,12 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 class AdaframeError(Exception):

@@ -29,8 +29,9 @@ frame at c costs every frame from the keyframe before it (up to a whole GOP, 250
 typical long clip), while a keyframe costs one. So with ``keyframes=True`` frame k is the
 keyframe a seek to c lands on when its time is in [a, c], else the one a seek to b lands on when
 its time is in (c, b), else the frame at c. Both seeks always happen in the same order from any
-decoder state, so the pick depends only on the file. A stream that cannot seek (no timestamps)
-always takes the frames at c.
+decoder state, so the pick depends only on the file. A short video (at most ``SHORT_MEMORY`` frames
+per memory frame, by its stated rate) and a stream that cannot seek (no timestamps) take the frames
+at c: one sequential pass costs them less than the seeks would.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from adaframe.utils import AdaframeError
 RESIZE_RATIO = 256 / 224  # shorter side before the centre crop, the usual ImageNet evaluation ratio
 DEFAULT_SEEK_GAP = 2.0  # seconds; a jump further ahead seeks rather than decoding through
 TRUNCATION_SLACK = 1.0  # seconds (or 10% if more) a stream may end before its stated length
+SHORT_MEMORY = 4  # frames per memory frame up to which the memory rule reads segment centres in one pass
 
 
 @dataclass(frozen=True)
@@ -336,7 +338,9 @@ class VideoReader:
         edges = np.arange(stored + 1) * duration / stored
         centres = uniform_times(duration, stored)
         picked: dict[int, _Timed] = {}
-        for k in ks if keyframes and self._seekable else ():
+        rate = float(self._stream.average_rate or 0)
+        short = 0 < duration * rate <= SHORT_MEMORY * stored
+        for k in ks if keyframes and self._seekable and not short else ():
             a, c, b = float(edges[k]), float(centres[k]), float(edges[k + 1])
             for aim, inside in ((c, lambda t: a <= t <= c), (b, lambda t: c < t < b)):
                 first = self._first_after_seek(aim)

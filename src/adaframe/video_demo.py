@@ -30,7 +30,8 @@ from adaframe.config import TrainConfig
 from adaframe.data import read_videos_csv
 from adaframe.evaluate import evaluate_run, format_table
 from adaframe.inference import StopRule
-from adaframe.extract import ExtractConfig, read_video_list, run_extract
+from adaframe.extract import ExtractConfig, run_extract
+from adaframe.video_lists import read_video_list
 from adaframe.predict import PredictConfig, predict_files
 from adaframe.runs import train_missing
 from adaframe.synth_video import SynthVideoConfig, generate_videos
