@@ -1,9 +1,16 @@
-"""The ``adaframe`` command line end to end, in subprocesses: synth -> train -> eval, and a bad input."""
+"""The ``adaframe`` command line end to end: synth -> train -> eval, and bad input.
+
+Commands run in-process (``conftest.adaframe``); the two entry points themselves run once each as real processes.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,20 +100,46 @@ def check_policies(tmp_path, run, data, learned: dict, evaluate) -> None:
 
 
 @pytest.mark.parametrize("command", ["train", "eval"])
-def test_cli_missing_data_dir_is_a_one_line_error(tmp_path, command):
+def test_cli_missing_path_is_the_readme_line(tmp_path, command):
+    """README, bad input, 'Path that does not exist': data directory nope does not exist / no checkpoint at nope."""
     missing = tmp_path / "no_such_data"
     if command == "train":
         args = ["train", "--data", str(missing), "--out", str(tmp_path / "run"), "--no-progress"]
+        want = f"adaframe: error: data directory {missing} does not exist"
     else:
         args = ["eval", "--checkpoint", str(tmp_path / "run"), "--data", str(missing), "--no-progress"]
+        want = f"adaframe: error: no checkpoint at {tmp_path / 'run'}"
     proc = adaframe(*args, cwd=tmp_path, check=False)
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "error" in lines[0].lower()
-    if command == "train":
-        assert "no_such_data" in lines[0]
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [want]
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    """``python -m adaframe`` as a real process: it runs a command, and prints a user error as one line, status 2."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ADAFRAME_DEBUG", None)
+    ok = subprocess.run([sys.executable, "-m", "adaframe", "synth", *SYNTH, "--out", "data"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("wrote 60 videos to data (") and len((tmp_path / "data" / "videos.csv").read_text().splitlines()) == 61
+    bad = subprocess.run([sys.executable, "-m", "adaframe", "eval", "--checkpoint", "nope", "--data", "data"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert (bad.returncode, bad.stdout, bad.stderr) == (2, "", "adaframe: error: no checkpoint at nope\n")
+
+
+def test_console_script_entry_point(tmp_path):
+    """The installed ``adaframe`` script as a real process: --help lists the commands; ADAFRAME_DEBUG=1 shows tracebacks."""
+    script = Path(sys.executable).parent / "adaframe"
+    if not script.is_file():
+        pytest.skip(f"no console script beside {sys.executable} (package not installed in this environment)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("ADAFRAME_DEBUG", None)
+    helped = subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert helped.returncode == 0 and all(c in helped.stdout for c in ("synth", "train", "eval", "benchmark", "probe"))
+    args = [str(script), "train", "--data", "nope", "--out", "run"]
+    loud = subprocess.run(args, cwd=tmp_path, env={**env, "ADAFRAME_DEBUG": "1"}, capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 1 and "Traceback" in loud.stderr
+    assert loud.stderr.rstrip().splitlines()[-1] == "adaframe.utils.AdaframeError: data directory nope does not exist"
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
@@ -137,7 +170,8 @@ def test_eval_per_video_csv(trained):
     summary = json.loads(js.read_text())
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    val = [r for r in csv.DictReader(open(data / "videos.csv")) if r["split"] == "val"]
+    with open(data / "videos.csv", newline="") as f:
+        val = [r for r in csv.DictReader(f) if r["split"] == "val"]
     assert [r["video_id"] for r in rows] == [v["video_id"] for v in val]
     assert [r["label"] for r in rows] == [v["label"] for v in val]
     steps = [int(r["stop_step"]) for r in rows]
@@ -174,6 +208,7 @@ def test_eval_stop_agent_flags(trained):
     assert proc.returncode == 2 and "stop head" in proc.stderr
 
 
+@pytest.mark.slow
 def test_report_end_to_end(tmp_path):
     """The whole report on a tiny set (1 epoch each, 2 seeds, 2 runs at a time): every table and figure, mu* chosen
     on val and numbers on test, then a rerun that only evaluates."""
@@ -236,6 +271,7 @@ def test_report_refuses_data_without_memory(tmp_path, make_dataset):
     assert proc.returncode == 2 and "memory" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_report_paper_preset_smoke(tmp_path):
     """--preset paper trains every run with the paper's optimiser (SGD) and still writes the whole report."""
     data = tmp_path / "data"

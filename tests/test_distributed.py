@@ -66,6 +66,7 @@ def history(run) -> list[dict]:
 
 # Each model draws its randomness differently: AdaFrame's Gaussian (and the advantage's std across processes),
 # FastForward's categorical jumps and Bernoulli stops, the LSTM's random frames, AvgPooling's mean over all frames.
+@pytest.mark.slow
 @pytest.mark.parametrize("model, extra", [("adaframe", ("--normalize-advantage", "True")), ("fastforward-g", ()),
                                           ("lstm", ()), ("avgpool", ())])
 def test_two_processes_train_like_one(synth_dir, tmp_path, model, extra):

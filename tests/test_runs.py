@@ -88,6 +88,7 @@ def test_evaluator_averages_the_seeds(synth_dir, tmp_path):
     assert ev.get("ada", 3) is row  # evaluated once
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
     """demo --quick with 2 seeds: every row of the table, the four checks decided on the numbers shown, then a rerun
     that only evaluates."""
