@@ -307,3 +307,26 @@ def test_what_a_failed_start_left_is_cleared(synth_dir, tmp_path):
     train(tiny_config(synth_dir, out, "adaframe", epochs=1))
     assert [p.name for p in (out / "tb").iterdir()] != ["events.out.tfevents.stale"]
     assert not (out / "tb" / "events.out.tfevents.stale").exists()
+
+
+def test_a_failed_run_flushes_its_tensorboard_log_and_leaves_no_writer(tmp_path, make_dataset):
+    """An error mid-run (here NaN in a val video, met at epoch 1's validation) still closes the TensorBoard writer: the
+    steps logged before it are on disk for the user to look at, and no writer thread outlives train() (it flushes
+    every 2 minutes to a path relative to the directory of the moment)."""
+    import threading
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    videos = random_videos(8) + random_videos(4, seed=1, split="val")
+    for i, v in enumerate(videos):
+        v["video_id"] = f"v{i:02d}"
+    videos[9]["features"][0, 0] = np.nan
+    data = make_dataset(tmp_path / "d", videos)
+    before = set(threading.enumerate())
+    with pytest.raises(AdaframeError, match="contains NaN or inf"):
+        train(tiny_config(data, tmp_path / "run", "adaframe", batch_size=4))
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive() and type(t).__module__.startswith("tensorboard")]
+    assert not left, left
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss_cls")] == [1, 2]  # the epoch's two steps
