@@ -171,9 +171,11 @@ def test_resume_after_a_kill_reaches_the_same_weights(synth_dir, tmp_path, sig):
     """Stop a training process mid-run, resume it: the weights equal an uninterrupted run's, bit for bit.
 
     SIGKILL gives it no chance: the last epoch's state is what is on disk. SIGTERM lets it save where it
-    is, possibly inside an epoch, and exit non-zero.
+    is, inside an epoch, and exit with status 130; a process the signal simply killed would show -15 and
+    only the last epoch's state.
     """
     import os
+    import re
     import signal
     import subprocess
     import sys
@@ -186,16 +188,32 @@ def test_resume_after_a_kill_reaches_the_same_weights(synth_dir, tmp_path, sig):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     adaframe(*args, "--out", str(straight), cwd=tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "adaframe", *args, "--out", str(killed)], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics.jsonl"
-    deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.002)
-    proc.send_signal(getattr(signal, sig))
-    assert proc.wait() != 0
+    env.pop("ADAFRAME_DEBUG", None)
+    # A real process: the signal must reach it (files, not pipes: nobody reads them while it runs).
+    with open(tmp_path / "out.txt", "w") as out, open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "adaframe", *args, "--out", str(killed)], cwd=tmp_path, env=env,
+                                stdout=out, stderr=err)
+        metrics = killed / "metrics.jsonl"
+        deadline = time.time() + 120
+        while proc.poll() is None and time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 3):
+            time.sleep(0.002)
+        proc.send_signal(getattr(signal, sig))
+        code = proc.wait(timeout=120)
+    stdout, stderr = (tmp_path / "out.txt").read_text(), (tmp_path / "err.txt").read_text()
     done = len(metrics.read_text().splitlines())
     assert 3 <= done < 12, f"the kill must land mid-run (epochs done: {done})"
+    state = torch.load(killed / "train_state.pt", weights_only=True)
+    if sig == "SIGKILL":
+        assert code == -signal.SIGKILL and state["partial"] is None
+    else:
+        # What only the handler does: finish the step, save the state inside the epoch, say so, exit 130.
+        assert code == 130, f"exit status {code} (-15: the signal killed it, no handler)\n{stdout}{stderr}"
+        said = re.search(r"stopped by SIGTERM after step (\d+): (.+) holds it; continue with --resume", stdout)
+        assert said and Path(said[2]) == killed / "train_state.pt", stdout
+        assert stderr.splitlines()[-1] == "adaframe: interrupted"
+        per_epoch = len(FeatureDataset(synth_dir, "train")) // 16
+        assert state["step"] == int(said[1]) and state["epoch"] == done
+        assert state["partial"]["batches"] == state["step"] - done * per_epoch >= 1  # inside the epoch after the last one
     out = adaframe(*args, "--out", str(killed), "--resume", cwd=tmp_path)
     assert "continuing" in out.stdout + out.stderr
     a = torch.load(straight / "checkpoint.pt", weights_only=True)
