@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny synthetic data set (one per xdist worker) and a hand-made data set writer."""
+"""Shared helpers: a tiny synthetic data set (one per xdist worker), hand-made data sets and videos, and the
+``adaframe`` command run in-process (``adaframe``) or under torchrun."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import traceback
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +202,22 @@ def torchrun(nproc: int, *args: str, cwd: Path, check: bool = True, timeout: int
     if check:
         assert proc.returncode == 0, f"torchrun {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
+
+
+def write_video(path: Path, frames: int, fps: int, width: int, height: int, codec: str = "libx264", **options: str) -> Path:
+    """``frames`` frames of noise at ``fps``, encoded with PyAV (not with the package's own writer)."""
+    import av
+
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(frames):
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
 
 
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"

@@ -4,28 +4,12 @@ decided on constructed numbers."""
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import SHARED_VIDEOS, adaframe
-
-
-def write_video(path: Path, frames: int, fps: int, width: int, height: int, codec: str = "libx264", **options: str) -> Path:
-    """``frames`` frames of noise at ``fps``, encoded with PyAV (not with the package's own writer)."""
-    import av
-
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        rng = np.random.default_rng(0)
-        for _ in range(frames):
-            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        container.mux(stream.encode())
-    return path
+from conftest import SHARED_VIDEOS, adaframe, write_video
 
 
 def write_audio_only(path: Path) -> Path:
