@@ -30,6 +30,7 @@ torch.set_num_threads(1)
 SLOW_ELSEWHERE = {
     "tests/test_extract.py::test_torchrun_ranks_split_the_work",
     "tests/test_predict.py::test_video_demo_quick_end_to_end",
+    "tests/test_predict.py::test_collection_survives_sigkill_bad_files_and_settings",
     "tests/test_real_weights.py::test_video_demo_extract_train_predict_with_real_weights",
 }
 

@@ -44,6 +44,7 @@ def test_mean_std_formats_seeds():
     assert mean_std({}, "top1") == "-"
 
 
+@pytest.mark.slow  # worker processes, each importing torch: ~25 s
 def test_train_missing_trains_in_parallel_reuses_and_resumes(synth_dir, tmp_path):
     runs = {c.out.name: c for c in seeded(tiny(synth_dir, tmp_path / "ada"), 2) + [tiny(synth_dir, tmp_path / "lstm", "lstm")]}
     logged: list[str] = []

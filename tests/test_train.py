@@ -169,6 +169,7 @@ def test_log_every_and_tensorboard_scalars(synth_dir, tmp_path, model):
     assert len(frames) == steps and all(1 <= f <= 3 for f in frames)
 
 
+@pytest.mark.slow  # two real training processes of 12 epochs and a resume: 20-30 s
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGTERM"])
 def test_resume_after_a_kill_reaches_the_same_weights(synth_dir, tmp_path, sig):
     """Stop a training process mid-run, resume it: the weights equal an uninterrupted run's, bit for bit.
