@@ -1,12 +1,13 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv, then synthetic data -> training -> adaptive inference -> table + plot
-#   make test   set up .venv, then run the test suite
+#   make test   set up .venv, then run the whole test suite (what CI runs)
+# While working: make test-fast leaves out the tests marked slow (whole reports and demos, torchrun runs).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo video-demo test bench clean
+.PHONY: setup demo video-demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +26,9 @@ video-demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" tests
 
 bench: $(STAMP)
 	$(BIN)/adaframe benchmark

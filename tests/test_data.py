@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -223,11 +224,15 @@ def test_gather_frames():
 
 
 # ---------------------------------------------------------------- bad data
+# The messages are those of the README's table "Bad input: what you get", whole (the data set's paths put in).
 
 
-def _expect_error(root, match, split="train", **kw):
-    with pytest.raises(AdaframeError, match=match):
+def _expect_error(root, message, split="train", **kw):
+    """``message``: the whole error, or a compiled pattern for the parts that come from numpy."""
+    pattern = message if isinstance(message, re.Pattern) else re.escape(message)
+    with pytest.raises(AdaframeError) as e:
         FeatureDataset(root, split, **kw)
+    assert re.fullmatch(pattern, str(e.value)), str(e.value)
 
 
 def test_good_handmade_dataset_loads(tmp_path, make_dataset):
@@ -239,39 +244,44 @@ def test_good_handmade_dataset_loads(tmp_path, make_dataset):
 def test_missing_feature_file(tmp_path, make_dataset):
     v = random_videos(4)
     v[2]["features"] = None
-    _expect_error(make_dataset(tmp_path / "d", v), "vid002")
+    root = make_dataset(tmp_path / "d", v)
+    _expect_error(root, f"video 'vid002': features file {root}/features/vid002.npy is missing")
 
 
 def test_missing_memory_file(tmp_path, make_dataset):
     v = random_videos(4)
     v[1]["memory"] = None
-    _expect_error(make_dataset(tmp_path / "d", v), "vid001")
+    root = make_dataset(tmp_path / "d", v)
+    _expect_error(root, f"video 'vid001': memory file {root}/memory/vid001.npy is missing")
 
 
 def test_one_dimensional_features(tmp_path, make_dataset):
     v = random_videos(4)
-    v[3]["features"] = np.zeros(6, dtype=np.float32)
-    _expect_error(make_dataset(tmp_path / "d", v), "vid003")
+    v[3]["features"] = np.zeros(12, dtype=np.float32)
+    root = make_dataset(tmp_path / "d", v)
+    _expect_error(root, f"video 'vid003': features {root}/features/vid003.npy has shape (12,), expected 2-D [frames, dim]")
 
 
 def test_three_dimensional_features(tmp_path, make_dataset):
     v = random_videos(4)
     v[0]["features"] = np.zeros((3, 6, 1), dtype=np.float32)
-    _expect_error(make_dataset(tmp_path / "d", v), "vid000")
+    root = make_dataset(tmp_path / "d", v)
+    _expect_error(root, f"video 'vid000': features {root}/features/vid000.npy has shape (3, 6, 1), expected 2-D [frames, dim]")
 
 
 @pytest.mark.parametrize("odd", [0, 2])  # the first video too: the message names the odd one, not the one after it
 def test_wrong_feature_dim(tmp_path, make_dataset, odd):
     v = random_videos(4)
     v[odd]["features"] = np.zeros((5, 7), dtype=np.float32)  # D=7, the others have D=6
-    with pytest.raises(AdaframeError, match=rf"video 'vid00{odd}': features D=7, memory \[Td, Dm\]=\[8, 4\], but 3 of the 4 videos have D=6"):
-        FeatureDataset(make_dataset(tmp_path / "d", v), "train")
+    _expect_error(make_dataset(tmp_path / "d", v), f"video 'vid00{odd}': features D=7, memory [Td, Dm]=[8, 4], but 3 of the 4 "
+                                                   "videos have D=6, memory [8, 4]; all videos must share them")
 
 
 def test_wrong_memory_shape(tmp_path, make_dataset):
     v = random_videos(4)
     v[3]["memory"] = np.zeros((8, 5), dtype=np.float32)
-    _expect_error(make_dataset(tmp_path / "d", v), "vid003")
+    _expect_error(make_dataset(tmp_path / "d", v), "video 'vid003': features D=6, memory [Td, Dm]=[8, 5], but 3 of the 4 videos "
+                                                   "have D=6, memory [8, 4]; all videos must share them")
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -280,73 +290,107 @@ def test_non_finite_values_raise_when_loaded(tmp_path, make_dataset, bad, what):
     v = random_videos(4)
     v[1][what] = v[1][what].copy()
     v[1][what][0, 2] = bad
-    ds = FeatureDataset(make_dataset(tmp_path / "d", v), "train")  # headers are fine
+    root = make_dataset(tmp_path / "d", v)
+    ds = FeatureDataset(root, "train")  # headers are fine
     ds[0], ds[2]  # the others load
-    with pytest.raises(AdaframeError, match="vid001"):
+    with pytest.raises(AdaframeError) as e:
         ds[1]
+    assert str(e.value) == f"video 'vid001': {root}/{what}/vid001.npy contains NaN or inf"
 
 
 def test_unknown_split(tmp_path, make_dataset):
     v = random_videos(4)
-    v[2]["split"] = "dev"
-    _expect_error(make_dataset(tmp_path / "d", v), "vid002.*dev")
+    v[2]["split"] = "validation"
+    root = make_dataset(tmp_path / "d", v)
+    _expect_error(root, f"{root}/videos.csv:4: video 'vid002' has unknown split 'validation' (expected one of ('train', 'val', 'test'))")
 
 
 def test_unknown_split_argument(tmp_path, make_dataset):
-    _expect_error(make_dataset(tmp_path / "d", random_videos(4)), "validation", split="validation")
+    _expect_error(make_dataset(tmp_path / "d", random_videos(4)), "unknown split 'validation' (expected one of ('train', 'val', 'test'))",
+                  split="validation")
 
 
 def test_empty_split(tmp_path, make_dataset):
-    _expect_error(make_dataset(tmp_path / "d", random_videos(4)), "split 'val' is empty", split="val")
+    root = make_dataset(tmp_path / "d", random_videos(4))
+    _expect_error(root, f"{root}/videos.csv: split 'val' is empty", split="val")
 
 
 def test_zero_frames(tmp_path, make_dataset):
     v = random_videos(4)
     v[1]["features"] = np.zeros((0, 6), dtype=np.float32)
-    _expect_error(make_dataset(tmp_path / "d", v), "vid001")
+    _expect_error(make_dataset(tmp_path / "d", v), "video 'vid001': features have T=0 frames; at least 1 is needed")
 
 
 def test_duplicate_video_id(tmp_path, make_dataset):
     v = random_videos(4)
     v.append(dict(v[2]))
-    _expect_error(make_dataset(tmp_path / "d", v), "vid002")
+    root = make_dataset(tmp_path / "d", v)
+    _expect_error(root, f"{root}/videos.csv:6: duplicate video_id 'vid002'")  # line 1 is the header
 
 
 def test_label_not_in_classes(tmp_path, make_dataset):
     v = random_videos(4, classes=2)
     v[3]["label"] = "zebra"
-    _expect_error(make_dataset(tmp_path / "d", v), "vid003", classes=["c0", "c1"])
+    _expect_error(make_dataset(tmp_path / "d", v), "video 'vid003': label 'zebra' is not among the model's 2 classes",
+                  classes=["c0", "c1"])
 
 
 @pytest.mark.parametrize("missing", ["video_id", "label", "split"])
 def test_missing_csv_column(tmp_path, make_dataset, missing):
     cols = tuple(c for c in ("video_id", "label", "split") if c != missing)
-    _expect_error(make_dataset(tmp_path / "d", random_videos(4), columns=cols), rf"missing column.*'{missing}'")
+    root = make_dataset(tmp_path / "d", random_videos(4), columns=cols)
+    _expect_error(root, f"{root}/videos.csv: missing column(s) ['{missing}']; found {list(cols)}")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"video_id,label,split\n", "{csv} lists no videos"),  # header only
+    (b"", "{csv}: missing column(s) ['label', 'split', 'video_id']; found None"),
+    (b"video_id;label;split\nv0;a;train\n", "{csv}: missing column(s) ['label', 'split', 'video_id']; found ['video_id;label;split']"),
+    ("video_id,label,split\nv0,caf\u00e9,train\n".encode("latin-1"), "{csv} is not UTF-8 text (byte 27): save it as UTF-8"),
+])
+def test_unreadable_videos_csv(tmp_path, make_dataset, content, message):
+    root = make_dataset(tmp_path / "d", random_videos(4))
+    (root / "videos.csv").write_bytes(content)
+    _expect_error(root, message.format(csv=root / "videos.csv"))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float16, np.int32])
 def test_non_float32_features(tmp_path, make_dataset, dtype):
     v = random_videos(4)
     v[2]["features"] = v[2]["features"].astype(dtype)
-    _expect_error(make_dataset(tmp_path / "d", v), "vid002")
+    root = make_dataset(tmp_path / "d", v)
+    _expect_error(root, f"video 'vid002': features {root}/features/vid002.npy has dtype {np.dtype(dtype)}, expected float32")
 
 
 def test_non_float32_memory(tmp_path, make_dataset):
     v = random_videos(4)
     v[0]["memory"] = v[0]["memory"].astype(np.float64)
-    _expect_error(make_dataset(tmp_path / "d", v), "vid000")
+    root = make_dataset(tmp_path / "d", v)
+    _expect_error(root, f"video 'vid000': memory {root}/memory/vid000.npy has dtype float64, expected float32")
 
 
-def test_not_an_npy_file(tmp_path, make_dataset):
+@pytest.mark.parametrize("cut, reason", [
+    ("data", "mmap length is greater than file size"),
+    ("header", "EOF: reading array header.*"),
+    ("empty", "No data left in file"),
+    ("garbage", r"This file contains pickled \(object\) data\..*"),  # numpy's word for a file that is not .npy
+])
+def test_partial_or_foreign_npy(tmp_path, make_dataset, cut, reason):
+    """README: 'Partial .npy (cut in its data / in its header / 0 bytes)': numpy's reason after the file's name."""
     root = make_dataset(tmp_path / "d", random_videos(4))
-    (root / "features" / "vid001.npy").write_bytes(b"not a numpy file")
-    _expect_error(root, "vid001")
+    path = root / "features" / "vid001.npy"
+    whole = path.read_bytes()
+    path.write_bytes({"data": whole[:-8], "header": whole[:40], "empty": b"", "garbage": b"not a numpy file"}[cut])
+    _expect_error(root, re.compile(re.escape(f"video 'vid001': cannot read features file {path}: ") + f"({reason})"))
 
 
 def test_missing_directory_and_csv(tmp_path, make_dataset):
-    _expect_error(tmp_path / "nowhere", "nowhere")
+    _expect_error(tmp_path / "nowhere", f"data directory {tmp_path / 'nowhere'} does not exist")
     (tmp_path / "empty").mkdir()
-    _expect_error(tmp_path / "empty", "videos.csv")
+    _expect_error(tmp_path / "empty", f"{tmp_path / 'empty' / 'videos.csv'} is missing: a data set needs videos.csv with columns "
+                                      "video_id,label,split")
+    root = make_dataset(tmp_path / "d", random_videos(4))
+    _expect_error(root / "videos.csv", f"data directory {root / 'videos.csv'} is a file, not a data set directory")
 
 
 # Property tests of the videos.csv parser: whatever the file holds, the answer is records or one AdaframeError.

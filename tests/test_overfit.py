@@ -16,6 +16,7 @@ read by the policy, slots selection) must beat a uniform scan read by the same n
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from adaframe.agent import AdaFrame, AgentConfig
@@ -76,6 +77,7 @@ def found_share(where: list[tuple[int, int]], visited: np.ndarray) -> float:
     return float(np.mean([e in set(v.tolist()) for (t, e), v in zip(where, visited)]))
 
 
+@pytest.mark.slow  # trains to convergence: 30-60 s with -n 2
 def test_default_policy_beats_a_uniform_scan(tmp_path, make_dataset):
     """The default agent, trained a few hundred steps, finds the evidence frame almost always; the same network
     fed a uniform scan of K frames finds it by chance only, and so is far less accurate."""
@@ -94,6 +96,7 @@ def test_default_policy_beats_a_uniform_scan(tmp_path, make_dataset):
     assert acc["learned"] >= 0.9 and acc["learned"] >= acc["uniform"] + 0.3, report
 
 
+@pytest.mark.slow  # trains to convergence: 30-60 s with -n 2
 def test_paper_policy_finds_the_single_evidence_frame(tmp_path, make_dataset):
     seed = 0
     where = build(tmp_path / "d", make_dataset, seed=seed)

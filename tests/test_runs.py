@@ -44,6 +44,7 @@ def test_mean_std_formats_seeds():
     assert mean_std({}, "top1") == "-"
 
 
+@pytest.mark.slow  # worker processes, each importing torch: ~25 s
 def test_train_missing_trains_in_parallel_reuses_and_resumes(synth_dir, tmp_path):
     runs = {c.out.name: c for c in seeded(tiny(synth_dir, tmp_path / "ada"), 2) + [tiny(synth_dir, tmp_path / "lstm", "lstm")]}
     logged: list[str] = []
@@ -88,6 +89,7 @@ def test_evaluator_averages_the_seeds(synth_dir, tmp_path):
     assert ev.get("ada", 3) is row  # evaluated once
 
 
+@pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
     """demo --quick with 2 seeds: every row of the table, the four checks decided on the numbers shown, then a rerun
     that only evaluates."""

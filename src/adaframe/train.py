@@ -408,4 +408,6 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
         distributed.barrier(shard)  # the files are complete before any process returns
     finally:
         signals.restore()
+        if writer is not None:  # after an error too (closing twice is harmless): flushes what was logged, ends its thread
+            writer.close()
     return cfg.out
