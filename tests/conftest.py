@@ -27,22 +27,6 @@ from adaframe.synth import SynthConfig, generate
 # Two xdist workers share two cores: one intra-op thread each avoids oversubscription.
 torch.set_num_threads(1)
 
-# Slow tests in files being rewritten by others right now, marked here by node id until they carry @pytest.mark.slow.
-SLOW_ELSEWHERE = {
-    "tests/test_extract.py::test_torchrun_ranks_split_the_work",
-    "tests/test_predict.py::test_video_demo_quick_end_to_end",
-    "tests/test_predict.py::test_collection_survives_sigkill_bad_files_and_settings",
-    "tests/test_real_weights.py::test_video_demo_extract_train_predict_with_real_weights",
-}
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid.split("[")[0] in SLOW_ELSEWHERE:
-            item.add_marker(pytest.mark.slow)
-
-
 TINY_SYNTH = dict(videos=60, classes=4, dim=16, memory_dim=8, memory_frames=16, min_frames=8, max_frames=20, max_evidence=2)
 
 

@@ -1,5 +1,5 @@
-"""The README's table "Bad input: what you get", through the command line: each row's command, its line on stderr as
-the README words it, and its exit status. (Rows about data-set files are also checked on ``FeatureDataset`` in
+"""The table of docs/bad-input.md, through the command line: each row's command, its line on stderr as
+docs/bad-input.md words it, and its exit status. (Rows about data-set files are also checked on ``FeatureDataset`` in
 test_data.py; video files through ``probe`` in test_commands.py.)"""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def checkpoint(run: Path, dim: int = 8, classes: int = 3) -> Path:
 
 
 def test_data_with_another_d_than_the_model(tmp_path):
-    data, run = dataset(tmp_path / "D16", dim=16), checkpoint(tmp_path / "R", dim=8)
+    dataset(tmp_path / "D16", dim=16), checkpoint(tmp_path / "R", dim=8)
     proc = adaframe("eval", "--checkpoint", "R", "--data", "D16", "--no-progress", cwd=tmp_path, check=False)
     assert error(proc) == "D16: features have D=16, but the model was trained on D=8"
 
@@ -117,7 +117,7 @@ def test_empty_split_and_no_val_split(tmp_path):
 
 
 def foreign_checkpoint(run: Path, kind: str) -> Path:
-    """What the README's rows 'Not a checkpoint' and 'Truncated checkpoint / broken model description' try."""
+    """What the rows 'Not a checkpoint' and 'Truncated checkpoint / broken model description' try."""
     checkpoint(run)
     good = run / "checkpoint.pt"
     if kind == "csv":
@@ -176,7 +176,7 @@ def test_a_file_where_the_data_directory_should_be(tmp_path):
 
 
 def enospc_on(monkeypatch, name: str, method: str, after: int = 0) -> None:
-    """A full disk (the README tried a real 300 kB tmpfs): writing the file ``name`` (through ``atomic_write``'s temporary
+    """A full disk (docs/bad-input.md tried a real 300 kB tmpfs): writing the file ``name`` (through ``atomic_write``'s temporary
     ``.NAME.XXXX.tmp``) fails with ENOSPC once ``after`` writes of it succeeded; half the bytes land first, as on a full disk."""
     real = getattr(Path, method)
     writes = []
@@ -245,9 +245,9 @@ def test_two_videos_with_one_id(tmp_path):
     write_video(tmp_path / "a" / "clip.mp4", 6, 3, 32, 32)
     write_video(tmp_path / "b" / "clip.mp4", 6, 3, 32, 32)
     (tmp_path / "b" / "clip.avi").write_bytes((tmp_path / "b" / "clip.mp4").read_bytes())
-    (tmp_path / "twice.txt").write_text("b/clip.avi x\nb/clip.mp4 x\n")
+    (tmp_path / "twice.txt").write_text("a/clip.mp4 x\nb/clip.avi x\nb/clip.mp4 x\n")
     proc = adaframe("extract", "--videos", "twice.txt", "--out", "E", *TINY_EXTRACT, cwd=tmp_path, check=False)
-    assert error(proc) == "video id 'clip' (the file name) is used twice: b/clip.avi and b/clip.mp4"
+    assert error(proc) == "video id 'clip.mp4' (the file name) is used twice: a/clip.mp4 and b/clip.mp4; rename one of them"
     assert not (tmp_path / "E").exists()
     (tmp_path / "a.txt").write_text("a/clip.mp4 x\n")
     (tmp_path / "b.txt").write_text("b/clip.mp4 x\n")

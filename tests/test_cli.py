@@ -119,7 +119,7 @@ def check_policies(tmp_path, run, data, learned: dict, evaluate) -> None:
 
 @pytest.mark.parametrize("command", ["train", "eval"])
 def test_cli_missing_path_is_the_readme_line(tmp_path, command):
-    """README, bad input, 'Path that does not exist': data directory nope does not exist / no checkpoint at nope."""
+    """docs/bad-input.md, 'Path that does not exist': data directory nope does not exist / no checkpoint at nope."""
     missing = tmp_path / "no_such_data"
     if command == "train":
         args = ["train", "--data", str(missing), "--out", str(tmp_path / "run"), "--no-progress"]
@@ -331,7 +331,7 @@ def _mkdir_error(path: str) -> str:
     ("/sys/adaframe-cannot-write-here", None),
 ])
 def test_unwritable_output_is_the_readme_line(synth_dir, tmp_path, out, want):
-    """README, bad input: 'A file where a folder is expected' and 'No write permission' (/sys/x: Operation not permitted,
+    """docs/bad-input.md: 'A file where a folder is expected' and 'No write permission' (/sys/x: Operation not permitted,
     /proc/x: No such file or directory), for train --out."""
     want = want or f"{out}: {_mkdir_error(out)}"
     (tmp_path / "under_a_file").write_text("a file, not a directory")
@@ -363,7 +363,7 @@ def test_an_error_in_a_dataloader_worker_is_still_one_line(tmp_path):
     ("a_dir", "a_dir: is a directory"),
 ])
 def test_an_unwritable_eval_output_fails_before_evaluating(trained, tmp_path, flag, where, want):
-    """README, bad input: 'R: is a directory' (for --json R), 'No write permission' (eval checks --json / --per-video
+    """docs/bad-input.md: 'R: is a directory' (for --json R), 'No write permission' (eval checks --json / --per-video
     before evaluating)."""
     root, data = trained
     (tmp_path / "under_a_file").write_text("x")

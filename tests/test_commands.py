@@ -41,7 +41,7 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
 
 def test_probe_reports_what_the_files_hold(tmp_path):
     """probe on files of known make: duration, rate, frames (stated and decoded), the frames extract would take at
-    --fps, size; and every bad file of the README's bad-input table that probe is listed for, each with its line on
+    --fps, size; and every bad file of docs/bad-input.md that probe is listed for, each with its line on
     stderr while the others go on, exit status 1."""
     write_video(tmp_path / "good.mp4", 20, 4, 96, 64)
     write_video(tmp_path / "long.mp4", 40, 4, 96, 64, movflags="+faststart")  # the index first: a cut keeps it
@@ -65,7 +65,7 @@ def test_probe_reports_what_the_files_hold(tmp_path):
     assert rows["good.mp4"][1:] == ["h264", "5.00", "4.00", "20", "20", "10", "96x64", "0"]
     assert rows["long.mp4"][1:] == ["h264", "10.00", "4.00", "40", "40", "20", "96x64", "0"]
     assert rows["clip.avi"][1:] == ["mpeg4", "10.00", "4.00", "40", "40", "20", "64x48", "0"]
-    want = {  # the README's bad-input rows for probe
+    want = {  # the rows of docs/bad-input.md for probe
         "truncated.mp4": r"truncated.mp4: cannot open as a media file \(.*Invalid data found when processing input.*\)",
         "trunc_fs.mp4": r"trunc_fs.mp4: the video stream ends at [0-4]\.\d\d s, but the file says it lasts 10\.00 s \(truncated file\?\)",
         "trunc_avi.avi": r"trunc_avi.avi: the video stream lasts [0-5]\.\d\d s, but the file says it has 40 frames \(10\.00 s at 4 fps\) "

@@ -224,7 +224,7 @@ def test_gather_frames():
 
 
 # ---------------------------------------------------------------- bad data
-# The messages are those of the README's table "Bad input: what you get", whole (the data set's paths put in).
+# The messages are those of the table in docs/bad-input.md, whole (the data set's paths put in).
 
 
 def _expect_error(root, message, split="train", **kw):
@@ -376,7 +376,7 @@ def test_non_float32_memory(tmp_path, make_dataset):
     ("garbage", r"This file contains pickled \(object\) data\..*"),  # numpy's word for a file that is not .npy
 ])
 def test_partial_or_foreign_npy(tmp_path, make_dataset, cut, reason):
-    """README: 'Partial .npy (cut in its data / in its header / 0 bytes)': numpy's reason after the file's name."""
+    """docs/bad-input.md: 'Partial .npy (cut in its data / in its header / 0 bytes)': numpy's reason after the file's name."""
     root = make_dataset(tmp_path / "d", random_videos(4))
     path = root / "features" / "vid001.npy"
     whole = path.read_bytes()

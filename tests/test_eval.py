@@ -76,7 +76,7 @@ def head_macs(kind: str) -> int:
 # LSTM over 25 frames of 8-20-frame videos: uniform positions repeat, so distinct frames < steps
 @pytest.mark.parametrize("kind, extra", [("adaframe", ("--mu", "0.3")), ("lstm", ("--frames", "25")), ("avgpool", ("--sampling", "all"))])
 def test_eval_gflops_are_the_hand_count(runs, synth_dir, tmp_path, kind, extra):
-    """GFLOPs per video = distinct frames x backbone + memory frames x memory network + steps x head (README), with the
+    """GFLOPs per video = distinct frames x backbone + memory frames x memory network + steps x head (docs/design.md), with the
     head counted by hand from the layer shapes and the frames taken from the per-video paths."""
     r, rows = run_eval(runs[kind], synth_dir, tmp_path, *extra)
     paths = visited(rows)

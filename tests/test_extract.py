@@ -554,7 +554,8 @@ def test_invalid_shard_is_a_one_line_cli_error(tmp_path, shard):
 
 # ============================================================================= 8. torchrun
 
-# The one multi-process test (~6-10 s): it runs in the normal suite, kept apart from the others' xdist group.
+# The one multi-process test (~6-10 s, slow on a loaded machine), kept apart from the others' xdist group.
+@pytest.mark.slow
 @pytest.mark.xdist_group("torchrun")
 def test_torchrun_ranks_split_the_work(extracted, video_files, tmp_path):
     rows = {vid: (label, split) for vid, label, split in list_rows(video_files)}

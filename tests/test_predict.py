@@ -247,6 +247,7 @@ def test_predict_refuses_a_baseline_checkpoint(extracted, tmp_path):
         Predictor(run)
 
 
+@pytest.mark.slow
 def test_video_demo_quick_end_to_end(tmp_path):
     """render -> calibrate -> extract -> train -> eval -> predict, on CPU, through the CLI."""
     adaframe("video-demo", "--quick", "--out", str(tmp_path / "vd"), cwd=tmp_path, timeout=400)
@@ -267,7 +268,7 @@ def test_video_demo_quick_end_to_end(tmp_path):
 
 
 def test_scan_computes_a_new_frame_every_step(run, video_files):
-    """--scan (the cost check of the README) visits consecutive frames, each through the backbone once."""
+    """--scan (the cost check of docs/commands.md) visits consecutive frames, each through the backbone once."""
     path = video_files / "videos" / "video00004.mp4"
     [r] = Predictor(run).predict([path], 5, None, scan=True)
     t = r["candidate_frames"]
@@ -319,6 +320,7 @@ def _rows(csv_path: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in csv.DictReader(f)]  # wall time is the one thing that may differ
 
 
+@pytest.mark.slow
 def test_collection_survives_sigkill_bad_files_and_settings(run, video_files, tmp_path):
     """predict --videos LIST --out OUT: every good video in predictions.csv once, exactly the bad ones in failures.csv,
     a run killed by SIGKILL and rerun equals an uninterrupted one, a rerun skips what is done."""

@@ -41,6 +41,7 @@ def test_package_mobilenet_v2_with_real_weights_names_the_images():
     assert probs.max(-1).values.min() > 0.4, probs.max(-1).values  # confident, as the README measured (0.58-0.97)
 
 
+@pytest.mark.slow
 def test_video_demo_extract_train_predict_with_real_weights(tmp_path):
     out = tmp_path / "vd"
     adaframe("video-demo", "--quick", "--out", str(out), "--backbone", "mobilenet_v2", "--backbone-weights", str(WEIGHTS),
