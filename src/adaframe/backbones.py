@@ -15,8 +15,6 @@ A feature is the globally average-pooled output of the last conv stage, before t
 from __future__ import annotations
 
 import hashlib
-import pickle
-import re
 import types
 import warnings
 from collections.abc import Mapping
@@ -28,7 +26,7 @@ import torch
 from torch import nn
 
 from adaframe.metrics import measure_gflops
-from adaframe.utils import AdaframeError
+from adaframe.utils import AdaframeError, load_torch_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -313,20 +311,7 @@ def build_backbone(name: str, weights: str | Path | None = None, seed: int = 0, 
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise AdaframeError(f"backbone weights {path}: no such file")
-    try:
-        # weights_only: a checkpoint is data; an arbitrary pickled object in it must not run.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if refused:  # weights_only met a pickled object (code could run on load): say which
-            raise AdaframeError(f"backbone weights {path}: refusing to unpickle {refused.group(1)} (only tensors are "
-                                "loaded); if you trust the file, re-save just its state dict") from None
-        # torch's own messages are long how-tos; one line of them, or none for pickle errors.
-        first = (str(e).strip().splitlines() or ["-"])[0].split(". ")[0]
-        reason = "not pickle data torch.save wrote" if isinstance(e, pickle.UnpicklingError) else f"{type(e).__name__}: {first}"
-        raise AdaframeError(f"backbone weights {path}: not a readable torch checkpoint ({reason})") from None
+    obj = load_torch_file(path, "backbone weights")
     for key in ("state_dict", "model"):  # Lightning / training-script wrappers
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +10,7 @@ from torch import nn
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
 from adaframe.rl_baselines import DEFAULT_JUMPS, FastForward, FrameGlimpse, StopAgentConfig
-from adaframe.utils import AdaframeError, save_torch
+from adaframe.utils import AdaframeError, load_torch_file, save_torch
 
 CHECKPOINT = "checkpoint.pt"
 # The -G variants read the global memory; the plain ones are trained with --memory-frames 0.
@@ -44,19 +43,6 @@ def save_checkpoint(run_dir: Path, model: nn.Module, kind: str, dims: dict, clas
     return path
 
 
-def load_torch_file(path: Path, device: torch.device | str = "cpu", what: str = "checkpoint") -> Any:
-    """``torch.load`` that never executes code (``weights_only``); a file ``torch.save`` did not write, or a damaged
-    one, is one line naming it."""
-    with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
-            raise AdaframeError(f"cannot load {what} {path}: not an adaframe {what} (not a file written by torch.save)")
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
-        raise AdaframeError(f"cannot load {what} {path}: the file is damaged or truncated ({first})") from None
-
-
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """Load ``RUN_DIR`` or a checkpoint file; never executes code (``weights_only=True``)."""
     path = Path(path)
@@ -64,7 +50,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         path = path / CHECKPOINT
     if not path.is_file():
         raise AdaframeError(f"no checkpoint at {path}")
-    payload = load_torch_file(path, device)
+    payload = load_torch_file(path, "checkpoint", device)
     if not isinstance(payload, dict) or not {"kind", "dims", "classes", "state_dict", "config"} <= payload.keys():
         raise AdaframeError(f"{path} is not an adaframe checkpoint")
     try:

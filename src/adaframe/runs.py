@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adaframe.checkpoint import CHECKPOINT, load_torch_file
+from adaframe.checkpoint import CHECKPOINT
 from adaframe.config import NOT_IN_RESULT, TrainConfig
 from adaframe.evaluate import evaluate_loaded, load_run
 from adaframe.inference import Policy, Result, StopRule
 from adaframe.metrics import CostModel
-from adaframe.utils import AdaframeError, resolve_device
+from adaframe.utils import AdaframeError, load_torch_file, resolve_device
 
 Plan = dict[str, list[TrainConfig]]
 """run name -> its training config for each seed"""

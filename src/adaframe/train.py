@@ -23,7 +23,7 @@ from adaframe.agent import AdaFrame
 from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe import distributed
 from adaframe.distributed import Shard, gather, sharded_loader
-from adaframe.checkpoint import CHECKPOINT, build_model, load_torch_file, save_checkpoint
+from adaframe.checkpoint import CHECKPOINT, build_model, save_checkpoint
 from adaframe.standardize import feature_statistics, set_statistics
 from adaframe.config import NOT_IN_RESULT, TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices, read_spec
@@ -31,7 +31,7 @@ from adaframe.inference import count_distinct, default_stop, evaluate
 from adaframe.metrics import mean_average_precision, top1
 from adaframe.rewards import RewardName, discounted_returns, margins, step_rewards
 from adaframe.rl_baselines import StopAgent
-from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, save_torch, seed_everything, write_json
+from adaframe.utils import AdaframeError, atomic_write, load_torch_file, make_dir, resolve_device, save_torch, seed_everything, write_json
 
 
 def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, reward_weight: float,

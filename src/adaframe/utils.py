@@ -124,3 +124,30 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise AdaframeError("--device cuda was asked for, but torch sees no CUDA device")
     return torch.device(name)
+
+
+def load_torch_file(path: str | Path, what: str = "checkpoint", device: torch.device | str = "cpu") -> Any:
+    """``torch.load`` that never executes code (``weights_only``: a pickled object in the file is refused, named) and
+    says in one line why a file cannot be loaded: missing, not written by ``torch.save``, or damaged. Every torch file
+    the package reads (checkpoints, training states, backbone weights) goes through here."""
+    import pickle
+    import re
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise AdaframeError(f"cannot load {what} {path}: no such file")
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"  # torch.save's format since torch 1.6 (older files are plain pickles)
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if refused:  # weights_only met a pickled object (code could run on load): say which
+            reason = f"refusing to unpickle {refused.group(1)} (only tensors are loaded); if you trust the file, re-save just its state dict"
+        elif not zipped or isinstance(e, pickle.UnpicklingError):
+            reason = "not a file written by torch.save"
+        else:  # torch's own messages are long how-tos: their first sentence
+            reason = f"the file is damaged or truncated ({(str(e).strip().splitlines() or [type(e).__name__])[0].split('. ')[0]})"
+        raise AdaframeError(f"cannot load {what} {path}: {reason}") from None
