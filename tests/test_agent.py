@@ -13,7 +13,7 @@ from adaframe.agent import AdaFrame, AgentConfig, Looked, location_to_index, sca
 from adaframe.data import Batch, FeatureDataset, collate, sample_indices
 from adaframe.inference import StopRule, agent_batch, evaluate, policy_indices
 from adaframe.memory import GlobalMemory, positional_encoding
-from adaframe.train import adaframe_loss
+from adaframe.losses import adaframe_loss
 
 B, D, DM, C, H = 5, 16, 8, 4, 32
 

@@ -69,3 +69,34 @@ def test_a_bad_file_and_a_crashed_worker_are_answers_and_the_workers_go_on(paths
     finally:
         workers.close()
     assert all(p is None for p in workers._procs)
+
+
+def test_workers_end_when_their_parent_is_killed(paths, tmp_path):
+    """A SIGKILLed predict (the collection's resume story) must not leave decoding processes behind."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = (f"from adaframe.decode_workers import DecodeWorkers, Open\n"
+              f"w = DecodeWorkers(2)\n"
+              f"for k, path in enumerate({[str(p) for p in paths[:2]]!r}):\n"
+              f"    w.submit(k, Open(path, 1.0))\n"
+              f"w.take([0, 1])\n"
+              f"print(*[p.pid for p in w._procs], flush=True)\n"
+              f"import time; time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    proc.kill()
+    proc.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has ended
+        except OSError:
+            return False
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in pids), "decoding workers outlived their killed parent"

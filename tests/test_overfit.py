@@ -22,7 +22,7 @@ import torch
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.data import Batch, FeatureDataset, collate
 from adaframe.inference import evaluate, policy_indices
-from adaframe.train import adaframe_loss
+from adaframe.losses import adaframe_loss
 
 K = 3
 TD = 16

@@ -11,7 +11,8 @@ from adaframe.config import TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate
 from adaframe.inference import StopRule, agent_batch, evaluate
 from adaframe.rl_baselines import FastForward, FrameGlimpse, StopAgentConfig
-from adaframe.train import stop_agent_loss, train
+from adaframe.losses import stop_agent_loss
+from adaframe.train import train
 from adaframe.utils import AdaframeError
 from conftest import random_videos
 

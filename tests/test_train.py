@@ -134,7 +134,7 @@ def test_train_bad_data_is_an_adaframe_error(tmp_path):
 
 
 def test_explained_variance_golden():
-    from adaframe.train import explained_variance
+    from adaframe.losses import explained_variance
 
     target = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     assert explained_variance(target, target).item() == pytest.approx(1.0)

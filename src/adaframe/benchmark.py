@@ -129,7 +129,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """The ``adaframe benchmark`` command; returns one dict per workload."""
     if cfg.videos:
         return run_video_benchmark(cfg)
-    from adaframe.train import adaframe_loss  # tensorboard is slow to import; only here
+    from adaframe.losses import adaframe_loss
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)

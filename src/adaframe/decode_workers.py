@@ -15,6 +15,7 @@ Workers import no torch (a few tens of MB each, not hundreds).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import sys
 from collections import deque
@@ -127,17 +128,22 @@ class _Videos:
         return Opened(info.duration, times, np.stack(memory) if memory else np.zeros(shape, np.uint8), seconds, reader.decoded)
 
 
-def _serve(conn: Connection) -> None:
-    """A worker's loop: requests ``(key, request)`` in, ``(key, answer)`` out, reads before opens; ``None`` ends it."""
+def _serve(conn: Connection, parent_end: Connection | None = None) -> None:
+    """A worker's loop: requests ``(key, request)`` in, ``(key, answer)`` out, reads before opens; ``None`` ends it.
+    It also ends when the parent dies, even by SIGKILL (checked every second while idle)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops the workers
+    if parent_end is not None:
+        parent_end.close()  # a forked worker holds the parent's end too: closed, the pipe ends when the parent does
+    parent = os.getppid()
     videos, pending = _Videos(), deque()
     while True:
         try:
-            if not pending:
-                pending.append(conn.recv())
+            while not pending and not conn.poll(1.0):
+                if os.getppid() != parent:  # orphaned: nobody will read an answer
+                    return
             while conn.poll():
                 pending.append(conn.recv())
-        except EOFError:  # the parent is gone
+        except (EOFError, OSError):  # the parent is gone
             return
         # Reads first (a video's read is only sent once its open was answered); opens and closes keep their order.
         first = next((i for i, m in enumerate(pending) if m is not None and isinstance(m[1], Read)), 0)
@@ -147,7 +153,10 @@ def _serve(conn: Connection) -> None:
             return
         answer = videos.handle(*message)
         if answer is not None:
-            conn.send((message[0], answer))
+            try:
+                conn.send((message[0], answer))
+            except OSError:  # the parent is gone
+                return
 
 
 class DecodeWorkers:
@@ -236,7 +245,8 @@ class DecodeWorkers:
     def _worker(self, w: int) -> Connection:
         if self._procs[w] is None:
             parent, child = self._context.Pipe()
-            proc = self._context.Process(target=_serve, args=(child,), daemon=True, name=f"adaframe-decode-{w}")
+            proc = self._context.Process(target=_serve, args=(child, parent if self._context.get_start_method() == "fork" else None),
+                                         daemon=True, name=f"adaframe-decode-{w}")
             proc.start()
             child.close()
             self._procs[w], self._conns[w] = proc, parent

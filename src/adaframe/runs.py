@@ -63,7 +63,7 @@ def is_finished(cfg: TrainConfig) -> bool:
 
 def can_resume(cfg: TrainConfig) -> bool:
     """The run directory holds an unfinished training state of this very run (``train --resume`` continues it)."""
-    from adaframe.train import TRAIN_STATE, settings_differing  # tensorboard is slow to import
+    from adaframe.train_state import TRAIN_STATE, settings_differing
 
     state = _saved(cfg.out / TRAIN_STATE)
     return state is not None and not settings_differing(state["config"], cfg) and int(state.get("epoch", 0)) < cfg.epochs

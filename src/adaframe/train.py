@@ -1,141 +1,35 @@
-"""Training loops: AdaFrame (Section 3.1, Eqs. 3-7) and the AvgPooling / LSTM baselines."""
+"""The training loop of every model (the losses are in ``losses``, the resumable state in ``train_state``)."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from adaframe.agent import AdaFrame
-from adaframe.baselines import AvgPooling, LSTMBaseline
 from adaframe import distributed
-from adaframe.distributed import Shard, gather, sharded_loader
+from adaframe.agent import AdaFrame
+from adaframe.baselines import AvgPooling
 from adaframe.checkpoint import CHECKPOINT, build_model, save_checkpoint
-from adaframe.standardize import feature_statistics, set_statistics
-from adaframe.config import NOT_IN_RESULT, TrainConfig
-from adaframe.data import Batch, FeatureDataset, collate, gather_frames, sample_indices, read_spec
-from adaframe.inference import count_distinct, default_stop, evaluate
+from adaframe.config import TrainConfig
+from adaframe.data import Batch, FeatureDataset, collate, read_spec
+from adaframe.distributed import Shard, gather, sharded_loader
+from adaframe.inference import default_stop, evaluate
+from adaframe.losses import adaframe_loss, avgpool_loss, lstm_loss, stop_agent_loss
 from adaframe.metrics import mean_average_precision, top1
-from adaframe.rewards import RewardName, discounted_returns, margins, step_rewards
 from adaframe.rl_baselines import StopAgent
-from adaframe.utils import AdaframeError, atomic_write, load_torch_file, make_dir, resolve_device, save_torch, seed_everything, write_json
-
-
-def adaframe_loss(model: AdaFrame, batch: Batch, steps: int, gamma: float, reward_weight: float,
-                  generator: torch.Generator | None = None, normalize_advantage: bool = False,
-                  reward: RewardName = "margin", shard: Shard = Shard()) -> dict[str, torch.Tensor]:
-    """``L = L_cls + lambda * L_utl - lambda * J_sel`` for one batch, every term returned for logging.
-
-    Every term is a mean over the batch, so the mean over data-parallel processes (DDP's gradient average)
-    is the loss of their global batch.
-    """
-    roll = model(batch.features, batch.lengths, batch.memory, steps, explore=True, generator=generator, shard=shard)
-    # L_cls: cross-entropy of the prediction at the last step.
-    loss_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
-    # Rewards from every step's prediction (no gradient flows through rewards).
-    with torch.no_grad():
-        m = margins(roll.logits, batch.labels)  # [B, K]
-        rewards = step_rewards(roll.logits, batch.labels, reward)  # [B, K]
-        returns = discounted_returns(rewards, gamma)  # [B, K], Q_t
-    # L_utl (Eq. 6): the utility regresses the discounted return, summed over steps.
-    loss_utl = 0.5 * (roll.utilities - returns).pow(2).sum(1).mean()
-    # J_sel (Eq. 7): REINFORCE with the utility as baseline. The frame of step t+1 was chosen after step t,
-    # so its choice is credited with Q_t - V_t. A first frame chosen from the memory alone (slots selection)
-    # has no utility before it: its baseline is the batch's mean return; a fixed first frame is no choice.
-    with torch.no_grad():
-        first_chosen = model.cfg.selection != "gaussian"
-        first = returns[:, 0] - shard.mean(returns[:, 0].mean()) if first_chosen else torch.zeros_like(returns[:, 0])
-        advantage = torch.cat([first[:, None], (returns - roll.utilities)[:, :-1]], dim=1)  # [B, K], of choosing frame t
-        if normalize_advantage:
-            advantage = advantage / (shard.std(advantage if first_chosen else advantage[:, 1:]) + 1e-8)
-    j_sel = (roll.log_probs * advantage).sum(1).mean()
-    loss = loss_cls + reward_weight * loss_utl - reward_weight * j_sel
-    return {
-        "loss": loss, "loss_cls": loss_cls.detach(), "loss_utl": loss_utl.detach(), "j_sel": j_sel.detach(),
-        "reward": rewards.sum(1).mean(), "margin_last": m[:, -1].mean(), "utility": roll.utilities.detach().mean(),
-        "advantage": advantage.mean(), "explained_variance": explained_variance(roll.utilities.detach(), returns),
-        "frames_used": count_distinct(roll.indices).float().mean(),
-    }
-
-
-def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """``1 - Var(target - predicted) / Var(target)`` over the (masked) entries: 1 is a perfect critic, <= 0 a useless one."""
-    if mask is not None:
-        predicted, target = predicted[mask], target[mask]
-    var = target.var(unbiased=False)
-    return 1 - (target - predicted).var(unbiased=False) / var if var > 0 else torch.tensor(float("nan"))
-
-
-def stop_agent_loss(model: StopAgent, batch: Batch, steps: int, gamma: float, reward_weight: float, step_cost: float,
-                    generator: torch.Generator | None = None, normalize_advantage: bool = False,
-                    reward: RewardName = "margin", shard: Shard = Shard()) -> dict[str, torch.Tensor]:
-    """FrameGlimpse / FastForward: ``L = L_cls + lambda * L_utl - lambda * J_policy`` over each sampled episode.
-
-    Every step up to the sampled stop predicts, so L_cls averages the cross-entropy over those steps
-    (any of them could have been the last). The reward is AdaFrame's minus ``step_cost`` for every
-    step after the first; steps after the stop earn nothing, so stopping forfeits the rewards still
-    to come and saves the costs. The policy gradient covers the stop decision and the move together.
-    """
-    roll = model(batch.features, batch.lengths, batch.memory, steps, generator=generator, shard=shard)
-    alive = roll.alive.float()  # [B, K]
-    taken = alive.sum(1)  # [B] steps of each episode
-    ce = F.cross_entropy(roll.logits.transpose(1, 2), batch.labels[:, None].expand(-1, steps), reduction="none")  # [B, K]
-    loss_cls = ((ce * alive).sum(1) / taken).mean()
-    with torch.no_grad():
-        m = margins(roll.logits, batch.labels)  # [B, K]
-        rewards = step_rewards(roll.logits, batch.labels, reward)  # [B, K]
-        rewards[:, 1:] -= step_cost
-        rewards = rewards * alive
-        returns = discounted_returns(rewards, gamma)  # [B, K]
-    loss_utl = 0.5 * ((roll.utilities - returns).pow(2) * alive).sum(1).mean()
-    advantage = (returns - roll.utilities).detach() * alive  # [B, K]
-    if normalize_advantage:
-        advantage = advantage / (shard.std(advantage[alive.bool()]) + 1e-8)
-    j_policy = (roll.log_probs * advantage).sum(1).mean()
-    loss = loss_cls + reward_weight * loss_utl - reward_weight * j_policy
-    last = (taken.long() - 1)[:, None]  # [B, 1] the stop step
-    return {
-        "loss": loss, "loss_cls": loss_cls.detach(), "loss_utl": loss_utl.detach(), "j_sel": j_policy.detach(),
-        "reward": rewards.sum(1).mean(), "margin_last": m.gather(1, last).mean(), "utility": roll.utilities.detach().mean(),
-        "advantage": advantage.mean(), "steps": taken.mean(),
-        "explained_variance": explained_variance(roll.utilities.detach(), returns, roll.alive),
-        "frames_used": count_distinct(torch.where(roll.alive, roll.indices, -1)).float().mean(),
-    }
-
-
-def avgpool_loss(model: AvgPooling, batch: Batch, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
-    """Every real frame of a video is a training example with the video's label.
-
-    The mean is over the frames of the global batch: divided by the processes' mean frame count, DDP's
-    average of the processes' losses is the sum over all frames over their number.
-    """
-    logits = model.forward_head(batch.features)  # [B, T, C]
-    per_frame = F.cross_entropy(logits.transpose(1, 2), batch.labels[:, None].expand(-1, logits.shape[1]), reduction="none")  # [B, T]
-    mask = batch.mask.float()
-    loss = (per_frame * mask).sum() / shard.mean(mask.sum())
-    return {"loss": loss, "loss_cls": loss.detach()}
-
-
-def lstm_loss(model: LSTMBaseline, batch: Batch, frames: int, generator: torch.Generator | None,
-              shard: Shard = Shard()) -> dict[str, torch.Tensor]:
-    """K frames, one at random in each of K segments (the uniform ones are seen at test time)."""
-    idx = sample_indices(batch.lengths, frames, "random", generator, shard)  # [B, K]
-    picked = gather_frames(batch.features, idx)  # [B, K, D]
-    loss = F.cross_entropy(model(picked, torch.ones_like(idx, dtype=torch.bool)), batch.labels)
-    return {"loss": loss, "loss_cls": loss.detach()}
+from adaframe.standardize import feature_statistics, set_statistics
+from adaframe.train_state import TRAIN_STATE, StopSignal, resume_state, save_train_state
+from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, seed_everything, write_json
 
 
 def log_line(epoch: int, epochs: int, step: int, total: int, terms: dict[str, float], elapsed: float, step0: int = 0) -> str:
@@ -147,89 +41,6 @@ def log_line(epoch: int, epochs: int, step: int, total: int, terms: dict[str, fl
     eta = int((total - step) / rate) if rate > 0 else 0
     shown = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
     return f"epoch {epoch + 1}/{epochs} step {step}/{total} {shown} | {rate:.1f} steps/s, ETA {eta // 60}:{eta % 60:02d}"
-
-
-TRAIN_STATE = "train_state.pt"
-STATE_KEYS = frozenset({"config", "epoch", "step", "history", "model", "optimizer", "scheduler", "generator", "order", "torch_rng"})
-
-
-class StopSignal:
-    """SIGTERM or Ctrl-C (SIGINT) during training: finish the current step, save the state, then stop."""
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self.previous: dict[int, object] = {}
-        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.previous[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested = signal.Signals(signum).name
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)  # type: ignore[arg-type]
-        self.previous = {}
-
-
-def save_train_state(cfg: TrainConfig, epoch: int, step: int, history: list[dict], model: nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                     generator: torch.Generator, order: torch.Generator, partial: dict | None = None) -> None:
-    """Everything ``--resume`` needs, in one atomically written file: a kill at any moment leaves a consistent state.
-
-    ``epoch``: epochs finished; ``partial``: for a stop inside the next epoch, the batches done, the data order at the
-    epoch's start and the loss sums so far.
-    """
-    state = {"config": cfg.to_dict(), "epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-             "order": order.get_state(), "torch_rng": torch.get_rng_state(), "partial": partial}
-    save_torch(cfg.out / TRAIN_STATE, state)
-
-
-def settings_differing(saved: dict, cfg: TrainConfig) -> list[str]:
-    """The settings in which a saved run's config differs from ``cfg``, those a resumed run may change aside: more
-    epochs may follow, on another device; the run directory may have moved; the data is compared by place."""
-    ignore = NOT_IN_RESULT | {"epochs", "device", "out"}
-    saved = {k: v for k, v in saved.items() if k not in ignore}
-    wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
-    saved["data"], wanted["data"] = str(Path(saved.get("data", "")).resolve()), str(cfg.data.resolve())
-    return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-
-
-def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
-                 order: torch.Generator, shard: Shard = Shard()) -> tuple[int, int, list[dict], dict | None]:
-    """Load ``OUT/train_state.pt`` into the freshly built objects; returns (epochs done, steps done, history, partial).
-
-    Loading never executes code (``weights_only``). A run with other settings is refused: resuming it would
-    silently mix two experiments. Every process loads the same state: the random draws are those of the global
-    batch, so the number of processes may differ from the interrupted run's.
-    """
-    path = cfg.out / TRAIN_STATE
-    if not path.is_file():
-        if shard.main:
-            tqdm.write(f"--resume: no {path} yet, starting from the first epoch")
-        return 0, 0, [], None
-    try:
-        state = load_torch_file(path, what="training state")
-    except AdaframeError as e:
-        raise AdaframeError(f"--resume: {e}") from None
-    if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
-        raise AdaframeError(f"--resume: {path} is not a training state written by 'adaframe train'")
-    diff = settings_differing(state["config"], cfg)
-    if diff:
-        raise AdaframeError(f"--resume: {cfg.out} was trained with other settings ({', '.join(diff)}); use another --out")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
-    order.set_state(state["order"])
-    torch.set_rng_state(state["torch_rng"])
-    partial = state.get("partial")
-    where = f"step {state['step']} (inside epoch {state['epoch'] + 1})" if partial else f"epoch {state['epoch']}"
-    if shard.main:
-        tqdm.write(f"--resume: continuing {cfg.out} after {where} of {cfg.epochs} epochs")
-    return int(state["epoch"]), int(state["step"]), list(state["history"]), partial
 
 
 RUN_FILES = (CHECKPOINT, TRAIN_STATE, "metrics.jsonl", "config.json", "tb")
