@@ -240,6 +240,19 @@ def write_video(path: Path, frames: int, fps: int, width: int, height: int, code
     return path
 
 
+
+def write_audio_only(path: Path) -> Path:
+    """A file with one AAC audio stream and no video."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
 SHARED_VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 # Tiny backbones for speed: ResNet-18 at 64 px and MobileNetV2 at 32 px (the code path is that of ResNet-101 at 224).
 TINY_EXTRACT = ("--backbone", "resnet18", "--size", "64", "--memory-size", "32", "--workers", "0", "--no-progress")

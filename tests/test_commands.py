@@ -6,22 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from conftest import SHARED_VIDEOS, adaframe, write_video
-
-
-def write_audio_only(path: Path) -> Path:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=8000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 8000
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-    return path
+from conftest import SHARED_VIDEOS, adaframe, write_audio_only, write_video
 
 
 def first_half(source: Path, path: Path) -> Path:

@@ -17,6 +17,7 @@ from adaframe.video import (
     DEFAULT_SEEK_GAP, VideoReader, _timed_frames, _to_rgb, count_frames, decode_at_rate, probe, sample_times,
     uniform_times,
 )
+from conftest import write_audio_only
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared/data/videos"
 needs_clips = pytest.mark.skipif(not VIDEOS.is_dir(), reason=f"the shared test clips are not at {VIDEOS}")
@@ -296,16 +297,6 @@ def test_avi_with_shuffled_pts_follows_decoder_output_order():
 
 # ----------------------------------------------------------------------------- bad inputs
 
-def _audio_only(path: Path) -> Path:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=16000)
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
-        frame.sample_rate = 16000
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return path
-
-
 def _no_frames(path: Path) -> Path:
     with av.open(str(path), "w") as out:
         stream = out.add_stream("mpeg4", rate=10)
@@ -323,7 +314,7 @@ BAD_FILES = {  # what: (make it in a folder, words the error must contain)
     "missing": (lambda d: d / "nope.mp4", "no such file"),
     "zero bytes": (lambda d: _written(d / "zero.mp4", b""), "empty"),
     "text as mp4": (lambda d: _written(d / "text.mp4", b"not a video\n" * 20), "cannot open"),
-    "audio only": (lambda d: _audio_only(d / "silence.m4a"), "no video stream"),
+    "audio only": (lambda d: write_audio_only(d / "silence.m4a"), "no video stream"),
     "no frames": (lambda d: _no_frames(d / "empty.avi"), "zero length"),
 }
 
