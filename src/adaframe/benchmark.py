@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.data import Batch
-from adaframe.evaluate import format_table
+from adaframe.tables import format_table
 from adaframe.inference import StopRule, agent_batch
 from adaframe.utils import AdaframeError, resolve_device
 

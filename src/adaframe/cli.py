@@ -78,7 +78,7 @@ class ProbeCommand:
 
 
 def run_probe(cmd: ProbeCommand) -> None:
-    from adaframe.evaluate import format_table
+    from adaframe.tables import format_table
     from adaframe.video import count_frames, probe, sample_times
 
     rows, failed = [], 0

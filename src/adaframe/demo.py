@@ -25,7 +25,7 @@ from typing import Literal
 from tqdm import tqdm
 
 from adaframe.config import TrainConfig
-from adaframe.evaluate import format_table, markdown_table
+from adaframe.tables import format_table, markdown_table
 from adaframe.figures import Point, Series, plot_tradeoff
 from adaframe.inference import StopRule
 from adaframe.metrics import CostModel

@@ -8,7 +8,6 @@ plus the global memory (``metrics.CostModel``), with the head's GFLOPs counted o
 from __future__ import annotations
 
 import csv
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,6 +24,7 @@ from adaframe.data import FeatureDataset, Sampling, evidence_hits, read_evidence
 from adaframe.inference import Policy, Result, StopRule, check_stop_rule, default_stop, evaluate
 from adaframe.metrics import CostModel, backward_jump_fraction, mean_average_precision, measure_gflops, top1
 from adaframe.rl_baselines import StopAgent
+from adaframe.tables import format_table
 from adaframe.utils import AdaframeError, atomic_write, check_writable, resolve_device, write_json
 
 
@@ -251,35 +251,6 @@ def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", f
         uniform, _ = evaluate_loaded(model, payload, dataset, frames, sampling, stop, *costs, policy="uniform")
         result.update(uniform_mAP=uniform["mAP"], learned_minus_uniform=result["mAP"] - uniform["mAP"])
     return {"checkpoint": str(checkpoint), "data": str(data), **result}
-
-
-def format_cell(v: object) -> str:
-    """A table cell: floats with 2 decimals (NaN as 'n/a'), None as '-'."""
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.2f}"
-    return str(v)
-
-
-def format_table(header: list[str], rows: list[list[object]]) -> str:
-    """Plain aligned text: numeric columns right-aligned, cells as ``format_cell``."""
-    cells = [[format_cell(v) for v in r] for r in rows]
-    numeric = [all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(header))]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(header)]
-
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in cells)])
-
-
-def markdown_table(header: list[str], rows: list[list[object]]) -> str:
-    """A Markdown table: columns of text left-aligned, the others right-aligned, cells as ``format_cell``."""
-    align = ["---" if all(isinstance(r[i], str) for r in rows) else "---:" for i in range(len(header))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(format_cell(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def run_eval(cfg: EvalConfig) -> dict:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from adaframe.config import TrainConfig
 from adaframe.data import FeatureDataset, read_spec
-from adaframe.evaluate import format_cell, markdown_table
+from adaframe.tables import format_cell, markdown_table
 from adaframe.figures import Point, Series, plot_class_stops, plot_stop_steps, plot_tradeoff
 from adaframe.inference import StopRule
 from adaframe.metrics import CostModel

@@ -28,7 +28,8 @@ from adaframe.backbones import build_backbone, calibrate_batchnorm
 
 from adaframe.config import TrainConfig
 from adaframe.data import read_videos_csv
-from adaframe.evaluate import evaluate_run, format_table
+from adaframe.evaluate import evaluate_run
+from adaframe.tables import format_table
 from adaframe.inference import StopRule
 from adaframe.extract import ExtractConfig, run_extract
 from adaframe.video_lists import read_video_list
