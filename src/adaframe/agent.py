@@ -55,6 +55,7 @@ from adaframe.data import gather_frames
 from adaframe.distributed import Shard, exponential, rand, randn
 from adaframe.memory import GlobalMemory
 from adaframe.standardize import Standardize
+from adaframe.utils import AdaframeError
 
 MemoryRead = Literal["lstm", "policy"]
 Selection = Literal["gaussian", "slots"]
@@ -79,11 +80,11 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1 or self.memory_dim < 0:
-            raise ValueError(f"invalid AgentConfig dims: {self}")
+            raise AdaframeError(f"invalid AgentConfig dims: {self}")
         if self.std <= 0 or not 0.0 <= self.start <= 1.0:
-            raise ValueError("std must be > 0 and start in [0, 1]")
+            raise AdaframeError("std must be > 0 and start in [0, 1]")
         if self.memory_read not in ("lstm", "policy") or self.selection not in ("gaussian", "slots"):
-            raise ValueError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
+            raise AdaframeError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
 
 
 @dataclass

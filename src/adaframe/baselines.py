@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from adaframe.standardize import Standardize
+from adaframe.utils import AdaframeError
 
 
 @dataclass
@@ -23,7 +24,7 @@ class BaselineConfig:
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1:
-            raise ValueError(f"invalid BaselineConfig dims: {self}")
+            raise AdaframeError(f"invalid BaselineConfig dims: {self}")
 
 
 class AvgPooling(nn.Module):

@@ -31,6 +31,7 @@ from adaframe.data import gather_frames
 from adaframe.distributed import Shard, exponential, rand, randn
 from adaframe.memory import GlobalMemory
 from adaframe.standardize import Standardize
+from adaframe.utils import AdaframeError
 
 DEFAULT_JUMPS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
 
@@ -51,9 +52,9 @@ class StopAgentConfig:
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1 or self.memory_dim < 0:
-            raise ValueError(f"invalid StopAgentConfig dims: {self}")
+            raise AdaframeError(f"invalid StopAgentConfig dims: {self}")
         if self.std <= 0 or not self.jumps or min(self.jumps) <= 0:
-            raise ValueError("std must be > 0 and jumps a non-empty tuple of positive fractions")
+            raise AdaframeError("std must be > 0 and jumps a non-empty tuple of positive fractions")
         self.jumps = tuple(float(j) for j in self.jumps)
 
 
