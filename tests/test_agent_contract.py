@@ -1,0 +1,106 @@
+"""What every agent (AdaFrame with each selection and memory read, FrameGlimpse, FastForward, with and without the
+global memory) guarantees through the rollout that evaluation and ``predict`` share (``inference.agent_rollout``),
+and through its training rollout: shapes, masks after a stop, frames inside the video, determinism, gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from adaframe.checkpoint import build_model
+from adaframe.inference import StopRule, agent_rollout
+
+B, T, D, TD, DM, C, K = 6, 11, 5, 8, 4, 3, 4
+AGENTS = {  # name: (kind, extra dims)
+    "adaframe slots, policy read": ("adaframe", {"selection": "slots", "memory_read": "policy"}),
+    "adaframe gaussian, lstm read (paper)": ("adaframe", {"selection": "gaussian", "memory_read": "lstm"}),
+    "adaframe slots, no memory": ("adaframe", {"selection": "slots", "memory_read": "policy", "memory_dim": 0}),
+    "frameglimpse": ("frameglimpse", {"memory_dim": 0}),
+    "frameglimpse-g": ("frameglimpse-g", {}),
+    "fastforward": ("fastforward", {"memory_dim": 0}),
+    "fastforward-g": ("fastforward-g", {}),
+}
+
+
+def make(name: str) -> torch.nn.Module:
+    kind, extra = AGENTS[name]
+    torch.manual_seed(0)
+    model = build_model(kind, {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": 12, **extra})
+    with torch.no_grad():  # untrained heads that differ between videos and steps, so stops and moves happen
+        for p in model.parameters():
+            p.normal_(0.0, 0.7)
+    return model.eval()
+
+
+def inputs(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    features = torch.randn(B, T, D, generator=g)
+    lengths = torch.tensor([T, 1, 2, 5, T - 1, 7])
+    memory = torch.randn(B, TD if model.cfg.memory_dim else 0, model.cfg.memory_dim, generator=g)
+    return features, lengths, memory
+
+
+def rollout(model: torch.nn.Module, stop: StopRule | None) -> tuple[dict[str, torch.Tensor], list[tuple[list[int], list[int]]]]:
+    features, lengths, memory = inputs(model)
+    asked: list[tuple[list[int], list[int]]] = []
+
+    def frame_fn(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        asked.append((rows.tolist(), idx.tolist()))
+        return features[rows, idx]  # [A, D]
+    return agent_rollout(model, memory, lengths, frame_fn, K, stop), asked
+
+
+CASES = [(name, stop) for name in sorted(AGENTS) for stop in (None, "utility", "learned")
+         if not (stop == "learned" and AGENTS[name][0] == "adaframe")]  # AdaFrame has no stop head: it stops by utility
+
+
+@pytest.mark.parametrize("name,stop", CASES)
+def test_rollout_contract(name, stop):
+    model = make(name)
+    rule = None
+    for threshold in ((None,) if stop is None else (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)):
+        # Untrained agents differ in where their utilities or stop probabilities lie: take the first threshold at which
+        # some videos stop early and others do not, so that the masks below are tested on both.
+        rule = None if stop is None else StopRule(stop, threshold)
+        out, asked = rollout(model, rule)
+        if stop is None or len(set(out["steps"].tolist())) > 1:
+            break
+    _, lengths, _ = inputs(model)
+    steps, visited, utilities, probs = out["steps"], out["visited"], out["utilities"], out["probs"]
+    assert probs.shape == (B, C) and steps.shape == (B,) and visited.shape == utilities.shape == (B, K)
+    assert torch.allclose(probs.sum(-1), torch.ones(B), atol=1e-5) and (probs >= 0).all()
+    assert ((steps >= 1) & (steps <= K)).all()
+    if stop is None:
+        assert (steps == K).all()
+    else:
+        assert len(set(steps.tolist())) > 1, f"no threshold made the videos stop at different steps: {steps}"
+    taken = torch.arange(K)[None, :] < steps[:, None]  # [B, K]: the alive mask
+    assert ((visited >= 0) == taken).all() and (utilities.isnan() == ~taken).all()
+    assert (visited[taken] < lengths[:, None].expand(-1, K)[taken]).all()  # never past the video's end
+    # A video that stopped is never asked for a frame again: the rows asked at step t are those alive at t.
+    for t, (rows, idx) in enumerate(asked):
+        assert rows == taken[:, t].nonzero().squeeze(1).tolist()
+        assert idx == visited[rows, t].tolist()
+    again, _ = rollout(model, rule)
+    for key in out:
+        assert torch.equal(out[key].nan_to_num(-7.0), again[key].nan_to_num(-7.0)), f"{key} differs between two runs"
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_training_rollout_gradients_and_masks(name):
+    model = make(name).train()
+    features, lengths, memory = inputs(model)
+    roll = model(features, lengths, memory, K, generator=torch.Generator().manual_seed(3))
+    assert roll.logits.shape == (B, K, C) and roll.utilities.shape == roll.log_probs.shape == roll.indices.shape == (B, K)
+    assert ((roll.indices >= 0) & (roll.indices < lengths[:, None])).all()
+    alive = getattr(roll, "alive", torch.ones(B, K, dtype=torch.bool))  # agents without a stop run all K steps
+    assert alive[:, 0].all() and (alive[:, 1:] <= alive[:, :-1]).all()  # once stopped, stopped
+    loss = (roll.logits.logsumexp(-1) * alive).sum() + (roll.utilities * alive).sum() + roll.log_probs.sum()
+    loss.backward()
+    for part in ("head", "utility", "lstm"):
+        grads = [p.grad for p in getattr(model, part).parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), part
+        assert any(g.abs().sum() > 0 for g in grads), f"no gradient reaches {part}"
+    assert math.isfinite(loss.item())
