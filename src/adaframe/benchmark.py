@@ -185,13 +185,11 @@ def _summary(results: list[dict], seconds: float, memory_frames: int) -> dict:
 
 def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """``benchmark --videos``: AdaFrame against uniformK on video files, per folder; one dict per folder and method."""
-    from adaframe.video_lists import VIDEO_EXTENSIONS, read_video_list
     from adaframe.recognizer import Recognizer
+    from adaframe.video_lists import read_video_list, video_files
 
     def files(src: Path) -> list[Path]:  # a folder: every video file in it (ids need not be unique here)
-        if src.is_dir():
-            return sorted(p for p in src.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
-        return [e.path for e in read_video_list(src)]
+        return video_files(src) if src.is_dir() else [e.path for e in read_video_list(src)]
 
     device = resolve_device(cfg.device)
     sets = [(str(src), files(Path(src))) for src in cfg.videos]

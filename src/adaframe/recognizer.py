@@ -186,11 +186,11 @@ class Predictor:
         """
         groups = [list(paths[g: g + group]) for g in range(0, len(paths), group)]
         jobs: list[VideoJob] = []
-        ahead = self._open(groups[0]) if groups and prefetch else []
+        ahead: list[VideoJob] = []
         try:
-            for g in range(len(groups)):
-                jobs, ahead = ahead, (self._open(groups[g + 1]) if g + 1 < len(groups) and prefetch else [])
-                jobs = jobs or self._open(groups[g])
+            for g, videos in enumerate(groups):
+                jobs = ahead or self._open(videos)
+                ahead = self._open(groups[g + 1]) if prefetch and g + 1 < len(groups) else []
                 results = self._predict_group(jobs, max_steps, mu, patience, scan)
                 self._close(jobs)
                 jobs = []

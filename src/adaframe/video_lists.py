@@ -49,11 +49,14 @@ def _entry(path: Path, label: str, split: str, where: str) -> VideoEntry:
     return VideoEntry(vid, path, label, split)
 
 
+def video_files(root: Path) -> list[Path]:
+    """Every video file under ``root`` (by extension, in any case), sorted; hidden files are not (``._x.mp4``: macOS litter)."""
+    return [p for p in sorted(root.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".") and p.is_file()]
+
+
 def _from_directory(root: Path, split: str) -> list[VideoEntry]:
     entries = []
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() not in VIDEO_EXTENSIONS or p.name.startswith(".") or not p.is_file():  # ._x.mp4: macOS litter
-            continue
+    for p in video_files(root):
         parts = p.relative_to(root).parts[:-1]
         if len(parts) >= 2 and parts[-2] in SPLITS:  # ROOT/<split>/<label>/<file>
             entries.append(_entry(p, parts[-1], parts[-2], str(p)))
