@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from adaframe.checkpoint import build_model
+from adaframe.registry import build_model
 from adaframe.inference import StopRule, agent_rollout
 
 B, T, D, TD, DM, C, K = 6, 11, 5, 8, 4, 3, 4

@@ -69,7 +69,7 @@ def test_cli_synth_train_eval(tmp_path, model):
 
 def independent_map(run: Path, data: Path, extra: tuple[str, ...]) -> float:
     """The val mAP of the run under eval's flags ``extra``: the model run by ``inference.evaluate``, AP by scikit-learn."""
-    from adaframe.checkpoint import load_checkpoint
+    from adaframe.registry import load_checkpoint
     from adaframe.data import FeatureDataset
     from adaframe.inference import StopRule, evaluate
 

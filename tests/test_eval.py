@@ -15,7 +15,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from adaframe.checkpoint import build_model, load_checkpoint, save_checkpoint
+from adaframe.registry import build_model, load_checkpoint, save_checkpoint
 from adaframe.data import FeatureDataset
 from adaframe.inference import StopRule, evaluate
 from conftest import TINY_SYNTH, adaframe, lively

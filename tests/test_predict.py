@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.checkpoint import build_model, save_checkpoint
+from adaframe.registry import build_model, save_checkpoint
 from adaframe.data import FeatureDataset, collate, read_spec
 from adaframe.inference import StopRule, agent_batch
 from adaframe.predict import parse_compare
@@ -44,7 +44,7 @@ def run(extracted, tmp_path_factory) -> Path:
 
 def _eval_rows(run: Path, data: Path, mu: float | None):
     """Offline: the stored features of each split through the same agent -> (dataset, outputs)."""
-    from adaframe.checkpoint import load_checkpoint
+    from adaframe.registry import load_checkpoint
 
     model, payload = load_checkpoint(run)
     for split in ("train", "val"):

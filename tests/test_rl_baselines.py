@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.checkpoint import build_model, load_checkpoint
+from adaframe.registry import build_model, load_checkpoint
 from adaframe.config import TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate
 from adaframe.inference import StopRule, agent_batch, evaluate

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaframe.checkpoint import load_checkpoint
+from adaframe.registry import load_checkpoint
 from adaframe.config import TrainConfig
 from adaframe.evaluate import evaluate_run
 from adaframe.metrics import CostModel

@@ -7,7 +7,7 @@ import torch
 
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.baselines import BaselineConfig, LSTMBaseline
-from adaframe.checkpoint import load_checkpoint
+from adaframe.registry import load_checkpoint
 from adaframe.config import TrainConfig
 from adaframe.data import FeatureDataset
 from adaframe.standardize import feature_statistics, set_statistics

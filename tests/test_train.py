@@ -11,7 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from adaframe.checkpoint import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
+from adaframe.registry import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
 from adaframe.config import TrainConfig
 from adaframe.data import FeatureDataset
 from adaframe.inference import StopRule, evaluate

@@ -51,10 +51,8 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from adaframe.data import gather_frames
-from adaframe.distributed import Shard, exponential, rand, randn
-from adaframe.memory import GlobalMemory
-from adaframe.standardize import Standardize
+from adaframe.distributed import exponential, rand, randn
+from adaframe.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
 from adaframe.utils import AdaframeError
 
 MemoryRead = Literal["lstm", "policy"]
@@ -87,25 +85,6 @@ class AgentConfig:
             raise AdaframeError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
 
 
-@dataclass
-class Step:
-    logits: torch.Tensor  # [B, C]
-    selection: torch.Tensor  # gaussian: [B] mean of the next location in (0, 1); slots: [B, Td + 3] action logits
-    utility: torch.Tensor  # [B]
-    attention: torch.Tensor  # [B, Td]
-    state: tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, H]
-
-
-@dataclass
-class Rollout:
-    """A K-step episode for a batch; step t (0-based) looked at frame ``indices[:, t]``."""
-
-    logits: torch.Tensor  # [B, K, C]
-    utilities: torch.Tensor  # [B, K]
-    log_probs: torch.Tensor  # [B, K] log pi of choosing the frame of step t (0 where nothing was chosen: a fixed start)
-    indices: torch.Tensor  # [B, K] frame index looked at in each step
-
-
 def location_to_index(location: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Relative location in [0, 1] -> frame index in [0, T-1] of each video's own length."""
     idx = torch.floor(location.clamp(0.0, 1.0) * lengths.to(location.dtype)).long()
@@ -128,43 +107,6 @@ def scan_positions(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return ((torch.tensor(scan_order(k), dtype=torch.float32) + 0.5) / k).to(device)
 
 
-@dataclass
-class Looked:
-    """What each video of a batch has looked at, which the slots policy needs; one row per video."""
-
-    seen: torch.Tensor  # [B, Td] bool: memory slots whose stretch of time overlaps a frame already looked at
-    scans: torch.Tensor  # [B] scan actions taken so far: the next scan goes to scan position ``scans``
-    frames: torch.Tensor  # [B, K] frames looked at, in order; -1 for steps not taken yet
-    scan: torch.Tensor  # [K] the uniform scan's positions, in its order (``scan_positions``)
-
-    @classmethod
-    def start(cls, batch: int, slots: int, steps: int, device: torch.device) -> "Looked":
-        return cls(torch.zeros(batch, slots, dtype=torch.bool, device=device), torch.zeros(batch, dtype=torch.long, device=device),
-                   torch.full((batch, steps), -1, dtype=torch.long, device=device), scan_positions(steps, device))
-
-    def mark(self, rows: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor, step: int) -> None:
-        """Videos ``rows`` look at frames ``idx`` (of ``lengths`` frames) in ``step``: mark every slot the frame's
-        stretch of time ``[idx / T, (idx + 1) / T)`` overlaps (one, or several in a video shorter than Td)."""
-        self.frames[rows, step] = idx
-        slots = self.seen.shape[1]
-        if slots:
-            first = idx * slots // lengths  # [A] integer arithmetic: no rounding at slot edges
-            last = ((idx + 1) * slots + lengths - 1) // lengths - 1  # [A] inclusive
-            j = torch.arange(slots, device=idx.device)[None, :]  # [1, Td]
-            self.seen = self.seen.clone()  # a new tensor: autograd keeps the masks earlier steps used
-            self.seen[rows] |= (j >= first[:, None]) & (j <= last[:, None])
-
-    def blocked(self, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
-        """[A, Td + 3] actions of the slots policy that would look at nothing new, after ``step``: seen slots, and the
-        frame before or after the last one when it was looked at already or lies outside the video. Scan never is."""
-        frames = self.frames[rows]  # [A, K]
-        neighbours = torch.stack([frames[:, step] - 1, frames[:, step] + 1], dim=1)  # [A, 2]
-        done = (neighbours[:, :, None] == frames[:, None, :]).any(-1)  # [A, 2]
-        outside = (neighbours < 0) | (neighbours >= lengths[:, None])
-        scan = torch.zeros_like(done[:, :1])
-        return torch.cat([self.seen[rows], scan, done | outside], dim=1)
-
-
 class GaussianSelection(nn.Module):
     """The paper's f_s: ``sigmoid(W h_t)`` is the mean of a Gaussian over the next relative position. When the LSTM
     does not read the memory (``memory_read`` "policy"), it reads ``[h_t, u_t]``, so that the memory still reaches it."""
@@ -178,14 +120,18 @@ class GaussianSelection(nn.Module):
     def forward(self, h: torch.Tensor, u: torch.Tensor, encoded: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.fc(torch.cat([h, u], dim=-1) if self.reads_memory else h)).squeeze(-1)  # [B]
 
-    def act(self, mean: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
-            explore: bool, generator: torch.Generator | None, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (relative position [A], log pi of it [A])."""
-        if not explore:
-            return mean, torch.zeros_like(mean)
-        noise = shard.draw(randn, mean.shape, generator=generator, device=mean.device)
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision | None:
+        """The next frame after ``step``; nothing after the last step (a choice there would never be looked at)."""
+        return None if last else self.choose(out.policy, looked, rows, lengths, step, explore)
+
+    def choose(self, mean: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+               explore: Exploration | None) -> Decision:
+        if explore is None:
+            return Decision(location_to_index(mean, lengths), torch.zeros_like(mean))
+        noise = explore.draw(randn, mean.shape, mean.device)
         action = (mean + self.std * noise).detach()
-        return action, Normal(mean, self.std).log_prob(action)
+        return Decision(location_to_index(action, lengths), Normal(mean, self.std).log_prob(action))
 
 
 class SlotSelection(nn.Module):
@@ -214,14 +160,19 @@ class SlotSelection(nn.Module):
             moves = torch.cat([scores, moves], dim=-1)
         return moves.masked_fill(blocked, -1e4)
 
-    def act(self, logits: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
-            explore: bool, generator: torch.Generator | None, shard: Shard) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (relative position [A], log pi of the action [A]) for videos ``rows`` after ``step``; a scan action
-        advances the rows' scans."""
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision | None:
+        """The next frame after ``step``; nothing after the last step (a choice there would never be looked at)."""
+        return None if last else self.choose(out.policy, looked, rows, lengths, step, explore)
+
+    def choose(self, logits: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+               explore: Exploration | None) -> Decision:
+        """The action for videos ``rows`` after ``step`` (-1: before the first) from their logits [A, Td + 3]; a scan
+        action advances the rows' scans."""
         slots, scan = logits.shape[1] - 3, looked.scan
-        if explore:
+        if explore is not None:
             # A categorical draw as argmax(p / Exp(1)) (torch.multinomial's), the noise drawn for the global batch.
-            q = shard.draw(exponential, logits.shape, generator=generator, device=logits.device)  # [A, Td + 3]
+            q = explore.draw(exponential, logits.shape, logits.device)  # [A, Td + 3]
             action = (torch.softmax(logits.detach(), -1) / q).argmax(-1)  # [A]
             log_prob = torch.log_softmax(logits, -1).gather(1, action[:, None]).squeeze(1)
         else:
@@ -234,49 +185,48 @@ class SlotSelection(nn.Module):
         at_neighbour = (looked.frames[rows, step] + step_by + 0.5).to(logits.dtype) / lengths.to(logits.dtype)  # [A]
         looked.scans[rows] = scans + is_scan.long()
         position = torch.where(is_scan, at_scan, torch.where(is_slot, at_slot, at_neighbour))
-        if explore:  # anywhere within the slot's stretch or the scan position's segment: the classifier sees varied frames
+        if explore is not None:  # anywhere within the slot's stretch or the scan position's segment: the classifier sees varied frames
             width = torch.where(is_scan, 1.0 / len(scan), torch.where(is_slot, 1.0 / max(slots, 1), 0.0))
-            position = position + width * (shard.draw(rand, position.shape, generator=generator, device=position.device) - 0.5)
-        return position, log_prob
+            position = position + width * (explore.draw(rand, position.shape, position.device) - 0.5)
+        return Decision(location_to_index(position, lengths), log_prob)
 
 
-class AdaFrame(nn.Module):
+class AdaFrame(RecurrentAgent):
+    """The agent of Section 3.1 (see the module's docstring for its two options)."""
+
     def __init__(self, cfg: AgentConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.frame_norm = Standardize(cfg.feature_dim, "frames")
-        self.memory = GlobalMemory(cfg.hidden, cfg.memory_dim)
-        lstm_in = cfg.feature_dim + (cfg.memory_dim if cfg.memory_read == "lstm" else 0)
-        self.lstm = nn.LSTMCell(lstm_in, cfg.hidden)
-        self.head = nn.Linear(cfg.hidden, cfg.num_classes)  # f_p
+        super().__init__(cfg, cfg.feature_dim + (cfg.memory_dim if cfg.memory_read == "lstm" else 0))
         self.select = GaussianSelection(cfg) if cfg.selection == "gaussian" else SlotSelection(cfg)  # f_s
         self.utility = nn.Linear(cfg.hidden + cfg.memory_dim, 1)  # f_u
         # A critic that starts at 0: no reward expected, and no gradient into the LSTM before it has learned anything.
         nn.init.zeros_(self.utility.weight)
         nn.init.zeros_(self.utility.bias)
 
-    def initial_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.zeros(batch, self.cfg.hidden, device=device)
-        return h, h.clone()
+    @property
+    def chooses_first(self) -> bool:  # type: ignore[override]
+        return self.cfg.selection == "slots"
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
-        """Class logits from the LSTM state (the prediction head f_p)."""
-        return self.head(h)
+    @property
+    def policy(self) -> GaussianSelection | SlotSelection:
+        return self.select
 
-    def step(self, frame: torch.Tensor, encoded_memory: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
-             blocked: torch.Tensor | None = None) -> Step:
-        """One step: frame [B, D], encoded_memory [B, Td, Dm], state (h, c) [B, H] each, blocked [B, Td + 3] (the slots
-        policy's actions that would look at nothing new: ``Looked.blocked``; default none)."""
-        if blocked is None:
-            blocked = torch.zeros(frame.shape[0], encoded_memory.shape[1] + 3, dtype=torch.bool, device=frame.device)
+    def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
+        """[A, Td + 3] the slots policy's actions that would look at nothing new (``Looked.blocked``)."""
+        return looked.blocked(rows, lengths, step)
+
+    def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: torch.Tensor | None = None) -> Step:
+        """One step: frame [B, D], encoded [B, Td, Dm], state (h, c) [B, H] each, ``where`` [B, Td + 3] (default: no
+        action blocked)."""
+        if where is None:
+            where = torch.zeros(frame.shape[0], encoded.shape[1] + 3, dtype=torch.bool, device=frame.device)
         if self.cfg.memory_read == "lstm":
-            u, beta = self.memory(encoded_memory, state[0])  # u_t from W_h h_{t-1}
+            u, beta = self.memory(encoded, state[0])  # u_t from W_h h_{t-1}
             h, c = self.lstm(torch.cat([self.frame_norm(frame), u], dim=-1), state)
         else:
             h, c = self.lstm(self.frame_norm(frame), state)
-            u, beta = self.memory(encoded_memory, h)  # u_t from W_h h_t: what the memory says after this frame
+            u, beta = self.memory(encoded, h)  # u_t from W_h h_t: what the memory says after this frame
         u = self.head_scale(u)
-        selection = self.select(h, u, encoded_memory, blocked)
+        selection = self.select(h, u, encoded, where)
         utility = self.utility(torch.cat([h, u], dim=-1)).squeeze(-1)  # [B]
         return Step(self.forward_head(h), selection, utility, beta, (h, c))
 
@@ -286,56 +236,15 @@ class AdaFrame(nn.Module):
         ~2 (every weight moves by lr, and 1280 of them add up), and their losses swamped the classifier's."""
         return u / math.sqrt(max(self.cfg.memory_dim, 1))
 
-    def first_selection(self, encoded_memory: torch.Tensor) -> torch.Tensor | None:
-        """The selection output before any frame (slots: from the memory read with ``h_0 = 0``); None: a fixed start."""
+    def first(self, encoded: torch.Tensor, lengths: torch.Tensor, looked: Looked, explore: Exploration | None) -> Decision:
+        """Gaussian selection: the fixed ``start``. Slots: a choice from the memory read with ``h_0 = 0``."""
         if self.cfg.selection == "gaussian":
-            return None
-        b, slots = encoded_memory.shape[:2]
-        h, _ = self.initial_state(b, encoded_memory.device)
-        u = self.head_scale(self.memory(encoded_memory, h)[0])
+            location = torch.full(lengths.shape, self.cfg.start, device=lengths.device)
+            return Decision(location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device))
+        b, slots = encoded.shape[:2]
+        h, _ = self.initial_state(b, encoded.device)
+        u = self.head_scale(self.memory(encoded, h)[0])
         blocked = torch.zeros(b, slots + 3, dtype=torch.bool, device=h.device)
         blocked[:, slots + 1:] = True  # no last frame to step from
-        return self.select(h, u, encoded_memory, blocked)
-
-    def choose(self, selection: torch.Tensor | None, lengths: torch.Tensor, looked: Looked, rows: torch.Tensor,
-               step: int, explore: bool, generator: torch.Generator | None = None,
-               shard: Shard = Shard()) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame index [A] and its log-probability [A] for videos ``rows``, from their selection output after ``step``
-        (-1: before the first). ``selection`` None: the fixed start. The uniform scan has as many positions as
-        ``looked`` has steps (K)."""
-        if selection is None:
-            location = torch.full(lengths.shape, self.cfg.start, device=lengths.device)
-            return location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device)
-        location, log_prob = self.select.act(selection, looked, rows, lengths, step, explore, generator, shard)
-        return location_to_index(location, lengths), log_prob
-
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor, memory: torch.Tensor, steps: int,
-                explore: bool = True, generator: torch.Generator | None = None, shard: Shard = Shard()) -> Rollout:
-        """Run ``steps`` steps on every video (training; see ``inference`` for early stopping).
-
-        Args:
-            features: [B, T, D] padded backbone features.
-            lengths: [B] valid frames per video.
-            memory: [B, Td, Dm] global-memory features (Td may be 0).
-            explore: sample the policy (training); else take its most likely action.
-            shard: the rows of the global batch that ``features`` holds (data-parallel training).
-        """
-        b, device = features.shape[0], features.device
-        encoded = self.memory.encode(memory)
-        state = self.initial_state(b, device)
-        rows = torch.arange(b, device=device)
-        looked = Looked.start(b, encoded.shape[1], steps, device)
-        idx, log_prob = self.choose(self.first_selection(encoded), lengths, looked, rows, -1, explore, generator, shard)
-        logits, utilities, log_probs, indices = [], [], [], []
-        for t in range(steps):
-            looked.mark(rows, idx, lengths, t)
-            frame = gather_frames(features, idx[:, None]).squeeze(1)  # [B, D]
-            out = self.step(frame, encoded, state, looked.blocked(rows, lengths, t))
-            state = out.state
-            logits.append(out.logits)
-            utilities.append(out.utility)
-            log_probs.append(log_prob)
-            indices.append(idx)
-            if t + 1 < steps:  # the choice after the last step would never be looked at
-                idx, log_prob = self.choose(out.selection, lengths, looked, rows, t, explore, generator, shard)
-        return Rollout(torch.stack(logits, 1), torch.stack(utilities, 1), torch.stack(log_probs, 1), torch.stack(indices, 1))
+        rows = torch.arange(b, device=h.device)
+        return self.select.choose(self.select(h, u, encoded, blocked), looked, rows, lengths, -1, explore)

@@ -7,6 +7,7 @@ mask [B, k] marking real frames (padding when a video is shorter than the batch 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -27,7 +28,17 @@ class BaselineConfig:
             raise AdaframeError(f"invalid BaselineConfig dims: {self}")
 
 
-class AvgPooling(nn.Module):
+class Baseline(nn.Module):
+    """The contract of both baselines: ``forward(frames [B, k, D], mask [B, k]) -> video logits [B, C]``, and one
+    step at batch 1 for the FLOP counter."""
+
+    cfg: BaselineConfig
+
+    def flops_probe(self, memory_frames: int = 0, device: torch.device | str = "cpu") -> Callable[[], object]:
+        raise NotImplementedError
+
+
+class AvgPooling(Baseline):
     """A frame classifier (the fine-tuned backbone's last layer) whose softmax is averaged over frames."""
 
     def __init__(self, cfg: BaselineConfig):
@@ -40,12 +51,18 @@ class AvgPooling(nn.Module):
         return self.head(frames)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """frames [B, k, D], mask [B, k] -> video probabilities [B, C] (mean of frame softmaxes)."""
+        """frames [B, k, D], mask [B, k] -> video logits [B, C]: the log of the mean of the frames' softmaxes, whose
+        softmax is that mean."""
         probs = torch.softmax(self.forward_head(frames), dim=-1) * mask[..., None]  # [B, k, C]
-        return probs.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return torch.log(probs.sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
+
+    def flops_probe(self, memory_frames: int = 0, device: torch.device | str = "cpu") -> Callable[[], object]:
+        """The frame classifier on one frame."""
+        frame = torch.zeros(1, self.cfg.feature_dim, device=device)
+        return lambda: self.forward_head(frame)
 
 
-class LSTMBaseline(nn.Module):
+class LSTMBaseline(Baseline):
     """An LSTM over the K frames in temporal order; the prediction is made at the last frame."""
 
     def __init__(self, cfg: BaselineConfig):
@@ -64,3 +81,12 @@ class LSTMBaseline(nn.Module):
         packed = pack_padded_sequence(self.norm(frames), lengths, batch_first=True, enforce_sorted=False)
         _, (h, _) = self.lstm(packed)  # h [1, B, H], the state after each sequence's last real frame
         return self.forward_head(h[-1])
+
+    def flops_probe(self, memory_frames: int = 0, device: torch.device | str = "cpu") -> Callable[[], object]:
+        """One LSTM cell step and the classifier (``nn.LSTM`` itself is invisible to the FLOP counter, so the step runs
+        as ``torch.lstm_cell`` on the same weights)."""
+        frame = torch.zeros(1, self.cfg.feature_dim, device=device)
+        h = torch.zeros(1, self.cfg.hidden, device=device)
+        lstm = self.lstm
+        return lambda: self.forward_head(torch.lstm_cell(frame, (h, h), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0,
+                                                         lstm.bias_hh_l0)[0])

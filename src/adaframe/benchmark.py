@@ -28,7 +28,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.data import Batch
 from adaframe.tables import format_table
-from adaframe.inference import StopRule, agent_batch
+from adaframe.inference import agent_batch
+from adaframe.rollout import StopRule
 from adaframe.utils import AdaframeError, resolve_device
 
 
@@ -129,7 +130,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """The ``adaframe benchmark`` command; returns one dict per workload."""
     if cfg.videos:
         return run_video_benchmark(cfg)
-    from adaframe.losses import adaframe_loss
+    from adaframe.losses import agent_loss
 
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -142,13 +143,13 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     policy_noise = torch.Generator(device=device).manual_seed(cfg.seed)
 
     def train_step() -> None:
-        loss = adaframe_loss(trained, batch, cfg.frames, 0.9, 1.0, policy_noise)["loss"]
+        loss = agent_loss(trained, batch, cfg.frames, 0.9, 1.0, generator=policy_noise)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     adaptive = StopRule("utility", cfg.mu)
-    adaptive_steps = float(agent_batch(model, batch, cfg.frames, adaptive)["steps"].float().mean())
+    adaptive_steps = float(agent_batch(model, batch, cfg.frames, adaptive).steps.float().mean())
     workloads: list[tuple[str, Callable[[], object]]] = [
         (f"train step (K={cfg.frames})", train_step),
         (f"inference, fixed K={cfg.frames}", lambda: agent_batch(model, batch, cfg.frames)),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from adaframe.agent import MemoryRead, Selection
+from adaframe.registry import KINDS
 from adaframe.rewards import RewardName
 from adaframe.utils import AdaframeError
 
@@ -113,15 +114,18 @@ class TrainConfig:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise AdaframeError(f"invalid value for {', '.join(bad)}")
-        if self.model in ("frameglimpse", "fastforward"):
+        if self.model not in KINDS:
+            raise AdaframeError(f"unknown --model {self.model!r} (expected one of {', '.join(KINDS)})")
+        kind = KINDS[self.model]
+        if kind.agent and kind.memory == "none":
             if self.memory_frames:
                 raise AdaframeError(f"--model {self.model} has no global memory; use --model {self.model}-g for memory")
             self.memory_frames = 0
-        if self.model.endswith("-g") and self.memory_frames == 0:
+        if kind.memory == "required" and self.memory_frames == 0:
             raise AdaframeError(f"--model {self.model} reads the global memory, but --memory-frames is 0")
         if self.resume and self.overwrite:
             raise AdaframeError("--resume continues the run in --out, --overwrite replaces it: use one of them")
-        if self.model in ("avgpool", "lstm") and self.reward != "margin":
+        if not kind.agent and self.reward != "margin":
             raise AdaframeError(f"--reward applies to the agents, not to --model {self.model}")
 
     @property

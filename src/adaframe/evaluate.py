@@ -17,13 +17,11 @@ import torch
 import tyro
 from torch import nn
 
-from adaframe.agent import AdaFrame
-from adaframe.baselines import AvgPooling, LSTMBaseline
-from adaframe.checkpoint import AGENTS, load_checkpoint
+from adaframe.registry import AGENTS, load_checkpoint
 from adaframe.data import FeatureDataset, Sampling, evidence_hits, read_evidence, read_spec, sample_indices
-from adaframe.inference import Policy, Result, StopRule, check_stop_rule, default_stop, evaluate
+from adaframe.inference import Policy, Result, evaluate
+from adaframe.rollout import StopRule, check_stop_rule, default_stop
 from adaframe.metrics import CostModel, backward_jump_fraction, mean_average_precision, measure_gflops, top1
-from adaframe.rl_baselines import StopAgent
 from adaframe.tables import format_table
 from adaframe.utils import AdaframeError, atomic_write, check_writable, resolve_device, write_json
 
@@ -115,27 +113,8 @@ def load_run(checkpoint: str | Path, data: str | Path, split: str = "val", devic
 
 
 def head_gflops_per_step(model: nn.Module, memory_frames: int, device: torch.device | str = "cpu") -> float:
-    """GFLOPs of one step of the model on top of the backbone, counted at batch 1.
-
-    AdaFrame, FrameGlimpse, FastForward: memory attention + LSTM + their heads. AvgPooling: the frame classifier.
-    LSTM: one LSTM cell step + classifier (``nn.LSTM`` itself is invisible to the FLOP counter,
-    so the step is run as ``torch.lstm_cell`` on the same weights).
-    """
-    if isinstance(model, (AdaFrame, StopAgent)):
-        frame = torch.zeros(1, model.cfg.feature_dim, device=device)
-        memory = torch.zeros(1, memory_frames, model.cfg.memory_dim, device=device)
-        extra = (torch.zeros(1, device=device),) if isinstance(model, StopAgent) else ()  # the frame's position
-        return measure_gflops(lambda: model.step(frame, model.memory.encode(memory), model.initial_state(1, frame.device), *extra))
-    if isinstance(model, AvgPooling):
-        frame = torch.zeros(1, model.cfg.feature_dim, device=device)
-        return measure_gflops(lambda: model.forward_head(frame))
-    if isinstance(model, LSTMBaseline):
-        frame = torch.zeros(1, model.cfg.feature_dim, device=device)
-        h = torch.zeros(1, model.cfg.hidden, device=device)
-        lstm = model.lstm
-        return measure_gflops(lambda: model.forward_head(torch.lstm_cell(
-            frame, (h, h), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)[0]))
-    raise AdaframeError(f"no cost model for {type(model).__name__}")
+    """GFLOPs of one step of the model on top of the backbone, counted at batch 1 (each model's ``flops_probe``)."""
+    return measure_gflops(model.flops_probe(memory_frames, device))
 
 
 def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, frames: int | None = None,

@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 import tyro
 
 from adaframe import collection
-from adaframe.checkpoint import load_checkpoint
+from adaframe.registry import load_checkpoint
 from adaframe.recognizer import Recognizer
 from adaframe.utils import AdaframeError, error_line, resolve_device
 

@@ -6,7 +6,7 @@ the work per group of videos, batched across them:
 1. a decoding worker (``decode_workers``) probes each file (its candidate frames are the ``fps`` grid
    the features were extracted on) and decodes the ``Td`` memory frames at low resolution by the
    memory rule of ``video.py``; the main process runs the light backbone -> global memory;
-2. run the agent (``inference.agent_rollout``, the same code as ``eval``): at every step the workers
+2. run the agent (``rollout.rollout``, the same code as ``eval``): at every step the workers
    decode only the frame each still-active video asked for, and the big backbone runs on them in
    one batch; a frame seen before is not computed again; a video stops by adaptive lookahead.
 
@@ -35,13 +35,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaframe.agent import AdaFrame
 from adaframe.backbones import build_backbones, extract_features
-from adaframe.checkpoint import load_checkpoint
+from adaframe.registry import load_checkpoint
 from adaframe.data import memory_subset
 from adaframe.decode_workers import DecodeWorkers, Failed, Frames, Open, Read
 from adaframe.evaluate import head_gflops_per_step
-from adaframe.inference import StopRule, agent_rollout
+from adaframe.rollout import StopRule, rollout
 from adaframe.utils import AdaframeError
 from adaframe.video import uniform_times
 
@@ -88,7 +87,7 @@ class Predictor:
                  memory_weights: Path | None = None, workers: int = 2):
         self.device = torch.device(device)
         self.model, payload = load_checkpoint(checkpoint, self.device)
-        if not isinstance(self.model, AdaFrame):
+        if payload["kind"] != "adaframe":
             raise AdaframeError(f"{checkpoint} holds a {payload['kind']!r} model; predict runs an AdaFrame run "
                                 "(give a baseline with --compare-checkpoint)")
         self.spec = payload.get("features")
@@ -226,7 +225,7 @@ class Predictor:
                 calls[r] += d is not None
             return torch.stack([jobs[r].cache[i] for r, i in zip(rows.tolist(), idx.tolist())])  # [A, D]
 
-        out = agent_rollout(self.model, memory, lengths, frame_fn, k, None if mu is None else StopRule("utility", mu, patience), scan)
+        out = rollout(self.model, memory, lengths, frame_fn, k, stop=None if mu is None else StopRule("utility", mu, patience), scan=scan)
         wall = time.perf_counter() - start
         results = []
         for r, job in enumerate(jobs):
@@ -236,18 +235,18 @@ class Predictor:
             if job.error is not None:
                 results.append({**res, "error": job.error})
                 continue
-            steps = int(out["steps"][r])
-            visited = out["visited"][r, :steps].tolist()
+            steps = int(out.steps[r])
+            visited = out.indices[r, :steps].tolist()
             distinct = sorted(set(visited))
             gflops = (len(distinct) * self.spec["backbone"]["gflops"] + self.memory_frames * self.spec["memory_backbone"]["gflops"]
                       + steps * self.head_gflops)
-            results.append({**res, **self._ranking(out["probs"][r]),
+            results.append({**res, **self._ranking(out.probs[r]),
                             "steps": steps, "frames_used": len(distinct), "frame_seconds": [round(float(job.times[i]), 3) for i in visited],
                             "backbone_calls": int(calls[r]), "memory_backbone_calls": int(memory_calls[r]),
                             "memory_seconds": [round(float(t), 3) for t in job.memory_seconds],
                             "frames_decoded": job.decoded, "memory_frames_decoded": job.memory_decoded, "seeks": job.seeks,
                             "gflops": gflops, "candidate_frames": len(job.times),
-                            "utilities": [round(float(u), 4) for u in out["utilities"][r, :steps]]})
+                            "utilities": [round(float(u), 4) for u in out.utilities[r, :steps]]})
         return results
 
     def _ranking(self, probs: torch.Tensor) -> dict:

@@ -27,10 +27,8 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal
 
 from adaframe.agent import location_to_index
-from adaframe.data import gather_frames
-from adaframe.distributed import Shard, exponential, rand, randn
-from adaframe.memory import GlobalMemory
-from adaframe.standardize import Standardize
+from adaframe.distributed import exponential, rand, randn
+from adaframe.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
 from adaframe.utils import AdaframeError
 
 DEFAULT_JUMPS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2)
@@ -58,64 +56,66 @@ class StopAgentConfig:
         self.jumps = tuple(float(j) for j in self.jumps)
 
 
-@dataclass
-class StopStep:
-    logits: torch.Tensor  # [B, C]
-    utility: torch.Tensor  # [B] value estimate, the REINFORCE baseline
-    stop_logit: torch.Tensor  # [B] logit of p(stop after this step)
-    move: torch.Tensor  # FrameGlimpse: [B] mean location in (0, 1); FastForward: [B, J] jump logits
-    attention: torch.Tensor  # [B, Td]
-    state: tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, H]
+class StopPolicy:
+    """The policy of an agent that stops: after each step, stop (Bernoulli of the stop head) or go on and move (the
+    agent's move distribution); the decision's log-probability covers both. After the last step the stop is forced:
+    its log-probability is 0, but the noise is still drawn, so that every step takes the same draws."""
+
+    def __init__(self, agent: "StopAgent"):
+        self.agent = agent
+
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision:
+        agent, idx = self.agent, looked.frames[rows, step]  # [A] the frame just looked at
+        if explore is None:
+            return Decision(agent.next_index(agent.greedy_action(out.policy), idx, lengths), torch.zeros_like(out.utility))
+        stop_policy = Bernoulli(logits=out.stop_logit)
+        p_stop = torch.sigmoid(out.stop_logit).detach()  # [A]
+        stop = explore.draw(rand, p_stop.shape, p_stop.device) < p_stop  # Bernoulli(p_stop)
+        move_policy = agent.move_policy(out.policy)
+        action = agent.sample_action(out.policy, explore)
+        # log pi(decision): stop, or go on *and* move.
+        log_prob = torch.zeros_like(p_stop) if last else stop_policy.log_prob(stop.float()) + (~stop).float() * move_policy.log_prob(action)
+        return Decision(agent.next_index(action, idx, lengths), log_prob, stop)
 
 
-@dataclass
-class StopRollout:
-    """A K-step episode for a batch, with each video's sampled stop; steps after the stop are masked."""
-
-    logits: torch.Tensor  # [B, K, C]
-    utilities: torch.Tensor  # [B, K]
-    log_probs: torch.Tensor  # [B, K] log pi of the decision after step t: stop, or go on and where
-    alive: torch.Tensor  # [B, K] bool: step t was taken (t <= the stop step)
-    indices: torch.Tensor  # [B, K]
-
-
-class StopAgent(nn.Module):
+class StopAgent(RecurrentAgent):
     """The parts FrameGlimpse and FastForward share; subclasses define the start and the move."""
 
+    has_stop_head = True
     start: float = 0.5
 
     def __init__(self, cfg: StopAgentConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.frame_norm = Standardize(cfg.feature_dim, "frames")
-        self.memory = GlobalMemory(cfg.hidden, cfg.memory_dim)
-        self.lstm = nn.LSTMCell(cfg.feature_dim + 1 + cfg.memory_dim, cfg.hidden)  # +1: where the frame is
-        self.head = nn.Linear(cfg.hidden, cfg.num_classes)
+        super().__init__(cfg, cfg.feature_dim + 1 + cfg.memory_dim)  # +1: where the frame is
         self.utility = nn.Linear(cfg.hidden + cfg.memory_dim, 1)
         self.stop = nn.Linear(cfg.hidden, 1)
         nn.init.constant_(self.stop.bias, cfg.stop_bias)
         self.move = self.move_head()
+        self._policy = StopPolicy(self)
+
+    @property
+    def policy(self) -> StopPolicy:
+        return self._policy
 
     def move_head(self) -> nn.Module:
         raise NotImplementedError
 
-    def initial_state(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        h = torch.zeros(batch, self.cfg.hidden, device=device)
-        return h, h.clone()
+    def first(self, encoded: torch.Tensor, lengths: torch.Tensor, looked: Looked, explore: Exploration | None) -> Decision:
+        """The fixed start: no decision."""
+        location = torch.full(lengths.shape, self.start, device=lengths.device)
+        return Decision(location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device))
 
-    def start_indices(self, lengths: torch.Tensor) -> torch.Tensor:
-        return location_to_index(torch.full(lengths.shape, self.start, device=lengths.device), lengths)
+    def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
+        """[A] the relative position of the frame just looked at, which the LSTM reads with it."""
+        return looked.frames[rows, step].float() / lengths.float()
 
-    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.head(h)
-
-    def step(self, frame: torch.Tensor, encoded_memory: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor],
-             position: torch.Tensor) -> StopStep:
-        """frame [B, D], encoded_memory [B, Td, Dm], state (h, c) [B, H], position [B] in [0, 1]."""
-        u, beta = self.memory(encoded_memory, state[0])
-        h, c = self.lstm(torch.cat([self.frame_norm(frame), position[:, None], u], dim=-1), state)
+    def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: torch.Tensor) -> Step:
+        """frame [B, D], encoded [B, Td, Dm], state (h, c) [B, H], where [B]: the frame's position in [0, 1]."""
+        u, beta = self.memory(encoded, state[0])
+        h, c = self.lstm(torch.cat([self.frame_norm(frame), where[:, None], u], dim=-1), state)
         utility = self.utility(torch.cat([h, u], dim=-1)).squeeze(-1)
-        return StopStep(self.forward_head(h), utility, self.stop(h).squeeze(-1), self.move_output(h), beta, (h, c))
+        logits, stop_logit = self.forward_head(h), self.stop(h).squeeze(-1)
+        return Step(logits, self.move_output(h), utility, beta, (h, c), stop_logit)
 
     def move_output(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -123,50 +123,15 @@ class StopAgent(nn.Module):
     def move_policy(self, move: torch.Tensor) -> torch.distributions.Distribution:
         raise NotImplementedError
 
-    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None, shard: Shard) -> torch.Tensor:
-        raise NotImplementedError
-
-    def next_index(self, action: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The frame the action leads to from frame ``idx`` (all [B])."""
+    def sample_action(self, move: torch.Tensor, explore: Exploration) -> torch.Tensor:
         raise NotImplementedError
 
     def greedy_action(self, move: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor, memory: torch.Tensor, steps: int,
-                generator: torch.Generator | None = None, shard: Shard = Shard()) -> StopRollout:
-        """Sample episodes of at most ``steps`` steps (training). Every video runs all steps, masked after its stop.
-
-        Args:
-            features: [B, T, D]; lengths: [B]; memory: [B, Td, Dm].
-            shard: the rows of the global batch that ``features`` holds (data-parallel training).
-        """
-        b, device = features.shape[0], features.device
-        encoded = self.memory.encode(memory)
-        state = self.initial_state(b, device)
-        idx = self.start_indices(lengths)
-        alive = torch.ones(b, dtype=torch.bool, device=device)
-        logits, utilities, log_probs, alives, indices = [], [], [], [], []
-        for t in range(steps):
-            frame = gather_frames(features, idx[:, None]).squeeze(1)  # [B, D]
-            out = self.step(frame, encoded, state, idx.float() / lengths.float())
-            state = out.state
-            stop_policy = Bernoulli(logits=out.stop_logit)
-            p_stop = torch.sigmoid(out.stop_logit).detach()  # [B]
-            stop = shard.draw(rand, p_stop.shape, generator=generator, device=device) < p_stop  # Bernoulli(p_stop)
-            move_policy = self.move_policy(out.move)
-            action = self.sample_action(out.move, generator, shard)
-            # log pi(decision): stop, or go on *and* move; the last step's stop is forced, not decided.
-            lp = stop_policy.log_prob(stop.float()) + (~stop).float() * move_policy.log_prob(action)
-            logits.append(out.logits)
-            utilities.append(out.utility)
-            log_probs.append(lp if t < steps - 1 else torch.zeros_like(lp))
-            alives.append(alive)
-            indices.append(idx)
-            alive = alive & ~stop
-            idx = self.next_index(action, idx, lengths)
-        return StopRollout(torch.stack(logits, 1), torch.stack(utilities, 1), torch.stack(log_probs, 1),
-                           torch.stack(alives, 1), torch.stack(indices, 1))
+    def next_index(self, action: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The frame the action leads to from frame ``idx`` (all [A])."""
+        raise NotImplementedError
 
 
 class FrameGlimpse(StopAgent):
@@ -183,8 +148,8 @@ class FrameGlimpse(StopAgent):
     def move_policy(self, move: torch.Tensor) -> Normal:
         return Normal(move, self.cfg.std)
 
-    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None, shard: Shard) -> torch.Tensor:
-        return (move + self.cfg.std * shard.draw(randn, move.shape, generator=generator, device=move.device)).detach()
+    def sample_action(self, move: torch.Tensor, explore: Exploration) -> torch.Tensor:
+        return (move + self.cfg.std * explore.draw(randn, move.shape, move.device)).detach()
 
     def greedy_action(self, move: torch.Tensor) -> torch.Tensor:
         return move
@@ -207,10 +172,10 @@ class FastForward(StopAgent):
     def move_policy(self, move: torch.Tensor) -> Categorical:
         return Categorical(logits=move)
 
-    def sample_action(self, move: torch.Tensor, generator: torch.Generator | None, shard: Shard) -> torch.Tensor:
+    def sample_action(self, move: torch.Tensor, explore: Exploration) -> torch.Tensor:
         # A categorical draw as argmax(p / Exp(1)) (what torch.multinomial does for one sample), so that the
         # noise can be drawn for the whole global batch.
-        q = shard.draw(exponential, move.shape, generator=generator, device=move.device)  # [B, J]
+        q = explore.draw(exponential, move.shape, move.device)  # [B, J]
         return (torch.softmax(move.detach(), -1) / q).argmax(-1)  # [B]
 
     def greedy_action(self, move: torch.Tensor) -> torch.Tensor:

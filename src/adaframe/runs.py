@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adaframe.checkpoint import CHECKPOINT
+from adaframe.registry import CHECKPOINT, KINDS
 from adaframe.config import NOT_IN_RESULT, TrainConfig
 from adaframe.evaluate import evaluate_loaded, load_run
 from adaframe.inference import Policy, Result, StopRule
@@ -92,7 +92,7 @@ def train_missing(runs: dict[str, TrainConfig], jobs: int = 1, log: Callable[[st
             continue
         resume = can_resume(cfg)
         todo.append((name, replace(cfg, resume=resume, overwrite=not resume)))
-    todo.sort(key=lambda item: -item[1].frames * (1 if item[1].model in ("avgpool", "lstm") else 4))  # a rough cost
+    todo.sort(key=lambda item: -item[1].frames * (4 if KINDS[item[1].model].agent else 1))  # a rough cost
     for name, cfg in todo:
         what = f"{cfg.model}, K={cfg.frames}, {cfg.epochs} epochs, seed {cfg.seed}"
         log(f"{'resuming' if cfg.resume else 'training'} {name} ({what})" + (" in a worker process" if jobs > 1 else ""))

@@ -17,16 +17,13 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from adaframe import distributed
-from adaframe.agent import AdaFrame
-from adaframe.baselines import AvgPooling
-from adaframe.checkpoint import CHECKPOINT, build_model, save_checkpoint
 from adaframe.config import TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate, read_spec
 from adaframe.distributed import Shard, gather, sharded_loader
-from adaframe.inference import default_stop, evaluate
-from adaframe.losses import adaframe_loss, avgpool_loss, lstm_loss, stop_agent_loss
+from adaframe.inference import evaluate
 from adaframe.metrics import mean_average_precision, top1
-from adaframe.rl_baselines import StopAgent
+from adaframe.registry import CHECKPOINT, KINDS, build_model, save_checkpoint
+from adaframe.rollout import default_stop
 from adaframe.standardize import feature_statistics, set_statistics
 from adaframe.train_state import TRAIN_STATE, StopSignal, resume_state, save_train_state
 from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, seed_everything, write_json
@@ -80,14 +77,7 @@ class TrainStep(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         model, c, g, shard = self.model, self.cfg, self.generator, self.shard
-        if isinstance(model, AdaFrame):
-            return adaframe_loss(model, batch, c.frames, c.gamma, c.reward_weight, g, c.normalize_advantage, c.reward, shard)
-        if isinstance(model, StopAgent):
-            return stop_agent_loss(model, batch, c.frames, c.gamma, c.reward_weight, c.step_cost, g, c.normalize_advantage,
-                                   c.reward, shard)
-        if isinstance(model, AvgPooling):
-            return avgpool_loss(model, batch, shard)
-        return lstm_loss(model, batch, c.frames, g, shard)
+        return KINDS[c.model].loss(model, batch, c, g, shard)
 
 
 def validate(model: nn.Module, val_set: FeatureDataset, frames: int, device: torch.device, shard: Shard) -> dict[str, float]:
@@ -116,8 +106,8 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
     if cfg.batch_size % shard.world:
         raise AdaframeError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the {shard.world} processes")
     seed_everything(cfg.seed)
-    agent = cfg.model not in ("avgpool", "lstm")
-    train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames if agent else 0)  # baselines read no memory
+    reads_memory = KINDS[cfg.model].memory != "none"
+    train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames if reads_memory else 0)
     if len(train_set.classes) < 2:
         raise AdaframeError(f"{cfg.data / 'videos.csv'} has {len(train_set.classes)} class ({', '.join(train_set.classes)}): "
                             "recognition needs at least 2")
