@@ -27,7 +27,8 @@ from typing import Literal
 from tqdm import tqdm
 
 from adaframe.config import TrainConfig
-from adaframe.data import FeatureDataset, read_spec
+from adaframe.data import FeatureDataset
+from adaframe.evaluation import data_costs
 from adaframe.tables import format_cell, markdown_table
 from adaframe.figures import Point, Series, plot_class_stops, plot_stop_steps, plot_tradeoff
 from adaframe.inference import StopRule
@@ -144,8 +145,7 @@ def run_report(cfg: ReportConfig) -> dict:
         raise AdaframeError(f"{cfg.data} has no global memory (memory/): AdaFrame and the -G variants need it")
     for split in {"val", cfg.split}:  # fail now, not after training
         FeatureDataset(cfg.data, split, classes=probe.classes, memory_frames=0)
-    spec = read_spec(cfg.data)
-    cost = CostModel(spec["backbone"]["gflops"], spec["memory_backbone"]["gflops"], 0.0) if spec else CostModel()
+    cost = data_costs(cfg.data)
     m = stored_memory if preset.memory_frames is None else min(preset.memory_frames, stored_memory)
     delta = overhead_frames(m, cost)
     plan = plan_runs(cfg, preset, m, stored_memory, delta)
