@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from adaframe.agent import AdaFrame, AgentConfig, Looked, location_to_index, scan_order, scan_positions
 from adaframe.data import Batch, FeatureDataset, collate, sample_indices
-from adaframe.inference import StopRule, agent_batch, evaluate, policy_indices
+from adaframe.inference import agent_batch, evaluate, policy_indices
+from adaframe.rollout import StopRule
 from adaframe.memory import GlobalMemory, positional_encoding
 from adaframe.losses import adaframe_loss
 

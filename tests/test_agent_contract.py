@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adaframe.registry import build_model
-from adaframe.inference import StopRule, agent_rollout
+from adaframe.rollout import StopRule, rollout
 
 B, T, D, TD, DM, C, K = 6, 11, 5, 8, 4, 3, 4
 AGENTS = {  # name: (kind, extra dims)

@@ -17,7 +17,8 @@ from sklearn.metrics import average_precision_score
 
 from adaframe.registry import build_model, load_checkpoint, save_checkpoint
 from adaframe.data import FeatureDataset
-from adaframe.inference import StopRule, evaluate
+from adaframe.inference import evaluate
+from adaframe.rollout import StopRule
 from conftest import TINY_SYNTH, adaframe, lively
 
 D, DM, TD, C, H = TINY_SYNTH["dim"], TINY_SYNTH["memory_dim"], TINY_SYNTH["memory_frames"], TINY_SYNTH["classes"], 16

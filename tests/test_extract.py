@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 
 from adaframe.backbones import BACKBONES, build_backbone, extract_features
 from adaframe.data import SPLITS, FeatureDataset
-from adaframe.extract import ExtractConfig, run_extract
+from adaframe import extraction
+from adaframe.extraction import ExtractConfig
 from adaframe.video_lists import parse_shard, read_video_list
 from adaframe.utils import AdaframeError
 from adaframe.video import decode_at_rate, probe, sample_times
@@ -35,10 +36,10 @@ TINY = dict(backbone="resnet18", size=64, memory_size=32, workers=0, progress=Fa
 # ----------------------------------------------------------------------------- helpers
 
 def extract(videos: Path, out: Path, **kw) -> dict:
-    """``run_extract`` in this process with the tiny backbones (random weights: their warning is expected)."""
+    """``extraction.extract`` in this process with the tiny backbones (random weights: their warning is expected)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return run_extract(ExtractConfig(Path(videos), Path(out), **{**TINY, **kw}))
+        return extraction.extract(ExtractConfig(Path(videos), Path(out), **{**TINY, **kw}))
 
 
 def source(video_files: Path, i: int) -> Path:

@@ -9,7 +9,8 @@ import torch
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
 from adaframe.data import FeatureDataset, collate
-from adaframe.inference import StopRule, agent_batch, count_distinct, evaluate
+from adaframe.inference import agent_batch, count_distinct, evaluate
+from adaframe.rollout import StopRule
 from conftest import lively
 
 K = 8

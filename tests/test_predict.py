@@ -13,7 +13,8 @@ import torch
 
 from adaframe.registry import build_model, save_checkpoint
 from adaframe.data import FeatureDataset, collate, read_spec
-from adaframe.inference import StopRule, agent_batch
+from adaframe.inference import agent_batch
+from adaframe.rollout import StopRule
 from adaframe.predict import parse_compare
 from adaframe.recognizer import Predictor
 from adaframe.utils import AdaframeError
@@ -188,7 +189,7 @@ def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
 def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files, tmp_path):
     """Features made with weights file A; predict with a changed file must refuse, not predict garbage."""
     from adaframe.backbones import build_backbone
-    from adaframe.extract import ExtractConfig, run_extract
+    from adaframe.extraction import ExtractConfig, extract
 
     weights = tmp_path / "r18.pt"
     with warnings.catch_warnings():
@@ -200,8 +201,8 @@ def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files
     data = tmp_path / "data"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        run_extract(ExtractConfig(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32,
-                                  backbone_weights=weights, workers=0, progress=False))
+        extract(ExtractConfig(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32,
+                              backbone_weights=weights, workers=0, progress=False))
     run = make_run(tmp_path / "run", data)
     Predictor(run)  # the recorded file: fine
     moved = tmp_path / "moved.pt"

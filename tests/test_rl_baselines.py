@@ -9,7 +9,8 @@ import torch
 from adaframe.registry import build_model, load_checkpoint
 from adaframe.config import TrainConfig
 from adaframe.data import Batch, FeatureDataset, collate
-from adaframe.inference import StopRule, agent_batch, evaluate
+from adaframe.inference import agent_batch, evaluate
+from adaframe.rollout import StopRule
 from adaframe.rl_baselines import FastForward, FrameGlimpse, StopAgentConfig
 from adaframe.losses import stop_agent_loss
 from adaframe.train import train

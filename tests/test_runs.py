@@ -10,7 +10,7 @@ import torch
 
 from adaframe.registry import load_checkpoint
 from adaframe.config import TrainConfig
-from adaframe.evaluate import evaluate_run
+from adaframe.evaluation import Setting, evaluate_run
 from adaframe.metrics import CostModel
 from adaframe.runs import Evaluator, can_resume, is_finished, mean_std, pick_mu, seeded, train_missing
 from adaframe.train import train
@@ -79,7 +79,7 @@ def test_evaluator_averages_the_seeds(synth_dir, tmp_path):
     train_missing({c.out.name: c for c in plan["ada"]})
     ev = Evaluator(plan, "val", "cpu", CostModel())
     row = ev("ada", 3)
-    singles = [evaluate_run(c.out, synth_dir, "val", 3, stop=None) for c in plan["ada"]]
+    singles = [evaluate_run(c.out, synth_dir, "val", Setting(3, stop=None)) for c in plan["ada"]]
     assert row["seeds"] == 2 and row["mAP_per_seed"] == pytest.approx([r["mAP"] for r in singles])
     assert row["mAP"] == pytest.approx(sum(r["mAP"] for r in singles) / 2)
     assert row["mAP_std"] == pytest.approx(abs(singles[0]["mAP"] - singles[1]["mAP"]) / 2**0.5)

@@ -14,7 +14,8 @@ from sklearn.metrics import average_precision_score
 from adaframe.registry import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
 from adaframe.config import TrainConfig
 from adaframe.data import FeatureDataset
-from adaframe.inference import StopRule, evaluate
+from adaframe.inference import evaluate
+from adaframe.rollout import StopRule
 from adaframe.train import train
 from adaframe.utils import AdaframeError
 from conftest import random_videos, read_rows

@@ -22,7 +22,7 @@ from adaframe.config import TrainConfig
 from adaframe.data import SPLITS, read_videos_csv
 from adaframe.demo import DemoConfig, run_demo
 from adaframe.evaluate import EvalConfig, run_eval
-from adaframe.extract import ExtractConfig, run_extract
+from adaframe.extraction import ExtractConfig, extract
 from adaframe.predict import PredictConfig, run_predict
 from adaframe.report import ReportConfig, run_report
 from adaframe.synth import SynthConfig, generate
@@ -58,9 +58,9 @@ def run_synth_video(cmd: SynthVideoCommand) -> None:
     print(f"wrote {cmd.videos} videos to {out / 'videos'} and the list {out / 'list.txt'}")
 
 
-def run_extract_command(cfg: ExtractConfig) -> None:
+def run_extract(cfg: ExtractConfig) -> None:
     """Exit status 0: every video extracted; 1: some failed (the others are done; reasons in failures.csv)."""
-    r = run_extract(cfg)
+    r = extract(cfg)
     print(f"{r['videos']} videos listed; shard {r['shard']}: extracted {r['extracted']}, skipped {r['skipped']} already done, "
           f"failed {r['failed_now']}. {cfg.out}: {r['done']} videos in videos.csv, {r['failed']} in failures.csv")
     if r["failed"]:
@@ -131,7 +131,7 @@ RUNNERS: dict[type, Callable[[Any], object]] = {
     ReportConfig: run_report,
     BenchmarkConfig: run_benchmark,
     SynthVideoCommand: run_synth_video,
-    ExtractConfig: run_extract_command,
+    ExtractConfig: run_extract,
     PredictConfig: run_predict,
     VideoDemoConfig: run_video_demo,
     ProbeCommand: run_probe,

@@ -1,6 +1,7 @@
-"""Recognise a whole collection of video files into ``OUT``: resumable, shardable, nothing lost on a kill.
+"""Recognise many video files with a ``Recognizer``: a few, printed as they are done (``predict_files``), or a
+whole collection into ``OUT``: resumable, shardable, nothing lost on a kill.
 
-Each finished video writes ``OUT/results/<id>.json`` (atomically: temp file + rename), each failed one
+In a collection, each finished video writes ``OUT/results/<id>.json`` (atomically: temp file + rename), each failed one
 ``OUT/failures/<id>.txt``; ``predictions.csv`` and ``failures.csv`` are rebuilt from those files in the
 order of the list, so a SIGKILL loses at most the videos in flight and never leaves a torn or
 duplicated row, and a rerun skips finished videos and retries failed ones. Shards (``--shard i/n`` or
@@ -13,10 +14,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import torch
+from torch import nn
 from tqdm import tqdm
 
+from adaframe.registry import load_checkpoint
 from adaframe.metrics import mean_average_precision, top1
 from adaframe.recognizer import Recognizer
 from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, write_csv, write_json
@@ -25,6 +30,82 @@ from adaframe.video_lists import UNLABELED, VideoEntry
 SETTINGS = "predict.json"
 COLUMNS = ["video_id", "path", "label", "probability", "top", "frames_used", "steps", "seconds", "gflops", "wall_s",
            "true_label", "correct"]
+
+
+def load_baseline(path: Path, device: torch.device, rec: Recognizer, run: Path) -> nn.Module:
+    """The AvgPooling run at ``path`` that ``predict_files`` runs beside the policy of ``run``; refused unless
+    trained on the same classes and features."""
+    classifier, payload = load_checkpoint(path, device)
+    if payload["kind"] != "avgpool":
+        raise AdaframeError(f"--compare-checkpoint {path} holds a {payload['kind']!r} model, expected avgpool")
+    if payload["classes"] != rec.classes or payload.get("features") != rec.predictor.spec:
+        raise AdaframeError(f"--compare-checkpoint {path} was trained on other classes or features than {run}")
+    return classifier
+
+
+def predict_files(rec: Recognizer, videos: Sequence[Path], compare: int | None = None, classifier: nn.Module | None = None,
+                  scan: bool = False, top_k: int = 5, as_json: bool = False) -> list[dict]:
+    """Recognise ``videos`` and print each result as it is done (text, or one JSON object a line); a failed video gets
+    ``error`` in its result and a line ``adaframe: error: <path>: <reason>`` on stderr, and never stops the others.
+
+    Args:
+        compare: also run AvgPooling over this many frames evenly spaced in time (``classifier``: its weights; None:
+            cost only) on each video right after the policy, into ``baseline`` and ``vs_baseline``. Give ``rec`` a
+            batch size of 1, so that each wall time is one video's.
+        top_k: the classes kept in each result's ``top``.
+    """
+    results = []
+    for group in rec.predict_groups(videos, scan, prefetch=compare is None):  # wall times compare per video
+        for r in group:
+            r["top"] = r.get("top", [])[:top_k]
+            if compare is not None:
+                [base] = rec.predictor.predict_uniform([Path(r["video"])], compare, classifier)
+                _add_baseline(r, base, top_k)
+            results.append(r)
+            print(json.dumps(r) if as_json else describe(r, rec.predictor.spec["fps"]))
+            if (why := failure(r)) is not None:
+                sys.stdout.flush()  # keep the two streams in order where they go to one terminal or file
+                print(error_line(why), file=sys.stderr)
+    return results
+
+
+def _add_baseline(r: dict, base: dict, top_k: int) -> None:
+    base["top"] = base.get("top", [])[:top_k]
+    if "error" not in r and "error" not in base:
+        r["vs_baseline"] = {"gflops_ratio": r["gflops"] / base["gflops"], "wall_ratio": r["wall_s"] / base["wall_s"],
+                            "backbone_calls_ratio": r["backbone_calls"] / base["backbone_calls"]}
+    r["baseline"] = base
+
+
+def describe(r: dict, fps: float) -> str:
+    """A result of ``predict_files`` as the lines ``adaframe predict`` prints: the video, each method, their ratios."""
+    lines = [f"{r['video']}" + (f"  ({r['candidate_frames']} candidate frames at {fps:g} fps)" if "error" not in r else "")]
+    lines += [_method_text(e) for e in [r] + ([r["baseline"]] if "baseline" in r else [])]
+    if "vs_baseline" in r:
+        v = r["vs_baseline"]
+        lines.append(f"  AdaFrame / baseline: backbone calls {v['backbone_calls_ratio']:.2f}, GFLOPs {v['gflops_ratio']:.2f}, "
+                     f"wall time {v['wall_ratio']:.2f}")
+    return "\n".join(lines)
+
+
+def _method_text(r: dict) -> str:
+    if "error" in r:
+        return f"  {r['method']}: error: {r['error']}"
+    label = f"{r['label']}  top-{len(r['top'])}: " + ", ".join(f"{c} {p:.3f}" for c, p in r["top"]) if "label" in r else "(no classifier: cost only)"
+    secs = ", ".join(f"{s:g}" for s in r["frame_seconds"][:12]) + (" ..." if len(r["frame_seconds"]) > 12 else "")
+    return (f"  {r['method']}: {label}\n"
+            f"    frames used {r['frames_used']} in {r['steps']} steps (seconds: {secs}); decoded {r['frames_decoded']}, "
+            f"backbone calls {r['backbone_calls']} + {r['memory_backbone_calls']} memory; {r['gflops']:.2f} GFLOPs; wall {r['wall_s']:.3f} s")
+
+
+def failure(r: dict) -> str | None:
+    """Why the video of result ``r`` failed (AdaFrame's error, else its baseline's), as ``<path>: <reason>``; None if it did not."""
+    base = r.get("baseline", {})
+    failed = r if "error" in r else base if "error" in base else None
+    if failed is None:
+        return None
+    reason = failed["error"].removeprefix(f"{r['video']}: ")  # the errors of video.py name the file already
+    return f"{r['video']}: " + ("" if failed is r else f"{failed['method']}: ") + reason
 
 
 def _result_file(out: Path, vid: str) -> Path:

@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from adaframe.config import TrainConfig
 from adaframe.tables import format_table, markdown_table
-from adaframe.figures import Point, Series, plot_tradeoff
-from adaframe.inference import StopRule
+from adaframe.figures import Series, plot_tradeoff
+from adaframe.rollout import StopRule
 from adaframe.metrics import CostModel
 from adaframe.runs import MAP_TOLERANCE, Evaluator, Plan, mean_std, pick_mu, seeded, train_missing
 from adaframe.synth import SynthConfig, generate
@@ -189,17 +189,14 @@ def markdown(rows: list[dict], results: list[dict], title: str) -> str:
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
     """mAP against GFLOPs per video: AvgPooling and LSTM over K frames, AdaFrame-K, AdaFrame-10 over mu."""
-    def series(name: str, picked: list[dict], label) -> Series:
-        return Series(name, [Point(r["gflops_per_video"], r["mAP"], label(r)) for r in picked])
-
     uniform = lambda r: "all" if r["frames"] is None else f"U{r['frames']}"  # noqa: E731
     plot_tradeoff([
-        series("AvgPooling, uniform K frames (and all)", [r for r in rows if r["method"] == "AvgPooling"], uniform),
-        series("LSTM, uniform K frames", [r for r in rows if r["method"] == "LSTM"], uniform),
-        Series("AdaFrame-K, K steps", [Point(r["gflops_per_video"], r["mAP"], f"K={r['frames']}")
-                                       for r in rows if r["setting"] == "K steps"], line=False),
-        series(f"AdaFrame-{CHECK_K}, adaptive lookahead", [r for r in rows if r["setting"].startswith("adaptive")],
-               lambda r: f"\u03bc={r['mu']:g}"),
+        Series.of_rows("AvgPooling, uniform K frames (and all)", [r for r in rows if r["method"] == "AvgPooling"], uniform),
+        Series.of_rows("LSTM, uniform K frames", [r for r in rows if r["method"] == "LSTM"], uniform),
+        Series.of_rows("AdaFrame-K, K steps", [r for r in rows if r["setting"] == "K steps"], lambda r: f"K={r['frames']}",
+                       line=False),
+        Series.of_rows(f"AdaFrame-{CHECK_K}, adaptive lookahead", [r for r in rows if r["setting"].startswith("adaptive")],
+                       lambda r: f"\u03bc={r['mu']:g}"),
     ], path, title)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -68,6 +68,11 @@ class Series:
     name: str
     points: list[Point] = field(default_factory=list)
     line: bool = True
+
+    @classmethod
+    def of_rows(cls, name: str, rows: list[dict], label: Callable[[dict], str], line: bool = True) -> Series:
+        """The series of evaluated settings (rows with ``gflops_per_video`` and ``mAP``), each labelled by ``label``."""
+        return cls(name, [Point(r["gflops_per_video"], r["mAP"], label(r)) for r in rows], line)
 
 
 def _save(fig: Figure, path: Path) -> None:

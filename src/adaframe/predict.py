@@ -1,14 +1,13 @@
 """``adaframe predict``: recognise raw video files, running the big backbone only where the policy looks.
 
-The work is ``recognizer.Recognizer`` (also the Python API); this module is the command: options,
-printing, the exit status, and ``--compare uniform25``, which runs AvgPooling on 25 frames evenly
-spaced in time in the same process, so the saving in frames, GFLOPs and wall time is measured,
-not claimed.
+The work is ``recognizer.Recognizer`` (also the Python API) and ``collection`` (many files, and what is
+printed of each); this module is the command: options, the exit status, and ``--compare uniform25``, which
+runs AvgPooling on 25 frames evenly spaced in time in the same process, so the saving in frames, GFLOPs
+and wall time is measured, not claimed.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass
@@ -18,9 +17,8 @@ from typing import Annotated, Literal
 import tyro
 
 from adaframe import collection
-from adaframe.registry import load_checkpoint
 from adaframe.recognizer import Recognizer
-from adaframe.utils import AdaframeError, error_line, resolve_device
+from adaframe.utils import AdaframeError, resolve_device
 
 @dataclass
 class PredictConfig:
@@ -90,28 +88,8 @@ def parse_compare(spec: str | None) -> int | None:
     return int(m[1])
 
 
-def _text(r: dict) -> str:
-    if "error" in r:
-        return f"  {r['method']}: error: {r['error']}"
-    label = f"{r['label']}  top-{len(r['top'])}: " + ", ".join(f"{c} {p:.3f}" for c, p in r["top"]) if "label" in r else "(no classifier: cost only)"
-    secs = ", ".join(f"{s:g}" for s in r["frame_seconds"][:12]) + (" ..." if len(r["frame_seconds"]) > 12 else "")
-    return (f"  {r['method']}: {label}\n"
-            f"    frames used {r['frames_used']} in {r['steps']} steps (seconds: {secs}); decoded {r['frames_decoded']}, "
-            f"backbone calls {r['backbone_calls']} + {r['memory_backbone_calls']} memory; {r['gflops']:.2f} GFLOPs; wall {r['wall_s']:.3f} s")
-
-
-def _failure(r: dict) -> str | None:
-    """Why the video of result ``r`` failed (AdaFrame's error, else its baseline's), as ``<path>: <reason>``; None if it did not."""
-    base = r.get("baseline", {})
-    failed = r if "error" in r else base if "error" in base else None
-    if failed is None:
-        return None
-    reason = failed["error"].removeprefix(f"{r['video']}: ")  # the errors of video.py name the file already
-    return f"{r['video']}: " + ("" if failed is r else f"{failed['method']}: ") + reason
-
-
 def run_predict(cfg: PredictConfig) -> list[dict]:
-    """The ``adaframe predict`` command: ``predict_files``, then exit status 1 if any video failed.
+    """The ``adaframe predict`` command: ``collection.predict_files``, then exit status 1 if any video failed.
 
     Exit status: 0 every video recognised, 1 some failed (each named on stderr, the others' results
     printed as usual), 2 bad usage (an AdaframeError raised before any video, printed by the CLI).
@@ -120,57 +98,24 @@ def run_predict(cfg: PredictConfig) -> list[dict]:
         if predict_collection(cfg)["failed"]:
             sys.exit(1)
         return []
-    results = predict_files(cfg)
-    if any(_failure(r) is not None for r in results):
+    results = _predict_files(cfg)
+    if any(collection.failure(r) is not None for r in results):
         sys.exit(1)  # after all output, so a script sees every result and still learns that some failed
     return results
 
 
-def predict_files(cfg: PredictConfig) -> list[dict]:
-    """Recognise ``cfg.videos`` and print the results; a failed video gets ``error`` in its result and a line
-    ``adaframe: error: <path>: <reason>`` on stderr, and never stops the others."""
+def _predict_files(cfg: PredictConfig) -> list[dict]:
+    """``collection.predict_files`` with the run and the baseline of ``cfg``."""
     device = resolve_device(cfg.device)
     compare = parse_compare(cfg.compare)
     rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
                               mu=cfg.mu, patience=cfg.patience, batch_size=1 if compare is not None else cfg.batch_size)
-    predictor = rec.predictor
     classifier = None
     if cfg.compare_checkpoint is not None:
         if compare is None:
             raise AdaframeError("--compare-checkpoint needs --compare uniformK")
-        classifier, payload = load_checkpoint(cfg.compare_checkpoint, device)
-        if payload["kind"] != "avgpool":
-            raise AdaframeError(f"--compare-checkpoint {cfg.compare_checkpoint} holds a {payload['kind']!r} model, expected avgpool")
-        if payload["classes"] != predictor.classes or payload.get("features") != predictor.spec:
-            raise AdaframeError(f"--compare-checkpoint {cfg.compare_checkpoint} was trained on other classes or features than {cfg.checkpoint}")
-    results = []
-    for group in rec.predict_groups(cfg.videos, cfg.scan, prefetch=compare is None):  # wall times compare per video
-        for r in group:
-            r["top"] = r.get("top", [])[: cfg.top_k]
-            entry = [r]
-            if compare is not None:
-                [base] = predictor.predict_uniform([Path(r["video"])], compare, classifier)
-                base["top"] = base.get("top", [])[: cfg.top_k]
-                entry.append(base)
-                if "error" not in r and "error" not in base:
-                    r["vs_baseline"] = {"gflops_ratio": r["gflops"] / base["gflops"], "wall_ratio": r["wall_s"] / base["wall_s"],
-                                        "backbone_calls_ratio": r["backbone_calls"] / base["backbone_calls"]}
-                r["baseline"] = base
-            results.append(r)
-            if cfg.json:
-                print(json.dumps(r))
-            else:
-                print(f"{r['video']}" + (f"  ({r['candidate_frames']} candidate frames at {predictor.spec['fps']:g} fps)" if "error" not in r else ""))
-                for e in entry:
-                    print(_text(e))
-                if "vs_baseline" in r:
-                    v = r["vs_baseline"]
-                    print(f"  AdaFrame / baseline: backbone calls {v['backbone_calls_ratio']:.2f}, GFLOPs {v['gflops_ratio']:.2f}, "
-                          f"wall time {v['wall_ratio']:.2f}")
-            if (why := _failure(r)) is not None:
-                sys.stdout.flush()  # keep the two streams in order where they go to one terminal or file
-                print(error_line(why), file=sys.stderr)
-    return results
+        classifier = collection.load_baseline(cfg.compare_checkpoint, device, rec, cfg.checkpoint)
+    return collection.predict_files(rec, cfg.videos, compare, classifier, cfg.scan, cfg.top_k, cfg.json)
 
 
 def predict_collection(cfg: PredictConfig) -> dict:

@@ -39,7 +39,7 @@ from adaframe.backbones import build_backbones, extract_features
 from adaframe.registry import load_checkpoint
 from adaframe.data import memory_subset
 from adaframe.decode_workers import DecodeWorkers, Failed, Frames, Open, Read
-from adaframe.evaluate import head_gflops_per_step
+from adaframe.evaluation import head_gflops_per_step
 from adaframe.rollout import StopRule, rollout
 from adaframe.utils import AdaframeError
 from adaframe.video import uniform_times

@@ -27,10 +27,11 @@ from typing import Literal
 from tqdm import tqdm
 
 from adaframe.config import TrainConfig
-from adaframe.data import FeatureDataset, read_spec
+from adaframe.data import FeatureDataset
+from adaframe.evaluation import data_costs
 from adaframe.tables import format_cell, markdown_table
-from adaframe.figures import Point, Series, plot_class_stops, plot_stop_steps, plot_tradeoff
-from adaframe.inference import StopRule
+from adaframe.figures import Series, plot_class_stops, plot_stop_steps, plot_tradeoff
+from adaframe.rollout import StopRule
 from adaframe.metrics import CostModel
 from adaframe.runs import MAP_TOLERANCE, Evaluator, Plan, mean_std, pick_mu, seeded, train_missing
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
@@ -144,8 +145,7 @@ def run_report(cfg: ReportConfig) -> dict:
         raise AdaframeError(f"{cfg.data} has no global memory (memory/): AdaFrame and the -G variants need it")
     for split in {"val", cfg.split}:  # fail now, not after training
         FeatureDataset(cfg.data, split, classes=probe.classes, memory_frames=0)
-    spec = read_spec(cfg.data)
-    cost = CostModel(spec["backbone"]["gflops"], spec["memory_backbone"]["gflops"], 0.0) if spec else CostModel()
+    cost = data_costs(cfg.data)
     m = stored_memory if preset.memory_frames is None else min(preset.memory_frames, stored_memory)
     delta = overhead_frames(m, cost)
     plan = plan_runs(cfg, preset, m, stored_memory, delta)
@@ -199,18 +199,15 @@ def write_figures(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, sweep,
                   classes: list[str]) -> dict[str, str]:
     k, get = preset.main_k, ev.get
 
-    def points(rows: list[dict], label) -> list[Point]:
-        return [Point(r["gflops_per_video"], r["mAP"], label(r)) for r in rows]
-
-    series = [Series("AvgPooling, U frames", points([r for r in ev.rows if r["run"] == "avgpool" and r["sampling"] == "uniform"],
-                                                     lambda r: f"U{r['frames']}")),
-              Series("LSTM, U frames", points([get(f"lstm-{n}", n) for n in sorted({kk + delta for kk in preset.ks})],
-                                              lambda r: f"U{r['frames']}"))]
+    series = [Series.of_rows("AvgPooling, U frames", [r for r in ev.rows if r["run"] == "avgpool" and r["sampling"] == "uniform"],
+                             lambda r: f"U{r['frames']}"),
+              Series.of_rows("LSTM, U frames", [get(f"lstm-{n}", n) for n in sorted({kk + delta for kk in preset.ks})],
+                             lambda r: f"U{r['frames']}")]
     for kk in preset.ks:
         rows = [get(f"adaframe-{kk}", kk)] + sweep(f"adaframe-{kk}", kk)
         ends = {preset.mus[0], preset.mus[-1]}  # label K steps and the sweep's ends; report.md has every number
-        series.append(Series(f"AdaFrame-{kk} (K steps, and mu from {preset.mus[0]:g} to {preset.mus[-1]:g})",
-                             points(rows, lambda r: "K" if r["mu"] is None else f"\u03bc={r['mu']:g}" if r["mu"] in ends else "")))
+        series.append(Series.of_rows(f"AdaFrame-{kk} (K steps, and mu from {preset.mus[0]:g} to {preset.mus[-1]:g})", rows,
+                                     lambda r: "K" if r["mu"] is None else f"\u03bc={r['mu']:g}" if r["mu"] in ends else ""))
     for model, title in STOP_AGENT_TITLES.items():
         rows = [get(model, k, stop=StopRule("learned", t)) for t in preset.stop_thresholds] + [get(model, k)]
         ends = {preset.stop_thresholds[0], preset.stop_thresholds[-1]}
@@ -218,16 +215,15 @@ def write_figures(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, sweep,
         def label(r: dict) -> str:
             return "K" if r["threshold"] is None else f"p\u2265{r['threshold']:g}" if r["threshold"] in ends else ""
 
-        series.append(Series(f"{title} (stop at p(stop) \u2265 {preset.stop_thresholds[0]:g} to "
-                             f"{preset.stop_thresholds[-1]:g}, or K steps)", points(rows, label)))
+        series.append(Series.of_rows(f"{title} (stop at p(stop) \u2265 {preset.stop_thresholds[0]:g} to "
+                                     f"{preset.stop_thresholds[-1]:g}, or K steps)", rows, label))
     name = (cfg.out / "fig3_map_vs_gflops.png")
     plot_tradeoff(series, name, f"Figure 3: mAP vs. computation ({cfg.split}, {ev.rows[0]['num_videos']} videos)")
 
-    stop_rules = [Series("stop by utility (adaptive lookahead, \u03bc)",
-                         points(sweep(f"adaframe-{k}", k), lambda r: f"{r['mu']:g}")),
-                  Series("stop by entropy (threshold)",
-                         points([get(f"adaframe-{k}", k, stop=StopRule("entropy", e)) for e in preset.entropies],
-                                lambda r: f"{r['threshold']:g}"))]
+    stop_rules = [Series.of_rows("stop by utility (adaptive lookahead, \u03bc)", sweep(f"adaframe-{k}", k), lambda r: f"{r['mu']:g}"),
+                  Series.of_rows("stop by entropy (threshold)",
+                                 [get(f"adaframe-{k}", k, stop=StopRule("entropy", e)) for e in preset.entropies],
+                                 lambda r: f"{r['threshold']:g}")]
     rules = cfg.out / "stop_utility_vs_entropy.png"
     plot_tradeoff(stop_rules, rules, f"AdaFrame-{k}: stopping by utility vs. by prediction entropy")
 

@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from adaframe.registry import CHECKPOINT, KINDS
 from adaframe.config import NOT_IN_RESULT, TrainConfig
-from adaframe.evaluate import evaluate_loaded, load_run
-from adaframe.inference import Policy, Result, StopRule
+from adaframe.evaluation import Setting, evaluate_loaded, load_run
+from adaframe.inference import Policy, Result
+from adaframe.rollout import StopRule
 from adaframe.metrics import CostModel
 from adaframe.utils import AdaframeError, load_torch_file, resolve_device
 
@@ -139,13 +140,12 @@ class Evaluator:
         key = (run, frames, sampling, stop, policy)
         if key not in self.done:
             rows, results = [], []
+            setting = Setting(frames, sampling, policy, stop)  # type: ignore[arg-type]
             for cfg in self.plan[run]:
                 if cfg.out not in self.loaded:
                     self.loaded[cfg.out] = load_run(cfg.out, cfg.data, self.split, self.device, self.datasets)
                 model, payload, dataset = self.loaded[cfg.out]
-                row, res = evaluate_loaded(model, payload, dataset, frames, sampling, stop, device=self.device,  # type: ignore[arg-type]
-                                           backbone_gflops=self.cost.backbone_gflops,
-                                           memory_gflops=self.cost.memory_gflops_per_frame, seed=self.seed, policy=policy)
+                row, res = evaluate_loaded(model, payload, dataset, setting, self.cost, device=self.device, seed=self.seed)
                 rows.append(row)
                 results.append(res)
             row = {"run": run, "stop_rule": None if stop is None else stop.describe(), **_mean_row(rows)}

@@ -25,7 +25,7 @@ from adaframe.metrics import mean_average_precision, top1
 from adaframe.registry import CHECKPOINT, KINDS, build_model, save_checkpoint
 from adaframe.rollout import default_stop
 from adaframe.standardize import feature_statistics, set_statistics
-from adaframe.train_state import TRAIN_STATE, StopSignal, resume_state, save_train_state
+from adaframe.train_state import TRAIN_STATE, StopSignal, TrainState
 from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, seed_everything, write_json
 
 
@@ -140,10 +140,8 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)  # exploration noise and frame sampling
     order = torch.Generator().manual_seed(cfg.seed)  # the data order: each epoch's shuffle draws from it
     loader = sharded_loader(train_set, cfg.batch_size, shard, order, collate_fn=collate, num_workers=cfg.workers)
-    history: list[dict] = []
-    start_epoch, step, partial = 0, 0, None
-    if cfg.resume:
-        start_epoch, step, history, partial = resume_state(cfg, model, optimizer, scheduler, generator, order, shard)
+    start = TrainState.resume(cfg, model, optimizer, scheduler, generator, order, shard) if cfg.resume else TrainState()
+    start_epoch, step, history, partial = start.epoch, start.step, start.history, start.partial
     step_fn: nn.Module = TrainStep(model, cfg, generator, shard)
     if shard.world > 1:
         step_fn = DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None)
@@ -184,8 +182,8 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
                     tqdm.write(log_line(epoch, cfg.epochs, step, total, dict(zip(terms, values)), time.perf_counter() - started, step0))
                 if stopping:
                     if shard.main:
-                        save_train_state(cfg, epoch, step, history, model, optimizer, scheduler, generator, order,
-                                         {"batches": i + 1, "order": order_at_start, "sums": sums})
+                        TrainState(epoch, step, history, {"batches": i + 1, "order": order_at_start, "sums": sums}).save(
+                            cfg, model, optimizer, scheduler, generator, order)
                         writer.close()
                         tqdm.write(f"stopped by {signals.requested or 'a signal'} after step {step}: {cfg.out / TRAIN_STATE} holds it; continue with --resume")
                     distributed.barrier(shard)
@@ -203,7 +201,7 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
                         writer.add_scalar(f"epoch/{k}", v, epoch + 1)
                 save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
                 atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
-                save_train_state(cfg, epoch + 1, step, history, model, optimizer, scheduler, generator, order)
+                TrainState(epoch + 1, step, history).save(cfg, model, optimizer, scheduler, generator, order)
         if writer is not None:
             writer.close()
         distributed.barrier(shard)  # the files are complete before any process returns

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,18 +39,71 @@ class StopSignal:
         self.previous = {}
 
 
-def save_train_state(cfg: TrainConfig, epoch: int, step: int, history: list[dict], model: nn.Module,
-                     optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-                     generator: torch.Generator, order: torch.Generator, partial: dict | None = None) -> None:
-    """Everything ``--resume`` needs, in one atomically written file: a kill at any moment leaves a consistent state.
+@dataclass
+class TrainState:
+    """Where a run stands, besides its objects: what ``--resume`` continues from, saved with those objects in one
+    atomically written file (``OUT/train_state.pt``), so that a kill at any moment leaves a consistent state."""
 
-    ``epoch``: epochs finished; ``partial``: for a stop inside the next epoch, the batches done, the data order at the
-    epoch's start and the loss sums so far.
-    """
-    state = {"config": cfg.to_dict(), "epoch": epoch, "step": step, "history": history, "model": model.state_dict(),
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-             "order": order.get_state(), "torch_rng": torch.get_rng_state(), "partial": partial}
-    save_torch(cfg.out / TRAIN_STATE, state)
+    epoch: int = 0
+    """epochs finished"""
+    step: int = 0
+    """optimizer steps done"""
+    history: list[dict] = field(default_factory=list)
+    """one record per finished epoch (metrics.jsonl)"""
+    partial: dict | None = None
+    """for a stop inside the next epoch: the batches done, the data order at the epoch's start and the loss sums so far"""
+
+    def save(self, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator, order: torch.Generator) -> None:
+        """Write this state, the objects' and torch's global random state into ``OUT/train_state.pt``."""
+        state = {"config": cfg.to_dict(), "epoch": self.epoch, "step": self.step, "history": self.history,
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "generator": generator.get_state(), "order": order.get_state(), "torch_rng": torch.get_rng_state(),
+                 "partial": self.partial}
+        save_torch(cfg.out / TRAIN_STATE, state)
+
+    @classmethod
+    def resume(cls, cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator, order: torch.Generator,
+               shard: Shard = Shard()) -> TrainState:
+        """Load ``OUT/train_state.pt`` into the freshly built objects and return where the run stands (a fresh
+        state when there is no file yet).
+
+        Loading never executes code (``weights_only``). A run with other settings is refused: resuming it would
+        silently mix two experiments. Every process loads the same state: the random draws are those of the global
+        batch, so the number of processes may differ from the interrupted run's.
+        """
+        path = cfg.out / TRAIN_STATE
+        if not path.is_file():
+            if shard.main:
+                tqdm.write(f"--resume: no {path} yet, starting from the first epoch")
+            return cls()
+        state = _load(path, cfg)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        order.set_state(state["order"])
+        torch.set_rng_state(state["torch_rng"])
+        partial = state.get("partial")
+        where = f"step {state['step']} (inside epoch {state['epoch'] + 1})" if partial else f"epoch {state['epoch']}"
+        if shard.main:
+            tqdm.write(f"--resume: continuing {cfg.out} after {where} of {cfg.epochs} epochs")
+        return cls(int(state["epoch"]), int(state["step"]), list(state["history"]), partial)
+
+
+def _load(path: Path, cfg: TrainConfig) -> dict:
+    """The saved state at ``path``, refused unless ``train`` wrote it for a run with the settings of ``cfg``."""
+    try:
+        state = load_torch_file(path, what="training state")
+    except AdaframeError as e:
+        raise AdaframeError(f"--resume: {e}") from None
+    if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
+        raise AdaframeError(f"--resume: {path} is not a training state written by 'adaframe train'")
+    diff = settings_differing(state["config"], cfg)
+    if diff:
+        raise AdaframeError(f"--resume: {cfg.out} was trained with other settings ({', '.join(diff)}); use another --out")
+    return state
 
 
 def settings_differing(saved: dict, cfg: TrainConfig) -> list[str]:
@@ -60,39 +114,3 @@ def settings_differing(saved: dict, cfg: TrainConfig) -> list[str]:
     wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     saved["data"], wanted["data"] = str(Path(saved.get("data", "")).resolve()), str(cfg.data.resolve())
     return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-
-
-def resume_state(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator,
-                 order: torch.Generator, shard: Shard = Shard()) -> tuple[int, int, list[dict], dict | None]:
-    """Load ``OUT/train_state.pt`` into the freshly built objects; returns (epochs done, steps done, history, partial).
-
-    Loading never executes code (``weights_only``). A run with other settings is refused: resuming it would
-    silently mix two experiments. Every process loads the same state: the random draws are those of the global
-    batch, so the number of processes may differ from the interrupted run's.
-    """
-    path = cfg.out / TRAIN_STATE
-    if not path.is_file():
-        if shard.main:
-            tqdm.write(f"--resume: no {path} yet, starting from the first epoch")
-        return 0, 0, [], None
-    try:
-        state = load_torch_file(path, what="training state")
-    except AdaframeError as e:
-        raise AdaframeError(f"--resume: {e}") from None
-    if not isinstance(state, dict) or not STATE_KEYS <= state.keys():
-        raise AdaframeError(f"--resume: {path} is not a training state written by 'adaframe train'")
-    diff = settings_differing(state["config"], cfg)
-    if diff:
-        raise AdaframeError(f"--resume: {cfg.out} was trained with other settings ({', '.join(diff)}); use another --out")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
-    order.set_state(state["order"])
-    torch.set_rng_state(state["torch_rng"])
-    partial = state.get("partial")
-    where = f"step {state['step']} (inside epoch {state['epoch'] + 1})" if partial else f"epoch {state['epoch']}"
-    if shard.main:
-        tqdm.write(f"--resume: continuing {cfg.out} after {where} of {cfg.epochs} epochs")
-    return int(state["epoch"]), int(state["step"]), list(state["history"]), partial

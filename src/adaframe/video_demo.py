@@ -24,19 +24,19 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from adaframe import collection
 from adaframe.backbones import build_backbone, calibrate_batchnorm
-
 from adaframe.config import TrainConfig
 from adaframe.data import read_videos_csv
-from adaframe.evaluate import evaluate_run
-from adaframe.tables import format_table
-from adaframe.inference import StopRule
-from adaframe.extract import ExtractConfig, run_extract
-from adaframe.video_lists import read_video_list
-from adaframe.predict import PredictConfig, predict_files
+from adaframe.evaluation import Setting, evaluate_run
+from adaframe.extraction import ExtractConfig, extract
+from adaframe.rollout import StopRule
+from adaframe.recognizer import Recognizer
 from adaframe.runs import train_missing
 from adaframe.synth_video import SynthVideoConfig, generate_videos
+from adaframe.tables import format_table
 from adaframe.video import decode_at_rate
+from adaframe.video_lists import read_video_list
 from adaframe.utils import AdaframeError, resolve_device, save_torch, write_json
 
 COMPARE = 25
@@ -113,9 +113,8 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
     backbone_weights = cfg.backbone_weights or calibrated_weights(cfg.backbone, files, cfg.size, cfg.out / "weights")
     memory_weights = cfg.memory_weights or calibrated_weights("mobilenet_v2", files, memory_size, cfg.out / "weights")
     tqdm.write(f"[2/5] extracting features ({cfg.backbone} at {cfg.size}, MobileNetV2 memory) into {data}")
-    extract = ExtractConfig(files / "list.txt", data, backbone=cfg.backbone, size=cfg.size, backbone_weights=backbone_weights,
-                            memory_size=memory_size, memory_weights=memory_weights, workers=1, device=cfg.device)
-    counts = run_extract(extract)
+    counts = extract(ExtractConfig(files / "list.txt", data, backbone=cfg.backbone, size=cfg.size, backbone_weights=backbone_weights,
+                                   memory_size=memory_size, memory_weights=memory_weights, workers=1, device=cfg.device))
     if counts["failed"]:
         raise AdaframeError(f"{counts['failed']} videos failed to extract; see {data / 'failures.csv'}")
 
@@ -127,10 +126,10 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
 
     tqdm.write("[4/5] evaluating on val")
     k1 = cfg.frames + 1
-    rows = [evaluate_run(cfgs["avgpool"].out, data, "val", k, "uniform") for k in (1, cfg.frames, k1, COMPARE)]
-    rows.append(evaluate_run(cfgs["avgpool"].out, data, "val", None, "all"))
-    rows.append(evaluate_run(cfgs["lstm"].out, data, "val", k1, "uniform"))
-    rows += [evaluate_run(cfgs["adaframe"].out, data, "val", cfg.frames, stop=stop) for stop in (None, StopRule("utility", cfg.mu))]
+    rows = [evaluate_run(cfgs["avgpool"].out, data, "val", Setting(k)) for k in (1, cfg.frames, k1, COMPARE)]
+    rows.append(evaluate_run(cfgs["avgpool"].out, data, "val", Setting(sampling="all")))
+    rows.append(evaluate_run(cfgs["lstm"].out, data, "val", Setting(k1)))
+    rows += [evaluate_run(cfgs["adaframe"].out, data, "val", Setting(cfg.frames, stop=stop)) for stop in (None, StopRule("utility", cfg.mu))]
     header = ["model", "sampling", "K", "mu", "mAP (%)", "top1 (%)", "frames", "GFLOPs", "learned - uniform"]
     print(format_table(header, [[r["model"], r["sampling"], r["frames"] or "all", r["mu"], r["mAP"], r["top1"], r["avg_frames"],
                                  r["gflops_per_video"], r.get("learned_minus_uniform")] for r in rows]))
@@ -145,8 +144,11 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
     predictions = []
     if paths:
         tqdm.write(f"\n[5/5] adaframe predict on {len(paths)} val video files, against AvgPooling over {COMPARE} uniform frames")
-        predictions = predict_files(PredictConfig(checkpoint=cfgs["adaframe"].out, videos=paths, frames=cfg.frames, mu=cfg.mu, compare=f"uniform{COMPARE}",
-                                                compare_checkpoint=cfgs["avgpool"].out, device=cfg.device))
+        device = resolve_device(cfg.device)
+        # one video at a time, so that each wall time is its own and compares with the baseline's
+        rec = Recognizer.from_run(cfgs["adaframe"].out, device, frames=cfg.frames, mu=cfg.mu, batch_size=1)
+        classifier = collection.load_baseline(cfgs["avgpool"].out, device, rec, cfgs["adaframe"].out)
+        predictions = collection.predict_files(rec, paths, COMPARE, classifier)
     summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "synth": asdict(synth),
                "extract": counts, "eval": rows, "check": check, "predict": predictions}
     write_json(cfg.out / "results.json", summary)

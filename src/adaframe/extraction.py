@@ -1,4 +1,4 @@
-"""``adaframe extract``: raw videos -> the feature data set layout of ``data.py``.
+"""Raw videos -> the feature data set layout of ``data.py``: the work of ``adaframe extract`` (``cli``).
 
 For each video: backbone features of one frame a second (``--fps``, one sequential decoding pass) at
 ``--size`` (ResNet-101 at 224 by default) and the global memory, light-backbone features of
@@ -188,8 +188,8 @@ def check_out(out: Path, entries: list[VideoEntry]) -> None:
                                 f"{e.path}; rename one of them or use another --out")
 
 
-def run_extract(cfg: ExtractConfig) -> dict:
-    """The ``adaframe extract`` command; returns counts (done, failed, skipped, extracted)."""
+def extract(cfg: ExtractConfig) -> dict:
+    """Extract the videos of ``cfg`` not done yet; returns counts (done, failed, skipped, extracted)."""
     entries = read_video_list(cfg.videos, cfg.video_root, cfg.split)
     spec = make_spec(cfg)  # checks the weights files before anything is written
     ranks, device = distributed.start(resolve_device(cfg.device))  # under torchrun: this process's share
