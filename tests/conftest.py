@@ -78,6 +78,16 @@ def random_videos(n: int, classes: int = 3, dim: int = 6, memory: tuple[int, int
     return out
 
 
+def run_agent(model, features: torch.Tensor, lengths: torch.Tensor, memory: torch.Tensor, steps: int, explore: bool = True,
+              generator: torch.Generator | None = None):
+    """The rollout over stored features: sampled (training) with ``explore``, else the most likely actions for K steps."""
+    from adaframe.recurrent import Exploration
+    from adaframe.rollout import rollout, stored_frames
+
+    return rollout(model, memory, lengths, stored_frames(features), steps,
+                   explore=Exploration(generator) if explore else None)
+
+
 def lively(model: torch.nn.Module, std: float = 1.0) -> torch.nn.Module:
     """An untrained AdaFrame whose heads vary from video to video and step to step: the utility and the slots policy
     start at zero weights (the same utility, mostly the scan, for every video), which would leave stop rules and jumps

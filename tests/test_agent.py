@@ -9,12 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaframe.agent import AdaFrame, AgentConfig, Looked, location_to_index, scan_order, scan_positions
+from adaframe.agent import AdaFrame, AgentConfig, location_to_index, scan_order, scan_positions
 from adaframe.data import Batch, FeatureDataset, collate, sample_indices
+from adaframe.recurrent import Looked
 from adaframe.inference import agent_batch, evaluate, policy_indices
 from adaframe.rollout import StopRule
 from adaframe.memory import GlobalMemory, positional_encoding
-from adaframe.losses import adaframe_loss
+from adaframe.losses import agent_loss
+from conftest import run_agent
 
 B, D, DM, C, H = 5, 16, 8, 4, 32
 
@@ -54,7 +56,7 @@ VARIANT_IDS = [f"{v['memory_read']}-{v['selection']}" for v in VARIANTS]
 @pytest.mark.parametrize("steps", [1, 3, 6])
 def test_forward_rollout_shapes(train_batch, explore, steps, variant):
     model = make_model(**variant)
-    roll = model(train_batch.features, train_batch.lengths, train_batch.memory, steps, explore=explore,
+    roll = run_agent(model, train_batch.features, train_batch.lengths, train_batch.memory, steps, explore=explore,
                  generator=torch.Generator().manual_seed(0))
     n = train_batch.features.shape[0]
     assert roll.logits.shape == (n, steps, C)
@@ -79,7 +81,7 @@ def test_forward_rollout_shapes(train_batch, explore, steps, variant):
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 def test_forward_explore_uses_generator(train_batch, variant):
     model = make_model(**variant)
-    run = lambda s: model(train_batch.features, train_batch.lengths, train_batch.memory, 6, explore=True,
+    run = lambda s: run_agent(model, train_batch.features, train_batch.lengths, train_batch.memory, 6, explore=True,
                           generator=torch.Generator().manual_seed(s)).indices
     assert torch.equal(run(1), run(1))
     assert not torch.equal(run(1), run(2))
@@ -91,17 +93,17 @@ def test_adaframe_batch_shapes(train_batch, mu, variant):
     model = make_model(**variant).eval()
     out = agent_batch(model, train_batch, 5, None if mu is None else StopRule("utility", mu))
     n = train_batch.features.shape[0]
-    assert out["probs"].shape == (n, C)
-    torch.testing.assert_close(out["probs"].sum(1), torch.ones(n))
-    assert out["steps"].shape == (n,) and ((out["steps"] >= 1) & (out["steps"] <= 5)).all()
-    assert out["visited"].shape == (n, 5) and out["utilities"].shape == (n, 5)
+    assert out.probs.shape == (n, C)
+    torch.testing.assert_close(out.probs.sum(1), torch.ones(n))
+    assert out.steps.shape == (n,) and ((out.steps >= 1) & (out.steps <= 5)).all()
+    assert out.indices.shape == (n, 5) and out.utilities.shape == (n, 5)
     for b in range(n):
-        s = int(out["steps"][b])
-        assert ((out["visited"][b, :s] >= 0) & (out["visited"][b, :s] < train_batch.lengths[b])).all()
-        assert (out["visited"][b, s:] == -1).all()
-        assert torch.isfinite(out["utilities"][b, :s]).all() and torch.isnan(out["utilities"][b, s:]).all()
+        s = int(out.steps[b])
+        assert ((out.indices[b, :s] >= 0) & (out.indices[b, :s] < train_batch.lengths[b])).all()
+        assert (out.indices[b, s:] == -1).all()
+        assert torch.isfinite(out.utilities[b, :s]).all() and torch.isnan(out.utilities[b, s:]).all()
     if mu is None:
-        assert (out["steps"] == 5).all()
+        assert (out.steps == 5).all()
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
@@ -109,11 +111,11 @@ def test_deterministic_forward_matches_inference(train_batch, variant):
     """explore=False forward and agent_batch (no stop rule) run the same deterministic policy."""
     model = make_model(**variant).eval()
     with torch.no_grad():
-        roll = model(train_batch.features, train_batch.lengths, train_batch.memory, 5, explore=False)
+        roll = run_agent(model, train_batch.features, train_batch.lengths, train_batch.memory, 5, explore=False)
     out = agent_batch(model, train_batch, 5)
-    assert torch.equal(roll.indices, out["visited"])
-    torch.testing.assert_close(torch.softmax(roll.logits[:, -1], -1), out["probs"])
-    torch.testing.assert_close(roll.utilities, out["utilities"])
+    assert torch.equal(roll.indices, out.indices)
+    torch.testing.assert_close(torch.softmax(roll.logits[:, -1], -1), out.probs)
+    torch.testing.assert_close(roll.utilities, out.utilities)
 
 
 # ---------------------------------------------------------------- gradients and the loss
@@ -127,7 +129,7 @@ def test_full_loss_reaches_every_parameter(train_batch, variant):
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     for seed in (0, 1):
         opt.zero_grad()
-        terms = adaframe_loss(model, train_batch, steps=4, gamma=0.9, reward_weight=1.0, generator=torch.Generator().manual_seed(seed))
+        terms = agent_loss(model, train_batch, steps=4, gamma=0.9, reward_weight=1.0, generator=torch.Generator().manual_seed(seed))
         assert torch.isfinite(terms["loss"])
         terms["loss"].backward()
         opt.step()
@@ -141,7 +143,7 @@ def test_full_loss_reaches_every_parameter(train_batch, variant):
 
 def naive_loss(model, batch, steps, gamma, lam, seed, normalize=False):
     """L_cls + lam * L_utl - lam * J_sel, written out step by step from the paper's definitions."""
-    roll = model(batch.features, batch.lengths, batch.memory, steps, explore=True, generator=torch.Generator().manual_seed(seed))
+    roll = run_agent(model, batch.features, batch.lengths, batch.memory, steps, explore=True, generator=torch.Generator().manual_seed(seed))
     n = batch.features.shape[0]
     probs = torch.softmax(roll.logits.detach().double(), -1).numpy()
     y = batch.labels.numpy()
@@ -170,10 +172,10 @@ def naive_loss(model, batch, steps, gamma, lam, seed, normalize=False):
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
 @pytest.mark.parametrize("lam, gamma, normalize", [(1.0, 0.9, False), (0.5, 0.0, False), (2.0, 1.0, False), (1.0, 0.9, True)])
-def test_adaframe_loss_matches_naive_formula(train_batch, lam, gamma, normalize, variant):
+def test_agent_loss_matches_naive_formula(train_batch, lam, gamma, normalize, variant):
     model = make_model(seed=3, **variant)
     kw = {"normalize_advantage": True} if normalize else {}
-    got = adaframe_loss(model, train_batch, steps=4, gamma=gamma, reward_weight=lam, generator=torch.Generator().manual_seed(7), **kw)
+    got = agent_loss(model, train_batch, steps=4, gamma=gamma, reward_weight=lam, generator=torch.Generator().manual_seed(7), **kw)
     want = naive_loss(model, train_batch, 4, gamma, lam, 7, normalize)
     torch.testing.assert_close(got["loss"], want, rtol=1e-5, atol=1e-5)
     # and the same gradients
@@ -191,19 +193,19 @@ def test_memory_size_zero_forward_loss_inference(variant):
     feats, lengths, _ = random_inputs([9, 4, 12])
     memory = torch.zeros(3, 0, DM)  # Td = 0
     model = make_model(**variant)
-    roll = model(feats, lengths, memory, 4, explore=True, generator=torch.Generator().manual_seed(0))
+    roll = run_agent(model, feats, lengths, memory, 4, explore=True, generator=torch.Generator().manual_seed(0))
     assert roll.logits.shape == (3, 4, C) and torch.isfinite(roll.logits).all()
     from adaframe.data import Batch
 
     batch = Batch(feats, lengths, memory, torch.tensor([0, 1, 2]), torch.arange(3))
-    terms = adaframe_loss(model, batch, 4, 0.9, 1.0, torch.Generator().manual_seed(0))
+    terms = agent_loss(model, batch, 4, 0.9, 1.0, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(terms["loss"])
     terms["loss"].backward()
     selection = model.select.fc if variant["selection"] == "gaussian" else model.select.moves  # slots: scan, back, forward
     assert model.head.weight.grad is not None and selection.weight.grad.abs().sum() > 0
     model.eval()
     out = agent_batch(model, batch, 4, StopRule("utility", 0.1))
-    assert out["probs"].shape == (3, C) and torch.isfinite(out["probs"]).all()
+    assert out.probs.shape == (3, C) and torch.isfinite(out.probs).all()
     step = model.step(feats[:, 0], model.memory.encode(memory), model.initial_state(3, torch.device("cpu")))
     assert step.attention.shape == (3, 0)
 
@@ -213,7 +215,7 @@ def test_memory_frames_zero_dataset_end_to_end(synth_dir):
     model = AdaFrame(AgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=H))
     batch = collate([ds[i] for i in range(len(ds))])
     assert batch.memory.shape[:2] == (len(ds), 0)
-    terms = adaframe_loss(model, batch, 3, 0.9, 1.0, torch.Generator().manual_seed(0))
+    terms = agent_loss(model, batch, 3, 0.9, 1.0, generator=torch.Generator().manual_seed(0))
     terms["loss"].backward()
     res = evaluate(model, ds, frames=3, stop=StopRule("utility", 0.5))
     assert res.scores.shape == (len(ds), len(ds.classes)) and np.isfinite(res.scores).all()
@@ -224,14 +226,14 @@ def test_memory_frames_zero_dataset_end_to_end(synth_dir):
 def test_videos_shorter_than_k(explore, variant):
     feats, lengths, memory = random_inputs([1, 2, 3, 5])
     model = make_model(**variant)
-    roll = model(feats, lengths, memory, 8, explore=explore, generator=torch.Generator().manual_seed(0))
+    roll = run_agent(model, feats, lengths, memory, 8, explore=explore, generator=torch.Generator().manual_seed(0))
     assert roll.indices.shape == (4, 8)
     assert ((roll.indices >= 0) & (roll.indices < lengths[:, None])).all()
     assert (roll.indices[0] == 0).all()
     from adaframe.data import Batch
 
     out = agent_batch(model.eval(), Batch(feats, lengths, memory, torch.zeros(4, dtype=torch.long), torch.arange(4)), 8, StopRule("utility", 0.0))
-    v = out["visited"]
+    v = out.indices
     assert ((v == -1) | ((v >= 0) & (v < lengths[:, None]))).all()
 
 
@@ -303,7 +305,7 @@ def test_step_attention_sums_to_one(train_batch):
         out = model.step(train_batch.features[:, t], encoded, state)
         state = out.state
         torch.testing.assert_close(out.attention.sum(1), torch.ones(train_batch.features.shape[0]))
-        assert ((out.selection > 0) & (out.selection < 1)).all()  # the Gaussian's mean location
+        assert ((out.policy > 0) & (out.policy < 1)).all()  # the Gaussian's mean location
 
 
 # ---------------------------------------------------------------- the slots policy and the uniform scan
@@ -328,7 +330,7 @@ def test_scan_order_is_a_permutation_starting_in_the_middle(k):
 
 
 def test_looked_marks_the_slots_each_frame_overlaps():
-    looked = Looked.start(3, 4, 2, torch.device("cpu"))
+    looked = Looked.start(3, 4, scan_positions(2))
     # by hand, slot j covers [j/4, (j+1)/4): frame 0 of 8 is [0, 1/8) -> slot 0; frame 7 of 8 [7/8, 1) -> 3;
     # frame 2 of 3 [2/3, 1) -> slots 2 (from 0.5) and 3
     looked.mark(torch.tensor([0, 1, 2]), torch.tensor([0, 7, 2]), torch.tensor([8, 8, 3]), 0)
@@ -339,7 +341,7 @@ def test_looked_marks_the_slots_each_frame_overlaps():
 
 
 def test_looked_blocks_what_would_show_nothing_new():
-    looked = Looked.start(3, 4, 3, torch.device("cpu"))
+    looked = Looked.start(3, 4, scan_positions(3))
     rows, lengths = torch.tensor([0, 1, 2]), torch.tensor([8, 8, 3])
     looked.mark(rows, torch.tensor([0, 7, 1]), lengths, 0)
     looked.mark(rows, torch.tensor([1, 3, 0]), lengths, 1)
@@ -365,7 +367,7 @@ def test_untrained_slots_agent_scans_uniformly(memory_read):
     feats, lengths, memory = random_inputs([9, 30, 12, 50, 4])
     model = make_model(memory_read=memory_read, selection="slots", scan_bias=1e4)
     for explore in (True, False):
-        roll = model(feats, lengths, memory, 6, explore=explore, generator=torch.Generator().manual_seed(0))
+        roll = run_agent(model, feats, lengths, memory, 6, explore=explore, generator=torch.Generator().manual_seed(0))
         if not explore:
             assert torch.equal(roll.indices, policy_indices(lengths, 6, "uniform"))
         else:  # a frame in the scan position's segment
@@ -381,8 +383,8 @@ def test_slots_agent_never_looks_at_a_slot_twice(explore):
     most 2 slots, so 10 steps always find a free one.)"""
     feats, lengths, memory = random_inputs([40, 64, 33, 100, 32, 50], td=32)
     model = make_model(memory_read="policy", selection="slots", scan_bias=-1e4)
-    roll = model(feats, lengths, memory, 10, explore=explore, generator=torch.Generator().manual_seed(1))
+    roll = run_agent(model, feats, lengths, memory, 10, explore=explore, generator=torch.Generator().manual_seed(1))
     out = agent_batch(model.eval(), Batch(feats, lengths, memory, torch.zeros(6, dtype=torch.long), torch.arange(6)), 10)
-    for visited in (roll.indices, out["visited"]):
+    for visited in (roll.indices, out.indices):
         for row, t in zip(visited.tolist(), lengths.tolist()):
             assert len(set(row)) == min(len(row), t), row

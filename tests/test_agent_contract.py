@@ -1,16 +1,21 @@
 """What every agent (AdaFrame with each selection and memory read, FrameGlimpse, FastForward, with and without the
-global memory) guarantees through the rollout that evaluation and ``predict`` share (``inference.agent_rollout``),
-and through its training rollout: shapes, masks after a stop, frames inside the video, determinism, gradients."""
+global memory) guarantees through the one rollout (``rollout.rollout``) that training (sampled), evaluation and
+``predict`` (most likely actions, early stop) share: shapes, masks after a stop, frames inside the video, determinism,
+gradients; and the registry's table of model kinds."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 
 import pytest
 import torch
 
-from adaframe.registry import build_model
-from adaframe.rollout import StopRule, rollout
+from adaframe.config import ModelName
+from adaframe.recurrent import Exploration, RecurrentAgent
+from adaframe.registry import KINDS, build_model
+from adaframe.rollout import Rollout, StopRule, rollout
 
 B, T, D, TD, DM, C, K = 6, 11, 5, 8, 4, 3, 4
 AGENTS = {  # name: (kind, extra dims)
@@ -42,14 +47,16 @@ def inputs(model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return features, lengths, memory
 
 
-def rollout(model: torch.nn.Module, stop: StopRule | None) -> tuple[dict[str, torch.Tensor], list[tuple[list[int], list[int]]]]:
+def run(model: torch.nn.Module, stop: StopRule | None = None,
+        explore: Exploration | None = None) -> tuple[Rollout, list[tuple[list[int], list[int]]]]:
+    """The rollout, recording which frames of which videos it asked for."""
     features, lengths, memory = inputs(model)
     asked: list[tuple[list[int], list[int]]] = []
 
     def frame_fn(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         asked.append((rows.tolist(), idx.tolist()))
         return features[rows, idx]  # [A, D]
-    return agent_rollout(model, memory, lengths, frame_fn, K, stop), asked
+    return rollout(model, memory, lengths, frame_fn, K, stop=stop, explore=explore), asked
 
 
 CASES = [(name, stop) for name in sorted(AGENTS) for stop in (None, "utility", "learned")
@@ -64,11 +71,12 @@ def test_rollout_contract(name, stop):
         # Untrained agents differ in where their utilities or stop probabilities lie: take the first threshold at which
         # some videos stop early and others do not, so that the masks below are tested on both.
         rule = None if stop is None else StopRule(stop, threshold)
-        out, asked = rollout(model, rule)
-        if stop is None or len(set(out["steps"].tolist())) > 1:
+        with torch.no_grad():
+            out, asked = run(model, rule)
+        if stop is None or len(set(out.steps.tolist())) > 1:
             break
     _, lengths, _ = inputs(model)
-    steps, visited, utilities, probs = out["steps"], out["visited"], out["utilities"], out["probs"]
+    steps, visited, utilities, probs = out.steps, out.indices, out.utilities, out.probs
     assert probs.shape == (B, C) and steps.shape == (B,) and visited.shape == utilities.shape == (B, K)
     assert torch.allclose(probs.sum(-1), torch.ones(B), atol=1e-5) and (probs >= 0).all()
     assert ((steps >= 1) & (steps <= K)).all()
@@ -83,20 +91,32 @@ def test_rollout_contract(name, stop):
     for t, (rows, idx) in enumerate(asked):
         assert rows == taken[:, t].nonzero().squeeze(1).tolist()
         assert idx == visited[rows, t].tolist()
-    again, _ = rollout(model, rule)
-    for key in out:
-        assert torch.equal(out[key].nan_to_num(-7.0), again[key].nan_to_num(-7.0)), f"{key} differs between two runs"
+    assert (out.alive == taken).all() and (out.log_probs == 0).all()  # most likely actions: no log-probabilities
+    with torch.no_grad():
+        again, _ = run(model, rule)
+    for field in dataclasses.fields(Rollout):
+        a, b = getattr(out, field.name), getattr(again, field.name)
+        assert torch.equal(a.nan_to_num(-7.0), b.nan_to_num(-7.0)), f"{field.name} differs between two runs"
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))
 def test_training_rollout_gradients_and_masks(name):
     model = make(name).train()
-    features, lengths, memory = inputs(model)
-    roll = model(features, lengths, memory, K, generator=torch.Generator().manual_seed(3))
+    _, lengths, _ = inputs(model)
+    roll, asked = run(model, explore=Exploration(torch.Generator().manual_seed(3)))
     assert roll.logits.shape == (B, K, C) and roll.utilities.shape == roll.log_probs.shape == roll.indices.shape == (B, K)
     assert ((roll.indices >= 0) & (roll.indices < lengths[:, None])).all()
-    alive = getattr(roll, "alive", torch.ones(B, K, dtype=torch.bool))  # agents without a stop run all K steps
+    # Training keeps every video in the batch for all K steps; a sampled stop only masks the steps after it.
+    assert [rows for rows, _ in asked] == [list(range(B))] * K
+    assert [idx for _, idx in asked] == roll.indices.T.tolist()
+    alive = roll.alive
     assert alive[:, 0].all() and (alive[:, 1:] <= alive[:, :-1]).all()  # once stopped, stopped
+    if not model.has_stop_head:
+        assert alive.all()
+    # log pi of the decision that chose each step's frame: a fixed first frame is no decision
+    assert (roll.log_probs[:, 1:] != 0).any() and (model.chooses_first or (roll.log_probs[:, 0] == 0).all())
+    again, _ = run(model, explore=Exploration(torch.Generator().manual_seed(3)))
+    assert torch.equal(roll.indices, again.indices) and torch.equal(roll.alive, again.alive)
     loss = (roll.logits.logsumexp(-1) * alive).sum() + (roll.utilities * alive).sum() + roll.log_probs.sum()
     loss.backward()
     for part in ("head", "utility", "lstm"):
@@ -104,3 +124,26 @@ def test_training_rollout_gradients_and_masks(name):
         assert all(g is not None and torch.isfinite(g).all() for g in grads), part
         assert any(g.abs().sum() > 0 for g in grads), f"no gradient reaches {part}"
     assert math.isfinite(loss.item())
+
+
+def test_registry_knows_every_model_name_and_builds_its_contract():
+    assert set(KINDS) == set(typing.get_args(ModelName))
+    dims = {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": 12}
+    for name, kind in KINDS.items():
+        model = build_model(name, dims)
+        assert isinstance(model, RecurrentAgent) == kind.agent, name
+        assert hasattr(model, "flops_probe"), name
+
+
+@pytest.mark.parametrize("name", sorted(k for k in KINDS if not KINDS[k].agent))
+def test_baselines_return_logits(name):
+    """Every model returns logits: a baseline's softmax is its video prediction (AvgPooling: the mean of the frames')."""
+    torch.manual_seed(0)
+    model = build_model(name, {"feature_dim": D, "memory_dim": 0, "num_classes": C, "hidden": 12}).eval()
+    frames, mask = torch.randn(3, 4, D), torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        logits = model(frames, mask)
+    assert logits.shape == (3, C) and torch.isfinite(logits).all()
+    if name == "avgpool":
+        want = torch.stack([torch.softmax(model.forward_head(frames[b, mask[b]]), -1).mean(0) for b in range(3)])
+        torch.testing.assert_close(torch.softmax(logits, -1), want)

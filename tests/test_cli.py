@@ -71,7 +71,8 @@ def independent_map(run: Path, data: Path, extra: tuple[str, ...]) -> float:
     """The val mAP of the run under eval's flags ``extra``: the model run by ``inference.evaluate``, AP by scikit-learn."""
     from adaframe.registry import load_checkpoint
     from adaframe.data import FeatureDataset
-    from adaframe.inference import StopRule, evaluate
+    from adaframe.inference import evaluate
+    from adaframe.rollout import StopRule
 
     flags = dict(zip(extra[::2], extra[1::2]))
     model, payload = load_checkpoint(run)

@@ -12,6 +12,7 @@ from adaframe.data import FeatureDataset, collate
 from adaframe.inference import agent_batch, count_distinct, evaluate
 from adaframe.rollout import StopRule
 from conftest import lively
+from conftest import run_agent
 
 K = 8
 
@@ -53,7 +54,7 @@ def test_adaptive_lookahead_matches_naive_rule(data, patience):
     ds, batch = data
     model = agent(ds)
     with torch.no_grad():
-        roll = model(batch.features, batch.lengths, batch.memory, K, explore=False)
+        roll = run_agent(model, batch.features, batch.lengths, batch.memory, K, explore=False)
     u = roll.utilities.double().numpy()
     probs_per_step = torch.softmax(roll.logits, -1)
     thresholds = drop_thresholds(u)
@@ -62,12 +63,12 @@ def test_adaptive_lookahead_matches_naive_rule(data, patience):
     for mu in thresholds + [0.0]:
         out = agent_batch(model, batch, K, StopRule("utility", mu, patience))
         want_steps = [naive_stop(list(row), mu, patience) for row in u]
-        assert out["steps"].tolist() == want_steps, f"mu={mu}"
+        assert out.steps.tolist() == want_steps, f"mu={mu}"
         for b, s in enumerate(want_steps):
-            torch.testing.assert_close(out["probs"][b], probs_per_step[b, s - 1])
-            assert out["probs"][b].argmax() == probs_per_step[b, s - 1].argmax()
-            assert out["visited"][b, :s].tolist() == roll.indices[b, :s].tolist()
-            assert (out["visited"][b, s:] == -1).all()
+            torch.testing.assert_close(out.probs[b], probs_per_step[b, s - 1])
+            assert out.probs[b].argmax() == probs_per_step[b, s - 1].argmax()
+            assert out.indices[b, :s].tolist() == roll.indices[b, :s].tolist()
+            assert (out.indices[b, s:] == -1).all()
         saw_early |= min(want_steps) < K
         saw_full |= max(want_steps) == K
     assert saw_early and saw_full  # the test exercises both outcomes
@@ -78,16 +79,16 @@ def test_mu_none_and_huge_run_all_steps(data):
     model = agent(ds)
     full = agent_batch(model, batch, K, None)
     huge = agent_batch(model, batch, K, StopRule("utility", 1e9))
-    assert (full["steps"] == K).all() and (huge["steps"] == K).all()
-    assert (full["visited"] >= 0).all()
-    assert torch.equal(full["visited"], huge["visited"])
-    torch.testing.assert_close(full["probs"], huge["probs"])
+    assert (full.steps == K).all() and (huge.steps == K).all()
+    assert (full.indices >= 0).all()
+    assert torch.equal(full.indices, huge.indices)
+    torch.testing.assert_close(full.probs, huge.probs)
 
 
 def test_mu_zero_stops_early_for_someone(data):
     ds, batch = data
     out = agent_batch(agent(ds), batch, K, StopRule("utility", 0.0))
-    assert out["steps"].min() < K
+    assert out.steps.min() < K
 
 
 def test_count_distinct_hand_cases():
@@ -148,7 +149,7 @@ def test_entropy_stop_matches_naive_rule(data, patience):
     model = agent(ds, seed=2)
     with torch.no_grad():
         model.head.weight.mul_(6.0)  # confident, varied predictions: entropies spread over [0, 1]
-        roll = model(batch.features, batch.lengths, batch.memory, K, explore=False)
+        roll = run_agent(model, batch.features, batch.lengths, batch.memory, K, explore=False)
     p = torch.softmax(roll.logits.double(), -1)
     entropy = (-(p * p.clamp(min=1e-12).log()).sum(-1) / np.log(p.shape[-1])).numpy()  # [B, K]
     thresholds = np.quantile(entropy, [0.2, 0.5, 0.8])
@@ -158,7 +159,7 @@ def test_entropy_stop_matches_naive_rule(data, patience):
         for b, row in enumerate(entropy):
             fired = np.cumsum(row < threshold)
             want = int(np.argmax(fired >= patience)) + 1 if fired[-1] >= patience else K
-            assert out["steps"][b] == want
+            assert out.steps[b] == want
             seen.add(want)
     assert len(seen) > 2  # the thresholds really stopped videos at different steps
 

@@ -22,7 +22,7 @@ import torch
 from adaframe.agent import AdaFrame, AgentConfig
 from adaframe.data import Batch, FeatureDataset, collate
 from adaframe.inference import evaluate, policy_indices
-from adaframe.losses import adaframe_loss
+from adaframe.losses import agent_loss
 
 K = 3
 TD = 16
@@ -65,7 +65,7 @@ def fit(ds: FeatureDataset, iterations: int, seed: int = 0, **agent: str) -> Ada
     for _ in range(iterations):
         sel = torch.randint(0, len(ds), (64,), generator=g)
         batch = Batch(full.features[sel], full.lengths[sel], full.memory[sel], full.labels[sel], sel)
-        terms = adaframe_loss(model, batch, K, gamma=0.9, reward_weight=1.0, generator=g)
+        terms = agent_loss(model, batch, K, gamma=0.9, reward_weight=1.0, generator=g)
         opt.zero_grad()
         terms["loss"].backward()
         opt.step()

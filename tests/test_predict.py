@@ -60,15 +60,15 @@ def test_predict_equals_eval_on_offline_features(run, extracted, video_files, mu
         paths = [video_files / "videos" / f"{r.video_id}.mp4" for r in ds.records]
         results = predictor.predict(paths, K, mu)
         for b, r in enumerate(results):
-            steps = int(out["steps"][b])
+            steps = int(out.steps[b])
             assert r["steps"] == steps
-            assert r["frame_seconds"] == [float(i) for i in out["visited"][b, :steps].tolist()]  # 1 fps grid: index = second
+            assert r["frame_seconds"] == [float(i) for i in out.indices[b, :steps].tolist()]  # 1 fps grid: index = second
             probs = dict((c, p) for c, p in r["top"])
             for c, name in enumerate(predictor.classes):
-                assert probs[name] == pytest.approx(float(out["probs"][b, c]), abs=1e-3)
-            assert r["label"] == predictor.classes[int(out["probs"][b].argmax())]
+                assert probs[name] == pytest.approx(float(out.probs[b, c]), abs=1e-3)
+            assert r["label"] == predictor.classes[int(out.probs[b].argmax())]
     if mu == 0.0:  # mu 0 stops at the first drop of the utility: some video must stop early for the test to mean anything
-        assert any(int(s) < K for _, out in _eval_rows(run, extracted, mu) for s in out["steps"])
+        assert any(int(s) < K for _, out in _eval_rows(run, extracted, mu) for s in out.steps)
 
 
 def test_only_the_frames_the_policy_picks_are_computed(run, video_files):

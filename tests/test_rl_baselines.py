@@ -12,10 +12,10 @@ from adaframe.data import Batch, FeatureDataset, collate
 from adaframe.inference import agent_batch, evaluate
 from adaframe.rollout import StopRule
 from adaframe.rl_baselines import FastForward, FrameGlimpse, StopAgentConfig
-from adaframe.losses import stop_agent_loss
+from adaframe.losses import agent_loss
 from adaframe.train import train
 from adaframe.utils import AdaframeError
-from conftest import random_videos
+from conftest import random_videos, run_agent
 
 AGENTS = [FrameGlimpse, FastForward]
 B, T, D, TD, DM, C, K = 6, 20, 8, 5, 4, 3, 6
@@ -36,18 +36,18 @@ def make(cls, memory_dim: int = DM, seed: int = 0):
 @pytest.mark.parametrize("cls", AGENTS)
 def test_rollout_shapes_mask_and_indices(cls):
     batch = make_batch()
-    roll = make(cls)(batch.features, batch.lengths, batch.memory, K, generator=torch.Generator().manual_seed(1))
+    roll = run_agent(make(cls), batch.features, batch.lengths, batch.memory, K, generator=torch.Generator().manual_seed(1))
     assert roll.logits.shape == (B, K, C) and roll.utilities.shape == roll.log_probs.shape == roll.alive.shape == (B, K)
     assert roll.alive[:, 0].all()  # the first step is always taken
     # alive is a prefix: once stopped, never alive again
     assert (roll.alive[:, 1:] <= roll.alive[:, :-1]).all()
     assert ((roll.indices >= 0) & (roll.indices < batch.lengths[:, None])).all()
-    assert (roll.log_probs[:, -1] == 0).all()  # the last step's stop is forced, not a decision
+    assert (roll.log_probs[:, 0] == 0).all()  # the first frame is a fixed start, not a decision
 
 
 def test_fastforward_only_moves_forward_and_starts_at_the_first_frame():
     batch = make_batch()
-    roll = make(FastForward)(batch.features, batch.lengths, batch.memory, K, generator=torch.Generator().manual_seed(2))
+    roll = run_agent(make(FastForward), batch.features, batch.lengths, batch.memory, K, generator=torch.Generator().manual_seed(2))
     assert (roll.indices[:, 0] == 0).all()
     steps = roll.indices[:, 1:] - roll.indices[:, :-1]
     at_end = roll.indices[:, :-1] == batch.lengths[:, None] - 1
@@ -65,7 +65,7 @@ def test_fastforward_jumps_are_fractions_of_the_length():
 @pytest.mark.parametrize("cls", AGENTS)
 def test_loss_reaches_every_head(cls):
     model = make(cls)
-    terms = stop_agent_loss(model, make_batch(), K, gamma=0.9, reward_weight=1.0, step_cost=0.05,
+    terms = agent_loss(model, make_batch(), K, gamma=0.9, reward_weight=1.0, step_cost=0.05,
                             generator=torch.Generator().manual_seed(3))
     assert torch.isfinite(terms["loss"])
     terms["loss"].backward()
@@ -86,29 +86,29 @@ def test_learned_stop_matches_a_naive_loop(cls):
     for threshold in (0.0, 0.45, 0.5, 0.55, 1.01):
         out = agent_batch(model, batch, K, StopRule("learned", threshold))
         full = agent_batch(model, batch, K)  # no stop: all K steps, the same path
-        assert (full["steps"] == K).all()
+        assert (full.steps == K).all()
         for b in range(B):
             # replay video b alone, one step at a time, and stop where p(stop) >= threshold
             enc = model.memory.encode(batch.memory[b: b + 1])
             state = model.initial_state(1, torch.device("cpu"))
-            idx = model.start_indices(batch.lengths[b: b + 1])
+            idx = model.first(enc, batch.lengths[b: b + 1], None, None).index
             want = K
             with torch.no_grad():
                 for t in range(K):
                     step = model.step(batch.features[b: b + 1, idx[0]], enc, state, idx.float() / batch.lengths[b: b + 1].float())
                     state = step.state
-                    assert full["visited"][b, t] == idx[0]
+                    assert full.indices[b, t] == idx[0]
                     if torch.sigmoid(step.stop_logit)[0] >= threshold:
                         want = t + 1
                         break
-                    idx = model.next_index(model.greedy_action(step.move), idx, batch.lengths[b: b + 1])
-            assert out["steps"][b] == want, (threshold, b)
-            assert (out["visited"][b, :want] == full["visited"][b, :want]).all()
-            assert (out["visited"][b, want:] == -1).all()
+                    idx = model.next_index(model.greedy_action(step.policy), idx, batch.lengths[b: b + 1])
+            assert out.steps[b] == want, (threshold, b)
+            assert (out.indices[b, :want] == full.indices[b, :want]).all()
+            assert (out.indices[b, want:] == -1).all()
         if threshold == 0.0:
-            assert (out["steps"] == 1).all()
+            assert (out.steps == 1).all()
         if threshold > 1:
-            assert (out["steps"] == K).all()
+            assert (out.steps == K).all()
 
 
 def test_learned_stop_needs_a_stop_head(synth_dir):
@@ -150,14 +150,14 @@ def test_stop_agent_overfits_a_tiny_set(make_dataset, tmp_path):
     g = torch.Generator().manual_seed(0)
     first = None
     for _ in range(150):
-        terms = stop_agent_loss(model, batch, 4, 0.9, 1.0, 0.05, g)
+        terms = agent_loss(model, batch, 4, 0.9, 1.0, 0.05, generator=g)
         first = first if first is not None else terms["loss_cls"].item()
         opt.zero_grad()
         terms["loss"].backward()
         opt.step()
     assert terms["loss_cls"].item() < 0.1 * first
     out = agent_batch(model.eval(), batch, 4, StopRule("learned", 0.5))
-    assert (out["probs"].argmax(1) == batch.labels).all()
+    assert (out.probs.argmax(1) == batch.labels).all()
 
 
 @pytest.mark.parametrize("kw, match", [
