@@ -18,12 +18,13 @@ def _softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def test_avgpool_is_mean_of_frame_softmax():
+def test_avgpool_logits_are_the_log_of_the_mean_frame_softmax():
+    """AvgPooling returns logits, as every model does: their softmax is the mean of the real frames' softmaxes."""
     torch.manual_seed(0)
     model = AvgPooling(BaselineConfig(D, C, hidden=8))
     frames = torch.randn(3, 5, D)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
-    out = model(frames, mask).detach().numpy()
+    out = torch.softmax(model(frames, mask), -1).detach().numpy()
     w, b = model.head.weight.detach().numpy(), model.head.bias.detach().numpy()
     x = frames.numpy()
     for i, n in enumerate([5, 2, 1]):
