@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.synth import SynthConfig, generate
+from adaframe.data.synth import SynthConfig, generate
 
 # Two xdist workers share two cores: one intra-op thread each avoids oversubscription.
 torch.set_num_threads(1)
@@ -81,8 +81,8 @@ def random_videos(n: int, classes: int = 3, dim: int = 6, memory: tuple[int, int
 def run_agent(model, features: torch.Tensor, lengths: torch.Tensor, memory: torch.Tensor, steps: int, explore: bool = True,
               generator: torch.Generator | None = None):
     """The rollout over stored features: sampled (training) with ``explore``, else the most likely actions for K steps."""
-    from adaframe.recurrent import Exploration
-    from adaframe.rollout import rollout, stored_frames
+    from adaframe.models.recurrent import Exploration
+    from adaframe.rl.rollout import rollout, stored_frames
 
     return rollout(model, memory, lengths, stored_frames(features), steps,
                    explore=Exploration(generator) if explore else None)
@@ -208,7 +208,7 @@ def keyframe_memory(path: Path, stored: int, size: int) -> tuple[np.ndarray, np.
     [stored, size, size, 3] and their times."""
     import av
 
-    from adaframe.video import _to_rgb, probe
+    from adaframe.media.video import _to_rgb, probe
 
     duration = probe(path).duration
     with av.open(str(path)) as container:
@@ -271,7 +271,7 @@ TINY_EXTRACT = ("--backbone", "resnet18", "--size", "64", "--memory-size", "32",
 @pytest.fixture(scope="session")
 def video_files(tmp_path_factory) -> Path:
     """Eight tiny synthetic MP4s (6-9 s, 4 fps) and their list.txt; tests must not modify them."""
-    from adaframe.synth_video import SynthVideoConfig, generate_videos
+    from adaframe.media.synth_video import SynthVideoConfig, generate_videos
 
     cfg = SynthVideoConfig(videos=8, classes=2, min_seconds=6, max_seconds=9, width=96, height=64, val_fraction=0.25)
     return generate_videos(cfg, tmp_path_factory.mktemp("videos"), progress=False)
@@ -280,7 +280,7 @@ def video_files(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def extracted(video_files, tmp_path_factory) -> Path:
     """Features of ``video_files`` extracted with the tiny backbones; tests must not modify them."""
-    from adaframe.extraction import ExtractConfig, extract
+    from adaframe.engine.extraction import ExtractConfig, extract
 
     out = tmp_path_factory.mktemp("extracted") / "data"
     with warnings.catch_warnings():

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from adaframe.agent import AdaFrame, AgentConfig, location_to_index, scan_order, scan_positions
-from adaframe.data import Batch, FeatureDataset, collate, sample_indices
-from adaframe.recurrent import Looked
-from adaframe.inference import agent_batch, evaluate, policy_indices
-from adaframe.rollout import StopRule
-from adaframe.memory import GlobalMemory, positional_encoding
-from adaframe.losses import agent_loss
+from adaframe.data.features import Batch, FeatureDataset, collate, sample_indices
+from adaframe.engine.inference import agent_batch, evaluate, policy_indices
+from adaframe.models.agent import AdaFrame, AgentConfig, location_to_index, scan_order, scan_positions
+from adaframe.models.memory import GlobalMemory, positional_encoding
+from adaframe.models.recurrent import Looked
+from adaframe.rl.losses import agent_loss
+from adaframe.rl.rollout import StopRule
 from conftest import run_agent
 
 B, D, DM, C, H = 5, 16, 8, 4, 32
@@ -195,7 +195,7 @@ def test_memory_size_zero_forward_loss_inference(variant):
     model = make_model(**variant)
     roll = run_agent(model, feats, lengths, memory, 4, explore=True, generator=torch.Generator().manual_seed(0))
     assert roll.logits.shape == (3, 4, C) and torch.isfinite(roll.logits).all()
-    from adaframe.data import Batch
+    from adaframe.data.features import Batch
 
     batch = Batch(feats, lengths, memory, torch.tensor([0, 1, 2]), torch.arange(3))
     terms = agent_loss(model, batch, 4, 0.9, 1.0, generator=torch.Generator().manual_seed(0))
@@ -230,7 +230,7 @@ def test_videos_shorter_than_k(explore, variant):
     assert roll.indices.shape == (4, 8)
     assert ((roll.indices >= 0) & (roll.indices < lengths[:, None])).all()
     assert (roll.indices[0] == 0).all()
-    from adaframe.data import Batch
+    from adaframe.data.features import Batch
 
     out = agent_batch(model.eval(), Batch(feats, lengths, memory, torch.zeros(4, dtype=torch.long), torch.arange(4)), 8, StopRule("utility", 0.0))
     v = out.indices

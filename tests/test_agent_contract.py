@@ -12,10 +12,10 @@ import typing
 import pytest
 import torch
 
-from adaframe.config import ModelName
-from adaframe.recurrent import Exploration, RecurrentAgent
-from adaframe.registry import KINDS, build_model
-from adaframe.rollout import Rollout, StopRule, rollout
+from adaframe.engine.config import ModelName
+from adaframe.engine.registry import KINDS, build_model
+from adaframe.models.recurrent import Exploration, RecurrentAgent
+from adaframe.rl.rollout import Rollout, StopRule, rollout
 
 B, T, D, TD, DM, C, K = 6, 11, 5, 8, 4, 3, 4
 AGENTS = {  # name: (kind, extra dims)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe import backbones
-from adaframe.backbones import (BACKBONES, backbone_gflops, build_backbone, extract_features, load_backbone_weights,
+from adaframe.media import backbones
+from adaframe.media.backbones import (BACKBONES, backbone_gflops, build_backbone, extract_features, load_backbone_weights,
                                 preprocess)
 from adaframe.utils import AdaframeError
 

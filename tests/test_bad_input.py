@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.registry import build_model, save_checkpoint
+from adaframe.engine.registry import build_model, save_checkpoint
 from conftest import TINY_EXTRACT, adaframe, lively, random_videos, write_dataset, write_video
 
 TRAIN = ("--frames", "3", "--hidden", "8", "--batch-size", "4", "--no-progress")
@@ -194,7 +194,7 @@ def enospc_on(monkeypatch, name: str, method: str, after: int = 0) -> None:
 
 def test_disk_full_during_training_then_resume(tmp_path, monkeypatch):
     """'Disk full during training': the line names the file; the last epoch's files load; --resume finishes the run."""
-    from adaframe.registry import load_checkpoint
+    from adaframe.engine.registry import load_checkpoint
 
     dataset(tmp_path / "D")
     args = ("train", "--data", "D", "--out", "R", *TRAIN, "--epochs", "3")

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
-from adaframe.data import FeatureDataset, sample_indices
-from adaframe.inference import evaluate
+from adaframe.data.features import FeatureDataset, sample_indices
+from adaframe.engine.inference import evaluate
+from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
 
 D, C, H = 6, 3, 5
 

@@ -69,10 +69,10 @@ def test_cli_synth_train_eval(tmp_path, model):
 
 def independent_map(run: Path, data: Path, extra: tuple[str, ...]) -> float:
     """The val mAP of the run under eval's flags ``extra``: the model run by ``inference.evaluate``, AP by scikit-learn."""
-    from adaframe.registry import load_checkpoint
-    from adaframe.data import FeatureDataset
-    from adaframe.inference import evaluate
-    from adaframe.rollout import StopRule
+    from adaframe.engine.registry import load_checkpoint
+    from adaframe.data.features import FeatureDataset
+    from adaframe.engine.inference import evaluate
+    from adaframe.rl.rollout import StopRule
 
     flags = dict(zip(extra[::2], extra[1::2]))
     model, payload = load_checkpoint(run)
@@ -90,8 +90,8 @@ def check_policies(tmp_path, run, data, learned: dict, evaluate) -> None:
     with evidence.csv how often each looked at an evidence frame."""
     import torch
 
-    from adaframe.data import read_evidence, read_videos_csv
-    from adaframe.inference import policy_indices
+    from adaframe.data.features import read_evidence, read_videos_csv
+    from adaframe.engine.inference import policy_indices
 
     per_video = tmp_path / "uniform.csv"
     uniform = evaluate("--policy", "uniform", "--per-video", str(per_video))

@@ -136,7 +136,7 @@ def demo_rows(ada=(90.0, 95.0, 97.0), lstm=(80.0, 85.0, 90.0, 96.0), avg_all=60.
     (demo_rows(std=1.51), {"mu": 0.5}, [True, True, True, False]),
 ])
 def test_demo_checks_decide_on_the_numbers(rows, chosen, passed):
-    from adaframe.demo import checks
+    from adaframe.commands.demo import checks
 
     results = checks(rows, chosen, 1 if rows[-2]["mAP_std"] is None else 2)
     assert [c["passed"] for c in results] == passed, [c["detail"] for c in results]

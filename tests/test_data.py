@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe import data as data_module
-from adaframe.data import FeatureDataset, collate, evidence_hits, gather_frames, read_evidence, sample_indices
+from adaframe.data import features as data_module
+from adaframe.data.features import FeatureDataset, collate, evidence_hits, gather_frames, read_evidence, sample_indices
 from adaframe.utils import AdaframeError
 from conftest import random_videos, read_rows
 
@@ -399,7 +399,7 @@ import csv  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from adaframe.data import SPLITS, read_videos_csv  # noqa: E402
+from adaframe.data.features import SPLITS, read_videos_csv  # noqa: E402
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=12)
 _ID = _TEXT.map(str.strip).filter(lambda s: s and "/" not in s and "\\" not in s and not s.startswith(".")

@@ -8,8 +8,8 @@ import signal
 import numpy as np
 import pytest
 
-from adaframe.decode_workers import DecodeWorkers, Failed, Frames, Open, Opened, Read
-from adaframe.video import VideoReader, probe, sample_times
+from adaframe.media.decode_workers import DecodeWorkers, Failed, Frames, Open, Opened, Read
+from adaframe.media.video import VideoReader, probe, sample_times
 
 
 def _open(path, memory: int = 16) -> Open:
@@ -78,7 +78,7 @@ def test_workers_end_when_their_parent_is_killed(paths, tmp_path):
     import time
     from pathlib import Path
 
-    script = (f"from adaframe.decode_workers import DecodeWorkers, Open\n"
+    script = (f"from adaframe.media.decode_workers import DecodeWorkers, Open\n"
               f"w = DecodeWorkers(2)\n"
               f"for k, path in enumerate({[str(p) for p in paths[:2]]!r}):\n"
               f"    w.submit(k, Open(path, 1.0))\n"

@@ -15,10 +15,10 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from adaframe.registry import build_model, load_checkpoint, save_checkpoint
-from adaframe.data import FeatureDataset
-from adaframe.inference import evaluate
-from adaframe.rollout import StopRule
+from adaframe.data.features import FeatureDataset
+from adaframe.engine.inference import evaluate
+from adaframe.engine.registry import build_model, load_checkpoint, save_checkpoint
+from adaframe.rl.rollout import StopRule
 from conftest import TINY_SYNTH, adaframe, lively
 
 D, DM, TD, C, H = TINY_SYNTH["dim"], TINY_SYNTH["memory_dim"], TINY_SYNTH["memory_frames"], TINY_SYNTH["classes"], 16

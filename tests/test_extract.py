@@ -21,13 +21,13 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from adaframe.backbones import BACKBONES, build_backbone, extract_features
-from adaframe.data import SPLITS, FeatureDataset
-from adaframe import extraction
-from adaframe.extraction import ExtractConfig
-from adaframe.video_lists import parse_shard, read_video_list
+from adaframe.data.features import FeatureDataset, SPLITS
+from adaframe.data.video_lists import parse_shard, read_video_list
+from adaframe.engine import extraction
+from adaframe.engine.extraction import ExtractConfig
+from adaframe.media.backbones import BACKBONES, build_backbone, extract_features
+from adaframe.media.video import decode_at_rate, probe, sample_times
 from adaframe.utils import AdaframeError
-from adaframe.video import decode_at_rate, probe, sample_times
 from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, keyframe_memory, torchrun
 
 TINY = dict(backbone="resnet18", size=64, memory_size=32, workers=0, progress=False)

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.agent import AdaFrame, AgentConfig
-from adaframe.baselines import AvgPooling, BaselineConfig, LSTMBaseline
-from adaframe.data import FeatureDataset, collate
-from adaframe.inference import agent_batch, count_distinct, evaluate
-from adaframe.rollout import StopRule
-from conftest import lively
-from conftest import run_agent
+from adaframe.data.features import FeatureDataset, collate
+from adaframe.engine.inference import agent_batch, evaluate
+from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
+from adaframe.rl.rollout import StopRule, count_distinct
+from conftest import lively, run_agent
 
 K = 8
 

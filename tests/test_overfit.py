@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.agent import AdaFrame, AgentConfig
-from adaframe.data import Batch, FeatureDataset, collate
-from adaframe.inference import evaluate, policy_indices
-from adaframe.losses import agent_loss
+from adaframe.data.features import Batch, FeatureDataset, collate
+from adaframe.engine.inference import evaluate, policy_indices
+from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.rl.losses import agent_loss
 
 K = 3
 TD = 16

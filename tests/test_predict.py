@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.registry import build_model, save_checkpoint
-from adaframe.data import FeatureDataset, collate, read_spec
-from adaframe.inference import agent_batch
-from adaframe.rollout import StopRule
-from adaframe.predict import parse_compare
-from adaframe.recognizer import Predictor
+from adaframe.commands.predict import parse_compare
+from adaframe.data.features import FeatureDataset, collate, read_spec
+from adaframe.engine.inference import agent_batch
+from adaframe.engine.recognizer import Predictor
+from adaframe.engine.registry import build_model, save_checkpoint
+from adaframe.media.video import probe, sample_times
+from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError
-from adaframe.video import probe, sample_times
 from conftest import SHARED_VIDEOS, adaframe, lively
 
 K = 4
@@ -45,7 +45,7 @@ def run(extracted, tmp_path_factory) -> Path:
 
 def _eval_rows(run: Path, data: Path, mu: float | None):
     """Offline: the stored features of each split through the same agent -> (dataset, outputs)."""
-    from adaframe.registry import load_checkpoint
+    from adaframe.engine.registry import load_checkpoint
 
     model, payload = load_checkpoint(run)
     for split in ("train", "val"):
@@ -188,8 +188,8 @@ def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
 
 def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files, tmp_path):
     """Features made with weights file A; predict with a changed file must refuse, not predict garbage."""
-    from adaframe.backbones import build_backbone
-    from adaframe.extraction import ExtractConfig, extract
+    from adaframe.media.backbones import build_backbone
+    from adaframe.engine.extraction import ExtractConfig, extract
 
     weights = tmp_path / "r18.pt"
     with warnings.catch_warnings():
@@ -376,7 +376,7 @@ def test_collection_survives_sigkill_bad_files_and_settings(run, video_files, tm
     ({"videos": (Path("a.mp4"),), "shard": "0/2"}, "go together"),
 ])
 def test_predict_options_that_do_not_go_together(kwargs, message):
-    from adaframe.predict import PredictConfig
+    from adaframe.commands.predict import PredictConfig
 
     with pytest.raises(AdaframeError, match=message):
         PredictConfig(checkpoint=Path("run"), **kwargs)
@@ -385,8 +385,8 @@ def test_predict_options_that_do_not_go_together(kwargs, message):
 def test_benchmark_on_video_files_measures_both_methods_through_the_same_workers(run, video_files, capsys):
     """``benchmark --videos``: per folder, AdaFrame's and uniformK's frames decoded and backbone frames are those
     the predictor reports video by video, and the ratio rows divide them."""
-    from adaframe.benchmark import BenchmarkConfig, run_benchmark
-    from adaframe.recognizer import Recognizer
+    from adaframe.commands.benchmark import BenchmarkConfig, run_benchmark
+    from adaframe.engine.recognizer import Recognizer
 
     folder = video_files / "videos"
     rows = run_benchmark(BenchmarkConfig(videos=(folder,), checkpoint=run, frames=K, mu=0.0, uniform=6, workers=1, video_batch=3))

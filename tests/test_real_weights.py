@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.backbones import build_backbone, preprocess
-from adaframe.video import _to_rgb
+from adaframe.media.backbones import build_backbone, preprocess
+from adaframe.media.video import _to_rgb
 from conftest import adaframe
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weights"

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaframe.rewards import discounted_returns, margin_rewards, margins
+from adaframe.rl.rewards import discounted_returns, margin_rewards, margins
 
 
 def test_margins_golden():
@@ -105,7 +105,7 @@ def test_margin_rewards_vs_naive(rows):
 
 
 def test_prediction_and_transition_rewards_golden():
-    from adaframe.rewards import prediction_rewards, step_rewards, transition_rewards
+    from adaframe.rl.rewards import prediction_rewards, step_rewards, transition_rewards
 
     p = torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.25, 0.25, 0.5]]], dtype=torch.float64)
     logits = p.log() - 3.0

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.registry import build_model, load_checkpoint
-from adaframe.config import TrainConfig
-from adaframe.data import Batch, FeatureDataset, collate
-from adaframe.inference import agent_batch, evaluate
-from adaframe.rollout import StopRule
-from adaframe.rl_baselines import FastForward, FrameGlimpse, StopAgentConfig
-from adaframe.losses import agent_loss
-from adaframe.train import train
+from adaframe.data.features import Batch, FeatureDataset, collate
+from adaframe.engine.config import TrainConfig
+from adaframe.engine.inference import agent_batch, evaluate
+from adaframe.engine.registry import build_model, load_checkpoint
+from adaframe.engine.train import train
+from adaframe.models.stop_agents import FastForward, FrameGlimpse, StopAgentConfig
+from adaframe.rl.losses import agent_loss
+from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError
 from conftest import random_videos, run_agent
 
@@ -112,7 +112,7 @@ def test_learned_stop_matches_a_naive_loop(cls):
 
 
 def test_learned_stop_needs_a_stop_head(synth_dir):
-    from adaframe.agent import AdaFrame, AgentConfig
+    from adaframe.models.agent import AdaFrame, AgentConfig
 
     ada = AdaFrame(AgentConfig(D, DM, C, hidden=8))
     with pytest.raises(AdaframeError, match="stop head"):
@@ -139,7 +139,7 @@ def test_train_and_reload(synth_dir, tmp_path, model):
 
 def test_stop_agent_overfits_a_tiny_set(make_dataset, tmp_path):
     """Four videos, one class each: the loss falls and the agent gets them all right."""
-    from adaframe.train import make_optimizer
+    from adaframe.engine.train import make_optimizer
 
     make_dataset(tmp_path / "d", random_videos(4, classes=4, min_t=6, max_t=10, seed=1))
     ds = FeatureDataset(tmp_path / "d", "train")

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaframe.registry import load_checkpoint
-from adaframe.config import TrainConfig
-from adaframe.evaluation import Setting, evaluate_run
-from adaframe.metrics import CostModel
-from adaframe.runs import Evaluator, can_resume, is_finished, mean_std, pick_mu, seeded, train_missing
-from adaframe.train import train
+from adaframe.engine.config import TrainConfig
+from adaframe.engine.evaluation import Setting, evaluate_run
+from adaframe.engine.metrics import CostModel
+from adaframe.engine.registry import load_checkpoint
+from adaframe.engine.runs import Evaluator, can_resume, is_finished, mean_std, pick_mu, seeded, train_missing
+from adaframe.engine.train import train
 from conftest import adaframe
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from adaframe.agent import AdaFrame, AgentConfig
-from adaframe.baselines import BaselineConfig, LSTMBaseline
-from adaframe.registry import load_checkpoint
-from adaframe.config import TrainConfig
-from adaframe.data import FeatureDataset
-from adaframe.standardize import feature_statistics, set_statistics
+from adaframe.data.features import FeatureDataset
+from adaframe.engine.config import TrainConfig
+from adaframe.engine.registry import load_checkpoint
+from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.models.baselines import BaselineConfig, LSTMBaseline
+from adaframe.models.standardize import feature_statistics, set_statistics
 from conftest import random_videos
 
 
@@ -47,7 +47,7 @@ def test_models_apply_the_statistics():
 
 
 def test_training_stores_the_training_split_statistics(synth_dir, tmp_path):
-    from adaframe.train import train
+    from adaframe.engine.train import train
 
     run = train(TrainConfig(synth_dir, tmp_path / "run", model="adaframe", frames=2, epochs=1, hidden=8, progress=False))
     model, _ = load_checkpoint(run)

@@ -7,9 +7,9 @@ import csv
 import numpy as np
 import pytest
 
-from adaframe.synth_video import COLOURS, SynthVideoConfig
+from adaframe.media.synth_video import COLOURS, SynthVideoConfig
+from adaframe.media.video import VideoReader, probe
 from adaframe.utils import AdaframeError
-from adaframe.video import VideoReader, probe
 
 
 def _colour_share(frame: np.ndarray, rgb: tuple[int, int, int]) -> float:
@@ -53,7 +53,7 @@ def test_long_clips_with_a_fixed_keyframe_interval(tmp_path):
     every gop frames and nowhere else, even where the class shape cuts in."""
     import av
 
-    from adaframe.synth_video import generate_videos
+    from adaframe.media.synth_video import generate_videos
 
     out = generate_videos(SynthVideoConfig(videos=2, seconds=5, fps=10, gop=7, width=32, height=32, min_evidence=2, max_evidence=2),
                           tmp_path, progress=False)

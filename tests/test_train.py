@@ -11,12 +11,12 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from adaframe.registry import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
-from adaframe.config import TrainConfig
-from adaframe.data import FeatureDataset
-from adaframe.inference import evaluate
-from adaframe.rollout import StopRule
-from adaframe.train import train
+from adaframe.data.features import FeatureDataset
+from adaframe.engine.config import TrainConfig
+from adaframe.engine.inference import evaluate
+from adaframe.engine.registry import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
+from adaframe.engine.train import train
+from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError
 from conftest import random_videos, read_rows
 
@@ -135,7 +135,7 @@ def test_train_bad_data_is_an_adaframe_error(tmp_path):
 
 
 def test_explained_variance_golden():
-    from adaframe.losses import explained_variance
+    from adaframe.rl.losses import explained_variance
 
     target = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     assert explained_variance(target, target).item() == pytest.approx(1.0)
@@ -261,7 +261,7 @@ def test_a_run_directory_is_never_silently_replaced(synth_dir, tmp_path):
 
 
 def test_demo_reuses_a_run_by_its_checkpoint_not_by_config_json(synth_dir, tmp_path):
-    from adaframe.runs import is_finished
+    from adaframe.engine.runs import is_finished
 
     cfg = tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1)
     assert not is_finished(cfg)

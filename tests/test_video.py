@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from adaframe.utils import AdaframeError
-from adaframe.video import (
+from adaframe.media.video import (
     DEFAULT_SEEK_GAP, VideoReader, _timed_frames, _to_rgb, count_frames, decode_at_rate, probe, sample_times,
     uniform_times,
 )
@@ -457,7 +457,7 @@ def test_watched_frames_kept_by_a_pass_are_the_frames_a_fresh_read_gives(name):
 def long_gop_clip(tmp_path_factory) -> Path:
     """40 s at 10 fps with a keyframe every 25 frames (2.5 s): 16 memory segments of exactly one GOP each, the
     shape of the long-clip benchmark (180 s, 30 fps, GOP 250) at a size a test can afford."""
-    from adaframe.synth_video import SynthVideoConfig, generate_videos
+    from adaframe.media.synth_video import SynthVideoConfig, generate_videos
 
     cfg = SynthVideoConfig(videos=2, classes=2, seconds=40, fps=10, gop=25, width=64, height=48, val_fraction=0.0)
     return next((generate_videos(cfg, tmp_path_factory.mktemp("long"), progress=False) / "videos").glob("*.mp4"))

@@ -17,17 +17,17 @@ from typing import Any, Callable, Sequence
 
 import tyro
 
-from adaframe.benchmark import BenchmarkConfig, run_benchmark
-from adaframe.config import TrainConfig
-from adaframe.data import SPLITS, read_videos_csv
-from adaframe.demo import DemoConfig, run_demo
-from adaframe.evaluate import EvalConfig, run_eval
-from adaframe.extraction import ExtractConfig, extract
-from adaframe.predict import PredictConfig, run_predict
-from adaframe.report import ReportConfig, run_report
-from adaframe.synth import SynthConfig, generate
-from adaframe.synth_video import SynthVideoConfig, generate_videos
-from adaframe.video_demo import VideoDemoConfig, run_video_demo
+from adaframe.commands.benchmark import BenchmarkConfig, run_benchmark
+from adaframe.commands.demo import DemoConfig, run_demo
+from adaframe.commands.evaluate import EvalConfig, run_eval
+from adaframe.commands.predict import PredictConfig, run_predict
+from adaframe.commands.report import ReportConfig, run_report
+from adaframe.commands.video_demo import VideoDemoConfig, run_video_demo
+from adaframe.data.features import SPLITS, read_videos_csv
+from adaframe.data.synth import SynthConfig, generate
+from adaframe.engine.config import TrainConfig
+from adaframe.engine.extraction import ExtractConfig, extract
+from adaframe.media.synth_video import SynthVideoConfig, generate_videos
 from adaframe.utils import AdaframeError, error_line
 
 
@@ -78,8 +78,8 @@ class ProbeCommand:
 
 
 def run_probe(cmd: ProbeCommand) -> None:
-    from adaframe.tables import format_table
-    from adaframe.video import count_frames, probe, sample_times
+    from adaframe.engine.tables import format_table
+    from adaframe.media.video import count_frames, probe, sample_times
 
     rows, failed = [], 0
     for path in cmd.videos:
@@ -99,7 +99,7 @@ def run_probe(cmd: ProbeCommand) -> None:
 
 
 def run_train(cfg: TrainConfig) -> None:
-    from adaframe.train import train  # tensorboard is slow to import; only train needs it
+    from adaframe.engine.train import train  # tensorboard is slow to import; only train needs it
 
     out = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process reports

@@ -151,3 +151,13 @@ def load_torch_file(path: str | Path, what: str = "checkpoint", device: torch.de
         else:  # torch's own messages are long how-tos: their first sentence
             reason = f"the file is damaged or truncated ({(str(e).strip().splitlines() or [type(e).__name__])[0].split('. ')[0]})"
         raise AdaframeError(f"cannot load {what} {path}: {reason}") from None
+
+
+def measure_gflops(fn: Callable[[], object]) -> float:
+    """Multiply-adds of one call of ``fn`` in GFLOPs, counted by ``torch.utils.flop_counter``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 2 / 1e9  # the counter counts a multiply-add as 2 FLOPs

@@ -1,6 +1,6 @@
 """Write the torchvision reference fixtures: state-dict layout and outputs of torchvision's own models.
 
-``tests/test_backbones.py`` compares ``adaframe.backbones`` against these files, so the reference
+``tests/test_backbones.py`` compares ``adaframe.media.backbones`` against these files, so the reference
 must come from torchvision's code, not ours. The tests do not run this script; it needs
 torchvision, either importable or as a wheel / source checkout given with ``--source`` (only
 ``models/resnet.py``, ``models/mobilenetv2.py``, ``models/_api.py``, ``models/_utils.py``,
@@ -23,7 +23,7 @@ Outputs, for resnet18, resnet50, resnet101 and mobilenet_v2:
   one training-mode pass over that input with BN ``momentum=None`` (so the running statistics are
   that batch's and activations stay O(1) instead of exploding or vanishing through a random
   network): the first 16 features and the sum of all features of each row (the input of the
-  classifier), and the first 8 logits. ``adaframe.backbones`` creates and initialises its modules
+  classifier), and the first 8 logits. ``adaframe.media.backbones`` creates and initialises its modules
   in torchvision's order, so with the same seed it draws the same weights and must reproduce these
   numbers.
 """

@@ -1,0 +1,1 @@
+"""The commands that are more than a library call: each a typed config and its run function; none imports another."""

@@ -1,0 +1,235 @@
+"""``adaframe benchmark``: how fast AdaFrame trains and infers, against what the hardware can do.
+
+With ``--videos DIR... --checkpoint RUN`` it measures ``predict`` on video files instead: for each
+folder, AdaFrame (the run's policy, at most ``--frames`` steps, adaptive lookahead ``--mu``) and
+AvgPooling over ``--uniform`` frames evenly spaced in time, both through the same decoding workers
+and backbone, one after the other in this process. It prints videos/s, frames decoded and
+backbone frames per video, and the memory pass's frames decoded per memory frame, with the ratios.
+
+Without ``--videos``, everything runs on random tensors of the paper's sizes (ResNet-101 features, MobileNetV2 memory,
+ActivityNet's 200 classes), so no data set is needed. Each workload is reported as videos/s, as
+the FLOPs one batch takes (counted by ``torch.utils.flop_counter``, 2 FLOPs per multiply-add),
+and against a plain ``torch.mm`` of the same FLOP count timed in the same run: the ratio says
+what fraction of the matmul speed the model reaches (small batches of small LSTM steps are far
+from it; that gap is the overhead of the step-by-step policy).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from adaframe.data.features import Batch
+from adaframe.engine.inference import agent_batch
+from adaframe.engine.tables import format_table
+from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.rl.rollout import StopRule
+from adaframe.utils import AdaframeError, resolve_device
+
+
+@dataclass
+class BenchmarkConfig:
+    """Measure AdaFrame's training and inference speed on random tensors (no data set needed)."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    hidden: int = 1024
+    dim: int = 2048
+    """backbone feature dim D (ResNet-101)"""
+    memory_dim: int = 1280
+    """global-memory feature dim Dm (MobileNetV2)"""
+    frames: int | None = None
+    """K: steps per video (default: 10, and with --videos the K the run was trained with)"""
+    batch_size: int = 64
+    memory_frames: int = 16
+    classes: int = 200
+    max_frames: int = 120
+    """video lengths are drawn in [max_frames / 2, max_frames]"""
+    mu: float = 0.7
+    """margin of the adaptive-lookahead run (random weights: the steps it takes are printed)"""
+    iters: int = 5
+    """timed iterations of each workload"""
+    warmup: int = 1
+    seed: int = 0
+    videos: tuple[Path, ...] = ()
+    """folders (or lists, as 'extract' takes them) of video files: time 'predict' on them instead"""
+    checkpoint: Path | None = None
+    """with --videos: the AdaFrame run (trained on features from 'adaframe extract')"""
+    uniform: int = 25
+    """with --videos: frames of the uniform baseline"""
+    workers: int = 2
+    """with --videos: decoding processes"""
+    video_batch: int = 4
+    """with --videos: videos run together"""
+
+    def __post_init__(self) -> None:
+        if self.frames is None and not self.videos:
+            self.frames = 10
+        if bool(self.videos) != (self.checkpoint is not None):
+            raise AdaframeError("--videos and --checkpoint go together")
+        if self.workers < 0 or self.uniform < 1 or self.video_batch < 1:
+            raise AdaframeError("need --workers >= 0, --uniform >= 1 and --video-batch >= 1")
+        sizes = ("hidden", "dim", "frames", "batch_size", "classes", "max_frames", "iters")
+        bad = [f"--{n.replace('_', '-')}" for n in sizes if getattr(self, n) is not None and getattr(self, n) < 1]
+        bad += [f"--{n.replace('_', '-')}" for n in ("memory_dim", "memory_frames", "warmup", "mu") if getattr(self, n) < 0]
+        if bad:
+            raise AdaframeError(f"invalid value for {', '.join(bad)}")
+
+
+def random_batch(cfg: BenchmarkConfig, device: torch.device, generator: torch.Generator) -> Batch:
+    b = cfg.batch_size
+    lengths = torch.randint(max(cfg.max_frames // 2, 1), cfg.max_frames + 1, (b,), generator=generator)
+    return Batch(
+        features=torch.randn(b, cfg.max_frames, cfg.dim, generator=generator),
+        lengths=lengths,
+        memory=torch.randn(b, cfg.memory_frames, cfg.memory_dim, generator=generator),
+        labels=torch.randint(0, cfg.classes, (b,), generator=generator),
+        index=torch.arange(b),
+    ).to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds_per_call(fn: Callable[[], object], device: torch.device, iters: int, warmup: int) -> float:
+    """Mean wall time of ``fn`` after ``warmup`` untimed calls (which also fill allocator caches)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / iters
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call (forward and, if ``fn`` calls it, backward), 2 per multiply-add."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def matmul_seconds(flops: int, device: torch.device, iters: int, warmup: int) -> float:
+    """Time of a plain fp32 ``torch.mm`` doing ``flops`` FLOPs: a square n x n x n product, n = cbrt(flops / 2)."""
+    n = max(1, round((flops / 2) ** (1 / 3)))
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    # Rescale by the rounding of n so the time is for exactly `flops`.
+    return seconds_per_call(lambda: torch.mm(a, b), device, iters, warmup) * flops / (2 * n**3)
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
+    """The ``adaframe benchmark`` command; returns one dict per workload."""
+    if cfg.videos:
+        return run_video_benchmark(cfg)
+    from adaframe.rl.losses import agent_loss
+
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = AdaFrame(AgentConfig(cfg.dim, cfg.memory_dim, cfg.classes, cfg.hidden)).to(device).eval()
+    # Training changes the weights, and with them where adaptive inference stops: train a copy.
+    trained = copy.deepcopy(model).train()
+    # Section 4.1's optimiser (SGD with momentum) so the step costs what training costs.
+    optimizer = torch.optim.SGD(trained.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    batch = random_batch(cfg, device, torch.Generator().manual_seed(cfg.seed))
+    policy_noise = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    def train_step() -> None:
+        loss = agent_loss(trained, batch, cfg.frames, 0.9, 1.0, generator=policy_noise)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    adaptive = StopRule("utility", cfg.mu)
+    adaptive_steps = float(agent_batch(model, batch, cfg.frames, adaptive).steps.float().mean())
+    workloads: list[tuple[str, Callable[[], object]]] = [
+        (f"train step (K={cfg.frames})", train_step),
+        (f"inference, fixed K={cfg.frames}", lambda: agent_batch(model, batch, cfg.frames)),
+        (f"inference, adaptive mu={cfg.mu} ({adaptive_steps:.1f} steps)", lambda: agent_batch(model, batch, cfg.frames, adaptive)),
+    ]
+    print(f"AdaFrame benchmark on {device} ({torch.get_num_threads()} threads): batch {cfg.batch_size}, "
+          f"D={cfg.dim}, Dm={cfg.memory_dim}, Td={cfg.memory_frames}, hidden {cfg.hidden}, {cfg.classes} classes, "
+          f"T<={cfg.max_frames}; {cfg.warmup} warm-up + {cfg.iters} timed iterations each")
+    results = []
+    for name, fn in workloads:
+        flops = count_flops(fn)
+        seconds = seconds_per_call(fn, device, cfg.iters, cfg.warmup)
+        mm_seconds = matmul_seconds(flops, device, cfg.iters, cfg.warmup)
+        results.append({
+            "workload": name, "videos_per_s": cfg.batch_size / seconds, "gflop_per_batch": flops / 1e9,
+            "achieved_gflop_per_s": flops / seconds / 1e9, "matmul_videos_per_s": cfg.batch_size / mm_seconds,
+            "ratio": mm_seconds / seconds,
+        })
+    header = ["workload", "videos/s", "GFLOP/batch", "GFLOP/s", "matmul-equiv videos/s", "ratio"]
+    print(format_table(header, [[r["workload"], r["videos_per_s"], r["gflop_per_batch"], r["achieved_gflop_per_s"],
+                                 r["matmul_videos_per_s"], r["ratio"]] for r in results]))
+    print("ratio = videos/s / matmul-equivalent videos/s: the fraction of a plain torch.mm's speed "
+          "at the same FLOP count (FLOPs = 2 x multiply-adds)")
+    return results
+
+
+def _summary(results: list[dict], seconds: float, memory_frames: int) -> dict:
+    ok = [r for r in results if "error" not in r]
+    mean = lambda key: sum(r[key] for r in ok) / len(ok) if ok else float("nan")  # noqa: E731
+    return {"videos": len(results), "failed": len(results) - len(ok), "videos_per_s": len(results) / seconds,
+            "decoded": mean("frames_decoded"), "backbone_frames": mean("backbone_calls"), "gflops": mean("gflops"),
+            "memory_decoded": mean("memory_frames_decoded") / memory_frames if ok and "memory_frames_decoded" in ok[0] else None}
+
+
+def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
+    """``benchmark --videos``: AdaFrame against uniformK on video files, per folder; one dict per folder and method."""
+    from adaframe.engine.recognizer import Recognizer
+    from adaframe.data.video_lists import read_video_list, video_files
+
+    def files(src: Path) -> list[Path]:  # a folder: every video file in it (ids need not be unique here)
+        return video_files(src) if src.is_dir() else [e.path for e in read_video_list(src)]
+
+    device = resolve_device(cfg.device)
+    sets = [(str(src), files(Path(src))) for src in cfg.videos]
+    if empty := [name for name, paths in sets if not paths]:
+        raise AdaframeError(f"--videos {empty[0]}: no video files found")
+    rows, out = [], []
+    with Recognizer.from_run(cfg.checkpoint, device, workers=cfg.workers, frames=cfg.frames, mu=cfg.mu,
+                             batch_size=cfg.video_batch) as rec:
+        predictor, uniform = rec.predictor, f"uniform{cfg.uniform}"
+        spec, k = predictor.spec, cfg.frames or predictor.config["frames"]
+        print(f"predict benchmark on {device} ({torch.get_num_threads()} threads, {cfg.workers} decoding workers, "
+              f"{cfg.video_batch} videos a batch): backbone {spec['backbone']['name']} at {spec['backbone']['size']} px "
+              f"({spec['backbone']['gflops']:.3f} GFLOPs a frame), memory of {predictor.memory_frames} frames, "
+              f"AdaFrame at most {k} steps with mu {cfg.mu}, against AvgPooling over {cfg.uniform} uniform frames")
+        warm = sets[0][1][:1]  # start the workers and the backbones before any clock runs
+        rec.predict_raw(warm)
+        predictor.predict_uniform(warm, cfg.uniform)
+        for name, paths in sets:
+            for path in paths:  # the page cache holds every file before either method reads it
+                if path.is_file():
+                    with open(path, "rb") as f:
+                        while f.read(1 << 24):
+                            pass
+            t0 = time.perf_counter()
+            ada = _summary(rec.predict_raw(paths), time.perf_counter() - t0, predictor.memory_frames)
+            t0 = time.perf_counter()
+            base = [r for group in predictor.run_uniform(paths, cfg.uniform, group=cfg.video_batch) for r in group]
+            uni = _summary(base, time.perf_counter() - t0, predictor.memory_frames)
+            for method, r in ((f"AdaFrame-{k} mu {cfg.mu}", ada), (uniform, uni)):
+                out.append({"set": name, "method": method, **r})
+                rows.append([name, method, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],
+                             "-" if r["memory_decoded"] is None else r["memory_decoded"], r["backbone_frames"], r["gflops"]])
+            ratio = {"set": name, "method": f"AdaFrame / {uniform}", "videos_per_s": ada["videos_per_s"] / uni["videos_per_s"],
+                     "decoded": ada["decoded"] / uni["decoded"], "backbone_frames": ada["backbone_frames"] / uni["backbone_frames"],
+                     "gflops": ada["gflops"] / uni["gflops"]}
+            out.append(ratio)
+            rows.append([name, ratio["method"], "", ratio["videos_per_s"], ratio["decoded"], "", ratio["backbone_frames"], ratio["gflops"]])
+    print(format_table(["videos", "method", "count", "videos/s", "decoded/video", "decoded/memory frame", "backbone frames/video",
+                        "GFLOPs/video"], rows))
+    print("decoded: frames the decoder produced per video (memory pass and chosen frames); decoded/memory frame: the memory "
+          "pass's frames over the memory frames it gave (keyframe rule of video.py); the ratio rows divide AdaFrame by the baseline")
+    return out

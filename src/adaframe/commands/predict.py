@@ -1,0 +1,148 @@
+"""``adaframe predict``: recognise raw video files, running the big backbone only where the policy looks.
+
+The work is ``recognizer.Recognizer`` (also the Python API) and ``collection`` (many files, and what is
+printed of each); this module is the command: options, the exit status, and ``--compare uniform25``, which
+runs AvgPooling on 25 frames evenly spaced in time in the same process, so the saving in frames, GFLOPs
+and wall time is measured, not claimed.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from adaframe.engine import collection
+from adaframe.engine.recognizer import Recognizer
+from adaframe.utils import AdaframeError, resolve_device
+
+@dataclass
+class PredictConfig:
+    """Recognise video files with a trained AdaFrame run: label, top-5, frames used, GFLOPs, wall time.
+
+    A video that fails (missing, not a video, corrupted, truncated) is reported on stderr while the
+    others go on. Exit status: 0 every video recognised, 1 some failed, 2 bad usage (options, run)."""
+
+    checkpoint: Path
+    """AdaFrame run directory trained on features from 'adaframe extract'"""
+    videos: Annotated[tyro.conf.Positional[tuple[Path, ...]], tyro.conf.arg(help_behavior_hint="")] = ()
+    """video files (or a whole collection with --videos)"""
+    collection: Annotated[Path | None, tyro.conf.arg(name="videos", metavar="DIR|LIST|JSON")] = None
+    """a collection, as 'extract' takes it (a folder, a 'path [label] [split]' list, an ActivityNet JSON); needs --out"""
+    out: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="(required with --videos)")] = None
+    """with --videos: write predictions.csv and failures.csv here (a rerun skips finished videos)"""
+    video_root: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: the list's folder)")] = None
+    """with --videos: where the listed paths are"""
+    shard: Annotated[str | None, tyro.conf.arg(metavar="I/N")] = None
+    """with --videos: do only the i-th of n parts of the list; under torchrun the ranks split it"""
+    frames: Annotated[int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="(default: the K it was trained with)")] = None
+    """K: the most steps"""
+    mu: Annotated[float | None, tyro.conf.arg(metavar="FLOAT")] = 0.7
+    """adaptive lookahead margin (None: always K steps)"""
+    patience: int = 1
+    compare: Annotated[str | None, tyro.conf.arg(metavar="uniformK")] = None
+    """also run the AvgPooling baseline on K frames evenly spaced in time, e.g. uniform25"""
+    compare_checkpoint: Annotated[Path | None, tyro.conf.arg(metavar="RUN_DIR", help_behavior_hint="(default: cost only)")] = None
+    """AvgPooling run trained on the same features, for the baseline's prediction"""
+    backbone_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: as recorded)")] = None
+    """the backbone weights the features were extracted with, if moved (checked by SHA-256)"""
+    memory_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: as recorded)")] = None
+    scan: bool = False
+    """cost check: replace the policy by a scan of consecutive frames from the first one, so every
+    step runs the backbone on a new frame (the prediction is then not AdaFrame's)"""
+    top_k: int = 5
+    json: bool = False
+    """print one JSON object per video instead of text"""
+    batch_size: int = 8
+    """videos run together"""
+    workers: int = 2
+    """decoding processes, overlapped with the backbones and the agent (0: decode in the main process)"""
+    device: Literal["cpu", "cuda"] = "cpu"
+
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if bool(self.videos) == (self.collection is not None):
+            raise AdaframeError("give video files, or a collection with --videos DIR|LIST|JSON --out OUT (not both)")
+        if (self.collection is None) != (self.out is None) or (self.collection is None and (self.shard or self.video_root)):
+            raise AdaframeError("--videos, --out, --shard and --video-root go together: --videos SRC --out OUT")
+        checks = {"--frames": self.frames is None or self.frames >= 1, "--mu": self.mu is None or self.mu >= 0,
+                  "--patience": self.patience >= 1, "--top-k": self.top_k >= 1, "--batch-size": self.batch_size >= 1,
+                  "--workers": self.workers >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise AdaframeError(f"invalid value for {', '.join(bad)}")
+        parse_compare(self.compare)
+
+
+def parse_compare(spec: str | None) -> int | None:
+    if spec is None:
+        return None
+    m = re.fullmatch(r"uniform(\d+)", spec)
+    if not m or int(m[1]) < 1:
+        raise AdaframeError(f"--compare {spec!r}: expected uniformK, e.g. uniform25")
+    return int(m[1])
+
+
+def run_predict(cfg: PredictConfig) -> list[dict]:
+    """The ``adaframe predict`` command: ``collection.predict_files``, then exit status 1 if any video failed.
+
+    Exit status: 0 every video recognised, 1 some failed (each named on stderr, the others' results
+    printed as usual), 2 bad usage (an AdaframeError raised before any video, printed by the CLI).
+    """
+    if cfg.collection is not None:
+        if predict_collection(cfg)["failed"]:
+            sys.exit(1)
+        return []
+    results = _predict_files(cfg)
+    if any(collection.failure(r) is not None for r in results):
+        sys.exit(1)  # after all output, so a script sees every result and still learns that some failed
+    return results
+
+
+def _predict_files(cfg: PredictConfig) -> list[dict]:
+    """``collection.predict_files`` with the run and the baseline of ``cfg``."""
+    device = resolve_device(cfg.device)
+    compare = parse_compare(cfg.compare)
+    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
+                              mu=cfg.mu, patience=cfg.patience, batch_size=1 if compare is not None else cfg.batch_size)
+    classifier = None
+    if cfg.compare_checkpoint is not None:
+        if compare is None:
+            raise AdaframeError("--compare-checkpoint needs --compare uniformK")
+        classifier = collection.load_baseline(cfg.compare_checkpoint, device, rec, cfg.checkpoint)
+    return collection.predict_files(rec, cfg.videos, compare, classifier, cfg.scan, cfg.top_k, cfg.json)
+
+
+def predict_collection(cfg: PredictConfig) -> dict:
+    """``predict --videos SRC --out OUT``: every video of a collection into ``OUT/predictions.csv`` (see ``collection``);
+    prints one summary line and returns the collection's numbers."""
+    from adaframe import distributed
+    from adaframe.data.video_lists import parse_shard, read_video_list  # the inputs 'extract' takes, read the same way
+
+    items = read_video_list(cfg.collection, cfg.video_root)
+    ranks, device = distributed.start(resolve_device(cfg.device))
+    if ranks.world > 1 and cfg.shard is not None:
+        raise AdaframeError("--shard and torchrun both split the work: use one of them")
+    shard, shards = parse_shard(cfg.shard) if ranks.world == 1 else (ranks.rank, ranks.world)
+    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
+                              mu=cfg.mu, patience=cfg.patience, batch_size=cfg.batch_size)
+    collection.prepare(cfg.out, rec, cfg.checkpoint)
+    ran = collection.recognise(rec, items[shard::shards], cfg.out, cfg.scan, cfg.progress)
+    distributed.barrier(ranks)
+    numbers = collection.write_index(cfg.out, items, rec.classes, cfg.top_k)
+    distributed.stop()
+    line = (f"{numbers['videos']} videos: {numbers['done']} recognised ({ran['ran'] - ran['failed_now']} now, {ran['skipped']} "
+            f"already done), {numbers['failed']} failed, {numbers['missing']} left to other shards; {ran['videos_per_s']:.2f} videos/s; "
+            f"mean {numbers['mean_frames']:.2f} frames, {numbers['mean_gflops']:.2f} GFLOPs")
+    if (k := parse_compare(cfg.compare)) is not None:
+        uniform = k * rec.predictor.spec["backbone"]["gflops"]
+        line += f" (uniform{k}: {uniform:.2f} GFLOPs of backbone alone, ratio {numbers['mean_gflops'] / uniform:.2f})"
+    if "mAP" in numbers:
+        line += f"; mAP {numbers['mAP']:.2f}, top-1 {numbers['top1']:.2f} over {numbers['labelled']} labelled videos"
+    print(line + f". Wrote {cfg.out / 'predictions.csv'}" + (f" and {cfg.out / 'failures.csv'}" if numbers["failed"] else ""))
+    return numbers

@@ -1,0 +1,1 @@
+"""Features on disk, the synthetic feature data set, lists of video files."""

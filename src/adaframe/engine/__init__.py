@@ -1,0 +1,1 @@
+"""Training, evaluation, experiments of many runs, recognition of video files, tables and figures."""

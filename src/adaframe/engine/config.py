@@ -1,0 +1,143 @@
+"""Training configuration, validated on construction, with optimisation presets by name."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from adaframe.engine.registry import KINDS
+from adaframe.models.agent import MemoryRead, Selection
+from adaframe.rl.rewards import RewardName
+from adaframe.utils import AdaframeError
+
+ModelName = Literal["adaframe", "avgpool", "lstm", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How to optimise: everything a user would not change per experiment."""
+
+    optimizer: Literal["sgd", "adam"]
+    lr: float
+    momentum: float
+    weight_decay: float
+    lr_step: int
+    """divide the learning rate by 10 every lr_step epochs"""
+    epochs: int
+    batch_size: int
+    hidden: int
+    normalize_advantage: bool
+    """scale REINFORCE advantages to unit std per batch (lower variance; not in the paper)"""
+    memory_read: MemoryRead
+    """AdaFrame: who reads the global memory (models/agent.py): the LSTM (the paper) or the selection and utility heads only"""
+    selection: Selection
+    """AdaFrame: the paper's Gaussian over positions, or a choice among memory slots and a uniform scan (models/agent.py)"""
+
+
+PRESETS: dict[str, Preset] = {
+    # Sections 3-4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs; the paper's agent.
+    "paper": Preset("sgd", 1e-3, 0.9, 1e-4, 40, 100, 64, 1024, False, "lstm", "gaussian"),
+    # Adam, and the agent that works best (docs/design.md: Choices the paper leaves open); about a minute a model on 2 CPU cores.
+    "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, False, "policy", "slots"),
+}
+
+
+# Settings of TrainConfig that change nothing about the trained weights.
+NOT_IN_RESULT = frozenset({"progress", "workers", "log_every", "resume", "overwrite"})
+
+
+@dataclass
+class TrainConfig:
+    """Train AdaFrame or a baseline on a feature data set (see docs/commands.md: Feature data set layout)."""
+
+    data: Path
+    """data set directory (videos.csv, features/, memory/)"""
+    out: Path
+    """run directory to write: checkpoint.pt, config.json, metrics.jsonl, TensorBoard logs"""
+    model: ModelName = "adaframe"
+    frames: int = 10
+    """K: steps of AdaFrame in training, or frames of the baselines"""
+    preset: Literal["fast", "paper"] = "fast"
+    hidden: int | None = None
+    """LSTM size (default: the preset's)"""
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    memory_frames: int | None = None
+    """global-memory frames to use (0 = no memory; default: all stored)"""
+    seed: int = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+    reward_weight: float = 1.0
+    """lambda, the weight of the utility and selection losses"""
+    reward: RewardName = "margin"
+    """the agents' reward (Table 3): margin improvement (AdaFrame), prediction p(gt), or its transition"""
+    step_cost: float = 0.05
+    """FrameGlimpse / FastForward: reward lost per step after the first, the price of a frame that makes stopping pay"""
+    gamma: float = 0.9
+    """discount of future rewards"""
+    policy_std: float = 0.1
+    normalize_advantage: bool | None = None
+    """scale REINFORCE advantages to unit std per batch (default: the preset's)"""
+    memory_read: MemoryRead | None = None
+    """AdaFrame: 'lstm' (the paper: the LSTM reads frame and memory) or 'policy' (the LSTM reads frames; the memory
+    guides only the selection and utility heads) (default: the preset's)"""
+    selection: Selection | None = None
+    """AdaFrame: 'gaussian' (the paper: a Gaussian over the next position) or 'slots' (a choice among the memory's
+    slots not yet looked at and the next position of a uniform scan) (default: the preset's)"""
+
+    standardize: bool = True
+    """standardise the inputs of the recurrent models with training-set statistics (see standardize.py)"""
+    workers: int = 0
+    """DataLoader worker processes"""
+    resume: bool = False
+    """continue OUT from its last finished epoch (OUT/train_state.pt: weights, optimizer, schedule, RNG, data order)"""
+    overwrite: bool = False
+    """replace the run already in OUT (without it, training into a run directory is refused: use --resume or another --out)"""
+    log_every: int = 0
+    """print a line with every loss term, speed and ETA every this many steps (0: only the progress bar)"""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.data, self.out = Path(self.data), Path(self.out)
+        preset = PRESETS[self.preset]
+        for name in ("hidden", "epochs", "batch_size", "lr", "normalize_advantage", "memory_read", "selection"):
+            if getattr(self, name) is None:
+                setattr(self, name, getattr(preset, name))
+        checks = {
+            "--frames": self.frames >= 1, "--hidden": self.hidden >= 1, "--epochs": self.epochs >= 1,
+            "--batch-size": self.batch_size >= 1, "--lr": self.lr > 0, "--gamma": 0 <= self.gamma <= 1,
+            "--memory-frames": self.memory_frames is None or self.memory_frames >= 0,
+            "--policy-std": self.policy_std > 0, "--reward-weight": self.reward_weight >= 0, "--workers": self.workers >= 0, "--log-every": self.log_every >= 0,
+            "--step-cost": self.step_cost >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise AdaframeError(f"invalid value for {', '.join(bad)}")
+        if self.model not in KINDS:
+            raise AdaframeError(f"unknown --model {self.model!r} (expected one of {', '.join(KINDS)})")
+        kind = KINDS[self.model]
+        if kind.agent and kind.memory == "none":
+            if self.memory_frames:
+                raise AdaframeError(f"--model {self.model} has no global memory; use --model {self.model}-g for memory")
+            self.memory_frames = 0
+        if kind.memory == "required" and self.memory_frames == 0:
+            raise AdaframeError(f"--model {self.model} reads the global memory, but --memory-frames is 0")
+        if self.resume and self.overwrite:
+            raise AdaframeError("--resume continues the run in --out, --overwrite replaces it: use one of them")
+        if not kind.agent and self.reward != "margin":
+            raise AdaframeError(f"--reward applies to the agents, not to --model {self.model}")
+
+    @property
+    def optim(self) -> Preset:
+        return PRESETS[self.preset]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(data=str(self.data), out=str(self.out))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

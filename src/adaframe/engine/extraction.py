@@ -1,0 +1,259 @@
+"""Raw videos -> the feature data set layout of ``data/features.py``: the work of ``adaframe extract`` (``cli``).
+
+For each video: backbone features of one frame a second (``--fps``, one sequential decoding pass) at
+``--size`` (ResNet-101 at 224 by default) and the global memory, light-backbone features of
+``--memory-frames`` frames, one per equal segment, picked by the memory rule of ``video.py`` (as
+``predict`` picks them), at ``--memory-size`` (MobileNetV2 at 112).
+
+The job is built to be killed and restarted: every file is written atomically, a video whose two
+files exist is skipped, a video that fails is recorded in ``failures/<video_id>.txt`` (gathered in
+``failures.csv``) while the others go on, and ``videos.csv`` always lists exactly the finished
+videos. ``DIR/extract.json`` records how the features were made (backbones, weights and their
+SHA-256, sizes, rates, measured GFLOPs); a restart with other settings is refused, training copies
+it into the checkpoint, and ``adaframe predict`` rebuilds the same backbones from it.
+
+Work is split by ``--shard i/n`` (one process per machine) or by the ranks of ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+import tyro
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from adaframe import distributed
+from adaframe.data.features import SPEC, read_spec
+from adaframe.data.video_lists import VideoEntry, parse_shard, read_video_list
+from adaframe.media.backbones import BACKBONES, backbone_gflops, build_backbones, extract_features, sha256
+from adaframe.media.video import VideoReader, probe, sample_times
+from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, resolve_device, save_npy, write_csv, write_json
+
+
+@dataclass
+class ExtractConfig:
+    """Decode videos and write backbone features + global memory in the layout 'adaframe train' reads."""
+
+    videos: Path
+    """a directory of videos (ROOT/<label>/<file> or ROOT/<split>/<label>/<file>), a list file with
+    lines 'path label [split]' (mmaction2 style), or an ActivityNet v1.3 JSON"""
+    out: Path
+    """data set directory to write (or to resume)"""
+    video_root: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: the list's folder)")] = None
+    """where relative paths of a list file, or the files of an ActivityNet JSON, are found"""
+    split: Literal["train", "val", "test"] = "train"
+    """split of the videos whose entry names none"""
+    backbone: Literal["resnet101", "resnet50", "resnet18", "mobilenet_v2"] = "resnet101"
+    backbone_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: random init, with a warning)")] = None
+    """torchvision-format state dict of the backbone (a local file; nothing is downloaded)"""
+    size: int = 224
+    """input size of the backbone"""
+    memory_backbone: Literal["mobilenet_v2"] = "mobilenet_v2"
+    memory_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: random init, with a warning)")] = None
+    """torchvision-format state dict of the memory backbone"""
+    memory_size: int = 112
+    memory_frames: int = 16
+    """Td: uniformly spaced frames in the global memory"""
+    fps: float = 1.0
+    """rate of the frames the agent may choose from"""
+    batch_size: int = 32
+    """frames per backbone forward"""
+    workers: int = 2
+    """decoding processes (0: decode in the main process)"""
+    shard: Annotated[str | None, tyro.conf.arg(metavar="I/N")] = None
+    """do only the i-th of n equal parts of the list (0-based); under torchrun the ranks split the work"""
+    device: Literal["cpu", "cuda"] = "cpu"
+    seed: int = 0
+    """seed of randomly initialised backbones (recorded, so predict can rebuild them)"""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = {"--size": self.size >= 32, "--memory-size": self.memory_size >= 32, "--memory-frames": self.memory_frames >= 1,
+                  "--fps": self.fps > 0, "--batch-size": self.batch_size >= 1, "--workers": self.workers >= 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise AdaframeError(f"invalid value for {', '.join(bad)}")
+        parse_shard(self.shard)
+
+
+# ----------------------------------------------------------------------------- the spec (extract.json)
+
+def _backbone_spec(name: str, weights: Path | None, size: int, seed: int) -> dict:
+    if weights is not None and not Path(weights).is_file():
+        raise AdaframeError(f"backbone weights {weights} do not exist")
+    return {"name": name, "size": size, "feature_dim": BACKBONES[name].feature_dim, "seed": seed,
+            "weights": str(Path(weights).resolve()) if weights else None, "sha256": sha256(Path(weights)) if weights else None}
+
+
+def make_spec(cfg: ExtractConfig) -> dict:
+    return {
+        "backbone": _backbone_spec(cfg.backbone, cfg.backbone_weights, cfg.size, cfg.seed),
+        "memory_backbone": _backbone_spec(cfg.memory_backbone, cfg.memory_weights, cfg.memory_size, cfg.seed),
+        "fps": cfg.fps,
+        "memory_frames": cfg.memory_frames,
+        "memory_at": "keyframe",  # video.py's memory rule; data sets without this key took the segment centres
+    }
+
+
+def _same_spec(a: dict, b: dict) -> bool:
+    """Equal up to the measured fields (GFLOPs, implementation) and the weights' location."""
+    def core(s: dict) -> dict:
+        return {k: ({kk: vv for kk, vv in v.items() if kk not in ("gflops", "implementation", "weights")} if isinstance(v, dict) else v)
+                for k, v in s.items()}
+    return core(a) == core(b)
+
+
+# ----------------------------------------------------------------------------- decoding (in worker processes)
+
+class _Decode(Dataset):
+    """Item i: the decoded frames of video i, or the reason it failed (never raises)."""
+
+    def __init__(self, entries: list[VideoEntry], spec: dict):
+        self.entries, self.spec = entries, spec
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict:
+        e, s = self.entries[i], self.spec
+        try:
+            frames, memory = decode_for_features(e.path, s)
+            return {"i": i, "frames": torch.from_numpy(frames), "memory": torch.from_numpy(memory), "error": None}
+        except AdaframeError as err:
+            return {"i": i, "error": str(err)}
+        except Exception as err:  # a batch job records the unexpected too, and goes on
+            return {"i": i, "error": f"{e.path}: unexpected {type(err).__name__}: {err}"}
+
+
+def decode_for_features(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Frames at the spec's ``fps`` [T, size, size, 3] (one sequential pass) and the memory frames
+    [Td, m, m, 3] by the memory rule of ``video.py`` (as ``predict`` picks them), uint8."""
+    info = probe(path)
+    with VideoReader(path) as reader:
+        frames = reader.read(sample_times(info.duration, spec["fps"]), spec["backbone"]["size"])
+        memory, _ = reader.memory_frames(info.duration, spec["memory_frames"], spec["memory_backbone"]["size"],
+                                         keyframes=spec.get("memory_at") == "keyframe")
+    return np.stack(frames), np.stack(memory)
+
+
+# ----------------------------------------------------------------------------- the job
+
+def _done(out: Path, vid: str) -> bool:
+    return (out / "features" / f"{vid}.npy").is_file() and (out / "memory" / f"{vid}.npy").is_file()
+
+
+def _read_rows(path: Path) -> dict[str, dict]:
+    """Rows of a videos.csv / failures.csv this command wrote before, by video id (none if there is no such file)."""
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {r["video_id"]: r for r in csv.DictReader(f) if r.get("video_id")}
+
+
+def write_index(out: Path, entries: list[VideoEntry]) -> tuple[int, int]:
+    """Rewrite ``videos.csv`` (finished videos) and ``failures.csv`` (failed ones) from what is on disk.
+
+    Videos extracted by earlier runs from other lists stay listed (their files are there); the current
+    list's entries come first and win for an id both name.
+    """
+    rows = {e.video_id: {"video_id": e.video_id, "label": e.label, "split": e.split, "path": str(e.path)} for e in entries}
+    for vid, r in _read_rows(out / "videos.csv").items():
+        rows.setdefault(vid, r)
+    done = [r for vid, r in rows.items() if _done(out, vid)]
+    write_csv(out / "videos.csv", ["video_id", "label", "split", "path"], ([r["video_id"], r["label"], r["split"], r["path"]] for r in done))
+    paths = {vid: r["path"] for vid, r in _read_rows(out / "failures.csv").items()} | {vid: r["path"] for vid, r in rows.items()}
+    failed = sorted(f for f in (out / "failures").glob("*.txt") if not _done(out, f.stem)) if (out / "failures").is_dir() else []
+    write_csv(out / "failures.csv", ["video_id", "path", "reason"], ([f.stem, paths.get(f.stem, ""), f.read_text().strip()] for f in failed))
+    return len(done), len(failed)
+
+
+def check_out(out: Path, entries: list[VideoEntry]) -> None:
+    """Refuse what would mix up data: a data set not written by ``extract``, or a listed file whose id is already
+    extracted from another file that still exists (its features would be reused for the wrong video)."""
+    if (out / "videos.csv").is_file() and read_spec(out) is None:
+        raise AdaframeError(f"{out} holds a data set that 'adaframe extract' did not write (videos.csv without {SPEC}); "
+                            "use another --out")
+    before = _read_rows(out / "videos.csv")
+    for e in entries:
+        old = Path(before.get(e.video_id, {}).get("path", ""))
+        if e.video_id in before and _done(out, e.video_id) and old.is_file() and e.path.is_file() and not old.samefile(e.path):
+            raise AdaframeError(f"video id {e.video_id!r}: {out} holds the features of {old}, another file of that name than "
+                                f"{e.path}; rename one of them or use another --out")
+
+
+def extract(cfg: ExtractConfig) -> dict:
+    """Extract the videos of ``cfg`` not done yet; returns counts (done, failed, skipped, extracted)."""
+    entries = read_video_list(cfg.videos, cfg.video_root, cfg.split)
+    spec = make_spec(cfg)  # checks the weights files before anything is written
+    ranks, device = distributed.start(resolve_device(cfg.device))  # under torchrun: this process's share
+    if ranks.world > 1 and cfg.shard is not None:
+        raise AdaframeError("--shard and torchrun both split the work: use one of them")
+    shard, shards = parse_shard(cfg.shard) if ranks.world == 1 else (ranks.rank, ranks.world)
+    out = Path(cfg.out)
+    try:
+        make_dir(out)
+    except OSError as e:
+        raise AdaframeError(f"cannot create --out {out}: {e.strerror}") from None
+    check_out(out, entries)
+    old = read_spec(out)
+    if old is not None and not _same_spec(old, spec):
+        raise AdaframeError(f"{out} holds features made with other settings ({out / SPEC}); use another --out or the same settings")
+    backbone, memory_backbone = build_backbones(spec, device)
+    for key, model in (("backbone", backbone), ("memory_backbone", memory_backbone)):
+        spec[key]["gflops"] = backbone_gflops(model, spec[key]["size"])  # measured, multiply-adds
+        spec[key]["implementation"] = model.implementation
+    if ranks.main:
+        write_json(out / SPEC, spec)
+        for key in ("backbone", "memory_backbone"):
+            if spec[key]["weights"] is None:
+                print(f"warning: {key} {spec[key]['name']} has random weights (seed {spec[key]['seed']}): its features are "
+                      "only good for smoke tests; give --backbone-weights / --memory-weights", file=sys.stderr)
+
+    mine = entries[shard::shards]
+    todo = [e for e in mine if not _done(out, e.video_id)]
+    (out / "features").mkdir(exist_ok=True)
+    (out / "memory").mkdir(exist_ok=True)
+    (out / "failures").mkdir(exist_ok=True)
+    loader = DataLoader(_Decode(todo, spec), batch_size=None, num_workers=cfg.workers, collate_fn=lambda x: x)
+    failed = 0
+    bar = tqdm(loader, total=len(todo), desc=f"extract {shard}/{shards}" if shards > 1 else "extract",
+               disable=not cfg.progress, unit="video")
+    for item in bar:
+        e = todo[item["i"]]
+        failure = out / "failures" / f"{e.video_id}.txt"
+        try:
+            if item["error"] is not None:
+                failed += 1
+                atomic_write(failure, lambda p: p.write_text(item["error"] + "\n"))
+                tqdm.write(error_line(f"{e.path}: " + item["error"].removeprefix(f"{e.path}: ")), file=sys.stderr)
+                bar.set_postfix(failed=failed)
+                continue
+            memory = extract_features(memory_backbone, item["memory"], cfg.batch_size, device)  # [Td, Dm]
+            features = extract_features(backbone, item["frames"], cfg.batch_size, device)  # [T, D]
+            # Memory first: a video counts as done once its features file exists.
+            save_npy(out / "memory" / f"{e.video_id}.npy", memory)
+            save_npy(out / "features" / f"{e.video_id}.npy", features)
+            failure.unlink(missing_ok=True)
+        except OSError as err:  # disk full, quota, a file system gone read-only: no later video would fare better
+            bar.close()
+            try:
+                write_index(out, entries)
+            except OSError:
+                pass  # the files on disk are the truth; the next run rewrites the index from them
+            raise AdaframeError(f"cannot write the features of video {e.video_id!r} in {out}: {err.strerror or err}. "
+                                "Every video finished before it is kept (atomic writes); make room and run the same command "
+                                "again to continue") from None
+    bar.close()
+
+    distributed.barrier(ranks)
+    done, failures = write_index(out, entries)
+    distributed.stop()
+    return {"videos": len(entries), "shard": f"{shard}/{shards}", "skipped": len(mine) - len(todo),
+            "extracted": len(todo) - failed, "failed_now": failed, "done": done, "failed": failures}

@@ -1,0 +1,407 @@
+"""Recognise video files with a trained run: the library under ``adaframe predict``.
+
+``Recognizer`` is the public face (typed results, one call per list of files); ``Predictor`` does
+the work per group of videos, batched across them:
+
+1. a decoding worker (``decode_workers``) probes each file (its candidate frames are the ``fps`` grid
+   the features were extracted on) and decodes the ``Td`` memory frames at low resolution by the
+   memory rule of ``video.py``; the main process runs the light backbone -> global memory;
+2. run the agent (``rollout.rollout``, the same code as ``eval``): at every step the workers
+   decode only the frame each still-active video asked for, and the big backbone runs on them in
+   one batch; a frame seen before is not computed again; a video stops by adaptive lookahead.
+
+The next group's files are opened while a group runs, so decoding overlaps the networks. Because
+frames are picked by the same rules as in extraction and the agent code is shared,
+a prediction equals ``eval`` on features extracted offline from the same file (up to float
+round-off of batching).
+
+Example::
+
+    from adaframe import Recognizer
+    with Recognizer.from_run("runs/video-demo/runs/adaframe") as rec:
+        for r in rec.predict(["a.mp4", "b.mkv"]):
+            print(r.path, r.error or f"{r.label} {r.top[0][1]:.2f} with {r.frames_used} frames, {r.gflops:.1f} GFLOPs")
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from adaframe.data.features import memory_subset
+from adaframe.engine.evaluation import head_gflops_per_step
+from adaframe.engine.registry import load_checkpoint
+from adaframe.media.backbones import build_backbones, extract_features
+from adaframe.media.decode_workers import DecodeWorkers, Failed, Frames, Open, Read
+from adaframe.media.video import uniform_times
+from adaframe.rl.rollout import StopRule, rollout
+from adaframe.utils import AdaframeError
+
+
+def _check_weights_exist(spec: dict, backbone_weights: Path | None, memory_weights: Path | None) -> None:
+    """Say that a weights file is missing as such: ``build_backbones`` would only say that the (absent)
+    file is not the one the features were made with."""
+    for key, what, given in (("backbone", "backbone", backbone_weights), ("memory_backbone", "memory backbone", memory_weights)):
+        if given is not None and not Path(given).is_file():
+            raise AdaframeError(f"{what} weights {given} do not exist")
+        recorded = spec[key]["weights"]
+        if given is None and recorded and not Path(recorded).is_file():
+            flag = "--backbone-weights" if key == "backbone" else "--memory-weights"
+            raise AdaframeError(f"{what} weights {recorded} (as recorded at extraction) do not exist; give {flag} if they moved")
+
+
+@dataclass
+class VideoJob:
+    """One video being predicted: its candidate times and the features computed so far."""
+
+    key: int  # its name with the decoding workers
+    path: Path
+    times: np.ndarray = field(default_factory=lambda: np.zeros(1))  # [T] seconds of the candidate frames (the extraction grid)
+    duration: float = 0.0
+    memory_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [Td]
+    memory_decoded: int = 0
+    decoded: int = 0
+    seeks: int = 0
+    cache: dict[int, torch.Tensor] = field(default_factory=dict)  # frame index -> backbone feature [D]
+    error: str | None = None
+
+
+class Predictor:
+    """The backbones and the agent of a run, ready to recognise videos.
+
+    Args:
+        checkpoint: the run directory.
+        device: where the backbones and the agent run.
+        backbone_weights, memory_weights: the weights files, if they moved since extraction.
+        workers: decoding processes (0: decode in this process).
+    """
+
+    def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu", backbone_weights: Path | None = None,
+                 memory_weights: Path | None = None, workers: int = 2):
+        self.device = torch.device(device)
+        self.model, payload = load_checkpoint(checkpoint, self.device)
+        if payload["kind"] != "adaframe":
+            raise AdaframeError(f"{checkpoint} holds a {payload['kind']!r} model; predict runs an AdaFrame run "
+                                "(give a baseline with --compare-checkpoint)")
+        self.spec = payload.get("features")
+        if self.spec is None:
+            raise AdaframeError(f"{checkpoint} was trained on features not made by 'adaframe extract' (e.g. synthetic ones), "
+                                "so there is no backbone to run on video")
+        self.classes: list[str] = payload["classes"]
+        self.config: dict = payload["config"]
+        self.memory_frames = int(payload["dims"].get("memory_frames", self.spec["memory_frames"]))
+        _check_weights_exist(self.spec, backbone_weights, memory_weights)
+        self.backbone, self.memory_backbone = build_backbones(self.spec, self.device, backbone_weights, memory_weights)
+        self.head_gflops = head_gflops_per_step(self.model, self.memory_frames, self.device)
+        self._baseline_heads: dict[int, float] = {}
+        self.decoder = DecodeWorkers(workers)
+        self._keys = itertools.count()
+        weakref.finalize(self, self.decoder.close)
+
+    def close(self) -> None:
+        """Stop the decoding workers (a later call starts them again)."""
+        self.decoder.close()
+
+    def _open(self, paths: list[Path], memory: bool = True) -> list[VideoJob]:
+        """Send the ``Open`` requests of a group of videos to the decoding workers (answered in ``_opened``)."""
+        jobs = [VideoJob(next(self._keys), Path(p)) for p in paths]
+        stored = int(self.spec["memory_frames"])
+        for job in jobs:
+            self.decoder.submit(job.key, Open(
+                job.path, self.spec["fps"], stored if memory else 0, tuple(memory_subset(stored, self.memory_frames).tolist()),
+                self.spec["memory_backbone"]["size"], self.spec.get("memory_at") == "keyframe",
+                self.spec["backbone"]["size"] if memory else None))
+        return jobs
+
+    def _opened(self, jobs: list[VideoJob]) -> list[np.ndarray | None]:
+        """Wait for the jobs' ``Open`` answers; fills their times; their memory frames (None for a failed job)."""
+        out: list[np.ndarray | None] = []
+        for job, answer in zip(jobs, self.decoder.take([j.key for j in jobs])):
+            if isinstance(answer, Failed):
+                job.error = answer.error
+                out.append(None)
+                continue
+            job.times, job.duration, job.memory_seconds = answer.times, answer.duration, answer.memory_seconds
+            job.memory_decoded = job.decoded = answer.memory_decoded
+            out.append(answer.memory)
+        return out
+
+    def _ask(self, jobs: list[VideoJob], times: list[np.ndarray], size: int) -> list[VideoJob]:
+        """Send each job's ``Read`` of its times to the workers (answered in ``_frames``); returns the jobs asked."""
+        asked = []
+        for job, t in zip(jobs, times):
+            if job.error is None and len(t):
+                self.decoder.submit(job.key, Read(tuple(float(x) for x in t), size))
+                asked.append(job)
+        return asked
+
+    def _frames(self, jobs: list[VideoJob], asked: list[VideoJob]) -> list[np.ndarray | None]:
+        """Wait for the frames ``_ask`` asked for; a failure marks its job and gives None."""
+        answers = dict(zip([id(j) for j in asked], self.decoder.take([j.key for j in asked])))
+        out: list[np.ndarray | None] = []
+        for job in jobs:
+            answer = answers.get(id(job))
+            if isinstance(answer, Failed):
+                job.error = answer.error
+            if isinstance(answer, Frames):
+                job.decoded, job.seeks = answer.decoded, answer.seeks
+            out.append(answer.frames if isinstance(answer, Frames) else None)
+        return out
+
+    def _read(self, jobs: list[VideoJob], times: list[np.ndarray], size: int) -> list[np.ndarray | None]:
+        """Frames of each job at its times, decoded by the workers in parallel; a failure marks the job and gives None."""
+        return self._frames(jobs, self._ask(jobs, times, size))
+
+    def _close(self, jobs: list[VideoJob]) -> None:
+        for job in jobs:
+            self.decoder.submit(job.key, None)
+
+    def _features(self, model: torch.nn.Module, frames: list[np.ndarray | None], rows: int, dim: int) -> torch.Tensor:
+        """Backbone features of the decoded frames, zeros for failed jobs: [rows, n, D]."""
+        ok = [f for f in frames if f is not None and len(f)]
+        feats = torch.from_numpy(extract_features(model, np.concatenate(ok), device=self.device)) if ok else None
+        n = max((len(f) for f in ok), default=0)
+        out = torch.zeros(rows, n, dim)
+        start = 0
+        for r, f in enumerate(frames):
+            if f is not None and len(f):
+                out[r, : len(f)] = feats[start: start + len(f)]
+                start += len(f)
+        return out.to(self.device)
+
+    def run(self, paths: Sequence[Path], max_steps: int | None = None, mu: float | None = 0.7, patience: int = 1,
+            scan: bool = False, group: int = 8, prefetch: bool = True) -> Iterator[list[dict]]:
+        """AdaFrame on ``paths``, ``group`` videos at a time batched together; yields each group's results.
+
+        With ``prefetch`` the next group's videos are opened (probed, memory decoded) by the workers while
+        this group runs; without, each group's wall time includes its whole decoding (for a fair comparison).
+        """
+        groups = [list(paths[g: g + group]) for g in range(0, len(paths), group)]
+        jobs: list[VideoJob] = []
+        ahead: list[VideoJob] = []
+        try:
+            for g, videos in enumerate(groups):
+                jobs = ahead or self._open(videos)
+                ahead = self._open(groups[g + 1]) if prefetch and g + 1 < len(groups) else []
+                results = self._predict_group(jobs, max_steps, mu, patience, scan)
+                self._close(jobs)
+                jobs = []
+                yield results
+        finally:  # also when the consumer stops early or a group raises: nothing stays open in the workers
+            if ahead:
+                self.decoder.take([j.key for j in ahead])
+            self._close(jobs + ahead)
+
+    def predict(self, paths: list[Path], max_steps: int | None = None, mu: float | None = 0.7, patience: int = 1,
+                scan: bool = False) -> list[dict]:
+        """AdaFrame on one group of videos; one result dict per video (``error`` set for a bad file)."""
+        return [r for results in self.run(paths, max_steps, mu, patience, scan, group=max(len(paths), 1)) for r in results]
+
+    @torch.no_grad()
+    def _predict_group(self, jobs: list[VideoJob], max_steps: int | None, mu: float | None, patience: int, scan: bool) -> list[dict]:
+        k = int(max_steps or self.config["frames"])
+        start = time.perf_counter()
+        calls = np.zeros(len(jobs), dtype=np.int64)
+        frames = self._opened(jobs)
+        memory = self._features(self.memory_backbone, frames, len(jobs), self.model.cfg.memory_dim)  # [B, Td, Dm]
+        memory_calls = np.array([0 if f is None else len(f) for f in frames])
+        if memory.shape[1] != self.memory_frames:  # every video failed
+            memory = torch.zeros(len(jobs), self.memory_frames, self.model.cfg.memory_dim, device=self.device)
+        lengths = torch.tensor([len(j.times) for j in jobs], device=self.device)
+
+        def frame_fn(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            need = [(r, i) for r, i in zip(rows.tolist(), idx.tolist()) if i not in jobs[r].cache]
+            decoded = self._read([jobs[r] for r, _ in need], [jobs[r].times[[i]] for r, i in need], self.spec["backbone"]["size"])
+            feats = self._features(self.backbone, decoded, len(need), self.model.cfg.feature_dim)  # [n, 1, D]
+            for (r, i), f, d in zip(need, feats, decoded):
+                jobs[r].cache[i] = f[0] if d is not None else torch.zeros(self.model.cfg.feature_dim, device=self.device)
+                calls[r] += d is not None
+            return torch.stack([jobs[r].cache[i] for r, i in zip(rows.tolist(), idx.tolist())])  # [A, D]
+
+        out = rollout(self.model, memory, lengths, frame_fn, k, stop=None if mu is None else StopRule("utility", mu, patience), scan=scan)
+        wall = time.perf_counter() - start
+        results = []
+        for r, job in enumerate(jobs):
+            res: dict = {"video": str(job.path), "method": f"AdaFrame-{k}" + (f" (mu {mu})" if mu is not None else "")
+                         + (" with --scan instead of its policy" if scan else ""),
+                         "wall_s": wall, "videos_in_group": len(jobs)}
+            if job.error is not None:
+                results.append({**res, "error": job.error})
+                continue
+            steps = int(out.steps[r])
+            visited = out.indices[r, :steps].tolist()
+            distinct = sorted(set(visited))
+            gflops = (len(distinct) * self.spec["backbone"]["gflops"] + self.memory_frames * self.spec["memory_backbone"]["gflops"]
+                      + steps * self.head_gflops)
+            results.append({**res, **self._ranking(out.probs[r]),
+                            "steps": steps, "frames_used": len(distinct), "frame_seconds": [round(float(job.times[i]), 3) for i in visited],
+                            "backbone_calls": int(calls[r]), "memory_backbone_calls": int(memory_calls[r]),
+                            "memory_seconds": [round(float(t), 3) for t in job.memory_seconds],
+                            "frames_decoded": job.decoded, "memory_frames_decoded": job.memory_decoded, "seeks": job.seeks,
+                            "gflops": gflops, "candidate_frames": len(job.times),
+                            "utilities": [round(float(u), 4) for u in out.utilities[r, :steps]]})
+        return results
+
+    def _ranking(self, probs: torch.Tensor) -> dict:
+        """The label and every class with its probability, most likely first."""
+        top = torch.sort(probs, descending=True)
+        return {"label": self.classes[int(top.indices[0])],
+                "top": [[self.classes[int(i)], round(float(p), 4)] for p, i in zip(top.values, top.indices)]}
+
+    def predict_uniform(self, paths: Sequence[Path], frames: int, classifier: torch.nn.Module | None = None) -> list[dict]:
+        """The baseline on one group of videos (see ``run_uniform``)."""
+        return [r for results in self.run_uniform(paths, frames, classifier, group=max(len(paths), 1), prefetch=False) for r in results]
+
+    def run_uniform(self, paths: Sequence[Path], frames: int, classifier: torch.nn.Module | None = None, group: int = 8,
+                    prefetch: bool = True) -> Iterator[list[dict]]:
+        """The baseline: ``frames`` frames evenly spaced in time, decoded by the same workers, through the backbone in
+        one batch per group, averaged by ``classifier`` (an AvgPooling run) if given; yields each group's results.
+
+        With ``prefetch`` the next group's frames are decoded while this group runs the backbone (as ``run`` does)."""
+        groups = [list(paths[g: g + group]) for g in range(0, len(paths), group)]
+
+        def start(g: int) -> tuple[list[VideoJob], list[VideoJob], float]:
+            t0 = time.perf_counter()
+            jobs = self._open(groups[g], memory=False)
+            self._opened(jobs)
+            return jobs, self._ask(jobs, [uniform_times(j.duration, frames) for j in jobs], self.spec["backbone"]["size"]), t0
+
+        ahead = start(0) if groups else None
+        try:
+            for g in range(len(groups)):
+                (jobs, asked, t0), ahead = ahead or start(g), None
+                decoded = self._frames(jobs, asked)
+                self._close(jobs)
+                if prefetch and g + 1 < len(groups):
+                    ahead = start(g + 1)
+                yield self._uniform_results(jobs, decoded, frames, classifier, t0)
+        finally:
+            if ahead is not None:
+                self._frames(ahead[0], ahead[1])
+                self._close(ahead[0])
+
+    @torch.no_grad()
+    def _uniform_results(self, jobs: list[VideoJob], decoded: list[np.ndarray | None], frames: int,
+                         classifier: torch.nn.Module | None, start: float) -> list[dict]:
+        feats = self._features(self.backbone, decoded, len(jobs), self.model.cfg.feature_dim)  # [B, K, D]
+        if classifier is not None and id(classifier) not in self._baseline_heads:  # count its FLOPs once, not per video
+            self._baseline_heads[id(classifier)] = head_gflops_per_step(classifier, 0, self.device)
+        head = self._baseline_heads.get(id(classifier), 0.0)
+        probs = (classifier(feats, torch.ones(feats.shape[:2], dtype=torch.bool, device=self.device))
+                 if classifier is not None and feats.shape[1] == frames else None)
+        wall = time.perf_counter() - start
+        results = []
+        for r, job in enumerate(jobs):
+            res: dict = {"video": str(job.path), "method": f"AvgPooling uniform{frames}", "wall_s": wall, "videos_in_group": len(jobs)}
+            if job.error is not None:
+                results.append({**res, "error": job.error})
+                continue
+            results.append({**res, **(self._ranking(probs[r]) if probs is not None else {}),
+                            "steps": frames, "frames_used": frames, "frame_seconds": [round(float(t), 3) for t in uniform_times(job.duration, frames)],
+                            "backbone_calls": frames, "memory_backbone_calls": 0, "frames_decoded": job.decoded, "seeks": job.seeks,
+                            "gflops": frames * (self.spec["backbone"]["gflops"] + head)})
+        return results
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What ``Recognizer.predict`` says of one file. A file that could not be read has ``error`` set,
+    ``label`` None and the cost fields at 0; the other files of the call are unaffected.
+
+    Attributes:
+        path: the video file.
+        label: the most likely class.
+        top: every class with its probability, most likely first.
+        frames_used: distinct frames the big backbone ran on.
+        steps: agent steps taken (a revisited frame costs a step, not a backbone call).
+        seconds: the time of each step's frame, in the order looked at.
+        gflops: backbone frames + memory frames + the agent's heads, in G multiply-adds.
+        frames_decoded: frames the decoder produced (memory pass and policy frames).
+        wall_s: seconds for the group of videos this one was run with (decoding included).
+        error: why the file failed, or None.
+    """
+
+    path: Path
+    label: str | None
+    top: list[tuple[str, float]]
+    frames_used: int
+    steps: int
+    seconds: list[float]
+    gflops: float
+    frames_decoded: int
+    wall_s: float
+    error: str | None = None
+
+    @classmethod
+    def from_result(cls, r: dict) -> Recognition:
+        """From one of ``Predictor.predict``'s result dicts."""
+        return cls(Path(r["video"]), r.get("label"), [(c, p) for c, p in r.get("top", [])], r.get("frames_used", 0),
+                   r.get("steps", 0), r.get("frame_seconds", []), r.get("gflops", 0.0), r.get("frames_decoded", 0),
+                   r["wall_s"], r.get("error"))
+
+
+class Recognizer:
+    """A trained AdaFrame run, ready to recognise video files (what ``adaframe predict`` runs).
+
+    Decoding runs in ``workers`` processes started on the first call and kept until ``close`` (or
+    the end of a ``with`` block, or of the program).
+
+    Args:
+        predictor: the run's backbones, agent and decoding workers.
+        frames: K, the most steps (None: the K it was trained with).
+        mu: adaptive lookahead margin (None: always K steps).
+        patience: how many times the utility must drop by ``mu`` before a video stops.
+        batch_size: videos run together through the backbones and the agent.
+    """
+
+    def __init__(self, predictor: Predictor, frames: int | None = None, mu: float | None = 0.7, patience: int = 1,
+                 batch_size: int = 8):
+        if (frames is not None and frames < 1) or (mu is not None and mu < 0) or patience < 1 or batch_size < 1:
+            raise AdaframeError("need frames >= 1, mu >= 0, patience >= 1 and batch_size >= 1")
+        self.predictor, self.frames, self.mu, self.patience, self.batch_size = predictor, frames, mu, patience, batch_size
+
+    @classmethod
+    def from_run(cls, run: str | Path, device: torch.device | str = "cpu", backbone_weights: str | Path | None = None,
+                 memory_weights: str | Path | None = None, workers: int = 2, **options: int | float | None) -> Recognizer:
+        """Load an AdaFrame run trained on features from ``adaframe extract`` (its backbones are rebuilt from
+        the record of that extraction; ``*_weights`` only if the files moved). ``workers``: decoding processes
+        (0: decode in this process). ``options``: see the class."""
+        as_path = lambda p: None if p is None else Path(p)  # noqa: E731
+        if workers < 0:
+            raise AdaframeError(f"need workers >= 0, got {workers}")
+        return cls(Predictor(run, device, as_path(backbone_weights), as_path(memory_weights), workers), **options)  # type: ignore[arg-type]
+
+    def __enter__(self) -> Recognizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the decoding workers."""
+        self.predictor.close()
+
+    @property
+    def classes(self) -> list[str]:
+        return self.predictor.classes
+
+    def predict(self, paths: Sequence[str | Path], scan: bool = False) -> list[Recognition]:
+        """One ``Recognition`` per file, in order; bad files get ``error`` instead of raising."""
+        return [Recognition.from_result(r) for r in self.predict_raw(paths, scan)]
+
+    def predict_raw(self, paths: Sequence[str | Path], scan: bool = False) -> list[dict]:
+        """As ``predict``, as the JSON-ready dicts ``adaframe predict --json`` prints (with backbone calls, seeks,
+        utilities). ``scan`` replaces the policy by consecutive frames: a cost check, not AdaFrame's prediction."""
+        return [r for group in self.predict_groups(paths, scan) for r in group]
+
+    def predict_groups(self, paths: Sequence[str | Path], scan: bool = False, prefetch: bool = True) -> Iterator[list[dict]]:
+        """As ``predict_raw``, yielding the results of each ``batch_size`` videos as soon as they are done
+        (with ``prefetch``, the next group is being decoded meanwhile; see ``Predictor.run``)."""
+        return self.predictor.run([Path(p) for p in paths], self.frames, self.mu, self.patience, scan, self.batch_size, prefetch)

@@ -1,0 +1,212 @@
+"""The training loop of every model (the losses are in ``losses``, the resumable state in ``train_state``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Subset
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from adaframe import distributed
+from adaframe.data.features import Batch, FeatureDataset, collate, read_spec
+from adaframe.distributed import Shard, gather, sharded_loader
+from adaframe.engine.config import TrainConfig
+from adaframe.engine.inference import evaluate
+from adaframe.engine.metrics import mean_average_precision, top1
+from adaframe.engine.registry import CHECKPOINT, KINDS, build_model, save_checkpoint
+from adaframe.engine.train_state import StopSignal, TRAIN_STATE, TrainState
+from adaframe.models.standardize import feature_statistics, set_statistics
+from adaframe.rl.rollout import default_stop
+from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, seed_everything, write_json
+
+
+def log_line(epoch: int, epochs: int, step: int, total: int, terms: dict[str, float], elapsed: float, step0: int = 0) -> str:
+    """``epoch 2/40 step 130/3480 loss 1.234 loss_cls ... | 12.3 steps/s, ETA 4:32`` for ``--log-every``.
+
+    The speed counts the steps of this process (``step0``: where a resumed run started).
+    """
+    rate = (step - step0) / max(elapsed, 1e-9)
+    eta = int((total - step) / rate) if rate > 0 else 0
+    shown = " ".join(f"{k} {v:.4g}" for k, v in terms.items())
+    return f"epoch {epoch + 1}/{epochs} step {step}/{total} {shown} | {rate:.1f} steps/s, ETA {eta // 60}:{eta % 60:02d}"
+
+
+RUN_FILES = (CHECKPOINT, TRAIN_STATE, "metrics.jsonl", "config.json", "tb")
+
+
+def prepare_out(cfg: TrainConfig) -> None:
+    """Create OUT. A run already there is continued (``--resume``), replaced (``--overwrite``: its files are
+    deleted first, so nothing of it can be mistaken for the new run) or, by default, left alone with an error.
+    What a start that never finished an epoch left (config.json, tb/) is cleared."""
+    make_dir(cfg.out)
+    found = [name for name in (CHECKPOINT, TRAIN_STATE) if (cfg.out / name).exists()]
+    if cfg.resume and found:
+        return
+    if found and not cfg.overwrite:
+        raise AdaframeError(f"{cfg.out} already holds a run ({', '.join(found)}): continue it with --resume, replace it "
+                            "with --overwrite, or choose another --out")
+    for name in RUN_FILES:
+        path = cfg.out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    o = cfg.optim
+    if o.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=o.weight_decay)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step, gamma=0.1)
+
+
+class TrainStep(nn.Module):
+    """A model and its loss as one module: DistributedDataParallel wraps this, so the whole loss is its forward."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, generator: torch.Generator, shard: Shard):
+        super().__init__()
+        self.model, self.cfg, self.generator, self.shard = model, cfg, generator, shard
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        model, c, g, shard = self.model, self.cfg, self.generator, self.shard
+        return KINDS[c.model].loss(model, batch, c, g, shard)
+
+
+def validate(model: nn.Module, val_set: FeatureDataset, frames: int, device: torch.device, shard: Shard) -> dict[str, float]:
+    """Validation mAP and top-1; each process evaluates every N-th video and the scores are gathered."""
+    part = val_set if shard.world == 1 else Subset(val_set, range(shard.rank, len(val_set), shard.world))
+    res = evaluate(model, part, frames, "uniform", default_stop(model), device=device)
+    parts = gather((res.scores, res.labels), shard)
+    scores, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return {"val_mAP": 100 * mean_average_precision(scores, labels), "val_top1": 100 * top1(scores, labels)}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train one model and write ``cfg.out``: checkpoint.pt (every epoch), config.json, metrics.jsonl, tb/.
+
+    Under torchrun each process trains on its share of every batch (DistributedDataParallel); only the
+    first writes files.
+    """
+    shard, device = distributed.start(resolve_device(cfg.device))
+    try:
+        return _train(cfg, shard, device)
+    finally:
+        distributed.stop()
+
+
+def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
+    if cfg.batch_size % shard.world:
+        raise AdaframeError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the {shard.world} processes")
+    seed_everything(cfg.seed)
+    reads_memory = KINDS[cfg.model].memory != "none"
+    train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames if reads_memory else 0)
+    if len(train_set.classes) < 2:
+        raise AdaframeError(f"{cfg.data / 'videos.csv'} has {len(train_set.classes)} class ({', '.join(train_set.classes)}): "
+                            "recognition needs at least 2")
+    try:
+        val_set = FeatureDataset(cfg.data, "val", classes=train_set.classes, memory_frames=train_set.memory_frames)
+    except AdaframeError as e:
+        if "is empty" not in str(e):
+            raise
+        val_set = None
+        if shard.main:
+            print("warning: no val split; training without validation", file=sys.stderr)
+    dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
+            "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames}
+    if cfg.model == "adaframe":
+        dims.update(memory_read=cfg.memory_read, selection=cfg.selection)
+    features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
+    model = build_model(cfg.model, dims)
+    if cfg.standardize:  # fixed input standardisation of the recurrent models
+        set_statistics(model, feature_statistics(train_set))
+    model = model.to(device)
+    optimizer, scheduler = make_optimizer(model, cfg)
+    if shard.main:
+        prepare_out(cfg)
+        write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
+        unseen = sorted(set(train_set.classes) - {train_set.classes[i] for i in np.unique(train_set.labels)})
+        if unseen:
+            print(f"warning: {len(unseen)} class(es) of videos.csv have no train video, so the model cannot learn them: "
+                  f"{', '.join(unseen[:5])}{' ...' if len(unseen) > 5 else ''}", file=sys.stderr)
+
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)  # exploration noise and frame sampling
+    order = torch.Generator().manual_seed(cfg.seed)  # the data order: each epoch's shuffle draws from it
+    loader = sharded_loader(train_set, cfg.batch_size, shard, order, collate_fn=collate, num_workers=cfg.workers)
+    start = TrainState.resume(cfg, model, optimizer, scheduler, generator, order, shard) if cfg.resume else TrainState()
+    start_epoch, step, history, partial = start.epoch, start.step, start.history, start.partial
+    step_fn: nn.Module = TrainStep(model, cfg, generator, shard)
+    if shard.world > 1:
+        step_fn = DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None)
+    writer = SummaryWriter(str(cfg.out / "tb")) if shard.main else None
+    step0, total, started = step, cfg.epochs * len(loader), time.perf_counter()
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.model}-{cfg.frames}", unit="epoch",
+               disable=not (cfg.progress and shard.main), initial=start_epoch, total=cfg.epochs)
+    signals = StopSignal()
+    try:
+        for epoch in bar:
+            model.train()
+            # A run stopped by a signal mid-epoch left the batches it had done and the data order of the epoch's start.
+            skip, sums = (partial["batches"], dict(partial["sums"])) if partial else (0, {})
+            if partial:
+                order.set_state(partial["order"])
+            partial = None
+            order_at_start = order.get_state()
+            t0 = time.perf_counter()
+            for i, batch in enumerate(loader):
+                if i < skip:
+                    continue
+                terms = step_fn(batch.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                step += 1
+                # One reduction (and one device-to-host copy) for all terms and the stop flag: processes stop together.
+                flag = torch.tensor(float(signals.requested is not None), device=device)
+                values = shard.mean(torch.stack([v.detach().float() for v in terms.values()] + [flag])).tolist()
+                stopping, values = values[-1] > 0, values[:-1]
+                for k, v in zip(terms, values):
+                    sums[k] = sums.get(k, 0.0) + v
+                if writer is not None:
+                    for k, v in zip(terms, values):
+                        writer.add_scalar(f"train/{k}", v, step)
+                    writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+                if cfg.log_every and step % cfg.log_every == 0 and shard.main:
+                    tqdm.write(log_line(epoch, cfg.epochs, step, total, dict(zip(terms, values)), time.perf_counter() - started, step0))
+                if stopping:
+                    if shard.main:
+                        TrainState(epoch, step, history, {"batches": i + 1, "order": order_at_start, "sums": sums}).save(
+                            cfg, model, optimizer, scheduler, generator, order)
+                        writer.close()
+                        tqdm.write(f"stopped by {signals.requested or 'a signal'} after step {step}: {cfg.out / TRAIN_STATE} holds it; continue with --resume")
+                    distributed.barrier(shard)
+                    raise KeyboardInterrupt
+            scheduler.step()
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
+            record.update({k: v / len(loader) for k, v in sums.items()})
+            if val_set is not None:
+                record.update(validate(model, val_set, cfg.frames, device, shard))
+            history.append(record)
+            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "val_mAP") if k in record})
+            if writer is not None:
+                for k, v in record.items():
+                    if k != "epoch":
+                        writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+                save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
+                atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
+                TrainState(epoch + 1, step, history).save(cfg, model, optimizer, scheduler, generator, order)
+        if writer is not None:
+            writer.close()
+        distributed.barrier(shard)  # the files are complete before any process returns
+    finally:
+        signals.restore()
+        if writer is not None:  # after an error too (closing twice is harmless): flushes what was logged, ends its thread
+            writer.close()
+    return cfg.out

@@ -1,0 +1,1 @@
+"""Video decoding, the per-frame backbones, decoding in worker processes, synthetic videos."""

@@ -1,0 +1,250 @@
+"""The AdaFrame agent (Section 3.1): an LSTM that reads one frame a step and decides where to look next.
+
+At step t the agent sees the backbone feature ``v_t`` of the frame it chose and a context
+``u_t`` read from the global memory by attention. Its new state ``h_t`` feeds three heads:
+
+* prediction ``f_p``: class scores ``s_t`` (softmax),
+* selection ``f_s``: where to look next (``selection``, below),
+* utility ``f_u``: a critic of the discounted future reward, from ``[h_t, u_t]``.
+
+Two choices, each a named option (``AgentConfig``), separate the paper's agent from the default one:
+
+``memory_read``
+    ``lstm`` (the paper): ``u_t`` is queried with ``h_{t-1}`` and the LSTM reads ``[v_t, u_t]``.
+    ``policy``: the LSTM reads ``v_t`` alone; ``u_t`` is queried with ``h_t`` and feeds only the
+    selection and utility heads. The memory then tells the agent *where* to look, and the prediction
+    rests on the frames it looked at. Read by the LSTM, the memory (a whole-video summary of every
+    training video) lets the classifier fit the training set without looking at good frames: it
+    memorises (training cross-entropy near 0, 10-30 mAP lower on val), the margin is near 1 after
+    one step, and the policy gets no reward to learn from.
+``selection``
+    ``gaussian`` (the paper): ``sigmoid(f_s(h_t))`` is the mean of a Gaussian (std 0.1) over the
+    relative position of the next frame; the first frame sits at ``start`` (the middle).
+    ``slots``: a categorical choice among Td + 3 actions: the global memory's Td slots (the times its
+    frames were taken, ``(j + 0.5) / Td``), scored by attention of a query from ``[h_t, u_t]`` on the
+    memory; *scan*, the next position of a uniform scan (the centres of K equal segments, coarse to
+    fine: the middle first); and *back* / *forward*, the frame just before or after the last one (a
+    closer look at what it just saw). Actions that would look at nothing new are masked (slots that a
+    frame already looked at overlaps, neighbours already looked at), so it never pays for a frame
+    twice; the first frame is chosen the same way, from the memory alone. Jumping to a slot looks at
+    the frame the memory saw in low resolution; the scan covers the times the memory did not see. The
+    scan action starts likely (``scan_bias``; the other logits start at 0, with zero weights), so the
+    untrained agent scans uniformly and learning moves it elsewhere only where that earns more reward.
+    In training a chosen slot or scan position is drawn within its stretch of time (1/Td or 1/K), so
+    the classifier sees varied frames, as the LSTM baseline does with random sampling.
+
+Both agents' selection and utility heads read ``u_t / sqrt(Dm)`` (``head_scale``), and the utility
+starts at zero weights: a wide memory (1280-d MobileNetV2 features) otherwise made the critic's error,
+and its gradient into the LSTM, swamp the classifier's.
+
+The frame index of a relative position ``x`` in a video of ``T`` frames is ``floor(x * T)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from adaframe.distributed import exponential, rand, randn
+from adaframe.models.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
+from adaframe.utils import AdaframeError
+
+MemoryRead = Literal["lstm", "policy"]
+Selection = Literal["gaussian", "slots"]
+
+
+@dataclass
+class AgentConfig:
+    feature_dim: int
+    memory_dim: int
+    num_classes: int
+    hidden: int = 1024
+    std: float = 0.1
+    """std of the Gaussian selection policy"""
+    start: float = 0.5
+    """relative position of the first frame (gaussian selection)"""
+    memory_read: MemoryRead = "policy"
+    """who reads the global memory: the LSTM ("lstm", the paper) or only the selection and utility heads"""
+    selection: Selection = "slots"
+    """the selection policy: the paper's Gaussian over positions, or a choice among memory slots and a uniform scan"""
+    scan_bias: float = 3.0
+    """slots selection: initial bias of the scan action's logit (3: the untrained agent mostly scans)"""
+
+    def __post_init__(self) -> None:
+        if min(self.feature_dim, self.num_classes, self.hidden) < 1 or self.memory_dim < 0:
+            raise AdaframeError(f"invalid AgentConfig dims: {self}")
+        if self.std <= 0 or not 0.0 <= self.start <= 1.0:
+            raise AdaframeError("std must be > 0 and start in [0, 1]")
+        if self.memory_read not in ("lstm", "policy") or self.selection not in ("gaussian", "slots"):
+            raise AdaframeError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
+
+
+def location_to_index(location: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Relative location in [0, 1] -> frame index in [0, T-1] of each video's own length."""
+    idx = torch.floor(location.clamp(0.0, 1.0) * lengths.to(location.dtype)).long()
+    return torch.minimum(idx, lengths - 1)
+
+
+@functools.lru_cache(maxsize=64)
+def scan_order(k: int) -> tuple[int, ...]:
+    """The K uniform grid positions ``(i + 0.5) / K`` in coarse-to-fine order: the one nearest the middle
+    first, then always the one farthest from those taken (ties: the earlier), so every prefix is spread out.
+    Distances are counted in whole grid steps, so no rounding decides a tie."""
+    order = [min(range(k), key=lambda i: abs(2 * i + 1 - k))]
+    while len(order) < k:
+        order.append(max((i for i in range(k) if i not in order), key=lambda i: min(abs(i - j) for j in order)))
+    return tuple(order)
+
+
+def scan_positions(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[K] relative positions of the uniform scan, in the order it visits them."""
+    return ((torch.tensor(scan_order(k), dtype=torch.float32) + 0.5) / k).to(device)
+
+
+class GaussianSelection(nn.Module):
+    """The paper's f_s: ``sigmoid(W h_t)`` is the mean of a Gaussian over the next relative position. When the LSTM
+    does not read the memory (``memory_read`` "policy"), it reads ``[h_t, u_t]``, so that the memory still reaches it."""
+
+    def __init__(self, cfg: AgentConfig):
+        super().__init__()
+        self.std = cfg.std
+        self.reads_memory = cfg.memory_read == "policy"
+        self.fc = nn.Linear(cfg.hidden + (cfg.memory_dim if self.reads_memory else 0), 1)
+
+    def forward(self, h: torch.Tensor, u: torch.Tensor, encoded: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(torch.cat([h, u], dim=-1) if self.reads_memory else h)).squeeze(-1)  # [B]
+
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision | None:
+        """The next frame after ``step``; nothing after the last step (a choice there would never be looked at)."""
+        return None if last else self.choose(out.policy, looked, rows, lengths, step, explore)
+
+    def choose(self, mean: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+               explore: Exploration | None) -> Decision:
+        if explore is None:
+            return Decision(location_to_index(mean, lengths), torch.zeros_like(mean))
+        noise = explore.draw(randn, mean.shape, mean.device)
+        action = (mean + self.std * noise).detach()
+        return Decision(location_to_index(action, lengths), Normal(mean, self.std).log_prob(action))
+
+
+class SlotSelection(nn.Module):
+    """A categorical over Td + 3 actions: the global memory's slots not yet looked at, the next position of a uniform
+    scan, and the frame just before or after the last one (a closer look at what it just saw)."""
+
+    def __init__(self, cfg: AgentConfig):
+        super().__init__()
+        self.query = nn.Linear(cfg.hidden + cfg.memory_dim, cfg.memory_dim) if cfg.memory_dim else None
+        self.moves = nn.Linear(cfg.hidden + cfg.memory_dim, 3)  # scan, back, forward
+        # Zero weights: the untrained policy is the same for every video (mostly the scan), and its gradient into the
+        # shared LSTM starts at zero and grows only as the policy learns.
+        for layer in (self.query, self.moves):
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+        with torch.no_grad():
+            self.moves.bias[0] = cfg.scan_bias
+
+    def forward(self, h: torch.Tensor, u: torch.Tensor, encoded: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+        """-> logits [B, Td + 3]: the slots, then scan, back, forward; a blocked action gets -1e4."""
+        z = torch.cat([h, u], dim=-1)  # [B, H + Dm]
+        moves = self.moves(z)  # [B, 3]
+        if self.query is not None and encoded.shape[1]:
+            scores = torch.einsum("bd,btd->bt", self.query(z), encoded) / math.sqrt(encoded.shape[-1])  # [B, Td]
+            moves = torch.cat([scores, moves], dim=-1)
+        return moves.masked_fill(blocked, -1e4)
+
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision | None:
+        """The next frame after ``step``; nothing after the last step (a choice there would never be looked at)."""
+        return None if last else self.choose(out.policy, looked, rows, lengths, step, explore)
+
+    def choose(self, logits: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+               explore: Exploration | None) -> Decision:
+        """The action for videos ``rows`` after ``step`` (-1: before the first) from their logits [A, Td + 3]; a scan
+        action advances the rows' scans."""
+        slots, scan = logits.shape[1] - 3, looked.scan
+        if explore is not None:
+            # A categorical draw as argmax(p / Exp(1)) (torch.multinomial's), the noise drawn for the global batch.
+            q = explore.draw(exponential, logits.shape, logits.device)  # [A, Td + 3]
+            action = (torch.softmax(logits.detach(), -1) / q).argmax(-1)  # [A]
+            log_prob = torch.log_softmax(logits, -1).gather(1, action[:, None]).squeeze(1)
+        else:
+            action, log_prob = logits.argmax(-1), logits.new_zeros(logits.shape[0])
+        is_scan, is_slot = action == slots, action < slots
+        scans = looked.scans[rows]
+        at_scan = scan[scans.clamp(max=len(scan) - 1)]  # [A]
+        at_slot = (action.clamp(max=max(slots - 1, 0)).to(logits.dtype) + 0.5) / max(slots, 1)  # [A]
+        step_by = torch.where(action == slots + 1, -1, 1)  # back or forward
+        at_neighbour = (looked.frames[rows, step] + step_by + 0.5).to(logits.dtype) / lengths.to(logits.dtype)  # [A]
+        looked.scans[rows] = scans + is_scan.long()
+        position = torch.where(is_scan, at_scan, torch.where(is_slot, at_slot, at_neighbour))
+        if explore is not None:  # anywhere within the slot's stretch or the scan position's segment: the classifier sees varied frames
+            width = torch.where(is_scan, 1.0 / len(scan), torch.where(is_slot, 1.0 / max(slots, 1), 0.0))
+            position = position + width * (explore.draw(rand, position.shape, position.device) - 0.5)
+        return Decision(location_to_index(position, lengths), log_prob)
+
+
+class AdaFrame(RecurrentAgent):
+    """The agent of Section 3.1 (see the module's docstring for its two options)."""
+
+    def __init__(self, cfg: AgentConfig):
+        super().__init__(cfg, cfg.feature_dim + (cfg.memory_dim if cfg.memory_read == "lstm" else 0))
+        self.select = GaussianSelection(cfg) if cfg.selection == "gaussian" else SlotSelection(cfg)  # f_s
+        self.utility = nn.Linear(cfg.hidden + cfg.memory_dim, 1)  # f_u
+        # A critic that starts at 0: no reward expected, and no gradient into the LSTM before it has learned anything.
+        nn.init.zeros_(self.utility.weight)
+        nn.init.zeros_(self.utility.bias)
+
+    @property
+    def chooses_first(self) -> bool:  # type: ignore[override]
+        return self.cfg.selection == "slots"
+
+    @property
+    def policy(self) -> GaussianSelection | SlotSelection:
+        return self.select
+
+    def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
+        """[A, Td + 3] the slots policy's actions that would look at nothing new (``Looked.blocked``)."""
+        return looked.blocked(rows, lengths, step)
+
+    def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: torch.Tensor | None = None) -> Step:
+        """One step: frame [B, D], encoded [B, Td, Dm], state (h, c) [B, H] each, ``where`` [B, Td + 3] (default: no
+        action blocked)."""
+        if where is None:
+            where = torch.zeros(frame.shape[0], encoded.shape[1] + 3, dtype=torch.bool, device=frame.device)
+        if self.cfg.memory_read == "lstm":
+            u, beta = self.memory(encoded, state[0])  # u_t from W_h h_{t-1}
+            h, c = self.lstm(torch.cat([self.frame_norm(frame), u], dim=-1), state)
+        else:
+            h, c = self.lstm(self.frame_norm(frame), state)
+            u, beta = self.memory(encoded, h)  # u_t from W_h h_t: what the memory says after this frame
+        u = self.head_scale(u)
+        selection = self.select(h, u, encoded, where)
+        utility = self.utility(torch.cat([h, u], dim=-1)).squeeze(-1)  # [B]
+        return Step(self.forward_head(h), selection, utility, beta, (h, c))
+
+    def head_scale(self, u: torch.Tensor) -> torch.Tensor:
+        """``u / sqrt(Dm)``: the memory's context enters the selection and utility heads at the scale of ``h`` (norm ~1),
+        whatever the memory's width. Unscaled, a 1280-d MobileNetV2 context made one Adam step move the heads' outputs by
+        ~2 (every weight moves by lr, and 1280 of them add up), and their losses swamped the classifier's."""
+        return u / math.sqrt(max(self.cfg.memory_dim, 1))
+
+    def first(self, encoded: torch.Tensor, lengths: torch.Tensor, looked: Looked, explore: Exploration | None) -> Decision:
+        """Gaussian selection: the fixed ``start``. Slots: a choice from the memory read with ``h_0 = 0``."""
+        if self.cfg.selection == "gaussian":
+            location = torch.full(lengths.shape, self.cfg.start, device=lengths.device)
+            return Decision(location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device))
+        b, slots = encoded.shape[:2]
+        h, _ = self.initial_state(b, encoded.device)
+        u = self.head_scale(self.memory(encoded, h)[0])
+        blocked = torch.zeros(b, slots + 3, dtype=torch.bool, device=h.device)
+        blocked[:, slots + 1:] = True  # no last frame to step from
+        rows = torch.arange(b, device=h.device)
+        return self.select.choose(self.select(h, u, encoded, blocked), looked, rows, lengths, -1, explore)

@@ -1,0 +1,162 @@
+"""The contract of every recurrent agent (AdaFrame, FrameGlimpse, FastForward, with or without memory).
+
+An agent is an LSTM that reads one frame a step. The one rollout (``rl/rollout.py``) drives every agent through
+the same five calls, in training (sampled actions), evaluation and ``predict`` (most likely actions, early
+stop):
+
+1. ``memory.encode(memory)`` once, and ``initial_state``;
+2. ``first(...)``: the first frame (a fixed start, or a choice made from the memory alone);
+3. at every step ``where(...)``: what the agent knows of where it is (AdaFrame: the actions that would look at
+   nothing new; the stop agents: the frame's relative position), then ``step(frame, memory, state, where)``;
+4. ``policy.act(step, ...)``: the policy object turns the step's output into a ``Decision``: the next frame,
+   the log-probability of the decision and, for agents with a stop head, a sampled stop.
+
+Every agent predicts class *logits* with ``forward_head(h)`` and values its state with a utility head (the
+critic of the policy gradient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from adaframe.distributed import Shard
+from adaframe.models.memory import GlobalMemory
+from adaframe.models.standardize import Standardize
+
+State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, H]
+
+
+@dataclass
+class Step:
+    """What one step of an agent outputs for the A videos it ran on."""
+
+    logits: torch.Tensor  # [A, C]
+    policy: torch.Tensor  # the policy head's output, read by ``policy.act``: AdaFrame's selection, a stop agent's move
+    utility: torch.Tensor  # [A] the critic's value of the state
+    attention: torch.Tensor  # [A, Td] over the global memory
+    state: State
+    stop_logit: torch.Tensor | None = None  # [A] logit of p(stop after this step); None: the agent has no stop head
+
+
+@dataclass
+class Decision:
+    """A policy's decision after a step (or before the first) for the A videos it ran on."""
+
+    index: torch.Tensor  # [A] the frame to look at next
+    log_prob: torch.Tensor  # [A] log pi of the decision; 0 where nothing was decided (a fixed start, a forced stop)
+    stop: torch.Tensor | None = None  # [A] bool: a sampled stop (training of agents with a stop head)
+
+
+@dataclass
+class Exploration:
+    """Sample the policy (training) with noise from ``generator``, drawn for the global batch (``Shard.draw``)."""
+
+    generator: torch.Generator | None = None
+    shard: Shard = Shard()
+
+    def draw(self, fn: Callable[..., torch.Tensor], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        return self.shard.draw(fn, shape, generator=self.generator, device=device)
+
+
+@dataclass
+class Looked:
+    """What each video of a batch has looked at, one row per video (the slots policy also reads its slots and scans)."""
+
+    seen: torch.Tensor  # [B, Td] bool: memory slots whose stretch of time overlaps a frame already looked at
+    scans: torch.Tensor  # [B] scan actions taken so far: the next scan goes to scan position ``scans``
+    frames: torch.Tensor  # [B, K] frames looked at, in order; -1 for steps not taken yet
+    scan: torch.Tensor  # [K] the uniform scan's positions, in its order (``agent.scan_positions``)
+
+    @classmethod
+    def start(cls, batch: int, slots: int, scan: torch.Tensor) -> "Looked":
+        device, steps = scan.device, len(scan)
+        return cls(torch.zeros(batch, slots, dtype=torch.bool, device=device), torch.zeros(batch, dtype=torch.long, device=device),
+                   torch.full((batch, steps), -1, dtype=torch.long, device=device), scan)
+
+    def mark(self, rows: torch.Tensor, idx: torch.Tensor, lengths: torch.Tensor, step: int) -> None:
+        """Videos ``rows`` look at frames ``idx`` (of ``lengths`` frames) in ``step``: mark every slot the frame's
+        stretch of time ``[idx / T, (idx + 1) / T)`` overlaps (one, or several in a video shorter than Td)."""
+        self.frames[rows, step] = idx
+        slots = self.seen.shape[1]
+        if slots:
+            first = idx * slots // lengths  # [A] integer arithmetic: no rounding at slot edges
+            last = ((idx + 1) * slots + lengths - 1) // lengths - 1  # [A] inclusive
+            j = torch.arange(slots, device=idx.device)[None, :]  # [1, Td]
+            self.seen = self.seen.clone()  # a new tensor: autograd keeps the masks earlier steps used
+            self.seen[rows] |= (j >= first[:, None]) & (j <= last[:, None])
+
+    def blocked(self, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
+        """[A, Td + 3] actions of the slots policy that would look at nothing new, after ``step``: seen slots, and the
+        frame before or after the last one when it was looked at already or lies outside the video. Scan never is."""
+        frames = self.frames[rows]  # [A, K]
+        neighbours = torch.stack([frames[:, step] - 1, frames[:, step] + 1], dim=1)  # [A, 2]
+        done = (neighbours[:, :, None] == frames[:, None, :]).any(-1)  # [A, 2]
+        outside = (neighbours < 0) | (neighbours >= lengths[:, None])
+        scan = torch.zeros_like(done[:, :1])
+        return torch.cat([self.seen[rows], scan, done | outside], dim=1)
+
+
+class FramePolicy(Protocol):
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision | None:
+        """The decision after ``step`` for videos ``rows`` (of ``lengths`` frames); ``explore`` None: the most likely
+        action. ``last``: no frame follows (an agent may have nothing to decide then: None)."""
+
+
+class RecurrentAgent(nn.Module):
+    """What AdaFrame, FrameGlimpse and FastForward share: the input standardisation, the global memory, the LSTM and
+    the prediction head f_p. Subclasses add their policy and utility heads and define the five calls above."""
+
+    has_stop_head: ClassVar[bool] = False
+    """the agent decides when to stop (FrameGlimpse, FastForward); AdaFrame runs K steps or stops by a rule"""
+    chooses_first: ClassVar[bool] = False
+    """the first frame is a decision of the policy (credited in the policy gradient), not a fixed start"""
+
+    def __init__(self, cfg: Any, lstm_inputs: int):
+        super().__init__()
+        self.cfg = cfg
+        self.frame_norm = Standardize(cfg.feature_dim, "frames")
+        self.memory = GlobalMemory(cfg.hidden, cfg.memory_dim)
+        self.lstm = nn.LSTMCell(lstm_inputs, cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, cfg.num_classes)  # f_p
+
+    @property
+    def policy(self) -> FramePolicy:
+        raise NotImplementedError
+
+    def initial_state(self, batch: int, device: torch.device) -> State:
+        h = torch.zeros(batch, self.cfg.hidden, device=device)
+        return h, h.clone()
+
+    def forward_head(self, h: torch.Tensor) -> torch.Tensor:
+        """Class logits [B, C] from the LSTM state (the prediction head f_p)."""
+        return self.head(h)
+
+    def first(self, encoded: torch.Tensor, lengths: torch.Tensor, looked: Looked, explore: Exploration | None) -> Decision:
+        """The first frame of each video, before any step (``encoded``: [B, Td, Dm] from ``memory.encode``)."""
+        raise NotImplementedError
+
+    def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
+        """What the agent knows of where it is in ``step``, which ``step`` reads (``lengths``: the rows' frames)."""
+        raise NotImplementedError
+
+    def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: torch.Tensor) -> Step:
+        """One step: frame [A, D], encoded [A, Td, Dm], state (h, c) [A, H] each, ``where`` from ``self.where``."""
+        raise NotImplementedError
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("an agent runs through rollout.rollout, one step at a time (see recurrent.py)")
+
+    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu") -> Callable[[], object]:
+        """One step at batch 1 on top of the backbone, for the FLOP counter: memory attention, LSTM and heads."""
+        frame = torch.zeros(1, self.cfg.feature_dim, device=device)
+        memory = torch.zeros(1, memory_frames, self.cfg.memory_dim, device=device)
+        looked = Looked.start(1, memory_frames, torch.full((1,), 0.5, device=device))
+        looked.frames[:, 0] = 0
+        rows, lengths = torch.zeros(1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.long, device=device)
+        where = self.where(looked, rows, lengths, 0)
+        return lambda: self.step(frame, self.memory.encode(memory), self.initial_state(1, frame.device), where)

@@ -1,0 +1,196 @@
+"""The one rollout of every agent: training (sampled actions), evaluation and ``predict`` (most likely actions,
+early stop by a rule, finished videos leave the batch).
+
+Frames come from ``frame_fn(rows, idx) -> [A, D]``: the features of frame ``idx[a]`` of video ``rows[a]``.
+Training and evaluation gather them from stored features (``stored_frames``); ``predict`` decodes the frame
+and runs the backbone on it right then, so only the frames the policy picks are computed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+
+from adaframe.models.agent import scan_positions
+from adaframe.models.recurrent import Exploration, Looked, RecurrentAgent
+from adaframe.utils import AdaframeError
+
+FrameFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When a video leaves the batch before ``max_steps`` (evaluation and ``predict``).
+
+    * ``utility``: AdaFrame's adaptive lookahead (Section 3.2): the best utility so far exceeds the
+      current one by more than ``threshold`` (mu).
+    * ``entropy``: the ablation: the prediction's entropy, divided by log C so that it lies in [0, 1],
+      falls below ``threshold``.
+    * ``learned``: FrameGlimpse / FastForward: their stop head gives p(stop) >= ``threshold``.
+
+    A video stops once its rule has fired ``patience`` times.
+    """
+
+    by: Literal["utility", "entropy", "learned"]
+    threshold: float
+    patience: int = 1
+
+    def __post_init__(self) -> None:
+        if self.by not in ("utility", "entropy", "learned"):
+            raise AdaframeError(f"unknown stop rule {self.by!r}")
+        if not self.threshold >= 0 or self.patience < 1:
+            raise AdaframeError(f"stop rule {self.by}: threshold must be >= 0 and patience >= 1")
+
+    def describe(self) -> str:
+        name = {"utility": "mu", "entropy": "entropy <", "learned": "p(stop) >="}[self.by]
+        return f"{name} {self.threshold:g}" + (f", patience {self.patience}" if self.patience > 1 else "")
+
+
+def default_stop(model: torch.nn.Module) -> StopRule | None:
+    """FrameGlimpse and FastForward stop by their stop head unless told otherwise; AdaFrame runs K steps."""
+    return StopRule("learned", 0.5) if getattr(model, "has_stop_head", False) else None
+
+
+def check_stop_rule(model: torch.nn.Module, stop: StopRule | None) -> None:
+    if stop is not None and stop.by == "learned" and not getattr(model, "has_stop_head", False):
+        raise AdaframeError("a learned stop needs a model with a stop head (frameglimpse, fastforward); "
+                            "AdaFrame stops by its utility (--mu)")
+
+
+@dataclass
+class Rollout:
+    """At most K steps of a batch of B videos. Step t of video b looked at frame ``indices[b, t]`` if ``alive[b, t]``.
+
+    After a video's last step: in evaluation nothing is computed (logits and utilities NaN, indices -1); in
+    training every video runs all K steps (a sampled stop only masks the rest: ``alive``), so that the batch's
+    tensors keep their shape for the loss.
+    """
+
+    logits: torch.Tensor  # [B, K, C] class logits of each step
+    probs: torch.Tensor | None  # [B, C] class probabilities at each video's last step (evaluation)
+    utilities: torch.Tensor  # [B, K] the critic's value of each step's state
+    log_probs: torch.Tensor  # [B, K] log pi of the decision that chose step t's frame (t = 0: the first frame; 0 if fixed)
+    indices: torch.Tensor  # [B, K] the frame each step looked at
+    alive: torch.Tensor  # [B, K] bool: the video took step t
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """[B] steps each video took."""
+        return self.alive.sum(1)
+
+
+def count_distinct(idx: torch.Tensor) -> torch.Tensor:
+    """idx [B, k] with -1 for 'none' -> number of distinct non-negative entries per row [B]."""
+    s = idx.sort(dim=1).values
+    new = torch.ones_like(s, dtype=torch.bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    return (new & (s >= 0)).sum(1)
+
+
+def stored_frames(features: torch.Tensor) -> FrameFn:
+    """``frame_fn`` over stored features [B, T, D]."""
+    return lambda rows, idx: features[rows, idx]  # [A, D]
+
+
+def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int, *,
+            explore: Exploration | None = None, stop: StopRule | None = None, positions: torch.Tensor | None = None,
+            scan: bool = False) -> Rollout:
+    """Run an agent on a batch: K = ``max_steps`` steps, or fewer where a video stops.
+
+    Args:
+        memory: [B, Td, Dm] global-memory features; lengths: [B] frames per video.
+        explore: sample the policy (training); None: take its most likely action (mean location, most likely slot or
+            jump). In training every video runs every step; an agent with a stop head samples its stop (``alive``).
+        stop: when a video leaves the batch early (evaluation); None runs all steps.
+        positions: [B, K] frame indices to look at instead of the policy's (``inference.policy_indices``); the
+            agent's network still reads them, predicts and stops as usual.
+        scan: a cost check, not a policy: take the next frame (wrapping around) at every step, so that every
+            step computes a new frame.
+    """
+    check_stop_rule(model, stop)
+    if explore is not None and (stop is not None or positions is not None or scan):
+        raise ValueError("a sampled (training) rollout runs the policy for K steps: no stop rule, positions or scan")
+    b, device = lengths.shape[0], lengths.device
+    encoded = model.memory.encode(memory)  # [B, Td, Dm]
+    h, c = model.initial_state(b, device)
+    looked = Looked.start(b, encoded.shape[1], scan_positions(max_steps, device))
+    if positions is not None:
+        idx, log_prob = positions[:, 0].clone(), torch.zeros(b, device=device)
+    else:
+        first = model.first(encoded, lengths, looked, explore)
+        idx, log_prob = first.index, first.log_prob
+    active = torch.arange(b, device=device)  # rows still in the batch (evaluation)
+    alive = torch.ones(b, dtype=torch.bool, device=device)  # [B] rows not stopped (training: sampled stops)
+    probs = torch.zeros(b, model.cfg.num_classes, device=device) if explore is None else None
+    best_utility = torch.full((b,), float("-inf"), device=device)
+    strikes = torch.zeros(b, dtype=torch.long, device=device)
+    logits, utilities, log_probs, indices, alives = [], [], [], [], []
+    for t in range(max_steps):
+        whole = active.numel() == b  # training always; evaluation until the first video stops
+        at, n = idx[active], lengths[active]  # [A]
+        looked.mark(active, at, n, t)
+        frame = frame_fn(active, at)  # [A, D]
+        state = (h, c) if whole else (h[active], c[active])
+        out = model.step(frame, encoded if whole else encoded[active], state, model.where(looked, active, n, t))
+        if whole:
+            h, c = out.state
+        else:
+            h[active], c[active] = out.state
+        if explore is None:
+            p = torch.softmax(out.logits, dim=-1)  # [A, C]
+            probs[active] = p  # type: ignore[index]
+        logits.append(out.logits if whole else _scatter(out.logits, active, b, float("nan")))
+        utilities.append(out.utility if whole else _scatter(out.utility, active, b, float("nan")))
+        log_probs.append(log_prob)
+        indices.append(idx.clone() if whole else _scatter(at, active, b, -1))
+        alives.append(alive if whole else _scatter(alive[active], active, b, False))
+        last = t + 1 == max_steps
+        if scan:
+            idx[active] = (at + 1) % n
+        elif positions is not None:
+            idx[active] = positions[active, min(t + 1, max_steps - 1)]
+        else:
+            decision = model.policy.act(out, looked, active, n, t, explore, last)
+            if decision is not None:
+                idx, log_prob = (decision.index, decision.log_prob) if whole else (_scatter(decision.index, active, b, -1), None)
+                if decision.stop is not None:
+                    alive = alive & ~decision.stop
+        if stop is None:
+            continue
+        if stop.by == "utility":
+            best_utility[active] = torch.maximum(best_utility[active], out.utility)
+            fired = best_utility[active] - out.utility > stop.threshold
+        elif stop.by == "entropy":
+            entropy = -(p * p.clamp(min=1e-12).log()).sum(-1) / math.log(p.shape[-1])  # [A] in [0, 1]
+            fired = entropy < stop.threshold
+        else:
+            fired = torch.sigmoid(out.stop_logit) >= stop.threshold
+        strikes[active] += fired.long()
+        active = active[strikes[active] < stop.patience]
+        if active.numel() == 0:
+            break
+    missing = max_steps - len(logits)  # steps after every video stopped
+    stacked = {name: torch.stack(values, 1) for name, values in
+               (("logits", logits), ("utilities", utilities), ("indices", indices), ("alive", alives))}
+    roll = Rollout(stacked["logits"], probs, stacked["utilities"],
+                   torch.stack([lp if lp is not None else torch.zeros(b, device=device) for lp in log_probs], 1),
+                   stacked["indices"], stacked["alive"])
+    if missing:
+        roll.logits = torch.nn.functional.pad(roll.logits, (0, 0, 0, missing), value=float("nan"))
+        roll.utilities = torch.nn.functional.pad(roll.utilities, (0, missing), value=float("nan"))
+        roll.log_probs = torch.nn.functional.pad(roll.log_probs, (0, missing))
+        roll.indices = torch.nn.functional.pad(roll.indices, (0, missing), value=-1)
+        roll.alive = torch.nn.functional.pad(roll.alive, (0, missing), value=False)
+    if explore is None:  # nothing after a stop was computed, sampled stops aside
+        roll.indices = torch.where(roll.alive, roll.indices, -1)
+    return roll
+
+
+def _scatter(values: torch.Tensor, rows: torch.Tensor, size: int, fill: float | int | bool) -> torch.Tensor:
+    """values [A, ...] of batch rows ``rows`` -> [size, ...] with ``fill`` in the other rows."""
+    out = torch.full((size, *values.shape[1:]), fill, dtype=values.dtype, device=values.device)
+    out[rows] = values
+    return out
