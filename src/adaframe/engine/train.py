@@ -76,8 +76,7 @@ class TrainStep(nn.Module):
         self.model, self.cfg, self.generator, self.shard = model, cfg, generator, shard
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        model, c, g, shard = self.model, self.cfg, self.generator, self.shard
-        return KINDS[c.model].loss(model, batch, c, g, shard)
+        return KINDS[self.cfg.model].loss(self.model, batch, self.cfg, self.generator, self.shard)
 
 
 def validate(model: nn.Module, val_set: FeatureDataset, frames: int, device: torch.device, shard: Shard) -> dict[str, float]:

@@ -155,7 +155,8 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
         else:
             decision = model.policy.act(out, looked, active, n, t, explore, last)
             if decision is not None:
-                idx, log_prob = (decision.index, decision.log_prob) if whole else (_scatter(decision.index, active, b, -1), None)
+                idx = decision.index if whole else _scatter(decision.index, active, b, -1)
+                log_prob = decision.log_prob if whole else _scatter(decision.log_prob, active, b, 0.0)
                 if decision.stop is not None:
                     alive = alive & ~decision.stop
         if stop is None:
@@ -172,21 +173,14 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
         active = active[strikes[active] < stop.patience]
         if active.numel() == 0:
             break
-    missing = max_steps - len(logits)  # steps after every video stopped
-    stacked = {name: torch.stack(values, 1) for name, values in
-               (("logits", logits), ("utilities", utilities), ("indices", indices), ("alive", alives))}
-    roll = Rollout(stacked["logits"], probs, stacked["utilities"],
-                   torch.stack([lp if lp is not None else torch.zeros(b, device=device) for lp in log_probs], 1),
-                   stacked["indices"], stacked["alive"])
-    if missing:
-        roll.logits = torch.nn.functional.pad(roll.logits, (0, 0, 0, missing), value=float("nan"))
-        roll.utilities = torch.nn.functional.pad(roll.utilities, (0, missing), value=float("nan"))
-        roll.log_probs = torch.nn.functional.pad(roll.log_probs, (0, missing))
-        roll.indices = torch.nn.functional.pad(roll.indices, (0, missing), value=-1)
-        roll.alive = torch.nn.functional.pad(roll.alive, (0, missing), value=False)
-    if explore is None:  # nothing after a stop was computed, sampled stops aside
-        roll.indices = torch.where(roll.alive, roll.indices, -1)
-    return roll
+    def steps(values: list[torch.Tensor], fill: float | int | bool) -> torch.Tensor:
+        """Per-step [B, ...] tensors -> [B, K, ...], the steps after every video stopped filled with ``fill``."""
+        x = torch.stack(values, 1)
+        missing = max_steps - x.shape[1]
+        return torch.cat([x, x.new_full((b, missing, *x.shape[2:]), fill)], 1) if missing else x
+
+    nan = float("nan")
+    return Rollout(steps(logits, nan), probs, steps(utilities, nan), steps(log_probs, 0.0), steps(indices, -1), steps(alives, False))
 
 
 def _scatter(values: torch.Tensor, rows: torch.Tensor, size: int, fill: float | int | bool) -> torch.Tensor:
