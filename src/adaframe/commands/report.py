@@ -31,6 +31,7 @@ from adaframe.engine.config import TrainConfig
 from adaframe.engine.evaluation import data_costs
 from adaframe.engine.figures import Series, plot_class_stops, plot_stop_steps, plot_tradeoff
 from adaframe.engine.metrics import CostModel
+from adaframe.engine.registry import KINDS
 from adaframe.engine.runs import Evaluator, MAP_TOLERANCE, Plan, mean_std, pick_mu, seeded, train_missing
 from adaframe.engine.tables import format_cell, markdown_table
 from adaframe.rl.rollout import StopRule
@@ -370,6 +371,6 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
     out += [f"## Every setting evaluated ({cfg.split})", ""]
     rows = [[r["run"], r["sampling"] if r["policy"] in (None, "learned") else f"{r['policy']} policy", r["frames"],
              r["stop_rule"] or "-", mean_std(r), r["top1"], r["avg_frames"], r["avg_steps"], r["gflops_per_video"],
-             r["backward_jumps"] * 100 if r["model"] not in ("avgpool", "lstm") else None] for r in ev.rows]
+             r["backward_jumps"] * 100 if KINDS[r["model"]].agent else None] for r in ev.rows]
     out += [markdown_table(["run", "sampling", "K", "stop", "mAP", "top-1", "frames", "steps", "GFLOPs", "jump back (%)"], rows), ""]
     return "\n".join(out)

@@ -35,6 +35,8 @@ class ModelKind:
     """chooses its own frames (``rollout``); a baseline is given K uniform or random ones"""
     memory: Literal["none", "optional", "required"]
     """whether it reads the global memory"""
+    options: Callable[["TrainConfig"], dict] = lambda cfg: {}
+    """the training settings its checkpoint's dims keep, beyond the sizes (``build`` reads them back)"""
 
 
 def _adaframe(dims: dict) -> nn.Module:
@@ -57,7 +59,8 @@ def _agent_loss(model: nn.Module, batch: Batch, c: "TrainConfig", g: torch.Gener
 
 
 KINDS: dict[str, ModelKind] = {
-    "adaframe": ModelKind(_adaframe, _agent_loss, agent=True, memory="optional"),
+    "adaframe": ModelKind(_adaframe, _agent_loss, agent=True, memory="optional",
+                          options=lambda cfg: {"memory_read": cfg.memory_read, "selection": cfg.selection}),
     # The -G variants read the global memory; the plain ones are trained without it.
     "frameglimpse": ModelKind(_stop_agent(FrameGlimpse), _agent_loss, agent=True, memory="none"),
     "frameglimpse-g": ModelKind(_stop_agent(FrameGlimpse), _agent_loss, agent=True, memory="required"),

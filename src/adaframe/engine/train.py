@@ -119,9 +119,7 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
         if shard.main:
             print("warning: no val split; training without validation", file=sys.stderr)
     dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
-            "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames}
-    if cfg.model == "adaframe":
-        dims.update(memory_read=cfg.memory_read, selection=cfg.selection)
+            "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames, **KINDS[cfg.model].options(cfg)}
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
     model = build_model(cfg.model, dims)
     if cfg.standardize:  # fixed input standardisation of the recurrent models
