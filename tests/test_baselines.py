@@ -19,12 +19,14 @@ def _softmax(x):
 
 
 def test_avgpool_logits_are_the_log_of_the_mean_frame_softmax():
-    """AvgPooling returns logits, as every model does: their softmax is the mean of the real frames' softmaxes."""
+    """AvgPooling's probabilities are the mean of the real frames' softmaxes, and it returns logits, as every model
+    does: their softmax is that mean."""
     torch.manual_seed(0)
     model = AvgPooling(BaselineConfig(D, C, hidden=8))
     frames = torch.randn(3, 5, D)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
-    out = torch.softmax(model(frames, mask), -1).detach().numpy()
+    out = model.probs(frames, mask).detach().numpy()
+    np.testing.assert_allclose(torch.softmax(model(frames, mask), -1).detach().numpy(), out, rtol=1e-5, atol=1e-7)
     w, b = model.head.weight.detach().numpy(), model.head.bias.detach().numpy()
     x = frames.numpy()
     for i, n in enumerate([5, 2, 1]):

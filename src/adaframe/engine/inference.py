@@ -73,7 +73,7 @@ def baseline_batch(model: Baseline, batch: Batch, frames: int, sampling: Samplin
         idx = sample_indices(batch.lengths, frames, sampling, generator)  # [B, k]
         mask = torch.ones_like(idx, dtype=torch.bool)
         picked = gather_frames(batch.features, idx)  # [B, k, D]
-    probs = torch.softmax(model(picked, mask), dim=-1)  # [B, C]
+    probs = model.probs(picked, mask)  # [B, C]
     visited = torch.where(mask, idx, -1)
     return {"probs": probs, "steps": mask.sum(1), "visited": visited}
 

@@ -29,10 +29,14 @@ class BaselineConfig:
 
 
 class Baseline(nn.Module):
-    """The contract of both baselines: ``forward(frames [B, k, D], mask [B, k]) -> video logits [B, C]``, and one
-    step at batch 1 for the FLOP counter."""
+    """The contract of both baselines: ``forward(frames [B, k, D], mask [B, k]) -> video logits [B, C]``, their
+    probabilities, and one step at batch 1 for the FLOP counter."""
 
     cfg: BaselineConfig
+
+    def probs(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Video probabilities [B, C]: the softmax of the logits."""
+        return torch.softmax(self(frames, mask), dim=-1)
 
     def flops_probe(self, memory_frames: int = 0, device: torch.device | str = "cpu") -> Callable[[], object]:
         raise NotImplementedError
@@ -50,11 +54,15 @@ class AvgPooling(Baseline):
         """frames [..., D] -> per-frame logits [..., C]."""
         return self.head(frames)
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """frames [B, k, D], mask [B, k] -> video logits [B, C]: the log of the mean of the frames' softmaxes, whose
-        softmax is that mean."""
+    def probs(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """frames [B, k, D], mask [B, k] -> video probabilities [B, C]: the mean of the real frames' softmaxes."""
         probs = torch.softmax(self.forward_head(frames), dim=-1) * mask[..., None]  # [B, k, C]
-        return torch.log(probs.sum(1) / mask.sum(1, keepdim=True).clamp(min=1))
+        return probs.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """-> video logits [B, C]: the log of ``probs``, whose softmax is that mean (up to rounding: evaluation ranks
+        videos by ``probs`` itself)."""
+        return torch.log(self.probs(frames, mask))
 
     def flops_probe(self, memory_frames: int = 0, device: torch.device | str = "cpu") -> Callable[[], object]:
         """The frame classifier on one frame."""
