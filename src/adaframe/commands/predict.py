@@ -20,6 +20,7 @@ from adaframe.engine import collection
 from adaframe.engine.recognizer import Recognizer
 from adaframe.utils import AdaframeError, resolve_device
 
+
 @dataclass
 class PredictConfig:
     """Recognise video files with a trained AdaFrame run: label, top-5, frames used, GFLOPs, wall time.

@@ -87,7 +87,7 @@ class TrainConfig:
     slots not yet looked at and the next position of a uniform scan) (default: the preset's)"""
 
     standardize: bool = True
-    """standardise the inputs of the recurrent models with training-set statistics (see standardize.py)"""
+    """standardise the inputs of the recurrent models with training-set statistics (see models/standardize.py)"""
     workers: int = 0
     """DataLoader worker processes"""
     resume: bool = False

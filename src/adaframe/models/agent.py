@@ -107,7 +107,26 @@ def scan_positions(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return ((torch.tensor(scan_order(k), dtype=torch.float32) + 0.5) / k).to(device)
 
 
-class GaussianSelection(nn.Module):
+def fixed_start(position: float, lengths: torch.Tensor) -> Decision:
+    """The first frame at a fixed relative ``position`` of each video: no decision (log-probability 0)."""
+    location = torch.full(lengths.shape, position, device=lengths.device)
+    return Decision(location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device))
+
+
+class SelectionPolicy(nn.Module):
+    """AdaFrame's f_s and its policy: ``forward`` scores where to look next, ``choose`` turns the scores into a frame."""
+
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision | None:
+        """The next frame after ``step``; nothing after the last step (a choice there would never be looked at)."""
+        return None if last else self.choose(out.policy, looked, rows, lengths, step, explore)
+
+    def choose(self, output: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+               explore: Exploration | None) -> Decision:
+        raise NotImplementedError
+
+
+class GaussianSelection(SelectionPolicy):
     """The paper's f_s: ``sigmoid(W h_t)`` is the mean of a Gaussian over the next relative position. When the LSTM
     does not read the memory (``memory_read`` "policy"), it reads ``[h_t, u_t]``, so that the memory still reaches it."""
 
@@ -120,11 +139,6 @@ class GaussianSelection(nn.Module):
     def forward(self, h: torch.Tensor, u: torch.Tensor, encoded: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.fc(torch.cat([h, u], dim=-1) if self.reads_memory else h)).squeeze(-1)  # [B]
 
-    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
-            explore: Exploration | None, last: bool) -> Decision | None:
-        """The next frame after ``step``; nothing after the last step (a choice there would never be looked at)."""
-        return None if last else self.choose(out.policy, looked, rows, lengths, step, explore)
-
     def choose(self, mean: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
                explore: Exploration | None) -> Decision:
         if explore is None:
@@ -134,7 +148,7 @@ class GaussianSelection(nn.Module):
         return Decision(location_to_index(action, lengths), Normal(mean, self.std).log_prob(action))
 
 
-class SlotSelection(nn.Module):
+class SlotSelection(SelectionPolicy):
     """A categorical over Td + 3 actions: the global memory's slots not yet looked at, the next position of a uniform
     scan, and the frame just before or after the last one (a closer look at what it just saw)."""
 
@@ -159,11 +173,6 @@ class SlotSelection(nn.Module):
             scores = torch.einsum("bd,btd->bt", self.query(z), encoded) / math.sqrt(encoded.shape[-1])  # [B, Td]
             moves = torch.cat([scores, moves], dim=-1)
         return moves.masked_fill(blocked, -1e4)
-
-    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
-            explore: Exploration | None, last: bool) -> Decision | None:
-        """The next frame after ``step``; nothing after the last step (a choice there would never be looked at)."""
-        return None if last else self.choose(out.policy, looked, rows, lengths, step, explore)
 
     def choose(self, logits: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
                explore: Exploration | None) -> Decision:
@@ -207,7 +216,7 @@ class AdaFrame(RecurrentAgent):
         return self.cfg.selection == "slots"
 
     @property
-    def policy(self) -> GaussianSelection | SlotSelection:
+    def policy(self) -> SelectionPolicy:
         return self.select
 
     def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
@@ -239,8 +248,7 @@ class AdaFrame(RecurrentAgent):
     def first(self, encoded: torch.Tensor, lengths: torch.Tensor, looked: Looked, explore: Exploration | None) -> Decision:
         """Gaussian selection: the fixed ``start``. Slots: a choice from the memory read with ``h_0 = 0``."""
         if self.cfg.selection == "gaussian":
-            location = torch.full(lengths.shape, self.cfg.start, device=lengths.device)
-            return Decision(location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device))
+            return fixed_start(self.cfg.start, lengths)
         b, slots = encoded.shape[:2]
         h, _ = self.initial_state(b, encoded.device)
         u = self.head_scale(self.memory(encoded, h)[0])

@@ -27,7 +27,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal
 
 from adaframe.distributed import exponential, rand, randn
-from adaframe.models.agent import location_to_index
+from adaframe.models.agent import fixed_start, location_to_index
 from adaframe.models.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
 from adaframe.utils import AdaframeError
 
@@ -102,8 +102,7 @@ class StopAgent(RecurrentAgent):
 
     def first(self, encoded: torch.Tensor, lengths: torch.Tensor, looked: Looked, explore: Exploration | None) -> Decision:
         """The fixed start: no decision."""
-        location = torch.full(lengths.shape, self.start, device=lengths.device)
-        return Decision(location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device))
+        return fixed_start(self.start, lengths)
 
     def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
         """[A] the relative position of the frame just looked at, which the LSTM reads with it."""
