@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from adaframe.data.features import Batch, FeatureDataset, collate, sample_indices
 from adaframe.engine.inference import agent_batch, evaluate, policy_indices
-from adaframe.models.agent import AdaFrame, AgentConfig, location_to_index, scan_order, scan_positions
+from adaframe.models.agent import AdaFrame, AgentConfig, fit_mix, location_to_index, scan_order, scan_positions
 from adaframe.models.memory import GlobalMemory, positional_encoding
 from adaframe.models.recurrent import Looked
 from adaframe.rl.losses import agent_loss
@@ -44,9 +44,11 @@ def train_batch(synth_dir):
 # Every agent variant: the paper's (memory read by the LSTM, Gaussian selection), the default (memory read by
 # the policy, slots selection) and the two mixes.
 # The slots agents start with scan_bias 0, so that they jump to memory slots as often as they scan.
-VARIANTS = [{"memory_read": r, "selection": s, **({"scan_bias": 0.0} if s == "slots" else {})}
+VARIANTS = [{"memory_read": r, "selection": s, "prediction": "lstm", **({"scan_bias": 0.0} if s == "slots" else {})}
             for r in ("lstm", "policy") for s in ("gaussian", "slots")]
-VARIANT_IDS = [f"{v['memory_read']}-{v['selection']}" for v in VARIANTS]
+VARIANTS += [{"memory_read": "policy", "selection": "slots", "prediction": "mix", "scan_bias": 0.0},  # the default agent
+             {"memory_read": "lstm", "selection": "gaussian", "prediction": "pooled"}]
+VARIANT_IDS = [f"{v['memory_read']}-{v['selection']}-{v['prediction']}" for v in VARIANTS]
 
 # ---------------------------------------------------------------- shapes
 
@@ -136,6 +138,8 @@ def test_full_loss_reaches_every_parameter(train_batch, variant):
     names = [n for n, _ in model.named_parameters()]
     assert any(n.startswith("memory.") for n in names) and any(n.startswith("select.") for n in names)
     for name, p in model.named_parameters():
+        if name.startswith("head.") and model.cfg.prediction == "pooled":
+            continue  # the pooled prediction does not read the LSTM's head
         assert p.grad is not None, f"{name} gets no gradient"
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
@@ -143,7 +147,8 @@ def test_full_loss_reaches_every_parameter(train_batch, variant):
 
 def naive_loss(model, batch, steps, gamma, lam, seed, normalize=False):
     """L_cls + lam * L_utl - lam * J_sel, written out step by step from the paper's definitions."""
-    roll = run_agent(model, batch.features, batch.lengths, batch.memory, steps, explore=True, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    roll = run_agent(model, batch.features, batch.lengths, batch.memory, steps, explore=True, generator=g)
     n = batch.features.shape[0]
     probs = torch.softmax(roll.logits.detach().double(), -1).numpy()
     y = batch.labels.numpy()
@@ -154,7 +159,14 @@ def naive_loss(model, batch, steps, gamma, lam, seed, normalize=False):
         for t in range(steps):
             q[b, t] = sum(gamma**i * r[t + i] for i in range(steps - t))
     q = torch.from_numpy(q).float()
-    l_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
+    if model.cfg.prediction == "lstm":
+        l_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
+    else:  # the frame classifier on K random frames (drawn after the rollout's noise), and the LSTM's head when mixed
+        idx = sample_indices(batch.lengths, steps, "random", g)  # [B, K]
+        logits = model.frame_head((batch.features[torch.arange(n)[:, None], idx] - model.frame_norm.mean) / model.frame_norm.std)
+        l_cls = -torch.log(torch.softmax(logits, -1).mean(1)[torch.arange(n), batch.labels]).mean()
+        if model.cfg.prediction == "mix":
+            l_cls = l_cls + F.cross_entropy(roll.parts[:, -1, 1], batch.labels)
     l_utl = sum(0.5 * (roll.utilities[:, t] - q[:, t]) ** 2 for t in range(steps)).mean()
     # The frame of step t + 1 was chosen after step t: its advantage is Q_t - V_t.
     adv = [q[:, t] - roll.utilities[:, t].detach() for t in range(steps - 1)]
@@ -179,10 +191,12 @@ def test_agent_loss_matches_naive_formula(train_batch, lam, gamma, normalize, va
     want = naive_loss(model, train_batch, 4, gamma, lam, 7, normalize)
     torch.testing.assert_close(got["loss"], want, rtol=1e-5, atol=1e-5)
     # and the same gradients
-    g_got = torch.autograd.grad(got["loss"], list(model.parameters()))
-    g_want = torch.autograd.grad(want, list(model.parameters()))
+    g_got = torch.autograd.grad(got["loss"], list(model.parameters()), allow_unused=True)  # pooled: the LSTM's head is unused
+    g_want = torch.autograd.grad(want, list(model.parameters()), allow_unused=True)
     for a, b in zip(g_got, g_want):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- memory size 0, short videos
@@ -202,7 +216,8 @@ def test_memory_size_zero_forward_loss_inference(variant):
     assert torch.isfinite(terms["loss"])
     terms["loss"].backward()
     selection = model.select.fc if variant["selection"] == "gaussian" else model.select.moves  # slots: scan, back, forward
-    assert model.head.weight.grad is not None and selection.weight.grad.abs().sum() > 0
+    predicting = model.frame_head if model.cfg.prediction == "pooled" else model.head
+    assert predicting.weight.grad is not None and selection.weight.grad.abs().sum() > 0
     model.eval()
     out = agent_batch(model, batch, 4, StopRule("utility", 0.1))
     assert out.probs.shape == (3, C) and torch.isfinite(out.probs).all()
@@ -388,3 +403,47 @@ def test_slots_agent_never_looks_at_a_slot_twice(explore):
     for visited in (roll.indices, out.indices):
         for row, t in zip(visited.tolist(), lengths.tolist()):
             assert len(set(row)) == min(len(row), t), row
+
+
+# ---------------------------------------------------------------- the mix of the pooled and the recurrent prediction
+
+
+def mix_parts(n=300, k=3, informative="pooled", seed=0):
+    """parts [N, K, 2, C]: one classifier's logits point at the label (plus noise), the other's are noise alone."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % C
+    good = 2.0 * F.one_hot(labels, C)[:, None, :].float() + torch.randn(n, k, C, generator=g)  # [N, K, C]
+    noise = 3.0 * torch.randn(n, k, C, generator=g)
+    pooled, recurrent = (good, noise) if informative == "pooled" else (noise, good)
+    return torch.stack([torch.log_softmax(pooled, -1), recurrent], 2), labels
+
+
+@pytest.mark.parametrize("informative", ["pooled", "recurrent"])
+def test_fit_mix_weights_the_classifier_that_generalises(informative):
+    parts, labels = mix_parts(informative=informative)
+    a, b = fit_mix(parts, labels).tolist()
+    assert (a > 5 * b) if informative == "pooled" else (b > 5 * a), (a, b)
+
+    def ce(a, b):
+        flat = (a * parts[:, :, 0] + b * parts[:, :, 1]).reshape(-1, C)
+        return float(F.cross_entropy(flat, labels[:, None].expand(-1, parts.shape[1]).reshape(-1)))
+
+    best = ce(a, b)  # no point of a grid does better: it is the minimum, not just a descent
+    grid = [x / 4 for x in range(0, 17)]
+    assert all(best <= ce(x, y) + 1e-4 for x in grid for y in grid)
+
+
+def test_fit_mix_reads_only_the_steps_taken():
+    parts, labels = mix_parts(n=200, k=4)
+    stopped = parts.clone()
+    stopped[:100, 2:] = float("nan")  # half the videos stopped after 2 steps
+    kept = torch.cat([parts[:100, :2].reshape(-1, 1, 2, C), parts[100:].reshape(-1, 1, 2, C)])  # the same steps, one a row
+    kept_labels = torch.cat([labels[:100].repeat_interleave(2), labels[100:].repeat_interleave(4)])
+    torch.testing.assert_close(fit_mix(stopped, labels), fit_mix(kept, kept_labels), rtol=1e-4, atol=1e-5)
+
+
+def test_old_checkpoints_without_prediction_load_the_lstm_head():
+    from adaframe.engine.registry import build_model
+
+    old = build_model("adaframe", {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": H})
+    assert old.cfg.prediction == "lstm" and old.frame_head is None and "mix" in dict(old.named_buffers())

@@ -15,12 +15,15 @@ import torch
 from adaframe.engine.config import ModelName
 from adaframe.engine.registry import KINDS, build_model
 from adaframe.models.recurrent import Exploration, RecurrentAgent
+from adaframe.models.sampler import OneStepSampler
 from adaframe.rl.rollout import Rollout, StopRule, rollout
 
 B, T, D, TD, DM, C, K = 6, 11, 5, 8, 4, 3, 4
 AGENTS = {  # name: (kind, extra dims)
     "adaframe slots, policy read": ("adaframe", {"selection": "slots", "memory_read": "policy"}),
     "adaframe gaussian, lstm read (paper)": ("adaframe", {"selection": "gaussian", "memory_read": "lstm"}),
+    "adaframe slots, mixed prediction (default)": ("adaframe", {"prediction": "mix"}),
+    "adaframe gaussian, pooled prediction": ("adaframe", {"selection": "gaussian", "prediction": "pooled"}),
     "adaframe slots, no memory": ("adaframe", {"selection": "slots", "memory_read": "policy", "memory_dim": 0}),
     "frameglimpse": ("frameglimpse", {"memory_dim": 0}),
     "frameglimpse-g": ("frameglimpse-g", {}),
@@ -96,7 +99,9 @@ def test_rollout_contract(name, stop):
         again, _ = run(model, rule)
     for field in dataclasses.fields(Rollout):
         a, b = getattr(out, field.name), getattr(again, field.name)
-        assert torch.equal(a.nan_to_num(-7.0), b.nan_to_num(-7.0)), f"{field.name} differs between two runs"
+        assert (a is None) == (b is None) == (field.name == "parts" and getattr(model, "frame_head", None) is None)
+        if a is not None:
+            assert torch.equal(a.nan_to_num(-7.0), b.nan_to_num(-7.0)), f"{field.name} differs between two runs"
 
 
 @pytest.mark.parametrize("name", sorted(AGENTS))
@@ -119,7 +124,8 @@ def test_training_rollout_gradients_and_masks(name):
     assert torch.equal(roll.indices, again.indices) and torch.equal(roll.alive, again.alive)
     loss = (roll.logits.logsumexp(-1) * alive).sum() + (roll.utilities * alive).sum() + roll.log_probs.sum()
     loss.backward()
-    for part in ("head", "utility", "lstm"):
+    mixed = getattr(model, "mix", torch.ones(2))  # AdaFrame's weights of its pooled and recurrent predictions
+    for part in ["utility", "lstm"] + ["head"] * bool(mixed[1] > 0) + ["frame_head"] * (getattr(model, "frame_head", None) is not None):
         grads = [p.grad for p in getattr(model, part).parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads), part
         assert any(g.abs().sum() > 0 for g in grads), f"no gradient reaches {part}"
@@ -128,9 +134,29 @@ def test_training_rollout_gradients_and_masks(name):
 
 def test_registry_knows_every_model_name_and_builds_its_contract():
     assert set(KINDS) == set(typing.get_args(ModelName))
-    dims = {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": 12}
+    dims = {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": 12, "memory_frames": TD, "frames": K}
     for name, kind in KINDS.items():
         model = build_model(name, dims)
-        assert isinstance(model, RecurrentAgent) == kind.agent, name
+        assert isinstance(model, (RecurrentAgent, OneStepSampler)) == kind.agent, name
         assert hasattr(model, "flops_probe"), name
 
+
+
+@pytest.mark.parametrize("prediction", ["pooled", "mix"])
+def test_pooled_prediction_is_avgpooling_over_the_frames_looked_at(prediction):
+    """The pooled part of every step is the log of the mean frame-classifier softmax over the frames looked at so far
+    (computed here from the visited indices alone), and the step's logits are a * pooled + b * recurrent."""
+    model = make(f"adaframe gaussian, pooled prediction" if prediction == "pooled" else "adaframe slots, mixed prediction (default)")
+    with torch.no_grad():
+        model.mix.copy_(torch.tensor([0.7, 1.9]) if prediction == "mix" else model.mix)
+        out, _ = run(model)
+        features, _, _ = inputs(model)
+        frames = features[torch.arange(B)[:, None], out.indices]  # [B, K, D]
+        softmax = torch.softmax(model.frame_head((frames - model.frame_norm.mean) / model.frame_norm.std), -1)  # [B, K, C]
+        expected = torch.log(softmax.cumsum(1) / torch.arange(1, K + 1)[None, :, None])  # [B, K, C]
+    assert out.parts is not None and out.parts.shape == (B, K, 2, C)
+    assert torch.allclose(out.parts[:, :, 0], expected, atol=1e-5)
+    a, b = model.mix
+    assert torch.allclose(out.logits, a * out.parts[:, :, 0] + b * out.parts[:, :, 1], atol=1e-5)
+    if prediction == "pooled":
+        assert b == 0 and torch.allclose(out.logits, expected, atol=1e-5)

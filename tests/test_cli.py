@@ -247,7 +247,9 @@ def test_report_end_to_end(tmp_path):
     adaframe(*args, cwd=tmp_path, timeout=900)
     text = (out / "report.md").read_text()
     for heading in ("Table 1", "What makes the policy work", "Figure 3", "Table 2", "Table 3", "entropy", "Figure 4",
-                    "Figure 5", "Backward jumps", "learned minus uniform policy", "AdaFrame, uniform policy"):
+                    "Figure 5", "Backward jumps", "learned minus uniform policy", "AdaFrame, uniform policy",
+                    "One-step sampler, K slots", "One-step sampler's classifier, uniform",
+                    "prediction by the LSTM's head alone", "prediction by the pooled frame classifier alone"):
         assert heading in text, heading
     assert "chosen on the val split" in text and " ± " in text
     # 32 memory frames cannot be had from 20 stored: the row says so instead of failing
@@ -259,16 +261,17 @@ def test_report_end_to_end(tmp_path):
     runs = set(results["runs"])
     assert {"avgpool", "adaframe-3", "adaframe-5", "adaframe-10", "adaframe-10-memory0", "adaframe-10-memory12",
             "adaframe-10-memory16", "adaframe-10-prediction", "adaframe-10-transition", "adaframe-10-memread-lstm",
-            "adaframe-10-gaussian", "adaframe-10-paper-agent", "frameglimpse", "frameglimpse-g", "fastforward",
-            "fastforward-g"} <= runs and "adaframe-10-memory32" not in runs and "adaframe-10-memory20" not in runs
+            "adaframe-10-gaussian", "adaframe-10-pred-lstm", "adaframe-10-pred-pooled", "adaframe-10-paper-agent",
+            "sampler-3", "sampler-5", "sampler-10", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"} <= runs and "adaframe-10-memory32" not in runs and "adaframe-10-memory20" not in runs
     for name, cfgs in results["runs"].items():  # two seeds each, in their own directories
         assert [c["seed"] for c in cfgs] == [0, 1]
         assert all((out / "runs" / f"{name}-s{seed}" / "checkpoint.pt").is_file() for seed in (0, 1))
     paper = results["runs"]["adaframe-10-paper-agent"][0]
-    assert (paper["memory_read"], paper["selection"]) == ("lstm", "gaussian")
-    assert (results["runs"]["adaframe-10"][0]["memory_read"], results["runs"]["adaframe-10"][0]["selection"]) == ("policy", "slots")
+    assert (paper["memory_read"], paper["selection"], paper["prediction"]) == ("lstm", "gaussian", "lstm")
+    default = results["runs"]["adaframe-10"][0]
+    assert (default["memory_read"], default["selection"], default["prediction"]) == ("policy", "slots", "mix")
     models = {r["model"] for r in results["rows"]}
-    assert models == {"avgpool", "lstm", "adaframe", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"}
+    assert models == {"avgpool", "lstm", "sampler", "adaframe", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"}
     assert {r["split"] for r in results["rows"]} == {"test"} and {r["split"] for r in results["val_rows"]} == {"val"}
     for r in results["rows"]:  # each row averages its two seeds
         assert r["seeds"] == 2 and len(r["mAP_per_seed"]) == 2
@@ -310,7 +313,7 @@ def test_report_paper_preset_smoke(tmp_path):
     assert results["split"] == "test" and results["preset"]["train_preset"] == "paper"
     assert {c["preset"] for cfgs in results["runs"].values() for c in cfgs} == {"paper"}
     agents = [c for cfgs in results["runs"].values() for c in cfgs if c["model"] == "adaframe"]
-    assert agents and {(c["memory_read"], c["selection"]) for c in agents} == {("lstm", "gaussian")}  # the paper's agent
+    assert agents and {(c["memory_read"], c["selection"], c["prediction"]) for c in agents} == {("lstm", "gaussian", "lstm")}  # the paper's agent
     assert not any(name.endswith("paper-agent") for name in results["runs"])
     assert {r["split"] for r in results["rows"]} == {"test"}
     assert "(paper preset)" in (out / "report.md").read_text()

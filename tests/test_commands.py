@@ -106,12 +106,17 @@ def test_benchmark_tiny(tmp_path):
 
 
 def demo_rows(ada=(90.0, 95.0, 97.0), lstm=(80.0, 85.0, 90.0, 96.0), avg_all=60.0, adaptive=(96.0, 6.0), gain=18.0,
-              std=None) -> list[dict]:
-    """Rows as ``demo.evaluate_all`` makes them: AdaFrame-3/5/10 K steps, LSTM-U4/6/11/25, AvgPooling all frames,
-    AdaFrame-10 at mu 0.5 (``adaptive``: its mAP and frames)."""
-    rows = [{"method": "AvgPooling", "setting": "all frames", "frames": None, "model": "avgpool", "mAP": avg_all, "avg_frames": 75.0}]
+              std=None, avg=(50.0, 55.0, 58.0), sampler=(70.0, 75.0, 80.0), sampler_gain=(2.0, 1.0)) -> list[dict]:
+    """Rows as ``demo.evaluate_all`` makes them: AvgPooling U4/6/11 and all frames, LSTM-U4/6/11/25, the sampler with
+    3/5/10 frames (``sampler_gain``: its learned - uniform at K 3 and 5), AdaFrame-3/5/10 K steps, AdaFrame-10 at mu 0.5
+    (``adaptive``: its mAP and frames)."""
+    rows = [{"method": "AvgPooling", "setting": "uniform", "frames": n, "model": "avgpool", "mAP": m, "avg_frames": float(n)}
+            for n, m in zip((4, 6, 11), avg)]
+    rows += [{"method": "AvgPooling", "setting": "all frames", "frames": None, "model": "avgpool", "mAP": avg_all, "avg_frames": 75.0}]
     rows += [{"method": "LSTM", "setting": "uniform", "frames": n, "model": "lstm", "mAP": m, "avg_frames": float(n)}
              for n, m in zip((4, 6, 11, 25), lstm)]
+    rows += [{"method": "One-step sampler", "setting": "K slots", "frames": n, "model": "sampler", "mAP": m, "avg_frames": float(n),
+              "uniform_mAP": m - g, "learned_minus_uniform": g} for n, m, g in zip((3, 5, 10), sampler, (*sampler_gain, 1.0))]
     for n, m in zip((3, 5, 10), ada):
         rows.append({"method": f"AdaFrame-{n}", "setting": "K steps", "frames": n, "model": "adaframe", "mAP": m, "avg_frames": float(n),
                      "uniform_mAP": m - gain, "learned_minus_uniform": gain, "mAP_std": std,
@@ -122,24 +127,29 @@ def demo_rows(ada=(90.0, 95.0, 97.0), lstm=(80.0, 85.0, 90.0, 96.0), avg_all=60.
 
 
 @pytest.mark.parametrize("rows, chosen, passed", [
-    (demo_rows(), {"mu": 0.5}, [True, True, True, None]),
-    (demo_rows(ada=(80.0, 85.0, 90.0)), {"mu": 0.5}, [True, True, True, None]),  # ties with LSTM-U(K+1) pass
-    (demo_rows(ada=(90.0, 84.99, 97.0)), {"mu": 0.5}, [False, True, True, None]),  # one K below its LSTM
-    (demo_rows(adaptive=(95.5, 6.0)), {"mu": 0.5}, [True, True, True, None]),  # exactly 0.5 below LSTM-U25
-    (demo_rows(adaptive=(95.49, 6.0)), {"mu": 0.5}, [True, False, True, None]),
-    (demo_rows(adaptive=(96.0, 10.01)), {"mu": 0.5}, [True, False, True, None]),  # more than 10 frames
-    (demo_rows(avg_all=97.0), {"mu": 0.5}, [True, False, True, None]),  # AvgPooling over all frames is the dense one
-    (demo_rows(ada=(90.0, 95.0, 95.5), adaptive=(50.0, 2.0)), {}, [True, True, True, None]),  # no mu*: K steps are used
-    (demo_rows(gain=3.0), {"mu": 0.5}, [True, True, True, None]),
-    (demo_rows(gain=2.99), {"mu": 0.5}, [True, True, False, None]),
-    (demo_rows(std=1.5), {"mu": 0.5}, [True, True, True, True]),
-    (demo_rows(std=1.51), {"mu": 0.5}, [True, True, True, False]),
+    (demo_rows(), {"mu": 0.5}, [True, True, True, None, True]),
+    (demo_rows(ada=(80.0, 85.0, 90.0)), {"mu": 0.5}, [True, True, True, None, True]),  # ties with LSTM-U(K+1) pass
+    (demo_rows(ada=(90.0, 84.99, 97.0)), {"mu": 0.5}, [False, True, True, None, True]),  # one K below its LSTM
+    (demo_rows(avg=(50.0, 95.01, 58.0)), {"mu": 0.5}, [False, True, True, None, True]),  # AvgPooling-U6 beats AdaFrame-5
+    (demo_rows(sampler=(70.0, 75.0, 97.01)), {"mu": 0.5}, [False, True, True, None, True]),  # the sampler beats AdaFrame-10
+    (demo_rows(adaptive=(95.5, 6.0)), {"mu": 0.5}, [True, True, True, None, True]),  # exactly 0.5 below LSTM-U25
+    (demo_rows(adaptive=(95.49, 6.0)), {"mu": 0.5}, [True, False, True, None, True]),
+    (demo_rows(adaptive=(96.0, 10.01)), {"mu": 0.5}, [True, False, True, None, True]),  # more than 10 frames
+    (demo_rows(avg_all=97.0), {"mu": 0.5}, [True, False, True, None, True]),  # AvgPooling over all frames is the dense one
+    (demo_rows(ada=(90.0, 95.0, 95.5), adaptive=(50.0, 2.0)), {}, [True, True, True, None, True]),  # no mu*: K steps are used
+    (demo_rows(gain=3.0), {"mu": 0.5}, [True, True, True, None, True]),
+    (demo_rows(gain=2.99), {"mu": 0.5}, [True, True, False, None, True]),
+    (demo_rows(std=1.5), {"mu": 0.5}, [True, True, True, True, True]),
+    (demo_rows(std=1.51), {"mu": 0.5}, [True, True, True, False, True]),
+    (demo_rows(sampler_gain=(2.0, 0.0)), {"mu": 0.5}, [True, True, True, None, False]),  # no gain over its uniform frames
 ])
 def test_demo_checks_decide_on_the_numbers(rows, chosen, passed):
     from adaframe.commands.demo import checks
 
-    results = checks(rows, chosen, 1 if rows[-2]["mAP_std"] is None else 2)
+    fixed = next(r for r in rows if r["method"] == "AdaFrame-10" and r["setting"] == "K steps")
+    results = checks(rows, chosen, 1 if fixed["mAP_std"] is None else 2)
     assert [c["passed"] for c in results] == passed, [c["detail"] for c in results]
-    dense = "AvgPooling, all frames" if rows[0]["mAP"] > rows[4]["mAP"] else "LSTM-U25"
+    lstm25, avg_all = (next(r for r in rows if r["frames"] == f and r["model"] == m) for f, m in ((25, "lstm"), (None, "avgpool")))
+    dense = "AvgPooling, all frames" if avg_all["mAP"] > lstm25["mAP"] else "LSTM-U25"
     assert f"vs {dense} " in results[1]["detail"]
     assert ("mu*=0.5 chosen on val" if chosen else "no mu within 0.5 of K steps on val: K steps") in results[1]["detail"]

@@ -91,23 +91,28 @@ def test_evaluator_averages_the_seeds(synth_dir, tmp_path):
 
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path):
-    """demo --quick with 2 seeds: every row of the table, the four checks decided on the numbers shown, then a rerun
+    """demo --quick with 2 seeds: every row of the table, the five checks decided on the numbers shown, then a rerun
     that only evaluates."""
     args = ["demo", "--quick", "--seeds", "2", "--out", str(tmp_path / "demo")]
     first = adaframe(*args, cwd=tmp_path, timeout=600)
     res = json.loads((tmp_path / "demo" / "results.json").read_text())
     rows = {(r["method"], r["setting"].split(" (")[0], r["frames"]): r for r in res["rows"]}
     for k in (4, 6, 11, 25):
-        assert ("LSTM", "uniform", k) in rows
+        assert ("LSTM", "uniform", k) in rows and ("AvgPooling", "uniform", k) in rows
     assert ("AvgPooling", "all frames", None) in rows
+    for k in (3, 5, 10):
+        r = rows[("One-step sampler", "K slots", k)]
+        assert r["model"] == "sampler" and r["learned_minus_uniform"] == pytest.approx(r["mAP"] - r["uniform_mAP"])
     for k in (3, 5, 10):
         r = rows[(f"AdaFrame-{k}", "K steps", k)]
         assert r["split"] == "test" and r["seeds"] == 2 and r["mAP_std"] is not None
         assert r["learned_minus_uniform"] == pytest.approx(r["mAP"] - r["uniform_mAP"])
     checks = {c["name"].split(" ")[0]: c for c in res["checks"]}
-    assert len(res["checks"]) == 4 and all(c["passed"] in (True, False) for c in res["checks"])
-    lstm_beaten = all(rows[(f"AdaFrame-{k}", "K steps", k)]["mAP"] >= rows[("LSTM", "uniform", k + 1)]["mAP"] for k in (3, 5, 10))
-    assert res["checks"][0]["passed"] == lstm_beaten
+    assert len(res["checks"]) == 5 and all(c["passed"] in (True, False) for c in res["checks"])
+    best = {k: max(rows[("LSTM", "uniform", k + 1)]["mAP"], rows[("AvgPooling", "uniform", k + 1)]["mAP"],
+                   rows[("One-step sampler", "K slots", k)]["mAP"]) for k in (3, 5, 10)}
+    assert res["checks"][0]["passed"] == all(rows[(f"AdaFrame-{k}", "K steps", k)]["mAP"] >= best[k] for k in (3, 5, 10))
+    assert res["checks"][4]["passed"] == all(rows[("One-step sampler", "K slots", k)]["learned_minus_uniform"] > 0 for k in (3, 5))
     gain = rows[("AdaFrame-10", "K steps", 10)]["learned_minus_uniform"]
     assert res["checks"][2]["passed"] == (gain >= 3.0)
     assert res["checks"][3]["passed"] == (rows[("AdaFrame-10", "K steps", 10)]["mAP_std"] <= 1.5)
@@ -116,5 +121,17 @@ def test_demo_quick_end_to_end(tmp_path):
     assert "LSTM" in table and " ± " in table and "mu chosen on val" in table
     assert "PASS" in first.stdout or "FAIL" in first.stdout
     second = adaframe(*args, cwd=tmp_path, timeout=600)
-    assert second.stdout.count("reusing the finished run") + second.stderr.count("reusing the finished run") == 16
+    assert second.stdout.count("reusing the finished run") + second.stderr.count("reusing the finished run") == 22
     assert json.loads((tmp_path / "demo" / "results.json").read_text())["rows"] == res["rows"]
+
+
+@pytest.mark.slow
+def test_demo_on_a_data_set_of_ones_own(synth_dir, tmp_path):
+    """demo --data runs the same comparison on a given feature data set, writing nothing into it."""
+    before = sorted(p.name for p in synth_dir.rglob("*"))
+    adaframe("demo", "--quick", "--data", str(synth_dir), "--out", str(tmp_path / "demo"), cwd=tmp_path, timeout=600)
+    res = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert res["data"] == str(synth_dir) and res["synth"] is None and not (tmp_path / "demo" / "data").exists()
+    assert {c["data"] for cfgs in res["train"].values() for c in cfgs} == {str(synth_dir)}
+    assert len(res["checks"]) == 5 and f"{synth_dir.name} test split" in (tmp_path / "demo" / "table.md").read_text()
+    assert sorted(p.name for p in synth_dir.rglob("*")) == before

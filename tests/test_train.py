@@ -20,7 +20,7 @@ from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError
 from conftest import random_videos, read_rows
 
-MODELS = ["adaframe", "avgpool", "lstm"]
+MODELS = ["adaframe", "avgpool", "lstm", "sampler"]
 
 
 def tiny_config(data, out, model, **kw) -> TrainConfig:
@@ -44,13 +44,22 @@ def test_train_writes_run_directory(synth_dir, tmp_path, model):
     loaded, payload = load_checkpoint(out)
     assert payload["kind"] == model and payload["epoch"] == 2
     assert payload["classes"] == sorted({r["label"] for r in read_rows(synth_dir)}) and len(payload["classes"]) == 4
-    val = FeatureDataset(synth_dir, "val", classes=payload["classes"], memory_frames=None if model == "adaframe" else 0)
+    val = FeatureDataset(synth_dir, "val", classes=payload["classes"], memory_frames=None if model in ("adaframe", "sampler") else 0)
     res = evaluate(loaded, val, frames=3)
     assert res.scores.shape == (len(val), 4) and np.isfinite(res.scores).all()
     # the last epoch's val mAP / top-1 are those of the saved model, by scikit-learn and an argmax
     aps = [average_precision_score(res.labels == c, res.scores[:, c]) for c in range(4) if (res.labels == c).any()]
     assert records[-1]["val_mAP"] == pytest.approx(100 * np.mean(aps), abs=1e-9)
     assert records[-1]["val_top1"] == pytest.approx(100 * np.mean(res.scores.argmax(1) == res.labels), abs=1e-9)
+    # the training split's mAP beside val's, measured the same way on len(val) training videos spread over the split
+    train_set = FeatureDataset(synth_dir, "train", classes=payload["classes"], memory_frames=val.memory_frames)
+    probe = [i * len(train_set) // len(val) for i in range(len(val))]
+    fit = evaluate(loaded, torch.utils.data.Subset(train_set, probe), frames=3)
+    aps = [average_precision_score(fit.labels == c, fit.scores[:, c]) for c in range(4) if (fit.labels == c).any()]
+    assert records[-1]["train_mAP"] == pytest.approx(100 * np.mean(aps), abs=1e-9)
+    assert set(records[0]) >= {"train_mAP", "train_top1", "val_mAP", "val_top1"}
+    if model == "adaframe":  # the default agent mixes its two predictions with weights fitted on val
+        assert records[-1]["mix_pooled"] == pytest.approx(float(loaded.mix[0])) and records[-1]["mix_pooled"] != 1.0
 
 
 def test_train_without_memory(synth_dir, tmp_path):
@@ -73,7 +82,8 @@ def test_train_changes_weights_and_is_seeded(synth_dir, tmp_path):
 @pytest.mark.parametrize("model", MODELS)
 def test_checkpoint_round_trip(synth_dir, tmp_path, model):
     ds = FeatureDataset(synth_dir, "val")
-    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 12, "std": 0.1}
+    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 12, "std": 0.1,
+            "memory_frames": ds.memory_frames, "frames": 3}
     torch.manual_seed(5)
     net = build_model(model, dims)
     path = save_checkpoint(tmp_path, net, model, dims, ds.classes, {"note": "x"}, {"epoch": 7})
@@ -164,8 +174,10 @@ def test_log_every_and_tensorboard_scalars(synth_dir, tmp_path, model):
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     for tag in ("train/loss_cls", "train/loss_utl", "train/j_sel", "train/reward", "train/frames_used", "train/utility",
-                "train/explained_variance", "train/lr", "epoch/val_mAP"):
+                "train/explained_variance", "train/lr", "epoch/val_mAP", "epoch/train_mAP"):
         assert tag in tags, tag
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert f"last train mAP {last['train_mAP']:.2f}%, val mAP {last['val_mAP']:.2f}%" in proc.stdout  # the fit and the gap
     frames = [e.value for e in acc.Scalars("train/frames_used")]
     assert len(frames) == steps and all(1 <= f <= 3 for f in frames)
 

@@ -107,7 +107,8 @@ def run_train(cfg: TrainConfig) -> None:
     lines = (out / "metrics.jsonl").read_text().splitlines()
     last = json.loads(lines[-1]) if lines else {}
     val = f"{last['val_mAP']:.2f}%" if "val_mAP" in last else "n/a (no val split)"
-    print(f"trained {cfg.model} (K={cfg.frames}) for {last.get('epoch', 0)} epochs: run dir {out}, last val mAP {val}")
+    fit = f"train mAP {last['train_mAP']:.2f}%, " if "train_mAP" in last else ""
+    print(f"trained {cfg.model} (K={cfg.frames}) for {last.get('epoch', 0)} epochs: run dir {out}, last {fit}val mAP {val}")
 
 
 SUBCOMMANDS: dict[str, type] = {

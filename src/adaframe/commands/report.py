@@ -64,7 +64,8 @@ STOP_AGENT_TITLES = {"frameglimpse": "FrameGlimpse", "frameglimpse-g": "FrameGli
 REWARD_NAMES = {"prediction": "PREDICTION", "transition": "PREDICTION TRANSITION", "margin": "margin (AdaFrame)"}
 # What separates the default agent from the paper's (models/agent.py): each option alone, then both, as the paper has them.
 AGENT_ABLATIONS = {"memread-lstm": {"memory_read": "lstm"}, "gaussian": {"selection": "gaussian"},
-                   "paper-agent": {"memory_read": "lstm", "selection": "gaussian"}}
+                   "pred-lstm": {"prediction": "lstm"}, "pred-pooled": {"prediction": "pooled"},
+                   "paper-agent": {"memory_read": "lstm", "selection": "gaussian", "prediction": "lstm"}}
 
 
 @dataclass
@@ -118,6 +119,8 @@ def plan_runs(cfg: ReportConfig, preset: ReportPreset, m: int, stored_memory: in
         plan[f"lstm-{n}"] = run(f"lstm-{n}", "lstm", n)
     for kk in preset.ks:
         plan[f"adaframe-{kk}"] = run(f"adaframe-{kk}", "adaframe", kk, memory_frames=m)
+        if kk <= m:  # it picks K of the memory's slots
+            plan[f"sampler-{kk}"] = run(f"sampler-{kk}", "sampler", kk, memory_frames=m)
     if preset.train_preset == "fast":  # the paper preset trains the paper's agent already
         for name, options in AGENT_ABLATIONS.items():
             plan[f"adaframe-{k}-{name}"] = run(f"adaframe-{k}-{name}", "adaframe", k, memory_frames=m, **options)
@@ -166,6 +169,8 @@ def run_report(cfg: ReportConfig) -> dict:
              for s in ("uniform", "random")]
     jobs += [(ev, "avgpool", None, "all", None, "learned")]
     jobs += [(ev, f"lstm-{kk + delta}", kk + delta, s, None, "learned") for kk in preset.ks for s in ("uniform", "random")]
+    jobs += [(ev, f"sampler-{kk}", kk, "uniform", None, policy) for kk in preset.ks if f"sampler-{kk}" in plan
+             for policy in ("learned", "uniform")]
     for name in agents:
         jobs += [(ev, name, ks[name], "uniform", stop, "learned") for stop in utility]
         jobs += [(ev, name, ks[name], "uniform", None, policy) for policy in ("uniform", "random")]
@@ -203,7 +208,9 @@ def write_figures(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, sweep,
     series = [Series.of_rows("AvgPooling, U frames", [r for r in ev.rows if r["run"] == "avgpool" and r["sampling"] == "uniform"],
                              lambda r: f"U{r['frames']}"),
               Series.of_rows("LSTM, U frames", [get(f"lstm-{n}", n) for n in sorted({kk + delta for kk in preset.ks})],
-                             lambda r: f"U{r['frames']}")]
+                             lambda r: f"U{r['frames']}"),
+              Series.of_rows("One-step sampler, K slots", [get(f"sampler-{kk}", kk) for kk in preset.ks if f"sampler-{kk}" in ev.plan],
+                             lambda r: f"K={r['frames']}", line=False)]
     for kk in preset.ks:
         rows = [get(f"adaframe-{kk}", kk)] + sweep(f"adaframe-{kk}", kk)
         ends = {preset.mus[0], preset.mus[-1]}  # label K steps and the sweep's ends; report.md has every number
@@ -257,7 +264,9 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
             f"Delta = {delta}: the global memory's cost ({m} frames) in backbone frames, rounded up, "
             "so the baselines get at least AdaFrame's compute. R: random frame in each of the segments, U: uniform. "
             "AdaFrame, uniform / random policy: the same trained AdaFrame network reading K uniformly spaced (or random) "
-            "frames instead of its policy's, which measures what the learned policy adds.", ""]
+            "frames instead of its policy's, which measures what the learned policy adds. One-step sampler: K of the "
+            "memory's slots chosen at once and read by a pooled classifier trained on random frames (models/sampler.py); "
+            "its classifier on K uniform frames is what its policy adds to.", ""]
     header = ["Method"] + [f"K={kk}: frames" for kk in preset.ks] + [f"K={kk}: mAP" for kk in preset.ks]
     rows = []
     for method, run in (("AvgPooling", lambda kk: "avgpool"), ("LSTM", lambda kk: f"lstm-{kk + delta}")):
@@ -267,6 +276,9 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
     for policy in ("random", "uniform"):
         rows.append([f"AdaFrame, {policy} policy"] + [f"{kk}" for kk in preset.ks]
                     + [mean_std(get(f"adaframe-{kk}", kk, policy=policy)) for kk in preset.ks])
+    for policy, title in (("uniform", "One-step sampler's classifier, uniform"), ("learned", "One-step sampler, K slots")):
+        rows.append([title] + [f"{kk}" for kk in preset.ks] + [mean_std(get(f"sampler-{kk}", kk, policy=policy))
+                                                                if f"sampler-{kk}" in plan else None for kk in preset.ks])
     rows.append(["AdaFrame, K fixed steps"] + [f"{kk}" for kk in preset.ks] + [mean_std(get(f"adaframe-{kk}", kk)) for kk in preset.ks])
     best = {kk: chosen[f"adaframe-{kk}"] for kk in preset.ks}
     rows.append(["AdaFrame, adaptive (mu*)"] + [f"{kk} -> {best[kk]['avg_frames']:.2f} (mu {format_cell(best[kk]['mu'])})" for kk in preset.ks]
@@ -276,10 +288,12 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
     out += [markdown_table(header, rows), ""]
 
     # What makes the policy work
-    ablations = [(f"adaframe-{k}", "default: memory read by the policy, slots selection")]
+    ablations = [(f"adaframe-{k}", "default: memory read by the policy, slots selection, mixed prediction")]
     ablations += [(f"adaframe-{k}-{name}", title) for name, title in (
         ("memread-lstm", "memory read by the LSTM (as the paper)"), ("gaussian", "Gaussian selection (as the paper)"),
-        ("paper-agent", "both: the paper's agent")) if f"adaframe-{k}-{name}" in plan]
+        ("pred-lstm", "prediction by the LSTM's head alone (as the paper)"),
+        ("pred-pooled", "prediction by the pooled frame classifier alone"),
+        ("paper-agent", "all three: the paper's agent")) if f"adaframe-{k}-{name}" in plan]
     if len(ablations) > 1:
         out += [f"## What makes the policy work (AdaFrame-{k})", "",
                 "Each option of `adaframe train` that separates the default agent from the paper's (docs/design.md: Choices the "

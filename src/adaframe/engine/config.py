@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Literal
 
 from adaframe.engine.registry import KINDS
-from adaframe.models.agent import MemoryRead, Selection
+from adaframe.models.agent import MemoryRead, Prediction, Selection
 from adaframe.rl.rewards import RewardName
 from adaframe.utils import AdaframeError
 
-ModelName = Literal["adaframe", "avgpool", "lstm", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"]
+ModelName = Literal["adaframe", "avgpool", "lstm", "sampler", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"]
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,16 @@ class Preset:
     """AdaFrame: who reads the global memory (models/agent.py): the LSTM (the paper) or the selection and utility heads only"""
     selection: Selection
     """AdaFrame: the paper's Gaussian over positions, or a choice among memory slots and a uniform scan (models/agent.py)"""
+    prediction: Prediction
+    """AdaFrame: what predicts the class: the LSTM (the paper), a frame classifier pooled over the frames looked at, or both
+    mixed by weights fitted on val (models/agent.py)"""
 
 
 PRESETS: dict[str, Preset] = {
     # Sections 3-4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs; the paper's agent.
-    "paper": Preset("sgd", 1e-3, 0.9, 1e-4, 40, 100, 64, 1024, False, "lstm", "gaussian"),
+    "paper": Preset("sgd", 1e-3, 0.9, 1e-4, 40, 100, 64, 1024, False, "lstm", "gaussian", "lstm"),
     # Adam, and the agent that works best (docs/design.md: Choices the paper leaves open); about a minute a model on 2 CPU cores.
-    "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, False, "policy", "slots"),
+    "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, False, "policy", "slots", "mix"),
 }
 
 
@@ -85,6 +88,9 @@ class TrainConfig:
     selection: Selection | None = None
     """AdaFrame: 'gaussian' (the paper: a Gaussian over the next position) or 'slots' (a choice among the memory's
     slots not yet looked at and the next position of a uniform scan) (default: the preset's)"""
+    prediction: Prediction | None = None
+    """AdaFrame: 'lstm' (the paper: the LSTM's head), 'pooled' (the mean softmax of a frame classifier over the frames looked
+    at, AvgPooling's rule) or 'mix' (both, weighted by a fit on the val split after every epoch) (default: the preset's)"""
 
     standardize: bool = True
     """standardise the inputs of the recurrent models with training-set statistics (see models/standardize.py)"""
@@ -101,7 +107,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
         preset = PRESETS[self.preset]
-        for name in ("hidden", "epochs", "batch_size", "lr", "normalize_advantage", "memory_read", "selection"):
+        for name in ("hidden", "epochs", "batch_size", "lr", "normalize_advantage", "memory_read", "selection", "prediction"):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(preset, name))
         checks = {

@@ -18,6 +18,7 @@ from adaframe.data.features import Batch, FeatureDataset, Sampling, collate, gat
 from adaframe.models.agent import scan_order
 from adaframe.models.baselines import Baseline
 from adaframe.models.recurrent import RecurrentAgent
+from adaframe.models.sampler import OneStepSampler
 from adaframe.rl.rollout import Rollout, StopRule, count_distinct, rollout, stored_frames
 from adaframe.utils import AdaframeError
 
@@ -78,6 +79,19 @@ def baseline_batch(model: Baseline, batch: Batch, frames: int, sampling: Samplin
     return {"probs": probs, "steps": mask.sum(1), "visited": visited}
 
 
+@torch.no_grad()
+def sampler_batch(model: OneStepSampler, batch: Batch, frames: int, policy: Policy = "learned",
+                  generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The one-step sampler's K most likely slots (``learned``), or K uniform or random frames, read by its classifier."""
+    if policy == "learned":
+        idx = model.select(batch.memory, batch.lengths, frames)  # [B, K]
+    elif policy in ("uniform", "random"):
+        idx = sample_indices(batch.lengths, frames, policy, generator)
+    else:
+        raise AdaframeError(f"unknown policy {policy!r} (expected learned, uniform or random)")
+    return {"probs": model.probs(gather_frames(batch.features, idx)), "steps": torch.full_like(batch.lengths, frames), "visited": idx}
+
+
 def evaluate(model: torch.nn.Module, dataset: FeatureDataset | Subset, frames: int, sampling: Sampling = "uniform",
              stop: StopRule | None = None, batch_size: int = 128, device: torch.device | str = "cpu",
              seed: int = 0, progress: bool = False, policy: Policy = "learned") -> Result:
@@ -95,7 +109,10 @@ def evaluate(model: torch.nn.Module, dataset: FeatureDataset | Subset, frames: i
             roll = agent_batch(model, batch, frames, stop, policy, generator)
             o = {"probs": roll.probs, "steps": roll.steps, "visited": roll.indices, "utilities": roll.utilities}
         else:
-            o = baseline_batch(model, batch, frames, sampling, generator)
+            if isinstance(model, OneStepSampler):
+                o = sampler_batch(model, batch, frames, policy, generator)
+            else:
+                o = baseline_batch(model, batch, frames, sampling, generator)
             o["utilities"] = torch.full(o["visited"].shape, float("nan"))
         o["distinct"] = count_distinct(o["visited"])
         o["labels"] = batch.labels

@@ -15,8 +15,9 @@ from adaframe.data.features import Batch
 from adaframe.distributed import Shard
 from adaframe.models.agent import AdaFrame, AgentConfig
 from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
+from adaframe.models.sampler import OneStepSampler, SamplerConfig
 from adaframe.models.stop_agents import DEFAULT_JUMPS, FastForward, FrameGlimpse, StopAgentConfig
-from adaframe.rl.losses import agent_loss, avgpool_loss, lstm_loss
+from adaframe.rl.losses import agent_loss, avgpool_loss, lstm_loss, sampler_loss
 from adaframe.utils import AdaframeError, load_torch_file, save_torch
 
 if TYPE_CHECKING:
@@ -40,9 +41,10 @@ class ModelKind:
 
 
 def _adaframe(dims: dict) -> nn.Module:
-    # A checkpoint without memory_read / selection holds the paper's agent.
+    # A checkpoint without memory_read / selection holds the paper's agent; one without prediction, the LSTM's head.
     return AdaFrame(AgentConfig(dims["feature_dim"], dims["memory_dim"], dims["num_classes"], dims["hidden"], dims.get("std", 0.1),
-                                memory_read=dims.get("memory_read", "lstm"), selection=dims.get("selection", "gaussian")))
+                                memory_read=dims.get("memory_read", "lstm"), selection=dims.get("selection", "gaussian"),
+                                prediction=dims.get("prediction", "lstm")))
 
 
 def _stop_agent(cls: type[FrameGlimpse] | type[FastForward]) -> Callable[[dict], nn.Module]:
@@ -60,12 +62,18 @@ def _agent_loss(model: nn.Module, batch: Batch, c: "TrainConfig", g: torch.Gener
 
 KINDS: dict[str, ModelKind] = {
     "adaframe": ModelKind(_adaframe, _agent_loss, agent=True, memory="optional",
-                          options=lambda cfg: {"memory_read": cfg.memory_read, "selection": cfg.selection}),
+                          options=lambda cfg: {"memory_read": cfg.memory_read, "selection": cfg.selection,
+                                                  "prediction": cfg.prediction}),
     # The -G variants read the global memory; the plain ones are trained without it.
     "frameglimpse": ModelKind(_stop_agent(FrameGlimpse), _agent_loss, agent=True, memory="none"),
     "frameglimpse-g": ModelKind(_stop_agent(FrameGlimpse), _agent_loss, agent=True, memory="required"),
     "fastforward": ModelKind(_stop_agent(FastForward), _agent_loss, agent=True, memory="none"),
     "fastforward-g": ModelKind(_stop_agent(FastForward), _agent_loss, agent=True, memory="required"),
+    # OCSampler's idea: K of the memory's slots at once, read by a pooled classifier trained on random frames.
+    "sampler": ModelKind(lambda dims: OneStepSampler(SamplerConfig(dims["feature_dim"], dims["memory_dim"], dims["num_classes"],
+                                                                   dims["memory_frames"], dims["frames"], dims["hidden"])),
+                         lambda model, batch, c, g, shard: sampler_loss(model, batch, c.frames, c.reward_weight, g, shard),  # type: ignore[arg-type]
+                         agent=True, memory="required", options=lambda cfg: {"frames": cfg.frames}),
     "avgpool": ModelKind(_baseline(AvgPooling), lambda model, batch, c, g, shard: avgpool_loss(model, batch, shard),  # type: ignore[arg-type]
                          agent=False, memory="none"),
     "lstm": ModelKind(_baseline(LSTMBaseline), lambda model, batch, c, g, shard: lstm_loss(model, batch, c.frames, g, shard),  # type: ignore[arg-type]

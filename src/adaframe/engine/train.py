@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -20,10 +20,11 @@ from adaframe import distributed
 from adaframe.data.features import Batch, FeatureDataset, collate, read_spec
 from adaframe.distributed import Shard, gather, sharded_loader
 from adaframe.engine.config import TrainConfig
-from adaframe.engine.inference import evaluate
+from adaframe.engine.inference import agent_batch, evaluate
 from adaframe.engine.metrics import mean_average_precision, top1
 from adaframe.engine.registry import CHECKPOINT, KINDS, build_model, save_checkpoint
 from adaframe.engine.train_state import StopSignal, TRAIN_STATE, TrainState
+from adaframe.models.agent import AdaFrame, fit_mix
 from adaframe.models.standardize import feature_statistics, set_statistics
 from adaframe.rl.rollout import default_stop
 from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, seed_everything, write_json
@@ -79,13 +80,47 @@ class TrainStep(nn.Module):
         return KINDS[self.cfg.model].loss(self.model, batch, self.cfg, self.generator, self.shard)
 
 
-def validate(model: nn.Module, val_set: FeatureDataset, frames: int, device: torch.device, shard: Shard) -> dict[str, float]:
-    """Validation mAP and top-1; each process evaluates every N-th video and the scores are gathered."""
-    part = val_set if shard.world == 1 else Subset(val_set, range(shard.rank, len(val_set), shard.world))
+def split_metrics(scores: np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
+    return {f"{split}_mAP": 100 * mean_average_precision(scores, labels), f"{split}_top1": 100 * top1(scores, labels)}
+
+
+def validate(model: nn.Module, dataset: FeatureDataset | Subset, frames: int, device: torch.device, shard: Shard,
+             split: str = "val") -> dict[str, float]:
+    """mAP and top-1 of ``dataset`` (keys ``{split}_mAP``, ``{split}_top1``); each process evaluates every N-th video and
+    the scores are gathered."""
+    part = dataset if shard.world == 1 else Subset(dataset, range(shard.rank, len(dataset), shard.world))
     res = evaluate(model, part, frames, "uniform", default_stop(model), device=device)
     parts = gather((res.scores, res.labels), shard)
-    scores, labels = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    return {"val_mAP": 100 * mean_average_precision(scores, labels), "val_top1": 100 * top1(scores, labels)}
+    return split_metrics(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), split)
+
+
+PROBE_VIDEOS = 400
+"""the most training videos the training split's mAP is measured on"""
+
+
+def train_probe(train_set: FeatureDataset, size: int) -> Subset:
+    """``size`` training videos spread evenly over the split: the training mAP is measured on them as val's is on val, so
+    that a classifier that learns its training videos instead of their classes shows as a gap between the two."""
+    size = min(len(train_set), max(size, 1), PROBE_VIDEOS)
+    return Subset(train_set, [i * len(train_set) // size for i in range(size)])
+
+
+@torch.no_grad()
+def refit_mix(model: AdaFrame, val_set: FeatureDataset, frames: int, device: torch.device, batch_size: int = 128) -> dict[str, float]:
+    """Fit AdaFrame's mix of its pooled and recurrent predictions (``agent.fit_mix``) on its K-step rollouts of the
+    val split, and measure val with the mix fitted (what ``validate`` gives, from the same rollouts). Every process
+    runs the whole split, so all hold the same weights."""
+    parts, labels = [], []
+    model.eval()
+    for batch in DataLoader(val_set, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        batch = batch.to(device)
+        parts.append(agent_batch(model, batch, frames).parts.cpu())  # type: ignore[union-attr]  # [B, K, 2, C]
+        labels.append(batch.labels.cpu())
+    every, truth = torch.cat(parts), torch.cat(labels)
+    model.mix.copy_(fit_mix(every, truth).to(device))
+    a, b = model.mix.cpu()
+    scores = torch.softmax(a * every[:, -1, 0] + b * every[:, -1, 1], -1)  # [N, C] the prediction after K steps
+    return {"mix_pooled": float(a), "mix_recurrent": float(b), **split_metrics(scores.numpy(), truth.numpy(), "val")}
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -117,7 +152,9 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
             raise
         val_set = None
         if shard.main:
-            print("warning: no val split; training without validation", file=sys.stderr)
+            print("warning: no val split; training without validation" + (
+                  " (AdaFrame's mix of predictions keeps its starting weights 1, 1)" if cfg.model == "adaframe" else ""), file=sys.stderr)
+    probe = train_probe(train_set, len(val_set) if val_set is not None else 256)
     dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
             "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames, **KINDS[cfg.model].options(cfg)}
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
@@ -188,10 +225,13 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
             scheduler.step()
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
             record.update({k: v / len(loader) for k, v in sums.items()})
-            if val_set is not None:
+            if val_set is not None and cfg.model == "adaframe" and cfg.prediction == "mix":
+                record.update(refit_mix(model, val_set, cfg.frames, device))
+            elif val_set is not None:
                 record.update(validate(model, val_set, cfg.frames, device, shard))
+            record.update(validate(model, probe, cfg.frames, device, shard, "train"))
             history.append(record)
-            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "val_mAP") if k in record})
+            bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "train_mAP", "val_mAP") if k in record})
             if writer is not None:
                 for k, v in record.items():
                     if k != "epoch":

@@ -33,6 +33,16 @@ Two choices, each a named option (``AgentConfig``), separate the paper's agent f
     In training a chosen slot or scan position is drawn within its stretch of time (1/Td or 1/K), so
     the classifier sees varied frames, as the LSTM baseline does with random sampling.
 
+``prediction``
+    ``lstm`` (the paper): ``f_p(h_t)``. ``pooled``: AvgPooling's rule over the frames looked at so far, the mean
+    of a frame classifier's softmax (``frame_head``, trained on every frame of the training videos, as AvgPooling
+    is). ``mix``: ``a * log(pooled) + b * f_p(h_t)``, with ``a, b >= 0`` fitted on the val split after every epoch
+    (``fit_mix``). An LSTM can learn each training video by its own look (a camera, a light that drifts through
+    the video) instead of its class, and then fits the training set while it fails on new videos; a frame
+    classifier trained on every frame cannot. Which of the two generalises differs by data set, and only videos
+    the classifier was not trained on can tell: the val split does. Rewards and utility follow the mixed
+    prediction.
+
 Both agents' selection and utility heads read ``u_t / sqrt(Dm)`` (``head_scale``), and the utility
 starts at zero weights: a wide memory (1280-d MobileNetV2 features) otherwise made the critic's error,
 and its gradient into the LSTM, swamp the classifier's.
@@ -48,6 +58,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.distributions import Normal
 
@@ -57,6 +68,7 @@ from adaframe.utils import AdaframeError
 
 MemoryRead = Literal["lstm", "policy"]
 Selection = Literal["gaussian", "slots"]
+Prediction = Literal["lstm", "pooled", "mix"]
 
 
 @dataclass
@@ -75,6 +87,9 @@ class AgentConfig:
     """the selection policy: the paper's Gaussian over positions, or a choice among memory slots and a uniform scan"""
     scan_bias: float = 3.0
     """slots selection: initial bias of the scan action's logit (3: the untrained agent mostly scans)"""
+    prediction: Prediction = "mix"
+    """what predicts the class: the LSTM's head ("lstm", the paper), the mean of a frame classifier's softmax over the
+    frames looked at ("pooled", AvgPooling's rule), or both mixed with weights fitted on held-out videos ("mix")"""
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1 or self.memory_dim < 0:
@@ -83,6 +98,8 @@ class AgentConfig:
             raise AdaframeError("std must be > 0 and start in [0, 1]")
         if self.memory_read not in ("lstm", "policy") or self.selection not in ("gaussian", "slots"):
             raise AdaframeError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
+        if self.prediction not in ("lstm", "pooled", "mix"):
+            raise AdaframeError(f"unknown prediction {self.prediction!r} (expected lstm, pooled or mix)")
 
 
 def location_to_index(location: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -207,6 +224,9 @@ class AdaFrame(RecurrentAgent):
         super().__init__(cfg, cfg.feature_dim + (cfg.memory_dim if cfg.memory_read == "lstm" else 0))
         self.select = GaussianSelection(cfg) if cfg.selection == "gaussian" else SlotSelection(cfg)  # f_s
         self.utility = nn.Linear(cfg.hidden + cfg.memory_dim, 1)  # f_u
+        self.frame_head = nn.Linear(cfg.feature_dim, cfg.num_classes) if cfg.prediction != "lstm" else None
+        # (a, b) of the mix: pooled, recurrent. Fitted on val (fit_mix), saved with the weights.
+        self.register_buffer("mix", torch.tensor([1.0, 0.0] if cfg.prediction == "pooled" else [1.0, 1.0]))
         # A critic that starts at 0: no reward expected, and no gradient into the LSTM before it has learned anything.
         nn.init.zeros_(self.utility.weight)
         nn.init.zeros_(self.utility.bias)
@@ -219,6 +239,17 @@ class AdaFrame(RecurrentAgent):
     def policy(self) -> SelectionPolicy:
         return self.select
 
+    def initial_state(self, batch: int, device: torch.device) -> State:
+        """(h, c), and with a frame classifier the sum of its softmaxes over the frames looked at [B, C] and their count [B]."""
+        h, c = super().initial_state(batch, device)
+        if self.frame_head is None:
+            return h, c
+        return h, c, torch.zeros(batch, self.cfg.num_classes, device=device), torch.zeros(batch, device=device)
+
+    def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [..., D] -> the frame classifier's logits [..., C] (trained on every frame, ``losses.frame_loss``)."""
+        return self.frame_head(self.frame_norm(frames))
+
     def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
         """[A, Td + 3] the slots policy's actions that would look at nothing new (``Looked.blocked``)."""
         return looked.blocked(rows, lengths, step)
@@ -230,14 +261,20 @@ class AdaFrame(RecurrentAgent):
             where = torch.zeros(frame.shape[0], encoded.shape[1] + 3, dtype=torch.bool, device=frame.device)
         if self.cfg.memory_read == "lstm":
             u, beta = self.memory(encoded, state[0])  # u_t from W_h h_{t-1}
-            h, c = self.lstm(torch.cat([self.frame_norm(frame), u], dim=-1), state)
+            h, c = self.lstm(torch.cat([self.frame_norm(frame), u], dim=-1), state[:2])
         else:
-            h, c = self.lstm(self.frame_norm(frame), state)
+            h, c = self.lstm(self.frame_norm(frame), state[:2])
             u, beta = self.memory(encoded, h)  # u_t from W_h h_t: what the memory says after this frame
         u = self.head_scale(u)
         selection = self.select(h, u, encoded, where)
         utility = self.utility(torch.cat([h, u], dim=-1)).squeeze(-1)  # [B]
-        return Step(self.forward_head(h), selection, utility, beta, (h, c))
+        recurrent = self.forward_head(h)  # [B, C]
+        if self.frame_head is None:
+            return Step(recurrent, selection, utility, beta, (h, c))
+        summed, count = state[2] + torch.softmax(self.frame_logits(frame), -1), state[3] + 1  # [B, C], [B]
+        pooled = torch.log((summed / count[:, None]).clamp(min=1e-12))  # [B, C] log of the mean softmax so far: AvgPooling's prediction
+        logits = self.mix[0] * pooled + self.mix[1] * recurrent
+        return Step(logits, selection, utility, beta, (h, c, summed, count), parts=torch.stack([pooled, recurrent], 1))
 
     def head_scale(self, u: torch.Tensor) -> torch.Tensor:
         """``u / sqrt(Dm)``: the memory's context enters the selection and utility heads at the scale of ``h`` (norm ~1),
@@ -250,9 +287,39 @@ class AdaFrame(RecurrentAgent):
         if self.cfg.selection == "gaussian":
             return fixed_start(self.cfg.start, lengths)
         b, slots = encoded.shape[:2]
-        h, _ = self.initial_state(b, encoded.device)
+        h = self.initial_state(b, encoded.device)[0]
         u = self.head_scale(self.memory(encoded, h)[0])
         blocked = torch.zeros(b, slots + 3, dtype=torch.bool, device=h.device)
         blocked[:, slots + 1:] = True  # no last frame to step from
         rows = torch.arange(b, device=h.device)
         return self.select.choose(self.select(h, u, encoded, blocked), looked, rows, lengths, -1, explore)
+
+
+def fit_mix(parts: torch.Tensor, labels: torch.Tensor, iterations: int = 50) -> torch.Tensor:
+    """The weights ``(a, b) > 0`` of ``softmax(a * pooled + b * recurrent)`` that minimise its cross-entropy over every
+    step of held-out videos (a two-parameter logistic regression: Platt's and temperature scaling's idea, for two
+    classifiers at once).
+
+    Args:
+        parts: [N, K, 2, C] the pooled and recurrent logits of each step (``Rollout.parts``; NaN after a stop).
+        labels: [N].
+
+    Returns:
+        [2] (a, b).
+    """
+    ok = ~torch.isnan(parts[:, :, 0, 0])  # [N, K] steps taken
+    pooled, recurrent = parts[:, :, 0][ok], parts[:, :, 1][ok]  # [M, C] each
+    target = labels[:, None].expand_as(ok)[ok]  # [M]
+    log_w = torch.zeros(2, requires_grad=True)  # log a, log b: both start at 1
+    opt = torch.optim.LBFGS([log_w], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        a, b = log_w.clamp(-10, 5).exp()
+        loss = F.cross_entropy(a * pooled + b * recurrent, target)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return log_w.detach().clamp(-10, 5).exp()

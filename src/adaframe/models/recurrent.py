@@ -27,7 +27,7 @@ from adaframe.distributed import Shard
 from adaframe.models.memory import GlobalMemory
 from adaframe.models.standardize import Standardize
 
-State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [B, H]
+State = tuple[torch.Tensor, ...]  # (h, c) each [B, H], then whatever else an agent carries from step to step (one row a video)
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Step:
     attention: torch.Tensor  # [A, Td] over the global memory
     state: State
     stop_logit: torch.Tensor | None = None  # [A] logit of p(stop after this step); None: the agent has no stop head
+    parts: torch.Tensor | None = None  # [A, 2, C] AdaFrame's pooled and recurrent logits when ``logits`` mixes them
 
 
 @dataclass

@@ -4,13 +4,16 @@ average over processes is the loss of their global batch."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
 from adaframe.data.features import Batch, gather_frames, sample_indices
-from adaframe.distributed import Shard
+from adaframe.distributed import Shard, exponential, rand
 from adaframe.models.baselines import AvgPooling, LSTMBaseline
 from adaframe.models.recurrent import Exploration, RecurrentAgent
+from adaframe.models.sampler import OneStepSampler, plackett_luce_log_prob, slot_frames
 from adaframe.rl.rewards import RewardName, discounted_returns, margins, step_rewards
 from adaframe.rl.rollout import count_distinct, rollout, stored_frames
 
@@ -31,11 +34,20 @@ def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, re
     alive = roll.alive.float()  # [B, K]
     taken = alive.sum(1)  # [B] steps of each episode
     # L_cls: cross-entropy of the prediction at the last step (agents that stop: at every step taken).
+    terms = {}
     if model.has_stop_head:
         ce = F.cross_entropy(roll.logits.transpose(1, 2), batch.labels[:, None].expand(-1, steps), reduction="none")  # [B, K]
         loss_cls = ((ce * alive).sum(1) / taken).mean()
-    else:
+    elif roll.parts is None:
         loss_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
+    else:
+        # AdaFrame's two classifiers, each trained on its own: the frame classifier pooled over K random frames (as the
+        # one-step sampler's), the LSTM's head (when mixed in) at the last step. Trained on their sum, the one that fits
+        # the training videos best would take over, whether or not it generalises; the mix is fitted on val (fit_mix).
+        terms["loss_frames"] = subset_loss(model.frame_logits, batch, steps, generator, shard)
+        terms["loss_recurrent"] = F.cross_entropy(roll.parts[:, -1, 1], batch.labels)
+        loss_cls = terms["loss_frames"] + (terms["loss_recurrent"] if model.cfg.prediction == "mix" else 0.0)
+        terms = {k: v.detach() for k, v in terms.items()}
     # Rewards from every step's prediction (no gradient flows through rewards).
     with torch.no_grad():
         m = margins(roll.logits, batch.labels)  # [B, K]
@@ -62,7 +74,7 @@ def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, re
         "reward": rewards.sum(1).mean(), "margin_last": m.gather(1, last).mean(), "utility": roll.utilities.detach().mean(),
         "advantage": advantage.mean(), "steps": taken.mean(),
         "explained_variance": explained_variance(roll.utilities.detach(), returns, roll.alive),
-        "frames_used": count_distinct(torch.where(roll.alive, roll.indices, -1)).float().mean(),
+        "frames_used": count_distinct(torch.where(roll.alive, roll.indices, -1)).float().mean(), **terms,
     }
 
 
@@ -74,16 +86,30 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torc
     return 1 - (target - predicted).var(unbiased=False) / var if var > 0 else torch.tensor(float("nan"))
 
 
-def avgpool_loss(model: AvgPooling, batch: Batch, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
-    """Every real frame of a video is a training example with the video's label.
+def frame_loss(logits: torch.Tensor, batch: Batch, shard: Shard = Shard()) -> torch.Tensor:
+    """Every real frame of a video is a training example with the video's label (logits [B, T, C]).
 
     The mean is over the frames of the global batch: divided by the processes' mean frame count, DDP's
     average of the processes' losses is the sum over all frames over their number.
     """
-    logits = model.forward_head(batch.features)  # [B, T, C]
     per_frame = F.cross_entropy(logits.transpose(1, 2), batch.labels[:, None].expand(-1, logits.shape[1]), reduction="none")  # [B, T]
     mask = batch.mask.float()
-    loss = (per_frame * mask).sum() / shard.mean(mask.sum())
+    return (per_frame * mask).sum() / shard.mean(mask.sum())
+
+
+def subset_loss(frame_logits: Callable[[torch.Tensor], torch.Tensor], batch: Batch, frames: int, generator: torch.Generator | None,
+                shard: Shard = Shard()) -> torch.Tensor:
+    """Cross-entropy of a pooled prediction, the mean of a frame classifier's softmax over K random frames (one in each
+    of K segments). Unlike AvgPooling's loss (``frame_loss``), no single frame must name the class: a frame that
+    shows nothing of it (titles, crowds, the shared scene) may stay uncertain while the frames that show it decide."""
+    idx = sample_indices(batch.lengths, frames, "random", generator, shard)  # [B, K]
+    probs = torch.softmax(frame_logits(gather_frames(batch.features, idx)), -1).mean(1)  # [B, C]
+    return F.nll_loss(torch.log(probs.clamp(min=1e-12)), batch.labels)
+
+
+def avgpool_loss(model: AvgPooling, batch: Batch, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
+    """AvgPooling's frame classifier on every frame (``frame_loss``)."""
+    loss = frame_loss(model.forward_head(batch.features), batch, shard)
     return {"loss": loss, "loss_cls": loss.detach()}
 
 
@@ -94,3 +120,35 @@ def lstm_loss(model: LSTMBaseline, batch: Batch, frames: int, generator: torch.G
     picked = gather_frames(batch.features, idx)  # [B, K, D]
     loss = F.cross_entropy(model(picked, torch.ones_like(idx, dtype=torch.bool)), batch.labels)
     return {"loss": loss, "loss_cls": loss.detach()}
+
+
+def sampler_loss(model: OneStepSampler, batch: Batch, frames: int, reward_weight: float, generator: torch.Generator | None,
+                 shard: Shard = Shard()) -> dict[str, torch.Tensor]:
+    """The one-step sampler: its pooled classifier on K random frames, its policy by REINFORCE (``models/sampler.py``).
+
+    ``L = L_cls - lambda * J_sel``: ``L_cls`` is the cross-entropy of the mean softmax of K random frames, one in each
+    of K segments; ``J_sel = log pi(slots) * (r - r_greedy)`` with ``r`` the classifier's p(gt) on the K slots drawn
+    (without replacement, by Gumbel top-k) and ``r_greedy`` on the K most likely ones.
+    """
+    # L_cls: the classifier learns from random subsets, never from the policy's choices.
+    loss_cls = subset_loss(model.frame_logits, batch, frames, generator, shard)
+    # J_sel: K slots drawn from the policy, each frame anywhere within its slot's stretch of time.
+    logits = model.slot_logits(batch.memory)  # [B, Td]
+    td = logits.shape[1]
+    with torch.no_grad():
+        gumbel = -torch.log(shard.draw(exponential, logits.shape, generator=generator, device=logits.device))  # [B, Td]
+        drawn = (logits + gumbel).topk(frames, dim=1).indices  # [B, K], in the order drawn
+        offset = shard.draw(rand, drawn.shape, generator=generator, device=logits.device)  # [B, K]
+        greedy = logits.topk(frames, dim=1).indices  # [B, K]
+
+        def confidence(slots: torch.Tensor, within: torch.Tensor | None) -> torch.Tensor:  # [B] p(gt) of the frozen classifier
+            picked = gather_frames(batch.features, slot_frames(slots, td, batch.lengths, within))  # [B, K, D]
+            return model.probs(picked).gather(1, batch.labels[:, None]).squeeze(1)
+
+        reward = confidence(drawn, offset)  # [B]
+        advantage = reward - confidence(greedy, None)  # [B] self-critical baseline
+    log_prob = plackett_luce_log_prob(logits, drawn)  # [B]
+    j_sel = (log_prob * advantage).mean()
+    loss = loss_cls - reward_weight * j_sel
+    return {"loss": loss, "loss_cls": loss_cls.detach(), "j_sel": j_sel.detach(), "reward": reward.mean(),
+            "advantage": advantage.mean(), "entropy": -(torch.softmax(logits, 1) * torch.log_softmax(logits, 1)).sum(1).mean().detach()}

@@ -55,6 +55,9 @@ def default_stop(model: torch.nn.Module) -> StopRule | None:
 
 
 def check_stop_rule(model: torch.nn.Module, stop: StopRule | None) -> None:
+    if stop is not None and not isinstance(model, RecurrentAgent):
+        raise AdaframeError("stop rules (--mu, --entropy, --stop-threshold) apply to the step-by-step agents; this model "
+                            "picks its frames in one step")
     if stop is not None and stop.by == "learned" and not getattr(model, "has_stop_head", False):
         raise AdaframeError("a learned stop needs a model with a stop head (frameglimpse, fastforward); "
                             "AdaFrame stops by its utility (--mu)")
@@ -75,6 +78,7 @@ class Rollout:
     log_probs: torch.Tensor  # [B, K] log pi of the decision that chose step t's frame (t = 0: the first frame; 0 if fixed)
     indices: torch.Tensor  # [B, K] the frame each step looked at
     alive: torch.Tensor  # [B, K] bool: the video took step t
+    parts: torch.Tensor | None = None  # [B, K, 2, C] the pooled and the recurrent logits of a mixed prediction (``Step.parts``)
 
     @property
     def steps(self) -> torch.Tensor:
@@ -115,7 +119,7 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
         raise ValueError("a sampled (training) rollout runs the policy for K steps: no stop rule, positions or scan")
     b, device = lengths.shape[0], lengths.device
     encoded = model.memory.encode(memory)  # [B, Td, Dm]
-    h, c = model.initial_state(b, device)
+    state = model.initial_state(b, device)  # (h, c, ...) each [B, ...]
     looked = Looked.start(b, encoded.shape[1], scan_positions(max_steps, device))
     if positions is not None:
         idx, log_prob = positions[:, 0].clone(), torch.zeros(b, device=device)
@@ -127,22 +131,25 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
     probs = torch.zeros(b, model.cfg.num_classes, device=device) if explore is None else None
     best_utility = torch.full((b,), float("-inf"), device=device)
     strikes = torch.zeros(b, dtype=torch.long, device=device)
-    logits, utilities, log_probs, indices, alives = [], [], [], [], []
+    logits, parts, utilities, log_probs, indices, alives = [], [], [], [], [], []
     for t in range(max_steps):
         whole = active.numel() == b  # training always; evaluation until the first video stops
         at, n = idx[active], lengths[active]  # [A]
         looked.mark(active, at, n, t)
         frame = frame_fn(active, at)  # [A, D]
-        state = (h, c) if whole else (h[active], c[active])
-        out = model.step(frame, encoded if whole else encoded[active], state, model.where(looked, active, n, t))
+        rows_state = state if whole else tuple(s[active] for s in state)
+        out = model.step(frame, encoded if whole else encoded[active], rows_state, model.where(looked, active, n, t))
         if whole:
-            h, c = out.state
-        else:
-            h[active], c[active] = out.state
+            state = out.state
+        else:  # evaluation (no gradient): the stopped rows keep their last state
+            for s, new in zip(state, out.state):
+                s[active] = new
         if explore is None:
             p = torch.softmax(out.logits, dim=-1)  # [A, C]
             probs[active] = p  # type: ignore[index]
         logits.append(out.logits if whole else _scatter(out.logits, active, b, float("nan")))
+        if out.parts is not None:
+            parts.append(out.parts if whole else _scatter(out.parts, active, b, float("nan")))
         utilities.append(out.utility if whole else _scatter(out.utility, active, b, float("nan")))
         log_probs.append(log_prob)
         indices.append(idx.clone() if whole else _scatter(at, active, b, -1))
@@ -180,7 +187,8 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
         return torch.cat([x, x.new_full((b, missing, *x.shape[2:]), fill)], 1) if missing else x
 
     nan = float("nan")
-    return Rollout(steps(logits, nan), probs, steps(utilities, nan), steps(log_probs, 0.0), steps(indices, -1), steps(alives, False))
+    return Rollout(steps(logits, nan), probs, steps(utilities, nan), steps(log_probs, 0.0), steps(indices, -1), steps(alives, False),
+                   steps(parts, nan) if parts else None)
 
 
 def _scatter(values: torch.Tensor, rows: torch.Tensor, size: int, fill: float | int | bool) -> torch.Tensor:

@@ -1,0 +1,104 @@
+"""A one-step sampler in the spirit of OCSampler (Lin et al., CVPR 2022), adapted to the global memory.
+
+Where AdaFrame decides step by step, this baseline decides once: a policy scores the global memory's Td slots
+(the times ``(j + 0.5) / Td`` its frames were taken) from the memory alone and picks the K best at once; a
+pooled frame classifier (AvgPooling's rule: the mean of a frame classifier's softmax) reads the K frames. The
+classifier is trained on random subsets of frames (one random frame in each of K segments), never on the
+policy's; the policy is trained by REINFORCE with the classifier's confidence in the true class as its reward
+and, as baseline, the confidence on the policy's own most likely choice (self-critical). OCSampler trains the
+classifier first and then freezes it; here both train together, but the classifier never sees the policy's
+choices and the policy's reward carries no gradient into it, so the classifier is what it would have been alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from adaframe.models.memory import positional_encoding
+from adaframe.models.standardize import Standardize
+from adaframe.utils import AdaframeError
+
+
+@dataclass
+class SamplerConfig:
+    feature_dim: int
+    memory_dim: int
+    num_classes: int
+    memory_frames: int
+    """Td: the slots the policy chooses among"""
+    frames: int
+    """K: the frames it picks in training (at most Td)"""
+    hidden: int = 128
+    """width of the policy's scoring network"""
+
+    def __post_init__(self) -> None:
+        if min(self.feature_dim, self.memory_dim, self.num_classes, self.hidden, self.memory_frames, self.frames) < 1:
+            raise AdaframeError(f"the sampler needs a global memory and positive sizes: {self}")
+        check_frames(self.frames, self.memory_frames)
+
+
+def check_frames(k: int, slots: int) -> None:
+    if k > slots:
+        raise AdaframeError(f"the sampler picks K of the global memory's {slots} slots: K = {k} is more (use --frames <= {slots})")
+
+
+class OneStepSampler(nn.Module):
+    """``select(memory, lengths, K)`` -> the K frames, ``probs(frames)`` -> the pooled classifier's video prediction."""
+
+    def __init__(self, cfg: SamplerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.frame_norm = Standardize(cfg.feature_dim, "frames")
+        self.memory_norm = Standardize(cfg.memory_dim, "memory")
+        self.classifier = nn.Linear(cfg.feature_dim, cfg.num_classes)
+        # A slot's score reads the slot (its features and position) and the whole video (the mean over slots).
+        self.policy = nn.Sequential(nn.Linear(2 * cfg.memory_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1))
+
+    def slot_logits(self, memory: torch.Tensor) -> torch.Tensor:
+        """memory [B, Td, Dm] -> the policy's logits over the slots [B, Td]."""
+        m = self.memory_norm(memory) + positional_encoding(memory.shape[1], memory.shape[2]).to(memory)  # [B, Td, Dm]
+        video = m.mean(1, keepdim=True).expand_as(m)  # [B, Td, Dm]
+        return self.policy(torch.cat([m, video], -1)).squeeze(-1) / math.sqrt(2.0)  # [B, Td]
+
+    def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [..., D] -> the classifier's logits [..., C]."""
+        return self.classifier(self.frame_norm(frames))
+
+    def probs(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [B, k, D] -> video probabilities [B, C]: the mean of the frames' softmaxes."""
+        return torch.softmax(self.frame_logits(frames), -1).mean(1)
+
+    def select(self, memory: torch.Tensor, lengths: torch.Tensor, k: int) -> torch.Tensor:
+        """The K most likely slots' frames [B, K], in temporal order."""
+        check_frames(k, memory.shape[1])
+        slots = self.slot_logits(memory).topk(k, dim=1).indices.sort(dim=1).values  # [B, K]
+        return slot_frames(slots, memory.shape[1], lengths)
+
+    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu") -> Callable[[], object]:
+        """The classifier on one frame and the policy over the memory (counted per frame: an overestimate)."""
+        frame = torch.zeros(1, 1, self.cfg.feature_dim, device=device)
+        memory = torch.zeros(1, memory_frames, self.cfg.memory_dim, device=device)
+        return lambda: (self.probs(frame), self.slot_logits(memory))
+
+
+def slot_frames(slots: torch.Tensor, td: int, lengths: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Slots [B, K] of Td -> frame indices [B, K]: the slot's centre, or ``offset`` in [0, 1) within its stretch."""
+    within = 0.5 if offset is None else offset
+    position = (slots.to(torch.float32) + within) / td  # [B, K]
+    idx = torch.floor(position * lengths[:, None].to(torch.float32)).long()
+    return torch.minimum(idx, lengths[:, None] - 1)
+
+
+def plackett_luce_log_prob(logits: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+    """log p of drawing ``chosen`` [B, K] in that order without replacement from softmax(``logits`` [B, Td]) -> [B]."""
+    taken = torch.zeros_like(logits, dtype=torch.bool)
+    log_prob = logits.new_zeros(logits.shape[0])
+    for i in range(chosen.shape[1]):
+        log_prob = log_prob + logits.gather(1, chosen[:, i:i + 1]).squeeze(1) - torch.logsumexp(logits.masked_fill(taken, float("-inf")), 1)
+        taken = taken.scatter(1, chosen[:, i:i + 1], True)
+    return log_prob
