@@ -109,10 +109,8 @@ def evaluate(model: torch.nn.Module, dataset: FeatureDataset | Subset, frames: i
             roll = agent_batch(model, batch, frames, stop, policy, generator)
             o = {"probs": roll.probs, "steps": roll.steps, "visited": roll.indices, "utilities": roll.utilities}
         else:
-            if isinstance(model, OneStepSampler):
-                o = sampler_batch(model, batch, frames, policy, generator)
-            else:
-                o = baseline_batch(model, batch, frames, sampling, generator)
+            o = (sampler_batch(model, batch, frames, policy, generator) if isinstance(model, OneStepSampler)
+                 else baseline_batch(model, batch, frames, sampling, generator))
             o["utilities"] = torch.full(o["visited"].shape, float("nan"))
         o["distinct"] = count_distinct(o["visited"])
         o["labels"] = batch.labels

@@ -24,7 +24,7 @@ from adaframe.engine.inference import agent_batch, evaluate
 from adaframe.engine.metrics import mean_average_precision, top1
 from adaframe.engine.registry import CHECKPOINT, KINDS, build_model, save_checkpoint
 from adaframe.engine.train_state import StopSignal, TRAIN_STATE, TrainState
-from adaframe.models.agent import AdaFrame, fit_mix
+from adaframe.models.agent import AdaFrame, fit_mix, mix_logits
 from adaframe.models.standardize import feature_statistics, set_statistics
 from adaframe.rl.rollout import default_stop
 from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, seed_everything, write_json
@@ -118,9 +118,9 @@ def refit_mix(model: AdaFrame, val_set: FeatureDataset, frames: int, device: tor
         labels.append(batch.labels.cpu())
     every, truth = torch.cat(parts), torch.cat(labels)
     model.mix.copy_(fit_mix(every, truth).to(device))
-    a, b = model.mix.cpu()
-    scores = torch.softmax(a * every[:, -1, 0] + b * every[:, -1, 1], -1)  # [N, C] the prediction after K steps
-    return {"mix_pooled": float(a), "mix_recurrent": float(b), **split_metrics(scores.numpy(), truth.numpy(), "val")}
+    weights = model.mix.cpu()
+    scores = torch.softmax(mix_logits(every[:, -1, 0], every[:, -1, 1], weights), -1)  # [N, C] the prediction after K steps
+    return {"mix_pooled": float(weights[0]), "mix_recurrent": float(weights[1]), **split_metrics(scores.numpy(), truth.numpy(), "val")}
 
 
 def train(cfg: TrainConfig) -> Path:

@@ -35,11 +35,11 @@ Two choices, each a named option (``AgentConfig``), separate the paper's agent f
 
 ``prediction``
     ``lstm`` (the paper): ``f_p(h_t)``. ``pooled``: AvgPooling's rule over the frames looked at so far, the mean
-    of a frame classifier's softmax (``frame_head``, trained on every frame of the training videos, as AvgPooling
-    is). ``mix``: ``a * log(pooled) + b * f_p(h_t)``, with ``a, b >= 0`` fitted on the val split after every epoch
-    (``fit_mix``). An LSTM can learn each training video by its own look (a camera, a light that drifts through
-    the video) instead of its class, and then fits the training set while it fails on new videos; a frame
-    classifier trained on every frame cannot. Which of the two generalises differs by data set, and only videos
+    of a frame classifier's softmax (``frame_head``, trained on K random frames of each training video,
+    ``losses.subset_loss``). ``mix``: ``a * log(pooled) + b * f_p(h_t)``, with ``a, b > 0`` fitted on the val split
+    after every epoch (``fit_mix``). An LSTM can learn each training video by its own look (a camera, a light that
+    drifts through the video) instead of its class, and then fits the training set while it fails on new videos; a
+    frame classifier, which sees one frame at a time, cannot. Which of the two generalises differs by data set, and only videos
     the classifier was not trained on can tell: the val split does. Rewards and utility follow the mixed
     prediction.
 
@@ -247,7 +247,7 @@ class AdaFrame(RecurrentAgent):
         return h, c, torch.zeros(batch, self.cfg.num_classes, device=device), torch.zeros(batch, device=device)
 
     def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames [..., D] -> the frame classifier's logits [..., C] (trained on every frame, ``losses.frame_loss``)."""
+        """frames [..., D] -> the frame classifier's logits [..., C] (trained on random frames, ``losses.subset_loss``)."""
         return self.frame_head(self.frame_norm(frames))
 
     def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
@@ -273,8 +273,7 @@ class AdaFrame(RecurrentAgent):
             return Step(recurrent, selection, utility, beta, (h, c))
         summed, count = state[2] + torch.softmax(self.frame_logits(frame), -1), state[3] + 1  # [B, C], [B]
         pooled = torch.log((summed / count[:, None]).clamp(min=1e-12))  # [B, C] log of the mean softmax so far: AvgPooling's prediction
-        logits = self.mix[0] * pooled + self.mix[1] * recurrent
-        return Step(logits, selection, utility, beta, (h, c, summed, count), parts=torch.stack([pooled, recurrent], 1))
+        return Step(mix_logits(pooled, recurrent, self.mix), selection, utility, beta, (h, c, summed, count), parts=torch.stack([pooled, recurrent], 1))
 
     def head_scale(self, u: torch.Tensor) -> torch.Tensor:
         """``u / sqrt(Dm)``: the memory's context enters the selection and utility heads at the scale of ``h`` (norm ~1),
@@ -293,6 +292,11 @@ class AdaFrame(RecurrentAgent):
         blocked[:, slots + 1:] = True  # no last frame to step from
         rows = torch.arange(b, device=h.device)
         return self.select.choose(self.select(h, u, encoded, blocked), looked, rows, lengths, -1, explore)
+
+
+def mix_logits(pooled: torch.Tensor, recurrent: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``a * pooled + b * recurrent`` (logits [..., C] each, ``weights`` [2] = (a, b)): the mixed prediction."""
+    return weights[0] * pooled + weights[1] * recurrent
 
 
 def fit_mix(parts: torch.Tensor, labels: torch.Tensor, iterations: int = 50) -> torch.Tensor:
@@ -315,8 +319,7 @@ def fit_mix(parts: torch.Tensor, labels: torch.Tensor, iterations: int = 50) -> 
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        a, b = log_w.clamp(-10, 5).exp()
-        loss = F.cross_entropy(a * pooled + b * recurrent, target)
+        loss = F.cross_entropy(mix_logits(pooled, recurrent, log_w.clamp(-10, 5).exp()), target)
         loss.backward()
         return loss
 

@@ -86,21 +86,10 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torc
     return 1 - (target - predicted).var(unbiased=False) / var if var > 0 else torch.tensor(float("nan"))
 
 
-def frame_loss(logits: torch.Tensor, batch: Batch, shard: Shard = Shard()) -> torch.Tensor:
-    """Every real frame of a video is a training example with the video's label (logits [B, T, C]).
-
-    The mean is over the frames of the global batch: divided by the processes' mean frame count, DDP's
-    average of the processes' losses is the sum over all frames over their number.
-    """
-    per_frame = F.cross_entropy(logits.transpose(1, 2), batch.labels[:, None].expand(-1, logits.shape[1]), reduction="none")  # [B, T]
-    mask = batch.mask.float()
-    return (per_frame * mask).sum() / shard.mean(mask.sum())
-
-
 def subset_loss(frame_logits: Callable[[torch.Tensor], torch.Tensor], batch: Batch, frames: int, generator: torch.Generator | None,
                 shard: Shard = Shard()) -> torch.Tensor:
     """Cross-entropy of a pooled prediction, the mean of a frame classifier's softmax over K random frames (one in each
-    of K segments). Unlike AvgPooling's loss (``frame_loss``), no single frame must name the class: a frame that
+    of K segments). Unlike AvgPooling's loss (``avgpool_loss``), no single frame must name the class: a frame that
     shows nothing of it (titles, crowds, the shared scene) may stay uncertain while the frames that show it decide."""
     idx = sample_indices(batch.lengths, frames, "random", generator, shard)  # [B, K]
     probs = torch.softmax(frame_logits(gather_frames(batch.features, idx)), -1).mean(1)  # [B, C]
@@ -108,8 +97,15 @@ def subset_loss(frame_logits: Callable[[torch.Tensor], torch.Tensor], batch: Bat
 
 
 def avgpool_loss(model: AvgPooling, batch: Batch, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
-    """AvgPooling's frame classifier on every frame (``frame_loss``)."""
-    loss = frame_loss(model.forward_head(batch.features), batch, shard)
+    """Every real frame of a video is a training example with the video's label.
+
+    The mean is over the frames of the global batch: divided by the processes' mean frame count, DDP's
+    average of the processes' losses is the sum over all frames over their number.
+    """
+    logits = model.forward_head(batch.features)  # [B, T, C]
+    per_frame = F.cross_entropy(logits.transpose(1, 2), batch.labels[:, None].expand(-1, logits.shape[1]), reduction="none")  # [B, T]
+    mask = batch.mask.float()
+    loss = (per_frame * mask).sum() / shard.mean(mask.sum())
     return {"loss": loss, "loss_cls": loss.detach()}
 
 
