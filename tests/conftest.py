@@ -280,7 +280,7 @@ def video_files(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def extracted(video_files, tmp_path_factory) -> Path:
     """Features of ``video_files`` extracted with the tiny backbones; tests must not modify them."""
-    from adaframe.engine.extraction import ExtractConfig, extract
+    from adaframe.recognize.extraction import ExtractConfig, extract
 
     out = tmp_path_factory.mktemp("extracted") / "data"
     with warnings.catch_warnings():

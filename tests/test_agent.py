@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from adaframe.data.features import Batch, FeatureDataset, collate, sample_indices
-from adaframe.engine.inference import agent_batch, evaluate, policy_indices
-from adaframe.models.agent import AdaFrame, AgentConfig, fit_mix, location_to_index, scan_order, scan_positions
+from adaframe.evaluate.split import agent_batch, evaluate, policy_indices
+from adaframe.models.agent import AdaFrame, AgentConfig, fit_mix
+from adaframe.models.positions import location_to_index, scan_order, scan_positions
 from adaframe.models.memory import GlobalMemory, positional_encoding
 from adaframe.models.recurrent import Looked
 from adaframe.rl.losses import agent_loss
@@ -440,10 +441,3 @@ def test_fit_mix_reads_only_the_steps_taken():
     kept = torch.cat([parts[:100, :2].reshape(-1, 1, 2, C), parts[100:].reshape(-1, 1, 2, C)])  # the same steps, one a row
     kept_labels = torch.cat([labels[:100].repeat_interleave(2), labels[100:].repeat_interleave(4)])
     torch.testing.assert_close(fit_mix(stopped, labels), fit_mix(kept, kept_labels), rtol=1e-4, atol=1e-5)
-
-
-def test_old_checkpoints_without_prediction_load_the_lstm_head():
-    from adaframe.engine.registry import build_model
-
-    old = build_model("adaframe", {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": H})
-    assert old.cfg.prediction == "lstm" and old.frame_head is None and "mix" in dict(old.named_buffers())

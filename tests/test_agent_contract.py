@@ -12,8 +12,8 @@ import typing
 import pytest
 import torch
 
-from adaframe.engine.config import ModelName
-from adaframe.engine.registry import KINDS, build_model
+from adaframe.train.config import ModelName
+from adaframe.models.kinds import KINDS, build_model
 from adaframe.models.recurrent import Exploration, RecurrentAgent
 from adaframe.models.sampler import OneStepSampler
 from adaframe.rl.rollout import Rollout, StopRule, rollout

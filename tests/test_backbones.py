@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.media import backbones
+from adaframe.media import architectures, backbones
 from adaframe.media.backbones import (BACKBONES, backbone_gflops, build_backbone, extract_features, load_backbone_weights,
                                 preprocess)
 from adaframe.utils import AdaframeError
@@ -157,7 +157,7 @@ def test_uses_torchvision_when_importable(monkeypatch, models):
 
     def fake_resnet18(weights):
         calls.append(weights)
-        return backbones.ResNet(backbones.BasicBlock, [2, 2, 2, 2])
+        return architectures.ResNet(architectures.BasicBlock, [2, 2, 2, 2])
 
     tv = types.ModuleType("torchvision")
     tv.models = types.ModuleType("torchvision.models")

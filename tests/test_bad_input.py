@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.engine.registry import build_model, save_checkpoint
+from adaframe.models.kinds import build_model, save_checkpoint
 from conftest import TINY_EXTRACT, adaframe, lively, random_videos, write_dataset, write_video
 
 TRAIN = ("--frames", "3", "--hidden", "8", "--batch-size", "4", "--no-progress")
@@ -40,7 +40,7 @@ def checkpoint(run: Path, dim: int = 8, classes: int = 3) -> Path:
     dims = {"feature_dim": dim, "memory_dim": 4, "num_classes": classes, "hidden": 8, "memory_frames": 8, "memory_read": "policy",
             "selection": "slots"}
     torch.manual_seed(0)
-    save_checkpoint(run, lively(build_model("adaframe", dims)), "adaframe", dims, [f"c{i}" for i in range(classes)], {"frames": 3})
+    save_checkpoint(run, lively(build_model("adaframe", dims)), "adaframe", [f"c{i}" for i in range(classes)], {"frames": 3}, memory_frames=dims.get("memory_frames"))
     return run
 
 
@@ -136,7 +136,7 @@ def foreign_checkpoint(run: Path, kind: str) -> Path:
     else:
         payload = torch.load(good, weights_only=True)
         if kind == "no dims":
-            path, payload["dims"] = run / "nodims.pt", {}
+            path, payload["model_config"] = run / "nodims.pt", {}
         else:
             path, payload["kind"] = run / "badkind.pt", "resnet"
         torch.save(payload, path)
@@ -149,8 +149,8 @@ def foreign_checkpoint(run: Path, kind: str) -> Path:
     ("train_state", "{path} is not an adaframe checkpoint"),
     ("truncated", re.compile(r"cannot load checkpoint {path}: the file is damaged or truncated \(PytorchStreamReader failed reading "
                              r"zip archive: [^\n]+\)")),
-    ("no dims", re.compile(r"{path}: its model description is incomplete \(KeyError: 'feature_dim'\); not a checkpoint 'adaframe "
-                           r"train' wrote")),
+    ("no dims", re.compile(r"{path}: its model description is incomplete \(TypeError: AgentConfig.__init__\(\) missing 3 required "
+                           r"positional arguments: 'feature_dim', 'memory_dim', and 'num_classes'\); not a checkpoint 'adaframe train' wrote")),
     ("bad kind", "{path}: unknown model 'resnet'"),
     ("folder without one", "no checkpoint at R/empty/checkpoint.pt"),
 ])
@@ -195,7 +195,7 @@ def enospc_on(monkeypatch, name: str, method: str, after: int = 0) -> None:
 
 def test_disk_full_during_training_then_resume(tmp_path, monkeypatch):
     """'Disk full during training': the line names the file; the last epoch's files load; --resume finishes the run."""
-    from adaframe.engine.registry import load_checkpoint
+    from adaframe.models.kinds import load_checkpoint
 
     dataset(tmp_path / "D")
     args = ("train", "--data", "D", "--out", "R", *TRAIN, "--epochs", "3")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaframe.data.features import FeatureDataset, sample_indices
-from adaframe.engine.inference import evaluate
+from adaframe.evaluate.split import evaluate
 from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
 
 D, C, H = 6, 3, 5

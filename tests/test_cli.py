@@ -69,9 +69,9 @@ def test_cli_synth_train_eval(tmp_path, model):
 
 def independent_map(run: Path, data: Path, extra: tuple[str, ...]) -> float:
     """The val mAP of the run under eval's flags ``extra``: the model run by ``inference.evaluate``, AP by scikit-learn."""
-    from adaframe.engine.registry import load_checkpoint
+    from adaframe.models.kinds import load_checkpoint
     from adaframe.data.features import FeatureDataset
-    from adaframe.engine.inference import evaluate
+    from adaframe.evaluate.split import evaluate
     from adaframe.rl.rollout import StopRule
 
     flags = dict(zip(extra[::2], extra[1::2]))
@@ -91,7 +91,7 @@ def check_policies(tmp_path, run, data, learned: dict, evaluate) -> None:
     import torch
 
     from adaframe.data.features import read_evidence, read_videos_csv
-    from adaframe.engine.inference import policy_indices
+    from adaframe.evaluate.split import policy_indices
 
     per_video = tmp_path / "uniform.csv"
     uniform = evaluate("--policy", "uniform", "--per-video", str(per_video))

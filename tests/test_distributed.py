@@ -133,7 +133,7 @@ def test_sigterm_to_torchrun_then_resume(synth_dir, tmp_path, resume_with):
 RECORD_BATCHES = """
 import json, os, sys
 from adaframe.cli import main
-from adaframe.engine import train
+from adaframe.train import loop as train
 
 rows, forward = [], train.TrainStep.forward
 
@@ -155,7 +155,7 @@ def test_each_process_trains_on_its_share_of_the_batch(synth_dir, tmp_path, monk
     """Under torchrun each process's training steps see half of the global batch, the two halves together being the
     batch one process sees at that step: a DDP run in which every process took the whole batch would train the same
     weights (identical gradients, averaged) at twice the cost, and pass every other test here."""
-    from adaframe.engine import train
+    from adaframe.train import loop as train
 
     args = ["train", "--data", str(synth_dir), "--epochs", "2", "--model", "lstm", *TRAIN]
     single: list[list[int]] = []

@@ -16,8 +16,8 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from adaframe.data.features import FeatureDataset
-from adaframe.engine.inference import evaluate
-from adaframe.engine.registry import build_model, load_checkpoint, save_checkpoint
+from adaframe.evaluate.split import evaluate
+from adaframe.models.kinds import build_model, load_checkpoint, save_checkpoint
 from adaframe.rl.rollout import StopRule
 from conftest import TINY_SYNTH, adaframe, lively
 
@@ -33,7 +33,8 @@ def sklearn_map(scores: np.ndarray, labels: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def runs(synth_dir, tmp_path_factory) -> dict[str, Path]:
-    """An AdaFrame (the default agent: memory read by the policy, slots), an LSTM and an AvgPooling, untrained."""
+    """An AdaFrame (the default agent: memory read by the policy, slots, the mixed prediction), an LSTM and an AvgPooling,
+    untrained."""
     classes = FeatureDataset(synth_dir, "train").classes
     root = tmp_path_factory.mktemp("eval_runs")
     out = {}
@@ -46,7 +47,7 @@ def runs(synth_dir, tmp_path_factory) -> dict[str, Path]:
         if kind == "adaframe":
             lively(model)
         out[kind] = root / kind
-        save_checkpoint(out[kind], model, kind, dims, classes, {"frames": K}, {"epoch": 1})
+        save_checkpoint(out[kind], model, kind, classes, {"frames": K}, {"epoch": 1}, memory_frames=dims.get("memory_frames"))
     return out
 
 
@@ -71,7 +72,7 @@ def head_macs(kind: str) -> int:
         return lstm_cell + H * C
     attention = H * DM + 2 * TD * DM  # query W_h h_t, scores, weighted sum
     slots = (H + DM) * DM + TD * DM + (H + DM) * 3  # slot query, slot scores, scan/back/forward
-    return lstm_cell + attention + slots + (H + DM) + H * C  # + utility + prediction heads
+    return lstm_cell + attention + slots + (H + DM) + H * C + D * C  # + utility + prediction heads + the pooled frame classifier
 
 
 # LSTM over 25 frames of 8-20-frame videos: uniform positions repeat, so distinct frames < steps

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from adaframe.data.features import FeatureDataset, SPLITS
 from adaframe.data.video_lists import parse_shard, read_video_list
-from adaframe.engine import extraction
-from adaframe.engine.extraction import ExtractConfig
+from adaframe.recognize import extraction
+from adaframe.recognize.extraction import ExtractConfig
 from adaframe.media.backbones import BACKBONES, build_backbone, extract_features
 from adaframe.media.video import decode_at_rate, probe, sample_times
 from adaframe.utils import AdaframeError

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaframe.engine.figures import (
+from adaframe.report.figures import (
     Point,
     Series,
     class_stop_shares,

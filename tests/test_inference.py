@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaframe.data.features import FeatureDataset, collate
-from adaframe.engine.inference import agent_batch, evaluate
+from adaframe.evaluate.split import agent_batch, evaluate
 from adaframe.models.agent import AdaFrame, AgentConfig
 from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
 from adaframe.rl.rollout import StopRule, count_distinct

@@ -8,12 +8,12 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "adaframe"
 # Bottom to top; "base" are the top-level helpers every layer may use, "top" the package's entry points.
-LAYERS = ["base", "data", "media", "models", "rl", "engine", "commands", "top"]
+LAYERS = ["base", "data", "media", "models", "rl", "evaluate", "train", "recognize", "report", "commands", "top"]
 BASE = {"utils", "distributed"}
 
 
 def layer_of(module: str) -> str:
-    """'adaframe.engine.train' -> 'engine'; 'adaframe.utils' -> 'base'; 'adaframe.cli' -> 'top'."""
+    """'adaframe.train.loop' -> 'train'; 'adaframe.utils' -> 'base'; 'adaframe.cli' -> 'top'."""
     parts = module.split(".")[1:]
     if len(parts) >= 2 or parts[0] in LAYERS:
         return parts[0]
@@ -57,6 +57,36 @@ def test_no_module_imports_from_a_layer_above_it_and_no_command_imports_another(
 
 def test_the_check_sees_an_upward_import(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from adaframe.engine.train import train\nimport adaframe.commands.demo\n")
-    assert [layer_of(t) for t in imports(bad)] == ["engine", "commands"]
-    assert LAYERS.index("engine") > LAYERS.index("models")  # so a models module importing it is flagged
+    bad.write_text("from adaframe.train.loop import train\nimport adaframe.commands.demo\n")
+    assert [layer_of(t) for t in imports(bad)] == ["train", "commands"]
+    assert LAYERS.index("train") > LAYERS.index("models")  # so a models module importing it is flagged
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (module -> modules it imports), or [] if there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(m: str) -> list[str]:
+        state[m] = 1
+        path.append(m)
+        for t in sorted(graph.get(m, ())):
+            if state.get(t) == 1:
+                return path[path.index(t):] + [t]
+            if t not in state and (found := visit(t)):
+                return found
+        state[m] = 2
+        path.pop()
+        return []
+
+    for m in sorted(graph):
+        if m not in state and (found := visit(m)):
+            return found
+    return []
+
+
+def test_no_two_modules_import_each_other_even_for_type_checking():
+    mods = modules()
+    graph = {name: {t for t in imports(path) if t in mods} for name, path in mods.items()}
+    assert cycle(graph) == []
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check finds one

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from adaframe.engine.metrics import CostModel, average_precision, mean_average_precision, top1
+from adaframe.evaluate.metrics import CostModel, average_precision, mean_average_precision, top1
 from adaframe.utils import measure_gflops
 
 
@@ -90,7 +90,7 @@ def test_measure_gflops_scales_with_batch():
 
 
 def test_backward_jump_fraction_golden():
-    from adaframe.engine.metrics import backward_jump_fraction
+    from adaframe.evaluate.metrics import backward_jump_fraction
 
     visited = np.array([
         [5, 7, 9, -1],   # forward only

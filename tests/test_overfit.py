@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from adaframe.data.features import Batch, FeatureDataset, collate
-from adaframe.engine.inference import evaluate, policy_indices
+from adaframe.evaluate.split import evaluate, policy_indices
 from adaframe.models.agent import AdaFrame, AgentConfig
 from adaframe.rl.losses import agent_loss
 from conftest import adaframe

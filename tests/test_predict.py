@@ -13,9 +13,9 @@ import torch
 
 from adaframe.commands.predict import parse_compare
 from adaframe.data.features import FeatureDataset, collate, read_spec
-from adaframe.engine.inference import agent_batch
-from adaframe.engine.recognizer import Predictor
-from adaframe.engine.registry import build_model, save_checkpoint
+from adaframe.evaluate.split import agent_batch
+from adaframe.recognize.recognizer import Predictor
+from adaframe.models.kinds import build_model, save_checkpoint
 from adaframe.media.video import probe, sample_times
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError
@@ -34,7 +34,7 @@ def make_run(run_dir: Path, data: Path, kind: str = "adaframe", seed: int = 0, m
     model = build_model(kind, dims)
     if kind == "adaframe":
         lively(model)  # the policy jumps to memory slots and neighbours, so the test sees jumps
-    save_checkpoint(run_dir, model, kind, dims, ds.classes, {"frames": K}, {"features": spec})
+    save_checkpoint(run_dir, model, kind, ds.classes, {"frames": K}, {"features": spec}, memory_frames=dims.get("memory_frames"))
     return run_dir
 
 
@@ -45,7 +45,7 @@ def run(extracted, tmp_path_factory) -> Path:
 
 def _eval_rows(run: Path, data: Path, mu: float | None):
     """Offline: the stored features of each split through the same agent -> (dataset, outputs)."""
-    from adaframe.engine.registry import load_checkpoint
+    from adaframe.models.kinds import load_checkpoint
 
     model, payload = load_checkpoint(run)
     for split in ("train", "val"):
@@ -181,7 +181,7 @@ def test_corrupted_and_real_clips(run, tmp_path):
 def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
     ds = FeatureDataset(synth_dir, "train")
     dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 8, "memory_frames": 16}
-    save_checkpoint(tmp_path, build_model("adaframe", dims), "adaframe", dims, ds.classes, {"frames": 3}, {"features": None})
+    save_checkpoint(tmp_path, build_model("adaframe", dims), "adaframe", ds.classes, {"frames": 3}, {"features": None}, memory_frames=dims.get("memory_frames"))
     with pytest.raises(AdaframeError, match="not made by 'adaframe extract'"):
         Predictor(tmp_path)
 
@@ -189,7 +189,7 @@ def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
 def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files, tmp_path):
     """Features made with weights file A; predict with a changed file must refuse, not predict garbage."""
     from adaframe.media.backbones import build_backbone
-    from adaframe.engine.extraction import ExtractConfig, extract
+    from adaframe.recognize.extraction import ExtractConfig, extract
 
     weights = tmp_path / "r18.pt"
     with warnings.catch_warnings():
@@ -386,7 +386,7 @@ def test_benchmark_on_video_files_measures_both_methods_through_the_same_workers
     """``benchmark --videos``: per folder, AdaFrame's and uniformK's frames decoded and backbone frames are those
     the predictor reports video by video, and the ratio rows divide them."""
     from adaframe.commands.benchmark import BenchmarkConfig, run_benchmark
-    from adaframe.engine.recognizer import Recognizer
+    from adaframe.recognize.recognizer import Recognizer
 
     folder = video_files / "videos"
     rows = run_benchmark(BenchmarkConfig(videos=(folder,), checkpoint=run, frames=K, mu=0.0, uniform=6, workers=1, video_batch=3))

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from adaframe.data.features import Batch, FeatureDataset, collate
-from adaframe.engine.config import TrainConfig
-from adaframe.engine.inference import agent_batch, evaluate
-from adaframe.engine.registry import build_model, load_checkpoint
-from adaframe.engine.train import train
+from adaframe.train.config import TrainConfig
+from adaframe.evaluate.split import agent_batch, evaluate
+from adaframe.models.kinds import build_model, load_checkpoint
+from adaframe.train.loop import train
 from adaframe.models.stop_agents import FastForward, FrameGlimpse, StopAgentConfig
 from adaframe.rl.losses import agent_loss
 from adaframe.rl.rollout import StopRule
@@ -125,13 +125,13 @@ def test_train_and_reload(synth_dir, tmp_path, model):
     out = train(cfg)
     loaded, payload = load_checkpoint(out)
     assert payload["kind"] == model
-    assert payload["dims"]["memory_dim"] == (0 if not model.endswith("-g") else 8)
-    ds = FeatureDataset(synth_dir, "val", classes=payload["classes"], memory_frames=payload["dims"]["memory_frames"])
+    assert payload["model_config"]["memory_dim"] == (0 if not model.endswith("-g") else 8)
+    ds = FeatureDataset(synth_dir, "val", classes=payload["classes"], memory_frames=payload["memory_frames"])
     res = evaluate(loaded, ds, frames=4, stop=StopRule("learned", 0.5))
     assert res.scores.shape == (len(ds), 4) and np.isfinite(res.scores).all()
     assert ((res.steps >= 1) & (res.steps <= 4)).all()
     # the same weights rebuilt from the checkpoint's description give the same outputs
-    net = build_model(model, payload["dims"])
+    net = build_model(model, payload["model_config"])
     net.load_state_dict(payload["state_dict"])
     again = evaluate(net, ds, frames=4, stop=StopRule("learned", 0.5))
     np.testing.assert_allclose(again.scores, res.scores, atol=1e-6)
@@ -139,7 +139,7 @@ def test_train_and_reload(synth_dir, tmp_path, model):
 
 def test_stop_agent_overfits_a_tiny_set(make_dataset, tmp_path):
     """Four videos, one class each: the loss falls and the agent gets them all right."""
-    from adaframe.engine.train import make_optimizer
+    from adaframe.train.loop import make_optimizer
 
     make_dataset(tmp_path / "d", random_videos(4, classes=4, min_t=6, max_t=10, seed=1))
     ds = FeatureDataset(tmp_path / "d", "train")

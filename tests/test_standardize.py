@@ -6,11 +6,12 @@ import numpy as np
 import torch
 
 from adaframe.data.features import FeatureDataset
-from adaframe.engine.config import TrainConfig
-from adaframe.engine.registry import load_checkpoint
+from adaframe.train.config import TrainConfig
+from adaframe.models.kinds import load_checkpoint
 from adaframe.models.agent import AdaFrame, AgentConfig
 from adaframe.models.baselines import BaselineConfig, LSTMBaseline
-from adaframe.models.standardize import feature_statistics, set_statistics
+from adaframe.data.features import feature_statistics
+from adaframe.models.standardize import set_statistics
 from conftest import random_videos
 
 
@@ -47,7 +48,7 @@ def test_models_apply_the_statistics():
 
 
 def test_training_stores_the_training_split_statistics(synth_dir, tmp_path):
-    from adaframe.engine.train import train
+    from adaframe.train.loop import train
 
     run = train(TrainConfig(synth_dir, tmp_path / "run", model="adaframe", frames=2, epochs=1, hidden=8, progress=False))
     model, _ = load_checkpoint(run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,10 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from adaframe.data.features import FeatureDataset
-from adaframe.engine.config import TrainConfig
-from adaframe.engine.inference import evaluate
-from adaframe.engine.registry import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
-from adaframe.engine.train import train
+from adaframe.train.config import TrainConfig
+from adaframe.evaluate.split import evaluate
+from adaframe.models.kinds import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
+from adaframe.train.loop import train
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError
 from conftest import random_videos, read_rows
@@ -63,10 +64,18 @@ def test_train_writes_run_directory(synth_dir, tmp_path, model):
 
 
 def test_train_without_memory(synth_dir, tmp_path):
-    """The no-memory ablation (--memory-frames 0) trains and evaluates."""
+    """The no-memory ablation (--memory-frames 0): its checkpoint says so, eval then reads no memory (a data set whose
+    memory files are gone evaluates the same), and eval's mAP is the one training logged on val."""
+    from adaframe.evaluate.run import Setting, evaluate_run
+
     out = train(tiny_config(synth_dir, tmp_path / "run", "adaframe", memory_frames=0, epochs=1))
-    loaded, payload = load_checkpoint(out)
-    assert payload["dims"]["memory_frames"] == 0
+    assert load_checkpoint(out)[1]["memory_frames"] == 0
+    logged = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["val_mAP"]
+    res = evaluate_run(out, synth_dir, "val", Setting(frames=3, stop=None))
+    assert res["mAP"] == pytest.approx(logged, abs=1e-4) and res["avg_frames"] > 1
+    bare = tmp_path / "bare"
+    shutil.copytree(synth_dir, bare, ignore=shutil.ignore_patterns("memory"))
+    assert evaluate_run(out, bare, "val", Setting(frames=3, stop=None))["mAP"] == res["mAP"]
 
 
 def test_train_changes_weights_and_is_seeded(synth_dir, tmp_path):
@@ -86,7 +95,7 @@ def test_checkpoint_round_trip(synth_dir, tmp_path, model):
             "memory_frames": ds.memory_frames, "frames": 3}
     torch.manual_seed(5)
     net = build_model(model, dims)
-    path = save_checkpoint(tmp_path, net, model, dims, ds.classes, {"note": "x"}, {"epoch": 7})
+    path = save_checkpoint(tmp_path, net, model, ds.classes, {"note": "x"}, {"epoch": 7}, memory_frames=dims.get("memory_frames"))
     assert path == tmp_path / CHECKPOINT
     for where in (tmp_path, path):  # a run directory or the file itself
         loaded, payload = load_checkpoint(where)
@@ -114,9 +123,9 @@ def test_load_checkpoint_rejects_foreign_torch_file(tmp_path):
 
 def test_load_checkpoint_rejects_mismatched_weights(tmp_path):
     dims = {"feature_dim": 4, "memory_dim": 2, "num_classes": 3, "hidden": 5}
-    save_checkpoint(tmp_path, build_model("lstm", dims), "lstm", dims, ["a", "b", "c"], {})
+    save_checkpoint(tmp_path, build_model("lstm", dims), "lstm", ["a", "b", "c"], {}, memory_frames=dims.get("memory_frames"))
     payload = torch.load(tmp_path / CHECKPOINT, weights_only=True)
-    payload["dims"]["hidden"] = 6
+    payload["model_config"]["hidden"] = 6
     torch.save(payload, tmp_path / CHECKPOINT)
     with pytest.raises(AdaframeError, match="lstm"):
         load_checkpoint(tmp_path)
@@ -178,8 +187,12 @@ def test_log_every_and_tensorboard_scalars(synth_dir, tmp_path, model):
         assert tag in tags, tag
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert f"last train mAP {last['train_mAP']:.2f}%, val mAP {last['val_mAP']:.2f}%" in proc.stdout  # the fit and the gap
-    frames = [e.value for e in acc.Scalars("train/frames_used")]
-    assert len(frames) == steps and all(1 <= f <= 3 for f in frames)
+    # every step's TensorBoard scalars are the terms its log line printed (4 significant digits)
+    for tag in ("frames_used", "loss_cls", "j_sel"):
+        logged = [float(line.split(f" {tag} ")[1].split()[0]) for line in lines]
+        assert [e.value for e in acc.Scalars(f"train/{tag}")] == pytest.approx(logged, rel=1e-3, abs=1e-6), tag
+    frames = [e.value for e in acc.Scalars("train/frames_used")]  # each a mean of counts 1..K over a batch of 16 videos
+    assert all(1 <= f <= 3 and float(f * 16).is_integer() for f in frames)
 
 
 @pytest.mark.slow  # two real training processes of 12 epochs and a resume: 20-30 s
@@ -273,7 +286,7 @@ def test_a_run_directory_is_never_silently_replaced(synth_dir, tmp_path):
 
 
 def test_demo_reuses_a_run_by_its_checkpoint_not_by_config_json(synth_dir, tmp_path):
-    from adaframe.engine.runs import is_finished
+    from adaframe.report.experiments import is_finished
 
     cfg = tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=1)
     assert not is_finished(cfg)
@@ -317,7 +330,7 @@ def test_damaged_checkpoints_are_one_line_errors(synth_dir, tmp_path, damage):
         match = r"checkpoint.pt: the file is damaged or truncated \([^\n]+\)$"  # torch's reason, one line
     else:
         payload = torch.load(path, weights_only=True)
-        payload["dims"] = {}
+        payload["model_config"] = {}
         torch.save(payload, path)
         match = "model description is incomplete"
     with pytest.raises(AdaframeError, match=match):

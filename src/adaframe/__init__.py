@@ -1,7 +1,7 @@
 """AdaFrame: adaptive frame selection for fast video recognition (Wu et al., CVPR 2019).
 
 ``from adaframe import Recognizer`` is the Python API for recognising video files (see
-``adaframe.engine.recognizer``); it is imported on first use, so ``import adaframe`` stays light.
+``adaframe.recognize.recognizer``); it is imported on first use, so ``import adaframe`` stays light.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ __version__ = "0.1.0"
 __all__ = ["Recognition", "Recognizer"]
 
 if TYPE_CHECKING:
-    from adaframe.engine.recognizer import Recognition, Recognizer
+    from adaframe.recognize.recognizer import Recognition, Recognizer
 
 
 def __getattr__(name: str) -> object:
     if name in __all__:
-        from adaframe.engine import recognizer
+        from adaframe.recognize import recognizer
 
         return getattr(recognizer, name)
     raise AttributeError(f"module 'adaframe' has no attribute {name!r}")

@@ -25,8 +25,8 @@ from adaframe.commands.report import ReportConfig, run_report
 from adaframe.commands.video_demo import VideoDemoConfig, run_video_demo
 from adaframe.data.features import SPLITS, read_videos_csv
 from adaframe.data.synth import SynthConfig, generate
-from adaframe.engine.config import TrainConfig
-from adaframe.engine.extraction import ExtractConfig, extract
+from adaframe.train.config import TrainConfig
+from adaframe.recognize.extraction import ExtractConfig, extract
 from adaframe.media.synth_video import SynthVideoConfig, generate_videos
 from adaframe.utils import AdaframeError, error_line
 
@@ -78,7 +78,7 @@ class ProbeCommand:
 
 
 def run_probe(cmd: ProbeCommand) -> None:
-    from adaframe.engine.tables import format_table
+    from adaframe.report.tables import format_table
     from adaframe.media.video import count_frames, probe, sample_times
 
     rows, failed = [], 0
@@ -99,7 +99,7 @@ def run_probe(cmd: ProbeCommand) -> None:
 
 
 def run_train(cfg: TrainConfig) -> None:
-    from adaframe.engine.train import train  # tensorboard is slow to import; only train needs it
+    from adaframe.train.loop import train  # tensorboard is slow to import; only train needs it
 
     out = train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the first process reports

@@ -26,8 +26,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adaframe.data.features import Batch
-from adaframe.engine.inference import agent_batch
-from adaframe.engine.tables import format_table
+from adaframe.evaluate.split import agent_batch
+from adaframe.report.tables import format_table
 from adaframe.models.agent import AdaFrame, AgentConfig
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError, resolve_device
@@ -186,7 +186,7 @@ def _summary(results: list[dict], seconds: float, memory_frames: int) -> dict:
 
 def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """``benchmark --videos``: AdaFrame against uniformK on video files, per folder; one dict per folder and method."""
-    from adaframe.engine.recognizer import Recognizer
+    from adaframe.recognize.recognizer import Recognizer
     from adaframe.data.video_lists import read_video_list, video_files
 
     def files(src: Path) -> list[Path]:  # a folder: every video file in it (ids need not be unique here)

@@ -28,11 +28,11 @@ from typing import Literal
 from tqdm import tqdm
 
 from adaframe.data.synth import SynthConfig, generate
-from adaframe.engine.config import TrainConfig
-from adaframe.engine.figures import Series, plot_tradeoff
-from adaframe.engine.metrics import CostModel
-from adaframe.engine.runs import Evaluator, MAP_TOLERANCE, Plan, mean_std, pick_mu, seeded, train_missing
-from adaframe.engine.tables import format_table, markdown_table
+from adaframe.train.config import TrainConfig
+from adaframe.report.figures import Series, plot_tradeoff
+from adaframe.evaluate.metrics import CostModel
+from adaframe.report.experiments import Evaluator, MAP_TOLERANCE, Plan, mean_std, pick_mu, seeded, train_missing
+from adaframe.report.tables import format_table, markdown_table
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 

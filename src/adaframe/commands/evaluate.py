@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 import tyro
 
 from adaframe.data.features import Sampling
-from adaframe.engine.evaluation import Setting, data_costs, evaluate_run
-from adaframe.engine.inference import Policy
-from adaframe.engine.tables import format_table
+from adaframe.evaluate.run import Setting, data_costs, evaluate_run
+from adaframe.evaluate.split import Policy
+from adaframe.report.tables import format_table
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError, check_writable, write_json
 

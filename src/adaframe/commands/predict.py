@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 
 import tyro
 
-from adaframe.engine import collection
-from adaframe.engine.recognizer import Recognizer
+from adaframe.recognize import collection
+from adaframe.recognize.recognizer import Recognizer
 from adaframe.utils import AdaframeError, resolve_device
 
 

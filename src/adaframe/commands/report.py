@@ -27,13 +27,13 @@ from typing import Literal
 from tqdm import tqdm
 
 from adaframe.data.features import FeatureDataset
-from adaframe.engine.config import TrainConfig
-from adaframe.engine.evaluation import data_costs
-from adaframe.engine.figures import Series, plot_class_stops, plot_stop_steps, plot_tradeoff
-from adaframe.engine.metrics import CostModel
-from adaframe.engine.registry import KINDS
-from adaframe.engine.runs import Evaluator, MAP_TOLERANCE, Plan, mean_std, pick_mu, seeded, train_missing
-from adaframe.engine.tables import format_cell, markdown_table
+from adaframe.train.config import TrainConfig
+from adaframe.evaluate.run import data_costs
+from adaframe.report.figures import Series, plot_class_stops, plot_stop_steps, plot_tradeoff
+from adaframe.evaluate.metrics import CostModel
+from adaframe.models.kinds import KINDS
+from adaframe.report.experiments import Evaluator, MAP_TOLERANCE, Plan, mean_std, pick_mu, seeded, train_missing
+from adaframe.report.tables import format_cell, markdown_table
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 

@@ -26,14 +26,14 @@ from tqdm import tqdm
 
 from adaframe.data.features import read_videos_csv
 from adaframe.data.video_lists import read_video_list
-from adaframe.engine import collection
-from adaframe.engine.config import TrainConfig
-from adaframe.engine.evaluation import Setting, evaluate_run
-from adaframe.engine.extraction import ExtractConfig, extract
-from adaframe.engine.recognizer import Recognizer
-from adaframe.engine.registry import KINDS
-from adaframe.engine.runs import train_missing
-from adaframe.engine.tables import format_table
+from adaframe.recognize import collection
+from adaframe.train.config import TrainConfig
+from adaframe.evaluate.run import Setting, evaluate_run
+from adaframe.recognize.extraction import ExtractConfig, extract
+from adaframe.recognize.recognizer import Recognizer
+from adaframe.models.kinds import KINDS
+from adaframe.report.experiments import train_missing
+from adaframe.report.tables import format_table
 from adaframe.media.backbones import build_backbone, calibrate_batchnorm
 from adaframe.media.synth_video import SynthVideoConfig, generate_videos
 from adaframe.media.video import decode_at_rate

@@ -282,3 +282,25 @@ def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "rand
 def gather_frames(features: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     """features [B, T, D], idx [B, k] -> [B, k, D]."""
     return torch.gather(features, 1, idx[..., None].expand(-1, -1, features.shape[-1]))
+
+
+def feature_statistics(dataset: FeatureDataset, max_videos: int = 2000) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-dimension mean and std of the frames and the memory of (up to ``max_videos`` evenly spaced) videos.
+
+    A dimension's std is floored at 1e-3 of the median std, so that a (nearly) constant dimension
+    is not blown up into noise.
+    """
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(len(dataset), max_videos)).round().astype(int))
+    stats = {}
+    for key in ("features", "memory"):
+        n, s, ss = 0, 0.0, 0.0
+        for i in picks:
+            x = dataset[int(i)][key].astype(np.float64)  # [T or Td, D]
+            n, s, ss = n + len(x), s + x.sum(0), ss + (x**2).sum(0)
+        if n == 0:  # no memory (Td = 0)
+            continue
+        mean = s / n
+        std = np.sqrt(np.maximum(ss / n - mean**2, 0.0))
+        std = np.maximum(std, 1e-3 * np.median(std) + 1e-12)
+        stats["frames" if key == "features" else "memory"] = (mean.astype(np.float32), std.astype(np.float32))
+    return stats

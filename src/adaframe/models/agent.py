@@ -47,12 +47,11 @@ Both agents' selection and utility heads read ``u_t / sqrt(Dm)`` (``head_scale``
 starts at zero weights: a wide memory (1280-d MobileNetV2 features) otherwise made the critic's error,
 and its gradient into the LSTM, swamp the classifier's.
 
-The frame index of a relative position ``x`` in a video of ``T`` frames is ``floor(x * T)``.
+Positions relative to a video's length become frame indices by ``models.positions``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -63,6 +62,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from adaframe.distributed import exponential, rand, randn
+from adaframe.models.positions import fixed_start, location_to_index
 from adaframe.models.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
 from adaframe.utils import AdaframeError
 
@@ -100,34 +100,6 @@ class AgentConfig:
             raise AdaframeError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
         if self.prediction not in ("lstm", "pooled", "mix"):
             raise AdaframeError(f"unknown prediction {self.prediction!r} (expected lstm, pooled or mix)")
-
-
-def location_to_index(location: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Relative location in [0, 1] -> frame index in [0, T-1] of each video's own length."""
-    idx = torch.floor(location.clamp(0.0, 1.0) * lengths.to(location.dtype)).long()
-    return torch.minimum(idx, lengths - 1)
-
-
-@functools.lru_cache(maxsize=64)
-def scan_order(k: int) -> tuple[int, ...]:
-    """The K uniform grid positions ``(i + 0.5) / K`` in coarse-to-fine order: the one nearest the middle
-    first, then always the one farthest from those taken (ties: the earlier), so every prefix is spread out.
-    Distances are counted in whole grid steps, so no rounding decides a tie."""
-    order = [min(range(k), key=lambda i: abs(2 * i + 1 - k))]
-    while len(order) < k:
-        order.append(max((i for i in range(k) if i not in order), key=lambda i: min(abs(i - j) for j in order)))
-    return tuple(order)
-
-
-def scan_positions(k: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """[K] relative positions of the uniform scan, in the order it visits them."""
-    return ((torch.tensor(scan_order(k), dtype=torch.float32) + 0.5) / k).to(device)
-
-
-def fixed_start(position: float, lengths: torch.Tensor) -> Decision:
-    """The first frame at a fixed relative ``position`` of each video: no decision (log-probability 0)."""
-    location = torch.full(lengths.shape, position, device=lengths.device)
-    return Decision(location_to_index(location, lengths), torch.zeros(lengths.shape, device=lengths.device))
 
 
 class SelectionPolicy(nn.Module):

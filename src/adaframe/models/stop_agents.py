@@ -27,7 +27,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Normal
 
 from adaframe.distributed import exponential, rand, randn
-from adaframe.models.agent import fixed_start, location_to_index
+from adaframe.models.positions import fixed_start, location_to_index
 from adaframe.models.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
 from adaframe.utils import AdaframeError
 

@@ -14,7 +14,7 @@ from typing import Callable, Literal
 
 import torch
 
-from adaframe.models.agent import scan_positions
+from adaframe.models.positions import scan_positions
 from adaframe.models.recurrent import Exploration, Looked, RecurrentAgent
 from adaframe.utils import AdaframeError
 
@@ -109,7 +109,7 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
         explore: sample the policy (training); None: take its most likely action (mean location, most likely slot or
             jump). In training every video runs every step; an agent with a stop head samples its stop (``alive``).
         stop: when a video leaves the batch early (evaluation); None runs all steps.
-        positions: [B, K] frame indices to look at instead of the policy's (``engine.inference.policy_indices``); the
+        positions: [B, K] frame indices to look at instead of the policy's (``evaluate.split.policy_indices``); the
             agent's network still reads them, predicts and stops as usual.
         scan: a cost check, not a policy: take the next frame (wrapping around) at every step, so that every
             step computes a new frame.

@@ -22,9 +22,9 @@ from torch import nn
 from tqdm import tqdm
 
 from adaframe.data.video_lists import UNLABELED, VideoEntry
-from adaframe.engine.metrics import mean_average_precision, top1
-from adaframe.engine.recognizer import Recognizer
-from adaframe.engine.registry import load_checkpoint
+from adaframe.evaluate.metrics import mean_average_precision, top1
+from adaframe.recognize.recognizer import Recognizer
+from adaframe.models.kinds import load_checkpoint
 from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, write_csv, write_json
 
 SETTINGS = "predict.json"

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from adaframe.data.features import memory_subset
-from adaframe.engine.evaluation import head_gflops_per_step
-from adaframe.engine.registry import load_checkpoint
+from adaframe.evaluate.run import head_gflops_per_step
+from adaframe.models.kinds import load_checkpoint
 from adaframe.media.backbones import build_backbones, extract_features
 from adaframe.media.decode_workers import DecodeWorkers, Failed, Frames, Open, Read
 from adaframe.media.video import uniform_times
@@ -96,7 +96,7 @@ class Predictor:
                                 "so there is no backbone to run on video")
         self.classes: list[str] = payload["classes"]
         self.config: dict = payload["config"]
-        self.memory_frames = int(payload["dims"].get("memory_frames", self.spec["memory_frames"]))
+        self.memory_frames = int(payload["memory_frames"] if payload["memory_frames"] is not None else self.spec["memory_frames"])
         _check_weights_exist(self.spec, backbone_weights, memory_weights)
         self.backbone, self.memory_backbone = build_backbones(self.spec, self.device, backbone_weights, memory_weights)
         self.head_gflops = head_gflops_per_step(self.model, self.memory_frames, self.device)

@@ -6,15 +6,15 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from adaframe.engine.registry import KINDS
 from adaframe.models.agent import MemoryRead, Prediction, Selection
+from adaframe.models.kinds import KINDS
 from adaframe.rl.rewards import RewardName
 from adaframe.utils import AdaframeError
 
-ModelName = Literal["adaframe", "avgpool", "lstm", "sampler", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"]
+ModelName = Literal[tuple(KINDS)]  # type: ignore[valid-type]  # the kinds' names, for --model's choices
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preset:
     """How to optimise: everything a user would not change per experiment."""
 
@@ -40,9 +40,11 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # Sections 3-4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs; the paper's agent.
-    "paper": Preset("sgd", 1e-3, 0.9, 1e-4, 40, 100, 64, 1024, False, "lstm", "gaussian", "lstm"),
+    "paper": Preset(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, lr_step=40, epochs=100, batch_size=64, hidden=1024,
+                    normalize_advantage=False, memory_read="lstm", selection="gaussian", prediction="lstm"),
     # Adam, and the agent that works best (docs/design.md: Choices the paper leaves open); about a minute a model on 2 CPU cores.
-    "fast": Preset("adam", 2e-3, 0.9, 0.0, 30, 40, 32, 128, False, "policy", "slots", "mix"),
+    "fast": Preset(optimizer="adam", lr=2e-3, momentum=0.9, weight_decay=0.0, lr_step=30, epochs=40, batch_size=32, hidden=128,
+                   normalize_advantage=False, memory_read="policy", selection="slots", prediction="mix"),
 }
 
 

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adaframe.engine.config import NOT_IN_RESULT, TrainConfig
-from adaframe.engine.evaluation import Setting, evaluate_loaded, load_run
-from adaframe.engine.inference import Policy, Result
-from adaframe.engine.metrics import CostModel
-from adaframe.engine.registry import CHECKPOINT, KINDS
+from adaframe.train.config import NOT_IN_RESULT, TrainConfig
+from adaframe.evaluate.run import Setting, evaluate_loaded, load_run
+from adaframe.evaluate.split import Policy, Result
+from adaframe.evaluate.metrics import CostModel
+from adaframe.models.kinds import CHECKPOINT, KINDS
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError, load_torch_file, resolve_device
 
@@ -64,7 +64,7 @@ def is_finished(cfg: TrainConfig) -> bool:
 
 def can_resume(cfg: TrainConfig) -> bool:
     """The run directory holds an unfinished training state of this very run (``train --resume`` continues it)."""
-    from adaframe.engine.train_state import TRAIN_STATE, settings_differing
+    from adaframe.train.state import TRAIN_STATE, settings_differing
 
     state = _saved(cfg.out / TRAIN_STATE)
     return state is not None and not settings_differing(state["config"], cfg) and int(state.get("epoch", 0)) < cfg.epochs
@@ -72,7 +72,7 @@ def can_resume(cfg: TrainConfig) -> bool:
 
 def _train_quietly(cfg: TrainConfig) -> float:
     """Train in a worker process, one thread (small models train faster side by side than on more threads each)."""
-    from adaframe.engine.train import train
+    from adaframe.train.loop import train
 
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -84,7 +84,7 @@ def train_missing(runs: dict[str, TrainConfig], jobs: int = 1, log: Callable[[st
     """Train every run that is not finished: from its last saved state when it has one (a run stopped by
     Ctrl-C or a kill continues), else from scratch. ``jobs`` > 1 trains that many runs at a time, each in
     a worker process of its own, the costliest first."""
-    from adaframe.engine.train import train
+    from adaframe.train.loop import train
 
     todo = []
     for name, cfg in runs.items():

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from adaframe.data.features import FeatureDataset, Sampling, evidence_hits, read_evidence, read_spec, sample_indices
-from adaframe.engine.inference import Policy, Result, evaluate
-from adaframe.engine.metrics import CostModel, backward_jump_fraction, mean_average_precision, top1
-from adaframe.engine.registry import AGENTS, load_checkpoint
+from adaframe.evaluate.split import Policy, Result, evaluate
+from adaframe.evaluate.metrics import CostModel, backward_jump_fraction, mean_average_precision, top1
+from adaframe.models.kinds import AGENTS, load_checkpoint
 from adaframe.rl.rollout import StopRule, check_stop_rule, default_stop
 from adaframe.utils import AdaframeError, atomic_write, measure_gflops, resolve_device
 
@@ -57,8 +57,8 @@ def load_run(checkpoint: str | Path, data: str | Path, split: str = "val", devic
     that runs evaluated together share, so that a split is read once.
     """
     model, payload = load_checkpoint(checkpoint, device)
-    dims, kind = payload["dims"], payload["kind"]
-    memory_frames = dims.get("memory_frames") if kind in AGENTS else 0
+    dims, kind = payload["model_config"], payload["kind"]
+    memory_frames = payload["memory_frames"] if kind in AGENTS else 0
     key = (str(Path(data).resolve()), split, tuple(payload["classes"]), memory_frames)
     cache = {} if datasets is None else datasets
     if key not in cache:

@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from adaframe.distributed import Shard
-from adaframe.engine.config import NOT_IN_RESULT, TrainConfig
+from adaframe.train.config import NOT_IN_RESULT, TrainConfig
 from adaframe.utils import AdaframeError, load_torch_file, save_torch
 
 TRAIN_STATE = "train_state.pt"

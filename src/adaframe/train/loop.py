@@ -1,4 +1,5 @@
-"""The training loop of every model (the losses are in ``losses``, the resumable state in ``train_state``)."""
+"""The training loop of every model: each kind's loss (``LOSSES``, written in ``rl.losses``), the epochs, validation,
+checkpoints (the resumable state is ``train.state``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,16 +20,17 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from adaframe import distributed
-from adaframe.data.features import Batch, FeatureDataset, collate, read_spec
+from adaframe.data.features import Batch, FeatureDataset, collate, feature_statistics, read_spec
 from adaframe.distributed import Shard, gather, sharded_loader
-from adaframe.engine.config import TrainConfig
-from adaframe.engine.inference import agent_batch, evaluate
-from adaframe.engine.metrics import mean_average_precision, top1
-from adaframe.engine.registry import CHECKPOINT, KINDS, build_model, save_checkpoint
-from adaframe.engine.train_state import StopSignal, TRAIN_STATE, TrainState
+from adaframe.evaluate.metrics import mean_average_precision, top1
+from adaframe.evaluate.split import agent_batch, evaluate
 from adaframe.models.agent import AdaFrame, fit_mix, mix_logits
-from adaframe.models.standardize import feature_statistics, set_statistics
+from adaframe.models.kinds import CHECKPOINT, KINDS, build_model, save_checkpoint
+from adaframe.models.standardize import set_statistics
+from adaframe.rl.losses import agent_loss, avgpool_loss, lstm_loss, sampler_loss
 from adaframe.rl.rollout import default_stop
+from adaframe.train.config import TrainConfig
+from adaframe.train.state import StopSignal, TRAIN_STATE, TrainState
 from adaframe.utils import AdaframeError, atomic_write, make_dir, resolve_device, seed_everything, write_json
 
 
@@ -69,6 +73,17 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
     return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step, gamma=0.1)
 
 
+Loss = Callable[[nn.Module, Batch, TrainConfig, torch.Generator, Shard], dict[str, torch.Tensor]]
+LOSSES: dict[str, Loss] = {  # every kind of models.kinds.KINDS: the loss that trains it, with the settings it reads
+    **{kind: lambda model, batch, c, g, shard: agent_loss(model, batch, c.frames, c.gamma, c.reward_weight, c.step_cost, g,
+                                                           c.normalize_advantage, c.reward, shard)
+       for kind in ("adaframe", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g")},
+    "sampler": lambda model, batch, c, g, shard: sampler_loss(model, batch, c.frames, c.reward_weight, g, shard),
+    "avgpool": lambda model, batch, c, g, shard: avgpool_loss(model, batch, shard),
+    "lstm": lambda model, batch, c, g, shard: lstm_loss(model, batch, c.frames, g, shard),
+}
+
+
 class TrainStep(nn.Module):
     """A model and its loss as one module: DistributedDataParallel wraps this, so the whole loss is its forward."""
 
@@ -77,7 +92,7 @@ class TrainStep(nn.Module):
         self.model, self.cfg, self.generator, self.shard = model, cfg, generator, shard
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
-        return KINDS[self.cfg.model].loss(self.model, batch, self.cfg, self.generator, self.shard)
+        return LOSSES[self.cfg.model](self.model, batch, self.cfg, self.generator, self.shard)
 
 
 def split_metrics(scores: np.ndarray, labels: np.ndarray, split: str) -> dict[str, float]:
@@ -155,17 +170,18 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
             print("warning: no val split; training without validation" + (
                   " (AdaFrame's mix of predictions keeps its starting weights 1, 1)" if cfg.model == "adaframe" else ""), file=sys.stderr)
     probe = train_probe(train_set, len(val_set) if val_set is not None else 256)
-    dims = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
-            "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames, **KINDS[cfg.model].options(cfg)}
+    sizes = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
+             "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames,
+             **{name: getattr(cfg, name) for name in KINDS[cfg.model].options}}
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
-    model = build_model(cfg.model, dims)
+    model = build_model(cfg.model, sizes)
     if cfg.standardize:  # fixed input standardisation of the recurrent models
         set_statistics(model, feature_statistics(train_set))
     model = model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg)
     if shard.main:
         prepare_out(cfg)
-        write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "dims": dims, "classes": train_set.classes})
+        write_json(cfg.out / "config.json", {"train": cfg.to_dict(), "model": asdict(model.cfg), "classes": train_set.classes})
         unseen = sorted(set(train_set.classes) - {train_set.classes[i] for i in np.unique(train_set.labels)})
         if unseen:
             print(f"warning: {len(unseen)} class(es) of videos.csv have no train video, so the model cannot learn them: "
@@ -236,7 +252,8 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
                 for k, v in record.items():
                     if k != "epoch":
                         writer.add_scalar(f"epoch/{k}", v, epoch + 1)
-                save_checkpoint(cfg.out, model, cfg.model, dims, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features})
+                save_checkpoint(cfg.out, model, cfg.model, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features},
+                                memory_frames=train_set.memory_frames)
                 atomic_write(cfg.out / "metrics.jsonl", lambda p: p.write_text("".join(json.dumps(r) + "\n" for r in history)))
                 TrainState(epoch + 1, step, history).save(cfg, model, optimizer, scheduler, generator, order)
         if writer is not None:

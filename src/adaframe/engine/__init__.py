@@ -1,1 +1,0 @@
-"""Training, evaluation, experiments of many runs, recognition of video files, tables and figures."""

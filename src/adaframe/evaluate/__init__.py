@@ -1,0 +1,1 @@
+"""Evaluation of models and runs on stored features: one split, a run for a setting, the metrics and the cost model."""

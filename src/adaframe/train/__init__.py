@@ -1,0 +1,1 @@
+"""Training: the configuration and presets, the loop of every model kind, the resumable state."""
