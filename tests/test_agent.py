@@ -1,4 +1,4 @@
-"""The AdaFrame agent and its global memory: shapes, gradients, edge cases, the loss."""
+"""The AdaFrame agent: shapes, gradients, edge cases, the loss, its policies and the mixed prediction."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from adaframe.data.features import Batch, FeatureDataset, collate, sample_indices
 from adaframe.evaluate.split import agent_batch, evaluate, policy_indices
 from adaframe.models.agent import AdaFrame, AgentConfig, fit_mix
-from adaframe.models.positions import location_to_index, scan_order, scan_positions
-from adaframe.models.memory import GlobalMemory, positional_encoding
+from adaframe.models.positions import scan_order, scan_positions
 from adaframe.models.recurrent import Looked
 from adaframe.rl.losses import agent_loss
 from adaframe.rl.rollout import StopRule
@@ -71,14 +70,16 @@ def test_forward_rollout_shapes(train_batch, explore, steps, variant):
     if variant["selection"] == "gaussian":
         # the first frame sits at the fixed start (the middle): floor(0.5 T), and is no choice
         assert roll.indices[:, 0].tolist() == [t // 2 for t in train_batch.lengths.tolist()]
-        assert (roll.log_probs[:, 0] == 0).all()
+        assert (roll.first_log_prob == 0).all()
         if explore:
             # a Gaussian log-density with std 0.1 is at most -log(0.1 sqrt(2 pi))
             assert (roll.log_probs <= -math.log(0.1 * math.sqrt(2 * math.pi)) + 1e-5).all()
     elif explore:  # log-probabilities of categorical choices, the first frame's included
-        assert (roll.log_probs <= 0).all() and (roll.log_probs < 0).any()
+        assert (roll.log_probs <= 0).all() and (roll.first_log_prob < 0).all()
+        assert steps == 1 or (roll.log_probs[:, :-1] < 0).any()
+    assert (roll.log_probs[:, -1] == 0).all()  # the last step decides nothing: what it would pick is never looked at
     if not explore:
-        assert (roll.log_probs == 0).all()
+        assert (roll.log_probs == 0).all() and (roll.first_log_prob == 0).all()
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
@@ -169,17 +170,16 @@ def naive_loss(model, batch, steps, gamma, lam, seed, normalize=False):
         if model.cfg.prediction == "mix":
             l_cls = l_cls + F.cross_entropy(roll.parts[:, -1, 1], batch.labels)
     l_utl = sum(0.5 * (roll.utilities[:, t] - q[:, t]) ** 2 for t in range(steps)).mean()
-    # The frame of step t + 1 was chosen after step t: its advantage is Q_t - V_t.
+    # The decision made at step t (the frame of step t + 1) has the advantage Q_t - V_t; the last step's is never used.
     adv = [q[:, t] - roll.utilities[:, t].detach() for t in range(steps - 1)]
-    chosen_first = model.cfg.selection == "slots"
-    if chosen_first:  # the first frame, chosen from the memory alone: Q_0 minus the batch's mean Q_0
-        adv = [q[:, 0] - q[:, 0].mean()] + adv
+    log_pi = [roll.log_probs[:, t] for t in range(steps - 1)]
+    if model.cfg.selection == "slots":  # the first frame, chosen from the memory alone: Q_0 minus the batch's mean Q_0
+        adv, log_pi = [q[:, 0] - q[:, 0].mean()] + adv, [roll.first_log_prob] + log_pi
     if normalize:  # divided by the (unbiased) std of all the advantages of choices
         flat = torch.cat(adv).double()
         std = math.sqrt(float(((flat - flat.mean()) ** 2).sum()) / (flat.numel() - 1))
         adv = [a / (std + 1e-8) for a in adv]
-    first = 0 if chosen_first else 1
-    j_sel = sum(roll.log_probs[:, t] * adv[t - first] for t in range(first, steps)).mean()
+    j_sel = sum(lp * a for lp, a in zip(log_pi, adv)).mean()
     return l_cls + lam * l_utl - lam * j_sel
 
 
@@ -253,66 +253,6 @@ def test_videos_shorter_than_k(explore, variant):
     assert ((v == -1) | ((v >= 0) & (v < lengths[:, None]))).all()
 
 
-# ---------------------------------------------------------------- location_to_index
-
-
-def test_location_to_index_edges():
-    loc = torch.tensor([0.0, 1.0, -0.5, 1.5, 0.999, 0.5, 0.25, -1e9, 1e9])
-    lengths = torch.tensor([10, 10, 10, 10, 10, 10, 7, 3, 3])
-    # by hand: floor(clamp(l) * T), T - 1 at l = 1
-    assert location_to_index(loc, lengths).tolist() == [0, 9, 0, 9, 9, 5, 1, 0, 2]
-
-
-def test_location_to_index_single_frame_video():
-    loc = torch.tensor([0.0, 0.3, 1.0, 7.0, -3.0])
-    assert location_to_index(loc, torch.ones(5, dtype=torch.long)).tolist() == [0] * 5
-
-
-def test_location_to_index_is_monotone_and_covers_every_frame():
-    loc = torch.linspace(-0.1, 1.1, 1001)
-    idx = location_to_index(loc, torch.full((1001,), 13))
-    assert (idx[1:] >= idx[:-1]).all()
-    assert set(idx.tolist()) == set(range(13))
-
-
-# ---------------------------------------------------------------- global memory
-
-
-@pytest.mark.parametrize("frames, dim", [(16, 8), (5, 7), (1, 2), (0, 4), (3, 1)])
-def test_positional_encoding_values(frames, dim):
-    pe = positional_encoding(frames, dim)
-    assert pe.shape == (frames, dim)
-    want = np.zeros((frames, dim))
-    for j in range(frames):
-        for i in range(dim):
-            angle = j / 10000 ** ((i - i % 2) / dim)
-            want[j, i] = math.sin(angle) if i % 2 == 0 else math.cos(angle)
-    np.testing.assert_allclose(pe.numpy(), want, atol=1e-5)
-
-
-def test_encode_adds_positions():
-    mem = torch.randn(2, 6, 4)
-    torch.testing.assert_close(GlobalMemory(8, 4).encode(mem), mem + positional_encoding(6, 4)[None])
-
-
-def test_attention_weights_sum_to_one_and_context_is_their_average():
-    torch.manual_seed(0)
-    gm = GlobalMemory(hidden=10, memory_dim=6)
-    encoded = gm.encode(torch.randn(4, 9, 6) * 3)
-    h = torch.randn(4, 10) * 2
-    u, beta = gm(encoded, h)
-    assert beta.shape == (4, 9) and u.shape == (4, 6)
-    assert (beta >= 0).all()
-    torch.testing.assert_close(beta.sum(1), torch.ones(4))
-    # naive: z_j = (W h + b) . M_j, softmax, weighted average
-    q = h @ gm.query.weight.T + gm.query.bias
-    for b in range(4):
-        z = torch.stack([q[b] @ encoded[b, j] for j in range(9)])
-        w = torch.exp(z - z.max()) / torch.exp(z - z.max()).sum()
-        torch.testing.assert_close(beta[b], w)
-        torch.testing.assert_close(u[b], sum(w[j] * encoded[b, j] for j in range(9)))
-
-
 def test_step_attention_sums_to_one(train_batch):
     model = make_model(memory_read="lstm", selection="gaussian")
     state = model.initial_state(train_batch.features.shape[0], torch.device("cpu"))
@@ -325,24 +265,6 @@ def test_step_attention_sums_to_one(train_batch):
 
 
 # ---------------------------------------------------------------- the slots policy and the uniform scan
-
-
-@pytest.mark.parametrize("k, want", [(1, [0]), (2, [0, 1]), (3, [1, 0, 2]), (5, [2, 0, 4, 1, 3]), (10, [4, 9, 0, 2, 6, 1, 3, 5, 7, 8])])
-def test_scan_order_golden(k, want):
-    # by hand: the grid (i + 0.5) / k; the one nearest 0.5 (the earlier on a tie), then always the one farthest from
-    # those taken (the earlier on a tie). k=10: 0.45, then 0.95 (0.5 away), 0.05 (0.4), 0.25 (0.2, tied with 0.65 and
-    # 0.75), 0.65 (0.2, tied with 0.75), then the 0.1-away ones from the left.
-    assert list(scan_order(k)) == want
-    torch.testing.assert_close(scan_positions(k), (torch.tensor(want, dtype=torch.float32) + 0.5) / k)
-
-
-@pytest.mark.parametrize("k", [1, 4, 7, 16, 25])
-def test_scan_order_is_a_permutation_starting_in_the_middle(k):
-    order = scan_order(k)
-    assert sorted(order) == list(range(k))
-    assert abs((order[0] + 0.5) / k - 0.5) <= 0.5 / k  # the middle segment
-    if k > 2:  # then the two ends, the farthest from the middle
-        assert sorted(order[1:3]) == [0, k - 1]
 
 
 def test_looked_marks_the_slots_each_frame_overlaps():

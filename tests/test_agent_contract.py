@@ -94,7 +94,7 @@ def test_rollout_contract(name, stop):
     for t, (rows, idx) in enumerate(asked):
         assert rows == taken[:, t].nonzero().squeeze(1).tolist()
         assert idx == visited[rows, t].tolist()
-    assert (out.alive == taken).all() and (out.log_probs == 0).all()  # most likely actions: no log-probabilities
+    assert (out.alive == taken).all() and (out.log_probs == 0).all() and (out.first_log_prob == 0).all()  # most likely actions
     with torch.no_grad():
         again, _ = run(model, rule)
     for field in dataclasses.fields(Rollout):
@@ -118,11 +118,15 @@ def test_training_rollout_gradients_and_masks(name):
     assert alive[:, 0].all() and (alive[:, 1:] <= alive[:, :-1]).all()  # once stopped, stopped
     if not model.has_stop_head:
         assert alive.all()
-    # log pi of the decision that chose each step's frame: a fixed first frame is no decision
-    assert (roll.log_probs[:, 1:] != 0).any() and (model.chooses_first or (roll.log_probs[:, 0] == 0).all())
+    # log pi of the decision made at each step (none at the last); a fixed first frame is no decision
+    assert (roll.log_probs[:, :-1] != 0).any() and (roll.log_probs[:, -1] == 0).all()
+    if model.chooses_first and model.cfg.memory_dim:  # a choice among the memory's slots (without memory: the scan alone)
+        assert (roll.first_log_prob < 0).all()
+    else:
+        assert (roll.first_log_prob == 0).all()
     again, _ = run(model, explore=Exploration(torch.Generator().manual_seed(3)))
     assert torch.equal(roll.indices, again.indices) and torch.equal(roll.alive, again.alive)
-    loss = (roll.logits.logsumexp(-1) * alive).sum() + (roll.utilities * alive).sum() + roll.log_probs.sum()
+    loss = (roll.logits.logsumexp(-1) * alive).sum() + (roll.utilities * alive).sum() + roll.log_probs.sum() + roll.first_log_prob.sum()
     loss.backward()
     mixed = getattr(model, "mix", torch.ones(2))  # AdaFrame's weights of its pooled and recurrent predictions
     for part in ["utility", "lstm"] + ["head"] * bool(mixed[1] > 0) + ["frame_head"] * (getattr(model, "frame_head", None) is not None):

@@ -1,6 +1,6 @@
 """The table of docs/bad-input.md, through the command line: each row's command, its line on stderr as
 docs/bad-input.md words it, and its exit status. (Rows about data-set files are also checked on ``FeatureDataset`` in
-test_data.py; video files through ``probe`` in test_commands.py.)"""
+test_features.py; video files through ``probe`` in test_commands.py.)"""
 
 from __future__ import annotations
 

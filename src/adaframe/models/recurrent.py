@@ -70,7 +70,7 @@ class Looked:
     seen: torch.Tensor  # [B, Td] bool: memory slots whose stretch of time overlaps a frame already looked at
     scans: torch.Tensor  # [B] scan actions taken so far: the next scan goes to scan position ``scans``
     frames: torch.Tensor  # [B, K] frames looked at, in order; -1 for steps not taken yet
-    scan: torch.Tensor  # [K] the uniform scan's positions, in its order (``agent.scan_positions``)
+    scan: torch.Tensor  # [K] the uniform scan's positions, in its order (``positions.scan_positions``)
 
     @classmethod
     def start(cls, batch: int, slots: int, scan: torch.Tensor) -> "Looked":

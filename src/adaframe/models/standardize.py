@@ -5,8 +5,8 @@ positive, and their scale depends on the weights (pretrained, fine-tuned or rand
 an LSTM, 2048 such inputs saturate its gates, and training stalls at chance (seen on the video
 demo's features: cross-entropy stuck at ln C). The recurrent models (AdaFrame for frames and
 memory, the LSTM baseline) therefore standardise their inputs with statistics computed once on
-the training split (``data.features.feature_statistics``) and stored in the checkpoint as buffers. AvgPooling, a linear classifier, does
-not need it. With the default buffers (mean 0, std 1) the module is the identity.
+the training split (``data.features.feature_statistics``) and stored in the checkpoint as
+buffers. AvgPooling, a linear classifier, does not need it. With the default buffers (mean 0, std 1) the module is the identity.
 """
 
 from __future__ import annotations

@@ -74,8 +74,12 @@ class StopPolicy:
         stop = explore.draw(rand, p_stop.shape, p_stop.device) < p_stop  # Bernoulli(p_stop)
         move_policy = agent.move_policy(out.policy)
         action = agent.sample_action(out.policy, explore)
-        # log pi(decision): stop, or go on *and* move.
-        log_prob = torch.zeros_like(p_stop) if last else stop_policy.log_prob(stop.float()) + (~stop).float() * move_policy.log_prob(action)
+        if last:  # the stop is forced: nothing is decided
+            log_prob = torch.zeros_like(p_stop)
+        else:  # log pi(decision): stop, or go on *and* move
+            log_p_stop = stop_policy.log_prob(stop.float())  # [A] log p(stop) or log p(go on)
+            log_p_move = (~stop).float() * move_policy.log_prob(action)  # [A] the move counts only when it goes on
+            log_prob = log_p_stop + log_p_move
         return Decision(agent.next_index(action, idx, lengths), log_prob, stop)
 
 

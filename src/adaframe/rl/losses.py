@@ -51,28 +51,35 @@ def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, re
     # Rewards from every step's prediction (no gradient flows through rewards).
     with torch.no_grad():
         m = margins(roll.logits, batch.labels)  # [B, K]
-        rewards = step_rewards(roll.logits, batch.labels, reward)  # [B, K]
-        rewards[:, 1:] -= step_cost if model.has_stop_head else 0.0
-        rewards = rewards * alive
+        # A stop agent pays step_cost for every step after the first (see above); AdaFrame runs K steps and pays nothing.
+        costs = torch.zeros_like(alive)  # [B, K]
+        costs[:, 1:] = step_cost if model.has_stop_head else 0.0
+        rewards = (step_rewards(roll.logits, batch.labels, reward) - costs) * alive  # [B, K]
         returns = discounted_returns(rewards, gamma)  # [B, K], Q_t
     # L_utl (Eq. 6): the utility regresses the discounted return, summed over the steps taken.
     loss_utl = 0.5 * ((roll.utilities - returns).pow(2) * alive).sum(1).mean()
-    # J_sel (Eq. 7): REINFORCE with the utility as baseline. The decision that chose step t's frame was made after
-    # step t-1, so it is credited with Q_{t-1} - V_{t-1}. A first frame chosen from the memory alone has no utility
-    # before it: its baseline is the batch's mean return; a fixed first frame is no decision.
+    # J_sel (Eq. 7): REINFORCE with the utility as baseline, each decision credited at the step that made it (cleanrl's
+    # convention): the decision at step t (where to look next; a stop agent's also whether to stop), made from h_t, with
+    # A_t = Q_t - V_t. The last step's decision is never looked at, and a stopped video decides nothing. A first frame
+    # chosen from the memory alone has no utility before it: its baseline is the batch's mean return; a fixed first
+    # frame is no decision.
     with torch.no_grad():
-        decided = torch.cat([torch.full_like(roll.alive[:, :1], model.chooses_first), roll.alive[:, :-1]], dim=1)  # [B, K]
-        first = returns[:, 0] - shard.mean(returns[:, 0].mean()) if model.chooses_first else torch.zeros_like(returns[:, 0])
-        advantage = torch.cat([first[:, None], (returns - roll.utilities)[:, :-1]], dim=1) * decided  # [B, K]
+        decided = roll.alive.clone()  # [B, K]
+        decided[:, -1] = False
+        advantage = (returns - roll.utilities) * decided  # [B, K]
+        first_decided = torch.full_like(roll.alive[:, 0], model.chooses_first)  # [B]
+        first_advantage = (returns[:, 0] - shard.mean(returns[:, 0].mean())) * first_decided  # [B]
         if normalize_advantage:
-            advantage = advantage / (shard.std(advantage[decided]) + 1e-8)
-    j_sel = (roll.log_probs * advantage).sum(1).mean()
+            scale = shard.std(torch.cat([first_advantage[first_decided], advantage[decided]])) + 1e-8
+            advantage, first_advantage = advantage / scale, first_advantage / scale
+    j_sel = (roll.first_log_prob * first_advantage + (roll.log_probs * advantage).sum(1)).mean()
     loss = loss_cls + reward_weight * loss_utl - reward_weight * j_sel
     last = (taken.long() - 1)[:, None]  # [B, 1] the last step taken
     return {
         "loss": loss, "loss_cls": loss_cls.detach(), "loss_utl": loss_utl.detach(), "j_sel": j_sel.detach(),
         "reward": rewards.sum(1).mean(), "margin_last": m.gather(1, last).mean(), "utility": roll.utilities.detach().mean(),
-        "advantage": advantage.mean(), "steps": taken.mean(),
+        "advantage": torch.cat([first_advantage[:, None], advantage[:, :-1]], 1).mean(),  # over the K decisions of a frame looked at
+        "steps": taken.mean(),
         "explained_variance": explained_variance(roll.utilities.detach(), returns, roll.alive),
         "frames_used": count_distinct(torch.where(roll.alive, roll.indices, -1)).float().mean(), **terms,
     }

@@ -75,7 +75,9 @@ class Rollout:
     logits: torch.Tensor  # [B, K, C] class logits of each step
     probs: torch.Tensor | None  # [B, C] class probabilities at each video's last step (evaluation)
     utilities: torch.Tensor  # [B, K] the critic's value of each step's state
-    log_probs: torch.Tensor  # [B, K] log pi of the decision that chose step t's frame (t = 0: the first frame; 0 if fixed)
+    log_probs: torch.Tensor  # [B, K] log pi of the decision made at step t: the next frame (a stop agent: or the stop);
+    #                          0 at the last step (what it would pick is never looked at) and without exploration
+    first_log_prob: torch.Tensor  # [B] log pi of the first frame's choice (0 for a fixed start)
     indices: torch.Tensor  # [B, K] the frame each step looked at
     alive: torch.Tensor  # [B, K] bool: the video took step t
     parts: torch.Tensor | None = None  # [B, K, 2, C] the pooled and the recurrent logits of a mixed prediction (``Step.parts``)
@@ -122,10 +124,10 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
     state = model.initial_state(b, device)  # (h, c, ...) each [B, ...]
     looked = Looked.start(b, encoded.shape[1], scan_positions(max_steps, device))
     if positions is not None:
-        idx, log_prob = positions[:, 0].clone(), torch.zeros(b, device=device)
+        idx, first_log_prob = positions[:, 0].clone(), torch.zeros(b, device=device)
     else:
         first = model.first(encoded, lengths, looked, explore)
-        idx, log_prob = first.index, first.log_prob
+        idx, first_log_prob = first.index, first.log_prob
     active = torch.arange(b, device=device)  # rows still in the batch (evaluation)
     alive = torch.ones(b, dtype=torch.bool, device=device)  # [B] rows not stopped (training: sampled stops)
     probs = torch.zeros(b, model.cfg.num_classes, device=device) if explore is None else None
@@ -151,10 +153,10 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
         if out.parts is not None:
             parts.append(out.parts if whole else _scatter(out.parts, active, b, float("nan")))
         utilities.append(out.utility if whole else _scatter(out.utility, active, b, float("nan")))
-        log_probs.append(log_prob)
         indices.append(idx.clone() if whole else _scatter(at, active, b, -1))
         alives.append(alive if whole else _scatter(alive[active], active, b, False))
         last = t + 1 == max_steps
+        log_prob = torch.zeros(b, device=device)  # [B] of this step's decision: none, unless the policy makes one
         if scan:
             idx[active] = (at + 1) % n
         elif positions is not None:
@@ -166,6 +168,7 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
                 log_prob = decision.log_prob if whole else _scatter(decision.log_prob, active, b, 0.0)
                 if decision.stop is not None:
                     alive = alive & ~decision.stop
+        log_probs.append(log_prob)
         if stop is None:
             continue
         if stop.by == "utility":
@@ -187,8 +190,8 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
         return torch.cat([x, x.new_full((b, missing, *x.shape[2:]), fill)], 1) if missing else x
 
     nan = float("nan")
-    return Rollout(steps(logits, nan), probs, steps(utilities, nan), steps(log_probs, 0.0), steps(indices, -1), steps(alives, False),
-                   steps(parts, nan) if parts else None)
+    return Rollout(steps(logits, nan), probs, steps(utilities, nan), steps(log_probs, 0.0), first_log_prob, steps(indices, -1),
+                   steps(alives, False), steps(parts, nan) if parts else None)
 
 
 def _scatter(values: torch.Tensor, rows: torch.Tensor, size: int, fill: float | int | bool) -> torch.Tensor:

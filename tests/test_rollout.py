@@ -1,4 +1,5 @@
-"""Inference: adaptive lookahead against a naive per-video stopping rule, count_distinct, batching."""
+"""The one rollout (rl/rollout.py): each decision's log-probability at the step that made it, the stop rules against
+naive per-video rules (adaptive lookahead, entropy), count_distinct."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import pytest
 import torch
 
 from adaframe.data.features import FeatureDataset, collate
-from adaframe.evaluate.split import agent_batch, evaluate
+from adaframe.evaluate.split import agent_batch
 from adaframe.models.agent import AdaFrame, AgentConfig
-from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
-from adaframe.rl.rollout import StopRule, count_distinct
+from adaframe.models.recurrent import Exploration
+from adaframe.models.stop_agents import FastForward, StopAgentConfig
+from adaframe.rl.rollout import StopRule, count_distinct, rollout, stored_frames
 from conftest import lively, run_agent
 
 K = 8
@@ -102,45 +104,6 @@ def test_count_distinct_vs_python_sets():
     assert count_distinct(idx).tolist() == want
 
 
-def make_model(kind: str, ds: FeatureDataset):
-    torch.manual_seed(1)
-    if kind == "adaframe":
-        return agent(ds, seed=1)
-    cfg = BaselineConfig(ds.feature_dim, len(ds.classes), hidden=32)
-    return AvgPooling(cfg) if kind == "avgpool" else LSTMBaseline(cfg)
-
-
-@pytest.mark.parametrize(
-    "kind, sampling, mu",
-    [("adaframe", "uniform", None), ("adaframe", "uniform", 0.05), ("avgpool", "uniform", None), ("avgpool", "all", None),
-     ("lstm", "uniform", None), ("lstm", "all", None)],
-)
-def test_batched_equals_one_video_at_a_time(synth_dir, kind, sampling, mu):
-    ds = FeatureDataset(synth_dir, "train")
-    model = make_model(kind, ds)
-    one = evaluate(model, ds, frames=5, sampling=sampling, stop=None if mu is None else StopRule("utility", mu), batch_size=1)
-    many = evaluate(model, ds, frames=5, sampling=sampling, stop=None if mu is None else StopRule("utility", mu), batch_size=16)
-    np.testing.assert_allclose(one.scores, many.scores, rtol=1e-4, atol=1e-5)
-    np.testing.assert_array_equal(one.steps, many.steps)
-    np.testing.assert_array_equal(one.frames, many.frames)
-    np.testing.assert_array_equal(one.visited, many.visited)
-    np.testing.assert_array_equal(one.labels, ds.labels)
-    if mu is not None:
-        assert one.steps.min() < 5  # adaptive stopping really happened in this case
-
-
-def test_evaluate_adaframe_result_fields(synth_dir):
-    ds = FeatureDataset(synth_dir, "val")
-    res = evaluate(agent(ds), ds, frames=4, stop=StopRule("utility", 0.05), batch_size=4)
-    n = len(ds)
-    assert res.scores.shape == (n, len(ds.classes)) and res.visited.shape == (n, 4)
-    np.testing.assert_allclose(res.scores.sum(1), 1.0, rtol=1e-5)
-    want_frames = [len({v for v in row if v >= 0}) for row in res.visited.tolist()]
-    assert res.frames.tolist() == want_frames
-    assert res.steps.tolist() == [(row >= 0).sum() for row in res.visited]
-    assert (res.frames <= res.steps).all()
-
-
 @pytest.mark.parametrize("patience", [1, 2])
 def test_entropy_stop_matches_naive_rule(data, patience):
     """Stop once entropy / log C < threshold has happened `patience` times, each video on its own."""
@@ -174,3 +137,24 @@ def test_stop_rule_validation():
         StopRule("never", 0.2)
     assert StopRule("utility", 0.7).describe() == "mu 0.7"
     assert StopRule("learned", 0.5, 2).describe() == "p(stop) >= 0.5, patience 2"
+
+
+@pytest.mark.parametrize("kind", ["adaframe", "fastforward"])
+def test_each_decisions_log_probability_is_stored_at_the_step_that_made_it(data, kind, monkeypatch):
+    """cleanrl's convention: log_probs[:, t] is the decision made at step t (its next frame, a stop agent's stop too),
+    first_log_prob the first frame's; the decision of step K-1 picks nothing looked at and is stored as 0."""
+    ds, batch = data
+    torch.manual_seed(3)
+    model = agent(ds) if kind == "adaframe" else FastForward(StopAgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=16))
+    made, act, first = [], model.policy.act, model.first
+    monkeypatch.setattr(model.policy, "act", lambda *a: made.append(act(*a)) or made[-1])
+    firsts = []
+    monkeypatch.setattr(model, "first", lambda *a: firsts.append(first(*a)) or firsts[-1])
+    roll = rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), K,
+                   explore=Exploration(torch.Generator().manual_seed(0)))
+    assert torch.equal(roll.first_log_prob, firsts[0].log_prob) and torch.equal(roll.indices[:, 0], firsts[0].index)
+    for t, decision in enumerate(made[:-1]):
+        assert torch.equal(roll.log_probs[:, t], decision.log_prob), t
+        assert torch.equal(roll.indices[:, t + 1], decision.index), t  # it chose the next step's frame
+        assert (decision.log_prob != 0).any()
+    assert (roll.log_probs[:, -1] == 0).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from adaframe.data.features import Batch, FeatureDataset, collate
 from adaframe.train.config import TrainConfig
@@ -42,7 +43,7 @@ def test_rollout_shapes_mask_and_indices(cls):
     # alive is a prefix: once stopped, never alive again
     assert (roll.alive[:, 1:] <= roll.alive[:, :-1]).all()
     assert ((roll.indices >= 0) & (roll.indices < batch.lengths[:, None])).all()
-    assert (roll.log_probs[:, 0] == 0).all()  # the first frame is a fixed start, not a decision
+    assert (roll.first_log_prob == 0).all() and (roll.log_probs[:, -1] == 0).all()  # a fixed start; after K steps the stop is forced
 
 
 def test_fastforward_only_moves_forward_and_starts_at_the_first_frame():
@@ -73,7 +74,51 @@ def test_loss_reaches_every_head(cls):
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         if not name.startswith("memory"):
             assert p.grad.abs().sum() > 0, f"no gradient reaches {name}"
-    assert 1 <= terms["steps"] <= K
+    # the logged steps are the steps of the rollout the loss was taken on (the same draws), and some videos stopped
+    batch = make_batch()
+    roll = run_agent(model, batch.features, batch.lengths, batch.memory, K, generator=torch.Generator().manual_seed(3))
+    assert terms["steps"] == roll.alive.sum(1).float().mean() and (roll.alive.sum(1) < K).any()
+
+
+def naive_stop_loss(model, batch: Batch, steps: int, gamma: float, lam: float, step_cost: float, seed: int) -> torch.Tensor:
+    """A stop agent's L_cls + lam * L_utl - lam * J_sel, written out video by video and step by step: cross-entropy at
+    every step taken, margin rewards minus the step cost after the first step, returns within the episode, the utility
+    regressed on them, and REINFORCE of each step's decision (stop, or go on and move) with Q_t - V_t."""
+    roll = run_agent(model, batch.features, batch.lengths, batch.memory, steps, generator=torch.Generator().manual_seed(seed))
+    probs = torch.softmax(roll.logits.detach().double(), -1)
+    l_cls, l_utl, j_sel = [], [], []
+    for b in range(len(batch.lengths)):
+        y, taken = int(batch.labels[b]), int(roll.alive[b].sum())
+        m = [float(probs[b, t, y] - max(probs[b, t, c] for c in range(C) if c != y)) for t in range(taken)]
+        r = [max(0.0, m[t] - max([0.0] + m[:t])) - (step_cost if t > 0 else 0.0) for t in range(taken)]
+        q = [sum(gamma**i * r[t + i] for i in range(taken - t)) for t in range(taken)]
+        l_cls.append(sum(F.cross_entropy(roll.logits[b, t], batch.labels[b]) for t in range(taken)) / taken)
+        l_utl.append(sum(0.5 * (roll.utilities[b, t] - q[t]) ** 2 for t in range(taken)))
+        # the decision of the last step taken stops the video (or, at step K, is forced): only steps before K decide
+        j_sel.append(sum(roll.log_probs[b, t] * (q[t] - roll.utilities[b, t].detach()) for t in range(min(taken, steps - 1))))
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return mean(l_cls) + lam * mean(l_utl) - lam * mean(j_sel)
+
+
+@pytest.mark.parametrize("cls", AGENTS)
+@pytest.mark.parametrize("memory_dim", [0, DM])
+@pytest.mark.parametrize("gamma, lam, step_cost", [(0.9, 1.0, 0.05), (1.0, 0.5, 0.2), (0.0, 2.0, 0.0)])
+def test_stop_agent_loss_matches_naive_formula(cls, memory_dim, gamma, lam, step_cost):
+    model = make(cls, memory_dim=memory_dim, seed=4)
+    batch = make_batch(seed=2)
+    if not memory_dim:  # the plain agents are trained without a global memory
+        batch = Batch(batch.features, batch.lengths, batch.memory[:, :0, :0], batch.labels, batch.index)
+    got = agent_loss(model, batch, K, gamma=gamma, reward_weight=lam, step_cost=step_cost, generator=torch.Generator().manual_seed(9))
+    roll = run_agent(model, batch.features, batch.lengths, batch.memory, K, generator=torch.Generator().manual_seed(9))
+    assert (roll.alive.sum(1) < K).any() and roll.alive[:, -1].any()  # some videos stopped, some ran all K steps
+    want = naive_stop_loss(model, batch, K, gamma, lam, step_cost, 9)
+    torch.testing.assert_close(got["loss"], want.float(), rtol=1e-5, atol=1e-5)
+    g_got = torch.autograd.grad(got["loss"], list(model.parameters()), allow_unused=True)
+    g_want = torch.autograd.grad(want, list(model.parameters()), allow_unused=True)
+    for (name, _), a, b in zip(model.named_parameters(), g_got, g_want):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            torch.testing.assert_close(a, b.float(), rtol=1e-4, atol=1e-5, msg=name)
 
 
 @pytest.mark.parametrize("cls", AGENTS)
@@ -129,7 +174,9 @@ def test_train_and_reload(synth_dir, tmp_path, model):
     ds = FeatureDataset(synth_dir, "val", classes=payload["classes"], memory_frames=payload["memory_frames"])
     res = evaluate(loaded, ds, frames=4, stop=StopRule("learned", 0.5))
     assert res.scores.shape == (len(ds), 4) and np.isfinite(res.scores).all()
-    assert ((res.steps >= 1) & (res.steps <= 4)).all()
+    assert (res.steps == (res.visited >= 0).sum(1)).all() and (res.steps == np.isfinite(res.utilities).sum(1)).all()
+    never = evaluate(loaded, ds, frames=4, stop=StopRule("learned", 1.0))  # p(stop) never reaches 1: all K steps
+    assert (never.steps == 4).all() and (res.steps <= never.steps).all()
     # the same weights rebuilt from the checkpoint's description give the same outputs
     net = build_model(model, payload["model_config"])
     net.load_state_dict(payload["state_dict"])
