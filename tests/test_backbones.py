@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from adaframe.media import architectures, backbones
+from adaframe.media import architectures
 from adaframe.media.backbones import (BACKBONES, backbone_gflops, build_backbone, extract_features, load_backbone_weights,
                                 preprocess)
 from adaframe.utils import AdaframeError

@@ -61,12 +61,12 @@ def test_predict_equals_eval_on_offline_features(run, extracted, video_files, mu
         results = predictor.predict(paths, K, mu)
         for b, r in enumerate(results):
             steps = int(out.steps[b])
-            assert r["steps"] == steps
-            assert r["frame_seconds"] == [float(i) for i in out.indices[b, :steps].tolist()]  # 1 fps grid: index = second
-            probs = dict((c, p) for c, p in r["top"])
+            assert r.steps == steps
+            assert r.seconds == tuple(float(i) for i in out.indices[b, :steps].tolist())  # 1 fps grid: index = second
+            probs = dict(r.top)
             for c, name in enumerate(predictor.classes):
                 assert probs[name] == pytest.approx(float(out.probs[b, c]), abs=1e-3)
-            assert r["label"] == predictor.classes[int(out.probs[b].argmax())]
+            assert r.label == predictor.classes[int(out.probs[b].argmax())]
     if mu == 0.0:  # mu 0 stops at the first drop of the utility: some video must stop early for the test to mean anything
         assert any(int(s) < K for _, out in _eval_rows(run, extracted, mu) for s in out.steps)
 
@@ -87,23 +87,23 @@ def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
     for name in calls:
         getattr(predictor, name).forward_features = counting(name)
     [r] = predictor.predict([path], K, None)
-    assert calls["backbone"] == r["backbone_calls"] == r["frames_used"] == len(set(r["frame_seconds"]))
-    assert r["frames_used"] <= K < r["candidate_frames"]
-    assert calls["memory_backbone"] == r["memory_backbone_calls"] == 16
+    assert calls["backbone"] == r.backbone_calls == r.frames_used == len(set(r.seconds))
+    assert r.frames_used <= K < r.candidate_frames
+    assert calls["memory_backbone"] == r.memory_backbone_calls == 16
     # Decoding: one pass for the memory glance, then per chosen frame at most a GOP (2 s = 8 frames at 4 fps)
     # plus the frame after it; re-decoding the video from its start for each frame would cost far more.
     total = round(probe(path).duration * 4)
-    assert r["frames_decoded"] <= total + r["frames_used"] * 9 < total * (1 + r["frames_used"])
+    assert r.frames_decoded <= total + r.frames_used * 9 < total * (1 + r.frames_used)
     spec = predictor.spec
-    expected = r["frames_used"] * spec["backbone"]["gflops"] + 16 * spec["memory_backbone"]["gflops"] + r["steps"] * predictor.head_gflops
-    assert r["gflops"] == pytest.approx(expected)
+    expected = r.frames_used * spec["backbone"]["gflops"] + 16 * spec["memory_backbone"]["gflops"] + r.steps * predictor.head_gflops
+    assert r.gflops == pytest.approx(expected)
 
 
 def test_memory_subset_of_a_run_trained_on_fewer_memory_frames(extracted, video_files, tmp_path):
     """A Table-2 style run (8 of the 16 stored memory frames) decodes and computes only those 8."""
     run8 = make_run(tmp_path / "run8", extracted, memory_frames=8)
     [r] = Predictor(run8).predict([video_files / "videos" / "video00001.mp4"], K, None)
-    assert r["memory_backbone_calls"] == 8 and "error" not in r
+    assert r.memory_backbone_calls == 8 and r.error is None
 
 
 def test_compare_uniform_baseline_and_json(run, extracted, video_files, tmp_path):
@@ -122,14 +122,42 @@ def test_compare_uniform_baseline_and_json(run, extracted, video_files, tmp_path
     assert "AvgPooling uniform25: (no classifier: cost only)" in text and "AdaFrame / baseline" in text
 
 
+def test_every_method_prints_probabilities(run, extracted, video_files, tmp_path):
+    """The baseline's top classes are its probabilities (AvgPooling's forward gives log-probabilities), equal to its
+    ``probs`` on 25 uniformly spaced frames decoded and run here independently; every top-k list sums to at most 1."""
+    from adaframe.media.backbones import build_backbones, extract_features
+    from adaframe.media.video import VideoReader, uniform_times
+    from adaframe.models.kinds import load_checkpoint
+
+    base = make_run(tmp_path / "avgpool", extracted, kind="avgpool", seed=3)
+    video = video_files / "videos" / "video00002.mp4"
+    args = ["predict", str(video), "--checkpoint", str(run), "--compare", "uniform25", "--compare-checkpoint", str(base)]
+    r = json.loads(adaframe(*args, "--json", "--top-k", "2", cwd=tmp_path).stdout)
+    for top in (r["top"], r["baseline"]["top"]):
+        assert len(top) == 2 and all(0 <= p <= 1 for _, p in top) and sum(p for _, p in top) <= 1 + 1e-6
+    spec = read_spec(extracted)
+    backbone, _ = build_backbones(spec)
+    with VideoReader(video) as reader:
+        frames = np.stack(reader.read(uniform_times(probe(video).duration, 25), spec["backbone"]["size"]))
+    feats = torch.from_numpy(extract_features(backbone, frames))[None]  # [1, 25, D]
+    classifier, payload = load_checkpoint(base)
+    with torch.no_grad():
+        probs = classifier.probs(feats, torch.ones(1, 25, dtype=torch.bool))[0]
+    want = sorted(zip(payload["classes"], probs.tolist()), key=lambda cp: -cp[1])[:2]
+    assert [c for c, _ in r["baseline"]["top"]] == [c for c, _ in want]
+    assert [p for _, p in r["baseline"]["top"]] == pytest.approx([p for _, p in want], abs=1e-4)
+    text = adaframe(*args, "--top-k", "2", cwd=tmp_path).stdout  # the text output shows the same probabilities
+    assert f"AvgPooling uniform25: {want[0][0]}  top-2: {want[0][0]} {want[0][1]:.3f}, {want[1][0]} {want[1][1]:.3f}" in text
+
+
 def test_bad_video_gets_its_own_error_and_others_go_on(run, video_files, tmp_path):
     text = tmp_path / "not_a_video.mp4"
     text.write_text("hello")
     good = video_files / "videos" / "video00003.mp4"
     results = Predictor(run).predict([text, good, tmp_path / "missing.mp4"], K, 0.5)
-    assert "error" in results[0] and str(text) in results[0]["error"]
-    assert "error" in results[2]
-    assert "error" not in results[1] and results[1]["steps"] >= 1
+    assert results[0].error is not None and str(text) in results[0].error
+    assert results[2].error is not None
+    assert results[1].error is None and results[1].steps >= 1
 
 
 def test_failed_videos_are_named_on_stderr_and_exit_1(run, video_files, tmp_path):
@@ -166,9 +194,9 @@ def test_corrupted_and_real_clips(run, tmp_path):
     for clip, r in zip(clips, results):
         if clip == "decord_corrupted.mp4":
             continue  # the policy may or may not land beyond the damage; either way it must not raise
-        assert "error" not in r, r
-        assert r["candidate_frames"] == len(sample_times(probe(SHARED_VIDEOS / clip).duration))
-    assert "the file says it has 164 frames" in results[-1]["error"] and "(truncated file?)" in results[-1]["error"]
+        assert r.error is None, r
+        assert r.candidate_frames == len(sample_times(probe(SHARED_VIDEOS / clip).duration))
+    assert "the file says it has 164 frames" in results[-1].error and "(truncated file?)" in results[-1].error
     corrupted = SHARED_VIDEOS / "decord_corrupted.mp4"
     proc = adaframe("predict", str(corrupted), "--checkpoint", str(run), "--frames", "10", "--compare", "uniform25", cwd=tmp_path,
                     check=False)
@@ -272,10 +300,10 @@ def test_scan_computes_a_new_frame_every_step(run, video_files):
     """--scan (the cost check of docs/commands.md) visits consecutive frames, each through the backbone once."""
     path = video_files / "videos" / "video00004.mp4"
     [r] = Predictor(run).predict([path], 5, None, scan=True)
-    t = r["candidate_frames"]
+    t = r.candidate_frames
     start = t // 2
-    assert r["frame_seconds"] == [float((start + i) % t) for i in range(5)]
-    assert r["backbone_calls"] == r["frames_used"] == 5 and "--scan" in r["method"]
+    assert r.seconds == tuple(float((start + i) % t) for i in range(5))
+    assert r.backbone_calls == r.frames_used == 5 and "--scan" in r.method
 
 
 def test_python_api_equals_the_cli_and_survives_a_bad_file(run, video_files, tmp_path):
@@ -296,7 +324,10 @@ def test_python_api_equals_the_cli_and_survives_a_bad_file(run, video_files, tmp
     for r in ok:
         assert r.error is None and r.label == r.top[0][0] and r.label in rec.classes
         assert [p for _, p in r.top] == sorted((p for _, p in r.top), reverse=True) and sum(p for _, p in r.top) == pytest.approx(1, abs=1e-3)
-        assert 1 <= r.frames_used == len(set(r.seconds)) <= r.steps <= K and r.gflops > 0 and r.frames_decoded >= r.frames_used
+        assert r.frames_used == len(set(r.seconds)) and r.steps == len(r.seconds) == len(r.utilities)
+        cost = rec.features  # GFLOPs: frames x backbone + memory frames x memory network + steps x the agent's head
+        assert r.gflops == pytest.approx(r.frames_used * cost["backbone"]["gflops"] + rec.memory_frames * cost["memory_backbone"]["gflops"]
+                                         + r.steps * rec.predictor.head_gflops, rel=1e-12)
 
     with Recognizer.from_run(run, mu=0.0, batch_size=1, workers=0) as in_process:  # no decoding workers, one video a group
         one_by_one = in_process.predict([str(p) for p in good])
@@ -306,7 +337,7 @@ def test_python_api_equals_the_cli_and_survives_a_bad_file(run, video_files, tmp
 
     cli = adaframe("predict", *map(str, good), "--checkpoint", str(run), "--mu", "0", "--json", "--top-k", "100", cwd=tmp_path)
     printed = [json.loads(line) for line in cli.stdout.splitlines()]
-    assert [(j["label"], j["frame_seconds"], j["frames_used"]) for j in printed] == [(r.label, r.seconds, r.frames_used) for r in ok]
+    assert [(j["label"], j["frame_seconds"], j["frames_used"]) for j in printed] == [(r.label, list(r.seconds), r.frames_used) for r in ok]
     for j, r in zip(printed, ok):
         assert [p for _, p in j["top"]] == pytest.approx([p for _, p in r.top], abs=1e-4)
 
@@ -394,10 +425,10 @@ def test_benchmark_on_video_files_measures_both_methods_through_the_same_workers
     n = len(list(folder.glob("*.mp4")))
     assert ada["videos"] == uni["videos"] == n and ada["failed"] == uni["failed"] == 0
     with Recognizer.from_run(run, workers=0, frames=K, mu=0.0) as rec:
-        want = rec.predict_raw(sorted(folder.glob("*.mp4")))
-    assert ada["backbone_frames"] == pytest.approx(np.mean([r["backbone_calls"] for r in want]))
-    assert ada["decoded"] == pytest.approx(np.mean([r["frames_decoded"] for r in want]))
-    assert ada["memory_decoded"] == pytest.approx(np.mean([r["memory_frames_decoded"] for r in want]) / 16)
+        want = rec.predict(sorted(folder.glob("*.mp4")))
+    assert ada["backbone_frames"] == pytest.approx(np.mean([r.backbone_calls for r in want]))
+    assert ada["decoded"] == pytest.approx(np.mean([r.frames_decoded for r in want]))
+    assert ada["memory_decoded"] == pytest.approx(np.mean([r.memory_frames_decoded for r in want]) / 16)
     assert uni["backbone_frames"] == 6 and uni["decoded"] >= 6 and uni["memory_decoded"] is None
     for key in ("videos_per_s", "decoded", "backbone_frames", "gflops"):
         assert ratio[key] == pytest.approx(ada[key] / uni[key])

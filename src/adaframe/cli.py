@@ -62,7 +62,7 @@ def run_extract(cfg: ExtractConfig) -> None:
     """Exit status 0: every video extracted; 1: some failed (the others are done; reasons in failures.csv)."""
     r = extract(cfg)
     print(f"{r['videos']} videos listed; shard {r['shard']}: extracted {r['extracted']}, skipped {r['skipped']} already done, "
-          f"failed {r['failed_now']}. {cfg.out}: {r['done']} videos in videos.csv, {r['failed']} in failures.csv")
+          f"failed {r['failed_now']}. {cfg.out}: {r['done']} videos in videos.csv, {r['failed']} in failures.csv{r['skipped_note']}")
     if r["failed"]:
         print(f"adaframe: {r['failed']} video(s) could not be extracted: see {cfg.out / 'failures.csv'}", file=sys.stderr)
         sys.exit(1)

@@ -20,17 +20,20 @@ import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from adaframe.data.features import Batch
 from adaframe.evaluate.split import agent_batch
-from adaframe.report.tables import format_table
 from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.report.tables import format_table
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError, resolve_device
+
+if TYPE_CHECKING:
+    from adaframe.recognize.recognizer import Recognition
 
 
 @dataclass
@@ -176,18 +179,18 @@ def run_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     return results
 
 
-def _summary(results: list[dict], seconds: float, memory_frames: int) -> dict:
-    ok = [r for r in results if "error" not in r]
-    mean = lambda key: sum(r[key] for r in ok) / len(ok) if ok else float("nan")  # noqa: E731
+def _summary(results: list[Recognition], seconds: float, memory_frames: int) -> dict:
+    ok = [r for r in results if r.error is None]
+    mean = lambda key: sum(getattr(r, key) for r in ok) / len(ok) if ok else float("nan")  # noqa: E731
     return {"videos": len(results), "failed": len(results) - len(ok), "videos_per_s": len(results) / seconds,
             "decoded": mean("frames_decoded"), "backbone_frames": mean("backbone_calls"), "gflops": mean("gflops"),
-            "memory_decoded": mean("memory_frames_decoded") / memory_frames if ok and "memory_frames_decoded" in ok[0] else None}
+            "memory_decoded": mean("memory_frames_decoded") / memory_frames if ok and ok[0].memory_frames_decoded is not None else None}
 
 
 def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """``benchmark --videos``: AdaFrame against uniformK on video files, per folder; one dict per folder and method."""
-    from adaframe.recognize.recognizer import Recognizer
     from adaframe.data.video_lists import read_video_list, video_files
+    from adaframe.recognize.recognizer import Recognizer
 
     def files(src: Path) -> list[Path]:  # a folder: every video file in it (ids need not be unique here)
         return video_files(src) if src.is_dir() else [e.path for e in read_video_list(src)]
@@ -199,15 +202,14 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     rows, out = [], []
     with Recognizer.from_run(cfg.checkpoint, device, workers=cfg.workers, frames=cfg.frames, mu=cfg.mu,
                              batch_size=cfg.video_batch) as rec:
-        predictor, uniform = rec.predictor, f"uniform{cfg.uniform}"
-        spec, k = predictor.spec, cfg.frames or predictor.config["frames"]
+        spec, uniform, k = rec.features, f"uniform{cfg.uniform}", rec.frames or rec.trained_frames
         print(f"predict benchmark on {device} ({torch.get_num_threads()} threads, {cfg.workers} decoding workers, "
               f"{cfg.video_batch} videos a batch): backbone {spec['backbone']['name']} at {spec['backbone']['size']} px "
-              f"({spec['backbone']['gflops']:.3f} GFLOPs a frame), memory of {predictor.memory_frames} frames, "
+              f"({spec['backbone']['gflops']:.3f} GFLOPs a frame), memory of {rec.memory_frames} frames, "
               f"AdaFrame at most {k} steps with mu {cfg.mu}, against AvgPooling over {cfg.uniform} uniform frames")
         warm = sets[0][1][:1]  # start the workers and the backbones before any clock runs
-        rec.predict_raw(warm)
-        predictor.predict_uniform(warm, cfg.uniform)
+        rec.predict(warm)
+        rec.predict_uniform(warm, cfg.uniform)
         for name, paths in sets:
             for path in paths:  # the page cache holds every file before either method reads it
                 if path.is_file():
@@ -215,10 +217,10 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
                         while f.read(1 << 24):
                             pass
             t0 = time.perf_counter()
-            ada = _summary(rec.predict_raw(paths), time.perf_counter() - t0, predictor.memory_frames)
+            ada = _summary(rec.predict(paths), time.perf_counter() - t0, rec.memory_frames)
             t0 = time.perf_counter()
-            base = [r for group in predictor.run_uniform(paths, cfg.uniform, group=cfg.video_batch) for r in group]
-            uni = _summary(base, time.perf_counter() - t0, predictor.memory_frames)
+            base = rec.predict_uniform(paths, cfg.uniform, group=cfg.video_batch, prefetch=True)
+            uni = _summary(base, time.perf_counter() - t0, rec.memory_frames)
             for method, r in ((f"AdaFrame-{k} mu {cfg.mu}", ada), (uniform, uni)):
                 out.append({"set": name, "method": method, **r})
                 rows.append([name, method, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],

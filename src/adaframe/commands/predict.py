@@ -17,7 +17,8 @@ from typing import Annotated, Literal
 import tyro
 
 from adaframe.recognize import collection
-from adaframe.recognize.recognizer import Recognizer
+from adaframe.recognize.jobs import CollectionJob
+from adaframe.recognize.recognizer import Recognition, Recognizer
 from adaframe.utils import AdaframeError, resolve_device
 
 
@@ -89,7 +90,7 @@ def parse_compare(spec: str | None) -> int | None:
     return int(m[1])
 
 
-def run_predict(cfg: PredictConfig) -> list[dict]:
+def run_predict(cfg: PredictConfig) -> list[Recognition]:
     """The ``adaframe predict`` command: ``collection.predict_files``, then exit status 1 if any video failed.
 
     Exit status: 0 every video recognised, 1 some failed (each named on stderr, the others' results
@@ -105,7 +106,7 @@ def run_predict(cfg: PredictConfig) -> list[dict]:
     return results
 
 
-def _predict_files(cfg: PredictConfig) -> list[dict]:
+def _predict_files(cfg: PredictConfig) -> list[Recognition]:
     """``collection.predict_files`` with the run and the baseline of ``cfg``."""
     device = resolve_device(cfg.device)
     compare = parse_compare(cfg.compare)
@@ -115,35 +116,26 @@ def _predict_files(cfg: PredictConfig) -> list[dict]:
     if cfg.compare_checkpoint is not None:
         if compare is None:
             raise AdaframeError("--compare-checkpoint needs --compare uniformK")
-        classifier = collection.load_baseline(cfg.compare_checkpoint, device, rec, cfg.checkpoint)
+        classifier = rec.load_baseline(cfg.compare_checkpoint)
     return collection.predict_files(rec, cfg.videos, compare, classifier, cfg.scan, cfg.top_k, cfg.json)
 
 
 def predict_collection(cfg: PredictConfig) -> dict:
     """``predict --videos SRC --out OUT``: every video of a collection into ``OUT/predictions.csv`` (see ``collection``);
     prints one summary line and returns the collection's numbers."""
-    from adaframe import distributed
-    from adaframe.data.video_lists import parse_shard, read_video_list  # the inputs 'extract' takes, read the same way
-
-    items = read_video_list(cfg.collection, cfg.video_root)
-    ranks, device = distributed.start(resolve_device(cfg.device))
-    if ranks.world > 1 and cfg.shard is not None:
-        raise AdaframeError("--shard and torchrun both split the work: use one of them")
-    shard, shards = parse_shard(cfg.shard) if ranks.world == 1 else (ranks.rank, ranks.world)
-    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
+    job = CollectionJob.start(cfg.collection, cfg.out, cfg.video_root, shard=cfg.shard, device=cfg.device)  # read as 'extract' reads it
+    rec = Recognizer.from_run(cfg.checkpoint, job.device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
                               mu=cfg.mu, patience=cfg.patience, batch_size=cfg.batch_size)
-    collection.prepare(cfg.out, rec, cfg.checkpoint)
-    ran = collection.recognise(rec, items[shard::shards], cfg.out, cfg.scan, cfg.progress)
-    distributed.barrier(ranks)
-    numbers = collection.write_index(cfg.out, items, rec.classes, cfg.top_k)
-    distributed.stop()
+    job.open(collection.SETTINGS, collection.settings(rec, cfg.checkpoint), "predictions")
+    ran = collection.recognise(rec, job, cfg.scan, cfg.progress)
+    numbers = job.finish(lambda: collection.write_index(job, rec.classes, cfg.top_k))
     line = (f"{numbers['videos']} videos: {numbers['done']} recognised ({ran['ran'] - ran['failed_now']} now, {ran['skipped']} "
             f"already done), {numbers['failed']} failed, {numbers['missing']} left to other shards; {ran['videos_per_s']:.2f} videos/s; "
             f"mean {numbers['mean_frames']:.2f} frames, {numbers['mean_gflops']:.2f} GFLOPs")
     if (k := parse_compare(cfg.compare)) is not None:
-        uniform = k * rec.predictor.spec["backbone"]["gflops"]
+        uniform = k * rec.features["backbone"]["gflops"]
         line += f" (uniform{k}: {uniform:.2f} GFLOPs of backbone alone, ratio {numbers['mean_gflops'] / uniform:.2f})"
     if "mAP" in numbers:
         line += f"; mAP {numbers['mAP']:.2f}, top-1 {numbers['top1']:.2f} over {numbers['labelled']} labelled videos"
-    print(line + f". Wrote {cfg.out / 'predictions.csv'}" + (f" and {cfg.out / 'failures.csv'}" if numbers["failed"] else ""))
+    print(line + job.skipped_note() + f". Wrote {cfg.out / 'predictions.csv'}" + (f" and {cfg.out / 'failures.csv'}" if numbers["failed"] else ""))
     return numbers

@@ -148,8 +148,8 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
         device = resolve_device(cfg.device)
         # one video at a time, so that each wall time is its own and compares with the baseline's
         rec = Recognizer.from_run(cfgs["adaframe"].out, device, frames=cfg.frames, mu=cfg.mu, batch_size=1)
-        classifier = collection.load_baseline(cfgs["avgpool"].out, device, rec, cfgs["adaframe"].out)
-        predictions = collection.predict_files(rec, paths, COMPARE, classifier)
+        classifier = rec.load_baseline(cfgs["avgpool"].out)
+        predictions = [r.to_json() for r in collection.predict_files(rec, paths, COMPARE, classifier)]
     summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "synth": asdict(synth),
                "extract": counts, "eval": rows, "check": check, "predict": predictions}
     write_json(cfg.out / "results.json", summary)

@@ -15,7 +15,7 @@ from pathlib import Path
 from adaframe.data.features import SPLITS
 from adaframe.utils import AdaframeError
 
-VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".gif"}
 ACTIVITYNET_SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
 UNLABELED = "unlabeled"
 
@@ -49,9 +49,25 @@ def _entry(path: Path, label: str, split: str, where: str) -> VideoEntry:
     return VideoEntry(vid, path, label, split)
 
 
+def _why_not_a_video(path: Path) -> str | None:
+    """Why a file of a listed folder is left out, or None for a video file (by extension, in any case)."""
+    if path.name.startswith("."):
+        return "hidden file"  # ._x.mp4: macOS litter
+    return None if path.suffix.lower() in VIDEO_EXTENSIONS else "not a video file (by its extension)"
+
+
 def video_files(root: Path) -> list[Path]:
-    """Every video file under ``root`` (by extension, in any case), sorted; hidden files are not (``._x.mp4``: macOS litter)."""
-    return [p for p in sorted(root.rglob("*")) if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith(".") and p.is_file()]
+    """Every video file under ``root``, sorted; the others are ``skipped_files``."""
+    return [p for p in sorted(root.rglob("*")) if p.is_file() and _why_not_a_video(p) is None]
+
+
+def skipped_files(videos: str | Path) -> list[tuple[Path, str]]:
+    """The files a folder listing leaves out (hidden ones, other extensions), sorted, each with why; none for a list file
+    or a JSON, whose entries are named one by one."""
+    root = Path(videos)
+    if not root.is_dir():
+        return []
+    return [(p, why) for p in sorted(root.rglob("*")) if p.is_file() and (why := _why_not_a_video(p)) is not None]
 
 
 def _from_directory(root: Path, split: str) -> list[VideoEntry]:

@@ -29,12 +29,12 @@ import tyro
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from adaframe import distributed
 from adaframe.data.features import SPEC, read_spec
-from adaframe.data.video_lists import VideoEntry, parse_shard, read_video_list
+from adaframe.data.video_lists import VideoEntry, parse_shard
 from adaframe.media.backbones import BACKBONES, backbone_gflops, build_backbones, extract_features, sha256
 from adaframe.media.video import VideoReader, probe, sample_times
-from adaframe.utils import AdaframeError, atomic_write, error_line, make_dir, resolve_device, save_npy, write_csv, write_json
+from adaframe.recognize.jobs import CollectionJob
+from adaframe.utils import AdaframeError, save_npy, write_csv, write_json
 
 
 @dataclass
@@ -157,21 +157,21 @@ def _read_rows(path: Path) -> dict[str, dict]:
         return {r["video_id"]: r for r in csv.DictReader(f) if r.get("video_id")}
 
 
-def write_index(out: Path, entries: list[VideoEntry]) -> tuple[int, int]:
+def write_index(job: CollectionJob) -> dict:
     """Rewrite ``videos.csv`` (finished videos) and ``failures.csv`` (failed ones) from what is on disk.
 
     Videos extracted by earlier runs from other lists stay listed (their files are there); the current
     list's entries come first and win for an id both name.
     """
-    rows = {e.video_id: {"video_id": e.video_id, "label": e.label, "split": e.split, "path": str(e.path)} for e in entries}
+    out = job.out
+    rows = {e.video_id: {"video_id": e.video_id, "label": e.label, "split": e.split, "path": str(e.path)} for e in job.entries}
     for vid, r in _read_rows(out / "videos.csv").items():
         rows.setdefault(vid, r)
     done = [r for vid, r in rows.items() if _done(out, vid)]
     write_csv(out / "videos.csv", ["video_id", "label", "split", "path"], ([r["video_id"], r["label"], r["split"], r["path"]] for r in done))
     paths = {vid: r["path"] for vid, r in _read_rows(out / "failures.csv").items()} | {vid: r["path"] for vid, r in rows.items()}
-    failed = sorted(f for f in (out / "failures").glob("*.txt") if not _done(out, f.stem)) if (out / "failures").is_dir() else []
-    write_csv(out / "failures.csv", ["video_id", "path", "reason"], ([f.stem, paths.get(f.stem, ""), f.read_text().strip()] for f in failed))
-    return len(done), len(failed)
+    failed = sorted(f.stem for f in (out / "failures").glob("*.txt"))
+    return {"done": len(done), "failed": job.write_failures(((vid, paths.get(vid, "")) for vid in failed), lambda vid: _done(out, vid))}
 
 
 def check_out(out: Path, entries: list[VideoEntry]) -> None:
@@ -189,50 +189,37 @@ def check_out(out: Path, entries: list[VideoEntry]) -> None:
 
 
 def extract(cfg: ExtractConfig) -> dict:
-    """Extract the videos of ``cfg`` not done yet; returns counts (done, failed, skipped, extracted)."""
-    entries = read_video_list(cfg.videos, cfg.video_root, cfg.split)
+    """Extract the videos of ``cfg`` not done yet; returns counts (done, failed, skipped, extracted, skipped_files)."""
     spec = make_spec(cfg)  # checks the weights files before anything is written
-    ranks, device = distributed.start(resolve_device(cfg.device))  # under torchrun: this process's share
-    if ranks.world > 1 and cfg.shard is not None:
-        raise AdaframeError("--shard and torchrun both split the work: use one of them")
-    shard, shards = parse_shard(cfg.shard) if ranks.world == 1 else (ranks.rank, ranks.world)
-    out = Path(cfg.out)
-    try:
-        make_dir(out)
-    except OSError as e:
-        raise AdaframeError(f"cannot create --out {out}: {e.strerror}") from None
-    check_out(out, entries)
-    old = read_spec(out)
-    if old is not None and not _same_spec(old, spec):
-        raise AdaframeError(f"{out} holds features made with other settings ({out / SPEC}); use another --out or the same settings")
+    job = CollectionJob.start(cfg.videos, cfg.out, cfg.video_root, cfg.split, cfg.shard, cfg.device)
+    out, device = job.out, job.device
+    job.open(SPEC, spec, "features", _same_spec, write=False)  # written below, with the GFLOPs measured
+    check_out(out, job.entries)
     backbone, memory_backbone = build_backbones(spec, device)
     for key, model in (("backbone", backbone), ("memory_backbone", memory_backbone)):
         spec[key]["gflops"] = backbone_gflops(model, spec[key]["size"])  # measured, multiply-adds
         spec[key]["implementation"] = model.implementation
-    if ranks.main:
+    if job.ranks.main:
         write_json(out / SPEC, spec)
         for key in ("backbone", "memory_backbone"):
             if spec[key]["weights"] is None:
                 print(f"warning: {key} {spec[key]['name']} has random weights (seed {spec[key]['seed']}): its features are "
                       "only good for smoke tests; give --backbone-weights / --memory-weights", file=sys.stderr)
 
-    mine = entries[shard::shards]
+    mine = job.mine
     todo = [e for e in mine if not _done(out, e.video_id)]
     (out / "features").mkdir(exist_ok=True)
     (out / "memory").mkdir(exist_ok=True)
-    (out / "failures").mkdir(exist_ok=True)
     loader = DataLoader(_Decode(todo, spec), batch_size=None, num_workers=cfg.workers, collate_fn=lambda x: x)
     failed = 0
-    bar = tqdm(loader, total=len(todo), desc=f"extract {shard}/{shards}" if shards > 1 else "extract",
+    bar = tqdm(loader, total=len(todo), desc=f"extract {job.shard}/{job.shards}" if job.shards > 1 else "extract",
                disable=not cfg.progress, unit="video")
     for item in bar:
         e = todo[item["i"]]
-        failure = out / "failures" / f"{e.video_id}.txt"
         try:
             if item["error"] is not None:
                 failed += 1
-                atomic_write(failure, lambda p: p.write_text(item["error"] + "\n"))
-                tqdm.write(error_line(f"{e.path}: " + item["error"].removeprefix(f"{e.path}: ")), file=sys.stderr)
+                job.failed(e, item["error"])
                 bar.set_postfix(failed=failed)
                 continue
             memory = extract_features(memory_backbone, item["memory"], cfg.batch_size, device)  # [Td, Dm]
@@ -240,20 +227,17 @@ def extract(cfg: ExtractConfig) -> dict:
             # Memory first: a video counts as done once its features file exists.
             save_npy(out / "memory" / f"{e.video_id}.npy", memory)
             save_npy(out / "features" / f"{e.video_id}.npy", features)
-            failure.unlink(missing_ok=True)
+            job.succeeded(e)
         except OSError as err:  # disk full, quota, a file system gone read-only: no later video would fare better
             bar.close()
             try:
-                write_index(out, entries)
+                write_index(job)
             except OSError:
                 pass  # the files on disk are the truth; the next run rewrites the index from them
             raise AdaframeError(f"cannot write the features of video {e.video_id!r} in {out}: {err.strerror or err}. "
                                 "Every video finished before it is kept (atomic writes); make room and run the same command "
                                 "again to continue") from None
     bar.close()
-
-    distributed.barrier(ranks)
-    done, failures = write_index(out, entries)
-    distributed.stop()
-    return {"videos": len(entries), "shard": f"{shard}/{shards}", "skipped": len(mine) - len(todo),
-            "extracted": len(todo) - failed, "failed_now": failed, "done": done, "failed": failures}
+    numbers = job.finish(lambda: write_index(job))
+    return {"videos": len(job.entries), "shard": f"{job.shard}/{job.shards}", "skipped": len(mine) - len(todo),
+            "extracted": len(todo) - failed, "failed_now": failed, **numbers, "skipped_note": job.skipped_note()}

@@ -29,18 +29,20 @@ import itertools
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from adaframe.data.features import memory_subset
+from adaframe.evaluate.metrics import CostModel
 from adaframe.evaluate.run import head_gflops_per_step
-from adaframe.models.kinds import load_checkpoint
 from adaframe.media.backbones import build_backbones, extract_features
 from adaframe.media.decode_workers import DecodeWorkers, Failed, Frames, Open, Read
 from adaframe.media.video import uniform_times
+from adaframe.models.baselines import Baseline
+from adaframe.models.kinds import load_checkpoint
 from adaframe.rl.rollout import StopRule, rollout
 from adaframe.utils import AdaframeError
 
@@ -73,6 +75,122 @@ class VideoJob:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Ratios:
+    """AdaFrame's cost over its baseline's on the same video."""
+
+    gflops: float
+    wall: float
+    backbone_calls: float
+
+    def to_json(self) -> dict:
+        return {"gflops_ratio": self.gflops, "wall_ratio": self.wall, "backbone_calls_ratio": self.backbone_calls}
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What one method says of one file, made once by ``Predictor``. A file that could not be read has ``error`` set,
+    ``label`` None and the cost fields at 0; the other files of the call are unaffected.
+
+    Attributes:
+        path: the video file.
+        method: e.g. ``AdaFrame-10 (mu 0.7)`` or ``AvgPooling uniform25``.
+        wall_s: seconds for the group of videos this one was run with (decoding included); ``per_video`` shares it.
+        videos_in_group: how many videos shared that time.
+        label: the most likely class (None: failed, or a baseline run for its cost only).
+        top: classes with their probabilities, most likely first (every class unless cut by ``with_top``).
+        steps: agent steps taken (a revisited frame costs a step, not a backbone call); a baseline's frames.
+        frames_used: distinct frames the big backbone ran on.
+        seconds: the time of each step's frame, in the order looked at.
+        backbone_calls, memory_backbone_calls: frames each backbone computed for this video.
+        frames_decoded: frames the decoder produced (memory pass and policy frames).
+        seeks: seeks the decoder made.
+        gflops: ``evaluate.metrics.CostModel``: frames x backbone + memory frames x memory backbone + steps x head.
+        memory_seconds, memory_frames_decoded, candidate_frames, utilities: AdaFrame's only (None for a baseline):
+            the times of the memory's frames, the frames decoded for it, the frames of the extraction grid, the
+            utility after each step.
+        baseline, vs_baseline: with ``predict --compare``, the baseline's result on the same file and the ratios.
+    """
+
+    path: Path
+    method: str
+    wall_s: float
+    videos_in_group: int = 1
+    label: str | None = None
+    top: tuple[tuple[str, float], ...] = ()
+    steps: int = 0
+    frames_used: int = 0
+    seconds: tuple[float, ...] = ()
+    backbone_calls: int = 0
+    memory_backbone_calls: int = 0
+    frames_decoded: int = 0
+    seeks: int = 0
+    gflops: float = 0.0
+    memory_seconds: tuple[float, ...] | None = None
+    memory_frames_decoded: int | None = None
+    candidate_frames: int | None = None
+    utilities: tuple[float, ...] | None = None
+    error: str | None = None
+    baseline: Recognition | None = None
+    vs_baseline: Ratios | None = None
+
+    @property
+    def probability(self) -> float:
+        """The label's probability (0 when there is none)."""
+        return self.top[0][1] if self.top else 0.0
+
+    def with_top(self, k: int) -> Recognition:
+        """This result with the ``k`` most likely classes only."""
+        return replace(self, top=self.top[:k])
+
+    def per_video(self) -> Recognition:
+        """This result with its share of its group's wall time."""
+        return replace(self, wall_s=self.wall_s / self.videos_in_group)
+
+    def compared_with(self, base: Recognition) -> Recognition:
+        """This result with ``base`` (a baseline on the same file) and, where both worked, the ratios of their costs."""
+        ratios = None if self.error or base.error else Ratios(
+            self.gflops / base.gflops, self.wall_s / base.wall_s, self.backbone_calls / base.backbone_calls)
+        return replace(self, baseline=base, vs_baseline=ratios)
+
+    def to_json(self) -> dict:
+        """The object ``predict --json`` prints and ``predict --videos`` writes (fields of the other method omitted)."""
+        out: dict = {"video": str(self.path), "method": self.method, "wall_s": self.wall_s, "videos_in_group": self.videos_in_group}
+        if self.error is not None:
+            out["error"] = self.error
+        else:
+            if self.label is not None:
+                out |= {"label": self.label, "top": [list(t) for t in self.top]}
+            out |= {"steps": self.steps, "frames_used": self.frames_used, "frame_seconds": list(self.seconds),
+                    "backbone_calls": self.backbone_calls, "memory_backbone_calls": self.memory_backbone_calls}
+            if self.memory_seconds is not None:
+                out["memory_seconds"] = list(self.memory_seconds)
+            out |= {"frames_decoded": self.frames_decoded}
+            if self.memory_frames_decoded is not None:
+                out["memory_frames_decoded"] = self.memory_frames_decoded
+            out |= {"seeks": self.seeks, "gflops": self.gflops}
+            if self.candidate_frames is not None:
+                out |= {"candidate_frames": self.candidate_frames, "utilities": list(self.utilities or ())}
+        out["top"] = [list(t) for t in self.top]
+        if self.vs_baseline is not None:
+            out["vs_baseline"] = self.vs_baseline.to_json()
+        if self.baseline is not None:
+            out["baseline"] = self.baseline.to_json()
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> Recognition:
+        """Back from ``to_json`` (a result file of ``predict --videos``)."""
+        opt = lambda key: None if d.get(key) is None else tuple(d[key])  # noqa: E731
+        return cls(Path(d["video"]), d["method"], d["wall_s"], d.get("videos_in_group", 1), d.get("label"),
+                   tuple((c, p) for c, p in d.get("top", [])), d.get("steps", 0), d.get("frames_used", 0),
+                   tuple(d.get("frame_seconds", [])), d.get("backbone_calls", 0), d.get("memory_backbone_calls", 0),
+                   d.get("frames_decoded", 0), d.get("seeks", 0), d.get("gflops", 0.0), opt("memory_seconds"),
+                   d.get("memory_frames_decoded"), d.get("candidate_frames"), opt("utilities"), d.get("error"),
+                   cls.from_json(d["baseline"]) if "baseline" in d else None,
+                   Ratios(**{k.removesuffix("_ratio"): v for k, v in d["vs_baseline"].items()}) if "vs_baseline" in d else None)
+
+
 class Predictor:
     """The backbones and the agent of a run, ready to recognise videos.
 
@@ -85,7 +203,7 @@ class Predictor:
 
     def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu", backbone_weights: Path | None = None,
                  memory_weights: Path | None = None, workers: int = 2):
-        self.device = torch.device(device)
+        self.device, self.checkpoint = torch.device(device), Path(checkpoint)
         self.model, payload = load_checkpoint(checkpoint, self.device)
         if payload["kind"] != "adaframe":
             raise AdaframeError(f"{checkpoint} holds a {payload['kind']!r} model; predict runs an AdaFrame run "
@@ -100,6 +218,7 @@ class Predictor:
         _check_weights_exist(self.spec, backbone_weights, memory_weights)
         self.backbone, self.memory_backbone = build_backbones(self.spec, self.device, backbone_weights, memory_weights)
         self.head_gflops = head_gflops_per_step(self.model, self.memory_frames, self.device)
+        self.cost = CostModel(self.spec["backbone"]["gflops"], self.spec["memory_backbone"]["gflops"], self.head_gflops)
         self._baseline_heads: dict[int, float] = {}
         self.decoder = DecodeWorkers(workers)
         self._keys = itertools.count()
@@ -177,7 +296,7 @@ class Predictor:
         return out.to(self.device)
 
     def run(self, paths: Sequence[Path], max_steps: int | None = None, mu: float | None = 0.7, patience: int = 1,
-            scan: bool = False, group: int = 8, prefetch: bool = True) -> Iterator[list[dict]]:
+            scan: bool = False, group: int = 8, prefetch: bool = True) -> Iterator[list[Recognition]]:
         """AdaFrame on ``paths``, ``group`` videos at a time batched together; yields each group's results.
 
         With ``prefetch`` the next group's videos are opened (probed, memory decoded) by the workers while
@@ -200,12 +319,13 @@ class Predictor:
             self._close(jobs + ahead)
 
     def predict(self, paths: list[Path], max_steps: int | None = None, mu: float | None = 0.7, patience: int = 1,
-                scan: bool = False) -> list[dict]:
-        """AdaFrame on one group of videos; one result dict per video (``error`` set for a bad file)."""
+                scan: bool = False) -> list[Recognition]:
+        """AdaFrame on one group of videos; one result per video (``error`` set for a bad file)."""
         return [r for results in self.run(paths, max_steps, mu, patience, scan, group=max(len(paths), 1)) for r in results]
 
     @torch.no_grad()
-    def _predict_group(self, jobs: list[VideoJob], max_steps: int | None, mu: float | None, patience: int, scan: bool) -> list[dict]:
+    def _predict_group(self, jobs: list[VideoJob], max_steps: int | None, mu: float | None, patience: int,
+                       scan: bool) -> list[Recognition]:
         k = int(max_steps or self.config["frames"])
         start = time.perf_counter()
         calls = np.zeros(len(jobs), dtype=np.int64)
@@ -227,40 +347,31 @@ class Predictor:
 
         out = rollout(self.model, memory, lengths, frame_fn, k, stop=None if mu is None else StopRule("utility", mu, patience), scan=scan)
         wall = time.perf_counter() - start
+        method = f"AdaFrame-{k}" + (f" (mu {mu})" if mu is not None else "") + (" with --scan instead of its policy" if scan else "")
         results = []
         for r, job in enumerate(jobs):
-            res: dict = {"video": str(job.path), "method": f"AdaFrame-{k}" + (f" (mu {mu})" if mu is not None else "")
-                         + (" with --scan instead of its policy" if scan else ""),
-                         "wall_s": wall, "videos_in_group": len(jobs)}
             if job.error is not None:
-                results.append({**res, "error": job.error})
+                results.append(Recognition(job.path, method, wall, len(jobs), error=job.error))
                 continue
             steps = int(out.steps[r])
             visited = out.indices[r, :steps].tolist()
-            distinct = sorted(set(visited))
-            gflops = (len(distinct) * self.spec["backbone"]["gflops"] + self.memory_frames * self.spec["memory_backbone"]["gflops"]
-                      + steps * self.head_gflops)
-            results.append({**res, **self._ranking(out.probs[r]),
-                            "steps": steps, "frames_used": len(distinct), "frame_seconds": [round(float(job.times[i]), 3) for i in visited],
-                            "backbone_calls": int(calls[r]), "memory_backbone_calls": int(memory_calls[r]),
-                            "memory_seconds": [round(float(t), 3) for t in job.memory_seconds],
-                            "frames_decoded": job.decoded, "memory_frames_decoded": job.memory_decoded, "seeks": job.seeks,
-                            "gflops": gflops, "candidate_frames": len(job.times),
-                            "utilities": [round(float(u), 4) for u in out.utilities[r, :steps]]})
+            frames_used = len(set(visited))
+            results.append(Recognition(
+                job.path, method, wall, len(jobs), *self._ranking(out.probs[r]), steps=steps, frames_used=frames_used,
+                seconds=tuple(round(float(job.times[i]), 3) for i in visited), backbone_calls=int(calls[r]),
+                memory_backbone_calls=int(memory_calls[r]), frames_decoded=job.decoded, seeks=job.seeks,
+                gflops=float(self.cost.per_video(frames_used, steps, self.memory_frames)),
+                memory_seconds=tuple(round(float(t), 3) for t in job.memory_seconds), memory_frames_decoded=job.memory_decoded,
+                candidate_frames=len(job.times), utilities=tuple(round(float(u), 4) for u in out.utilities[r, :steps])))
         return results
 
-    def _ranking(self, probs: torch.Tensor) -> dict:
+    def _ranking(self, probs: torch.Tensor) -> tuple[str, tuple[tuple[str, float], ...]]:
         """The label and every class with its probability, most likely first."""
         top = torch.sort(probs, descending=True)
-        return {"label": self.classes[int(top.indices[0])],
-                "top": [[self.classes[int(i)], round(float(p), 4)] for p, i in zip(top.values, top.indices)]}
+        return self.classes[int(top.indices[0])], tuple((self.classes[int(i)], round(float(p), 4)) for p, i in zip(top.values, top.indices))
 
-    def predict_uniform(self, paths: Sequence[Path], frames: int, classifier: torch.nn.Module | None = None) -> list[dict]:
-        """The baseline on one group of videos (see ``run_uniform``)."""
-        return [r for results in self.run_uniform(paths, frames, classifier, group=max(len(paths), 1), prefetch=False) for r in results]
-
-    def run_uniform(self, paths: Sequence[Path], frames: int, classifier: torch.nn.Module | None = None, group: int = 8,
-                    prefetch: bool = True) -> Iterator[list[dict]]:
+    def run_uniform(self, paths: Sequence[Path], frames: int, classifier: Baseline | None = None, group: int = 8,
+                    prefetch: bool = True) -> Iterator[list[Recognition]]:
         """The baseline: ``frames`` frames evenly spaced in time, decoded by the same workers, through the backbone in
         one batch per group, averaged by ``classifier`` (an AvgPooling run) if given; yields each group's results.
 
@@ -289,62 +400,26 @@ class Predictor:
 
     @torch.no_grad()
     def _uniform_results(self, jobs: list[VideoJob], decoded: list[np.ndarray | None], frames: int,
-                         classifier: torch.nn.Module | None, start: float) -> list[dict]:
+                         classifier: Baseline | None, start: float) -> list[Recognition]:
         feats = self._features(self.backbone, decoded, len(jobs), self.model.cfg.feature_dim)  # [B, K, D]
         if classifier is not None and id(classifier) not in self._baseline_heads:  # count its FLOPs once, not per video
             self._baseline_heads[id(classifier)] = head_gflops_per_step(classifier, 0, self.device)
-        head = self._baseline_heads.get(id(classifier), 0.0)
-        probs = (classifier(feats, torch.ones(feats.shape[:2], dtype=torch.bool, device=self.device))
+        cost = CostModel(self.cost.backbone_gflops, 0.0, self._baseline_heads.get(id(classifier), 0.0))  # reads no memory
+        probs = (classifier.probs(feats, torch.ones(feats.shape[:2], dtype=torch.bool, device=self.device))
                  if classifier is not None and feats.shape[1] == frames else None)
         wall = time.perf_counter() - start
+        method = f"AvgPooling uniform{frames}"
         results = []
         for r, job in enumerate(jobs):
-            res: dict = {"video": str(job.path), "method": f"AvgPooling uniform{frames}", "wall_s": wall, "videos_in_group": len(jobs)}
             if job.error is not None:
-                results.append({**res, "error": job.error})
+                results.append(Recognition(job.path, method, wall, len(jobs), error=job.error))
                 continue
-            results.append({**res, **(self._ranking(probs[r]) if probs is not None else {}),
-                            "steps": frames, "frames_used": frames, "frame_seconds": [round(float(t), 3) for t in uniform_times(job.duration, frames)],
-                            "backbone_calls": frames, "memory_backbone_calls": 0, "frames_decoded": job.decoded, "seeks": job.seeks,
-                            "gflops": frames * (self.spec["backbone"]["gflops"] + head)})
+            label, top = self._ranking(probs[r]) if probs is not None else (None, ())
+            results.append(Recognition(
+                job.path, method, wall, len(jobs), label, top, steps=frames, frames_used=frames,
+                seconds=tuple(round(float(t), 3) for t in uniform_times(job.duration, frames)), backbone_calls=frames,
+                frames_decoded=job.decoded, seeks=job.seeks, gflops=float(cost.per_video(frames, frames, 0))))
         return results
-
-
-@dataclass(frozen=True)
-class Recognition:
-    """What ``Recognizer.predict`` says of one file. A file that could not be read has ``error`` set,
-    ``label`` None and the cost fields at 0; the other files of the call are unaffected.
-
-    Attributes:
-        path: the video file.
-        label: the most likely class.
-        top: every class with its probability, most likely first.
-        frames_used: distinct frames the big backbone ran on.
-        steps: agent steps taken (a revisited frame costs a step, not a backbone call).
-        seconds: the time of each step's frame, in the order looked at.
-        gflops: backbone frames + memory frames + the agent's heads, in G multiply-adds.
-        frames_decoded: frames the decoder produced (memory pass and policy frames).
-        wall_s: seconds for the group of videos this one was run with (decoding included).
-        error: why the file failed, or None.
-    """
-
-    path: Path
-    label: str | None
-    top: list[tuple[str, float]]
-    frames_used: int
-    steps: int
-    seconds: list[float]
-    gflops: float
-    frames_decoded: int
-    wall_s: float
-    error: str | None = None
-
-    @classmethod
-    def from_result(cls, r: dict) -> Recognition:
-        """From one of ``Predictor.predict``'s result dicts."""
-        return cls(Path(r["video"]), r.get("label"), [(c, p) for c, p in r.get("top", [])], r.get("frames_used", 0),
-                   r.get("steps", 0), r.get("frame_seconds", []), r.get("gflops", 0.0), r.get("frames_decoded", 0),
-                   r["wall_s"], r.get("error"))
 
 
 class Recognizer:
@@ -392,16 +467,45 @@ class Recognizer:
     def classes(self) -> list[str]:
         return self.predictor.classes
 
-    def predict(self, paths: Sequence[str | Path], scan: bool = False) -> list[Recognition]:
-        """One ``Recognition`` per file, in order; bad files get ``error`` instead of raising."""
-        return [Recognition.from_result(r) for r in self.predict_raw(paths, scan)]
+    @property
+    def memory_frames(self) -> int:
+        """Global-memory frames the agent reads."""
+        return self.predictor.memory_frames
 
-    def predict_raw(self, paths: Sequence[str | Path], scan: bool = False) -> list[dict]:
-        """As ``predict``, as the JSON-ready dicts ``adaframe predict --json`` prints (with backbone calls, seeks,
-        utilities). ``scan`` replaces the policy by consecutive frames: a cost check, not AdaFrame's prediction."""
+    @property
+    def trained_frames(self) -> int:
+        """The K the run was trained with (the most steps when ``frames`` is None)."""
+        return int(self.predictor.config["frames"])
+
+    @property
+    def features(self) -> dict:
+        """How the run's features were extracted (``extract.json``: backbones, sizes, ``fps``, GFLOPs)."""
+        return self.predictor.spec
+
+    def predict(self, paths: Sequence[str | Path], scan: bool = False) -> list[Recognition]:
+        """One ``Recognition`` per file, in order; bad files get ``error`` instead of raising. ``scan`` replaces the
+        policy by consecutive frames: a cost check, not AdaFrame's prediction."""
         return [r for group in self.predict_groups(paths, scan) for r in group]
 
-    def predict_groups(self, paths: Sequence[str | Path], scan: bool = False, prefetch: bool = True) -> Iterator[list[dict]]:
-        """As ``predict_raw``, yielding the results of each ``batch_size`` videos as soon as they are done
+    def predict_groups(self, paths: Sequence[str | Path], scan: bool = False, prefetch: bool = True) -> Iterator[list[Recognition]]:
+        """As ``predict``, yielding the results of each ``batch_size`` videos as soon as they are done
         (with ``prefetch``, the next group is being decoded meanwhile; see ``Predictor.run``)."""
         return self.predictor.run([Path(p) for p in paths], self.frames, self.mu, self.patience, scan, self.batch_size, prefetch)
+
+    def load_baseline(self, path: str | Path) -> Baseline:
+        """The AvgPooling run at ``path``, to run beside the policy (``predict_uniform``); refused unless trained on the
+        same classes and features."""
+        classifier, payload = load_checkpoint(path, self.predictor.device)
+        if payload["kind"] != "avgpool":
+            raise AdaframeError(f"--compare-checkpoint {path} holds a {payload['kind']!r} model, expected avgpool")
+        if payload["classes"] != self.classes or payload.get("features") != self.features:
+            raise AdaframeError(f"--compare-checkpoint {path} was trained on other classes or features than {self.predictor.checkpoint}")
+        return classifier
+
+    def predict_uniform(self, paths: Sequence[str | Path], frames: int, classifier: Baseline | None = None, group: int | None = None,
+                        prefetch: bool = False) -> list[Recognition]:
+        """The baseline on ``paths``: ``frames`` frames evenly spaced in time through the backbone, averaged by
+        ``classifier`` (None: its cost only), ``group`` videos at a time (default: all together)."""
+        paths = [Path(p) for p in paths]
+        return [r for results in self.predictor.run_uniform(paths, frames, classifier, group or max(len(paths), 1), prefetch)
+                for r in results]
