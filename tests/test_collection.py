@@ -103,7 +103,7 @@ def test_extract_and_predict_take_gifs_and_count_the_files_they_skip(video_files
 
 def test_index_reads_the_typed_results_back(tmp_path):
     """A result file is ``Recognition.to_json``; the index reads it back with ``from_json`` into the same object."""
-    from adaframe.recognize.recognizer import Ratios, Recognition
+    from adaframe.recognize.result import Ratios, Recognition
 
     base = Recognition(Path("a.mp4"), "AvgPooling uniform25", 0.5, 1, "red", (("red", 0.7), ("blue", 0.3)), 25, 25,
                        (0.1,) * 25, 25, 0, 30, 2, 12.5)

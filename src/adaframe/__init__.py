@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 __all__ = ["Recognition", "Recognizer"]
 
 if TYPE_CHECKING:
-    from adaframe.recognize.recognizer import Recognition, Recognizer
+    from adaframe.recognize.recognizer import Recognizer
+    from adaframe.recognize.result import Recognition
 
 
 def __getattr__(name: str) -> object:

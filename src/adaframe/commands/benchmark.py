@@ -33,7 +33,7 @@ from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError, resolve_device
 
 if TYPE_CHECKING:
-    from adaframe.recognize.recognizer import Recognition
+    from adaframe.recognize.result import Recognition
 
 
 @dataclass

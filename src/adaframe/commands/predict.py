@@ -18,7 +18,8 @@ import tyro
 
 from adaframe.recognize import collection
 from adaframe.recognize.jobs import CollectionJob
-from adaframe.recognize.recognizer import Recognition, Recognizer
+from adaframe.recognize.recognizer import Recognizer
+from adaframe.recognize.result import Recognition
 from adaframe.utils import AdaframeError, resolve_device
 
 

@@ -23,7 +23,8 @@ from adaframe.data.video_lists import UNLABELED
 from adaframe.evaluate.metrics import mean_average_precision, top1
 from adaframe.models.baselines import Baseline
 from adaframe.recognize.jobs import CollectionJob
-from adaframe.recognize.recognizer import Recognition, Recognizer
+from adaframe.recognize.recognizer import Recognizer
+from adaframe.recognize.result import Recognition
 from adaframe.utils import error_line, write_csv, write_json
 
 SETTINGS = "predict.json"

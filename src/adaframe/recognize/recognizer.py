@@ -1,7 +1,7 @@
 """Recognise video files with a trained run: the library under ``adaframe predict``.
 
-``Recognizer`` is the public face (typed results, one call per list of files); ``Predictor`` does
-the work per group of videos, batched across them:
+``Recognizer`` is the public face (one call per list of files, a typed ``result.Recognition`` per file);
+``Predictor`` does the work per group of videos, batched across them:
 
 1. a decoding worker (``decode_workers``) probes each file (its candidate frames are the ``fps`` grid
    the features were extracted on) and decodes the ``Td`` memory frames at low resolution by the
@@ -29,7 +29,7 @@ import itertools
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ from adaframe.media.decode_workers import DecodeWorkers, Failed, Frames, Open, R
 from adaframe.media.video import uniform_times
 from adaframe.models.baselines import Baseline
 from adaframe.models.kinds import load_checkpoint
+from adaframe.recognize.result import Recognition
 from adaframe.rl.rollout import StopRule, rollout
 from adaframe.utils import AdaframeError
 
@@ -73,122 +74,6 @@ class VideoJob:
     seeks: int = 0
     cache: dict[int, torch.Tensor] = field(default_factory=dict)  # frame index -> backbone feature [D]
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class Ratios:
-    """AdaFrame's cost over its baseline's on the same video."""
-
-    gflops: float
-    wall: float
-    backbone_calls: float
-
-    def to_json(self) -> dict:
-        return {"gflops_ratio": self.gflops, "wall_ratio": self.wall, "backbone_calls_ratio": self.backbone_calls}
-
-
-@dataclass(frozen=True)
-class Recognition:
-    """What one method says of one file, made once by ``Predictor``. A file that could not be read has ``error`` set,
-    ``label`` None and the cost fields at 0; the other files of the call are unaffected.
-
-    Attributes:
-        path: the video file.
-        method: e.g. ``AdaFrame-10 (mu 0.7)`` or ``AvgPooling uniform25``.
-        wall_s: seconds for the group of videos this one was run with (decoding included); ``per_video`` shares it.
-        videos_in_group: how many videos shared that time.
-        label: the most likely class (None: failed, or a baseline run for its cost only).
-        top: classes with their probabilities, most likely first (every class unless cut by ``with_top``).
-        steps: agent steps taken (a revisited frame costs a step, not a backbone call); a baseline's frames.
-        frames_used: distinct frames the big backbone ran on.
-        seconds: the time of each step's frame, in the order looked at.
-        backbone_calls, memory_backbone_calls: frames each backbone computed for this video.
-        frames_decoded: frames the decoder produced (memory pass and policy frames).
-        seeks: seeks the decoder made.
-        gflops: ``evaluate.metrics.CostModel``: frames x backbone + memory frames x memory backbone + steps x head.
-        memory_seconds, memory_frames_decoded, candidate_frames, utilities: AdaFrame's only (None for a baseline):
-            the times of the memory's frames, the frames decoded for it, the frames of the extraction grid, the
-            utility after each step.
-        baseline, vs_baseline: with ``predict --compare``, the baseline's result on the same file and the ratios.
-    """
-
-    path: Path
-    method: str
-    wall_s: float
-    videos_in_group: int = 1
-    label: str | None = None
-    top: tuple[tuple[str, float], ...] = ()
-    steps: int = 0
-    frames_used: int = 0
-    seconds: tuple[float, ...] = ()
-    backbone_calls: int = 0
-    memory_backbone_calls: int = 0
-    frames_decoded: int = 0
-    seeks: int = 0
-    gflops: float = 0.0
-    memory_seconds: tuple[float, ...] | None = None
-    memory_frames_decoded: int | None = None
-    candidate_frames: int | None = None
-    utilities: tuple[float, ...] | None = None
-    error: str | None = None
-    baseline: Recognition | None = None
-    vs_baseline: Ratios | None = None
-
-    @property
-    def probability(self) -> float:
-        """The label's probability (0 when there is none)."""
-        return self.top[0][1] if self.top else 0.0
-
-    def with_top(self, k: int) -> Recognition:
-        """This result with the ``k`` most likely classes only."""
-        return replace(self, top=self.top[:k])
-
-    def per_video(self) -> Recognition:
-        """This result with its share of its group's wall time."""
-        return replace(self, wall_s=self.wall_s / self.videos_in_group)
-
-    def compared_with(self, base: Recognition) -> Recognition:
-        """This result with ``base`` (a baseline on the same file) and, where both worked, the ratios of their costs."""
-        ratios = None if self.error or base.error else Ratios(
-            self.gflops / base.gflops, self.wall_s / base.wall_s, self.backbone_calls / base.backbone_calls)
-        return replace(self, baseline=base, vs_baseline=ratios)
-
-    def to_json(self) -> dict:
-        """The object ``predict --json`` prints and ``predict --videos`` writes (fields of the other method omitted)."""
-        out: dict = {"video": str(self.path), "method": self.method, "wall_s": self.wall_s, "videos_in_group": self.videos_in_group}
-        if self.error is not None:
-            out["error"] = self.error
-        else:
-            if self.label is not None:
-                out |= {"label": self.label, "top": [list(t) for t in self.top]}
-            out |= {"steps": self.steps, "frames_used": self.frames_used, "frame_seconds": list(self.seconds),
-                    "backbone_calls": self.backbone_calls, "memory_backbone_calls": self.memory_backbone_calls}
-            if self.memory_seconds is not None:
-                out["memory_seconds"] = list(self.memory_seconds)
-            out |= {"frames_decoded": self.frames_decoded}
-            if self.memory_frames_decoded is not None:
-                out["memory_frames_decoded"] = self.memory_frames_decoded
-            out |= {"seeks": self.seeks, "gflops": self.gflops}
-            if self.candidate_frames is not None:
-                out |= {"candidate_frames": self.candidate_frames, "utilities": list(self.utilities or ())}
-        out["top"] = [list(t) for t in self.top]
-        if self.vs_baseline is not None:
-            out["vs_baseline"] = self.vs_baseline.to_json()
-        if self.baseline is not None:
-            out["baseline"] = self.baseline.to_json()
-        return out
-
-    @classmethod
-    def from_json(cls, d: dict) -> Recognition:
-        """Back from ``to_json`` (a result file of ``predict --videos``)."""
-        opt = lambda key: None if d.get(key) is None else tuple(d[key])  # noqa: E731
-        return cls(Path(d["video"]), d["method"], d["wall_s"], d.get("videos_in_group", 1), d.get("label"),
-                   tuple((c, p) for c, p in d.get("top", [])), d.get("steps", 0), d.get("frames_used", 0),
-                   tuple(d.get("frame_seconds", [])), d.get("backbone_calls", 0), d.get("memory_backbone_calls", 0),
-                   d.get("frames_decoded", 0), d.get("seeks", 0), d.get("gflops", 0.0), opt("memory_seconds"),
-                   d.get("memory_frames_decoded"), d.get("candidate_frames"), opt("utilities"), d.get("error"),
-                   cls.from_json(d["baseline"]) if "baseline" in d else None,
-                   Ratios(**{k.removesuffix("_ratio"): v for k, v in d["vs_baseline"].items()}) if "vs_baseline" in d else None)
 
 
 class Predictor:
