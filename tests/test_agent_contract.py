@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 
 import pytest
 import torch
 
-from adaframe.train.config import ModelName
 from adaframe.models.kinds import KINDS, build_model
 from adaframe.models.recurrent import Exploration, RecurrentAgent
 from adaframe.models.sampler import OneStepSampler
@@ -136,13 +134,18 @@ def test_training_rollout_gradients_and_masks(name):
     assert math.isfinite(loss.item())
 
 
-def test_registry_knows_every_model_name_and_builds_its_contract():
-    assert set(KINDS) == set(typing.get_args(ModelName))
+def test_every_kind_builds_its_contract_and_counts_its_flops():
+    """An agent kind builds an agent; each model's FLOP probe counts one step's head (the cost model's third term):
+    more with a wider LSTM / MLP, the same for AvgPooling (a linear classifier: D x C, no hidden layer)."""
+    from adaframe.evaluate.run import head_gflops_per_step
+
     dims = {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": 12, "memory_frames": TD, "frames": K}
     for name, kind in KINDS.items():
         model = build_model(name, dims)
         assert isinstance(model, (RecurrentAgent, OneStepSampler)) == kind.agent, name
-        assert hasattr(model, "flops_probe"), name
+        small = head_gflops_per_step(model, TD)
+        big = head_gflops_per_step(build_model(name, {**dims, "hidden": 24}), TD)
+        assert small > 0 and (big == small == D * C / 1e9 if name == "avgpool" else big > small), name
 
 
 

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from adaframe.data.features import FeatureDataset
-from adaframe.recognize import extraction
-from adaframe.recognize.extraction import ExtractConfig
 from adaframe.media.backbones import BACKBONES, build_backbone, extract_features
 from adaframe.media.video import decode_at_rate, probe, sample_times
+from adaframe.recognize import extraction
+from adaframe.recognize.extraction import ExtractConfig
 from adaframe.utils import AdaframeError
 from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, keyframe_memory, torchrun
 

@@ -14,9 +14,9 @@ import torch
 from adaframe.commands.predict import parse_compare
 from adaframe.data.features import FeatureDataset, collate, read_spec
 from adaframe.evaluate.split import agent_batch
-from adaframe.recognize.recognizer import Predictor
-from adaframe.models.kinds import build_model, save_checkpoint
 from adaframe.media.video import probe, sample_times
+from adaframe.models.kinds import build_model, save_checkpoint
+from adaframe.recognize.recognizer import Predictor
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError
 from conftest import SHARED_VIDEOS, adaframe, lively

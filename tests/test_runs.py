@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaframe.train.config import TrainConfig
-from adaframe.evaluate.run import Setting, evaluate_run
 from adaframe.evaluate.metrics import CostModel
+from adaframe.evaluate.run import Setting, evaluate_run
 from adaframe.models.kinds import load_checkpoint
 from adaframe.report.experiments import Evaluator, can_resume, is_finished, mean_std, pick_mu, seeded, train_missing
+from adaframe.train.config import TrainConfig
 from adaframe.train.loop import train
 from conftest import adaframe
 

@@ -6,12 +6,12 @@ import numpy as np
 import torch
 
 from adaframe.data.features import FeatureDataset
-from adaframe.train.config import TrainConfig
-from adaframe.models.kinds import load_checkpoint
+from adaframe.data.features import feature_statistics
 from adaframe.models.agent import AdaFrame, AgentConfig
 from adaframe.models.baselines import BaselineConfig, LSTMBaseline
-from adaframe.data.features import feature_statistics
+from adaframe.models.kinds import load_checkpoint
 from adaframe.models.standardize import set_statistics
+from adaframe.train.config import TrainConfig
 from conftest import random_videos
 
 

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from adaframe.data.features import Batch, FeatureDataset, collate
-from adaframe.train.config import TrainConfig
 from adaframe.evaluate.split import agent_batch, evaluate
 from adaframe.models.kinds import build_model, load_checkpoint
-from adaframe.train.loop import train
 from adaframe.models.stop_agents import FastForward, FrameGlimpse, StopAgentConfig
 from adaframe.rl.losses import agent_loss
 from adaframe.rl.rollout import StopRule
+from adaframe.train.config import TrainConfig
+from adaframe.train.loop import train
 from adaframe.utils import AdaframeError
 from conftest import random_videos, run_agent
 

@@ -13,11 +13,11 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from adaframe.data.features import FeatureDataset
-from adaframe.train.config import TrainConfig
 from adaframe.evaluate.split import evaluate
 from adaframe.models.kinds import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
-from adaframe.train.loop import train
 from adaframe.rl.rollout import StopRule
+from adaframe.train.config import TrainConfig
+from adaframe.train.loop import train
 from adaframe.utils import AdaframeError
 from conftest import random_videos, read_rows
 

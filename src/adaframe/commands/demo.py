@@ -28,12 +28,12 @@ from typing import Literal
 from tqdm import tqdm
 
 from adaframe.data.synth import SynthConfig, generate
-from adaframe.train.config import TrainConfig
-from adaframe.report.figures import Series, plot_tradeoff
 from adaframe.evaluate.metrics import CostModel
 from adaframe.report.experiments import Evaluator, MAP_TOLERANCE, Plan, mean_std, pick_mu, seeded, train_missing
+from adaframe.report.figures import Series, plot_tradeoff
 from adaframe.report.tables import format_table, markdown_table
 from adaframe.rl.rollout import StopRule
+from adaframe.train.config import TrainConfig
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 
 AVGPOOL_K = (1, 4, 6, 11, 25)

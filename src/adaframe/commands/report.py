@@ -27,14 +27,14 @@ from typing import Literal
 from tqdm import tqdm
 
 from adaframe.data.features import FeatureDataset
-from adaframe.train.config import TrainConfig
-from adaframe.evaluate.run import data_costs
-from adaframe.report.figures import Series, plot_class_stops, plot_stop_steps, plot_tradeoff
 from adaframe.evaluate.metrics import CostModel
+from adaframe.evaluate.run import data_costs
 from adaframe.models.kinds import KINDS
 from adaframe.report.experiments import Evaluator, MAP_TOLERANCE, Plan, mean_std, pick_mu, seeded, train_missing
+from adaframe.report.figures import Series, plot_class_stops, plot_stop_steps, plot_tradeoff
 from adaframe.report.tables import format_cell, markdown_table
 from adaframe.rl.rollout import StopRule
+from adaframe.train.config import TrainConfig
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 
 

@@ -26,18 +26,18 @@ from tqdm import tqdm
 
 from adaframe.data.features import read_videos_csv
 from adaframe.data.video_lists import read_video_list
-from adaframe.recognize import collection
-from adaframe.train.config import TrainConfig
 from adaframe.evaluate.run import Setting, evaluate_run
-from adaframe.recognize.extraction import ExtractConfig, extract
-from adaframe.recognize.recognizer import Recognizer
-from adaframe.models.kinds import KINDS
-from adaframe.report.experiments import train_missing
-from adaframe.report.tables import format_table
 from adaframe.media.backbones import build_backbone, calibrate_batchnorm
 from adaframe.media.synth_video import SynthVideoConfig, generate_videos
 from adaframe.media.video import decode_at_rate
+from adaframe.models.kinds import KINDS
+from adaframe.recognize import collection
+from adaframe.recognize.extraction import ExtractConfig, extract
+from adaframe.recognize.recognizer import Recognizer
+from adaframe.report.experiments import train_missing
+from adaframe.report.tables import format_table
 from adaframe.rl.rollout import StopRule
+from adaframe.train.config import TrainConfig
 from adaframe.utils import AdaframeError, resolve_device, save_torch, write_json
 
 COMPARE = 25

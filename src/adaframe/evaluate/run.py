@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from adaframe.data.features import FeatureDataset, Sampling, evidence_hits, read_evidence, read_spec, sample_indices
-from adaframe.evaluate.split import Policy, Result, evaluate
 from adaframe.evaluate.metrics import CostModel, backward_jump_fraction, mean_average_precision, top1
+from adaframe.evaluate.split import Policy, Result, evaluate
 from adaframe.models.kinds import AGENTS, load_checkpoint
 from adaframe.rl.rollout import StopRule, check_stop_rule, default_stop
 from adaframe.utils import AdaframeError, atomic_write, measure_gflops, resolve_device

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from adaframe.data.features import Batch, FeatureDataset, Sampling, collate, gather_frames, sample_indices
-from adaframe.models.positions import scan_order
 from adaframe.models.baselines import Baseline
+from adaframe.models.positions import scan_order
 from adaframe.models.recurrent import RecurrentAgent
 from adaframe.models.sampler import OneStepSampler
 from adaframe.rl.rollout import Rollout, StopRule, count_distinct, rollout, stored_frames

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from adaframe.train.config import NOT_IN_RESULT, TrainConfig
+from adaframe.evaluate.metrics import CostModel
 from adaframe.evaluate.run import Setting, evaluate_loaded, load_run
 from adaframe.evaluate.split import Policy, Result
-from adaframe.evaluate.metrics import CostModel
 from adaframe.models.kinds import CHECKPOINT, KINDS
 from adaframe.rl.rollout import StopRule
+from adaframe.train.config import NOT_IN_RESULT, TrainConfig
 from adaframe.utils import AdaframeError, load_torch_file, resolve_device
 
 Plan = dict[str, list[TrainConfig]]
