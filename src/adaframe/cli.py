@@ -25,9 +25,9 @@ from adaframe.commands.report import ReportConfig, run_report
 from adaframe.commands.video_demo import VideoDemoConfig, run_video_demo
 from adaframe.data.features import SPLITS, read_videos_csv
 from adaframe.data.synth import SynthConfig, generate
-from adaframe.train.config import TrainConfig
-from adaframe.recognize.extraction import ExtractConfig, extract
 from adaframe.media.synth_video import SynthVideoConfig, generate_videos
+from adaframe.recognize.extraction import ExtractConfig, extract
+from adaframe.train.config import TrainConfig
 from adaframe.utils import AdaframeError, error_line
 
 
