@@ -1,7 +1,11 @@
-"""The one rollout (rl/rollout.py): each decision's log-probability at the step that made it, the stop rules against
-naive per-video rules (adaptive lookahead, entropy), count_distinct."""
+"""The one rollout (rl/rollout.py): each decision's log-probability at the step that made it, recomputed from the step's
+outputs; stopped videos leaving the batch; the stop rules against naive per-video rules (adaptive lookahead, entropy);
+count_distinct."""
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -10,8 +14,9 @@ import torch
 from adaframe.data.features import FeatureDataset, collate
 from adaframe.evaluate.split import agent_batch
 from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.models.positions import location_to_index
 from adaframe.models.recurrent import Exploration
-from adaframe.models.stop_agents import FastForward, StopAgentConfig
+from adaframe.models.stop_agents import FastForward, FrameGlimpse, StopAgentConfig
 from adaframe.rl.rollout import StopRule, count_distinct, rollout, stored_frames
 from conftest import lively, run_agent
 
@@ -139,22 +144,127 @@ def test_stop_rule_validation():
     assert StopRule("learned", 0.5, 2).describe() == "p(stop) >= 0.5, patience 2"
 
 
-@pytest.mark.parametrize("kind", ["adaframe", "fastforward"])
-def test_each_decisions_log_probability_is_stored_at_the_step_that_made_it(data, kind, monkeypatch):
-    """cleanrl's convention: log_probs[:, t] is the decision made at step t (its next frame, a stop agent's stop too),
-    first_log_prob the first frame's; the decision of step K-1 picks nothing looked at and is stored as 0."""
-    ds, batch = data
+@dataclass
+class Recorded(Exploration):
+    """The training exploration, keeping every noise tensor the policy draws, in the order drawn."""
+
+    draws: list[torch.Tensor] = field(default_factory=list)
+
+    def draw(self, fn, shape, device):
+        x = super().draw(fn, shape, device)
+        self.draws.append(x)
+        return x
+
+
+def sampling_agent(ds, kind: str) -> torch.nn.Module:
     torch.manual_seed(3)
-    model = agent(ds) if kind == "adaframe" else FastForward(StopAgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=16))
-    made, act, first = [], model.policy.act, model.first
-    monkeypatch.setattr(model.policy, "act", lambda *a: made.append(act(*a)) or made[-1])
-    firsts = []
-    monkeypatch.setattr(model, "first", lambda *a: firsts.append(first(*a)) or firsts[-1])
-    roll = rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), K,
-                   explore=Exploration(torch.Generator().manual_seed(0)))
-    assert torch.equal(roll.first_log_prob, firsts[0].log_prob) and torch.equal(roll.indices[:, 0], firsts[0].index)
-    for t, decision in enumerate(made[:-1]):
-        assert torch.equal(roll.log_probs[:, t], decision.log_prob), t
-        assert torch.equal(roll.indices[:, t + 1], decision.index), t  # it chose the next step's frame
-        assert (decision.log_prob != 0).any()
-    assert (roll.log_probs[:, -1] == 0).all()
+    if kind == "adaframe-gaussian":
+        return lively(AdaFrame(AgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=16, selection="gaussian",
+                                           memory_read="lstm", prediction="lstm")))
+    if kind == "adaframe-slots":
+        return agent(ds)
+    cls = FrameGlimpse if kind == "frameglimpse" else FastForward
+    return cls(StopAgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=16, stop_bias=-1.5))  # p(stop) ~ 0.2
+
+
+def categorical(logits: torch.Tensor, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The action drawn from softmax(logits) with exponential noise q (argmax p / q) and its log-probability."""
+    action = (torch.softmax(logits, -1) / q).argmax(-1)  # [B]
+    log_p = logits - logits.logsumexp(-1, keepdim=True)  # [B, A]
+    return action, log_p[torch.arange(len(action)), action]
+
+
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: float) -> torch.Tensor:
+    return -0.5 * ((x - mean) / std) ** 2 - math.log(std * math.sqrt(2 * math.pi))
+
+
+@pytest.mark.parametrize("kind", ["adaframe-gaussian", "adaframe-slots", "frameglimpse", "fastforward"])
+def test_each_decisions_log_probability_is_stored_at_the_step_that_made_it(data, kind, monkeypatch):
+    """cleanrl's convention: ``log_probs[:, t]`` is log pi of the decision made at step t, recomputed here from step t's
+    outputs and the noise drawn after it: the next frame (``indices[:, t + 1]``), and a stop agent's stop, which ends the
+    video's ``alive`` steps; ``first_log_prob`` is the first frame's. Step K-1's decision picks nothing looked at: 0."""
+    ds, batch = data
+    model = sampling_agent(ds, kind)
+    outputs, step = [], model.step
+    monkeypatch.setattr(model, "step", lambda *a: outputs.append(step(*a)) or outputs[-1])
+    explore = Recorded(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        roll = rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), K, explore=explore)
+    draws, lengths = iter(explore.draws), batch.lengths
+    if kind == "adaframe-slots":  # the first frame, chosen from the memory read with h_0 = 0
+        encoded = model.memory.encode(batch.memory)
+        h0 = torch.zeros(len(lengths), model.cfg.hidden)
+        blocked = torch.zeros(len(lengths), encoded.shape[1] + 3, dtype=torch.bool)
+        blocked[:, -2:] = True  # no frame to step back or forward from
+        logits = model.select(h0, model.head_scale(model.memory(encoded, h0)[0]), encoded, blocked)
+        _, want = categorical(logits, next(draws))
+        next(draws)  # where in the chosen slot
+        torch.testing.assert_close(roll.first_log_prob, want)
+        assert (want < 0).all()
+    else:  # a fixed start: no decision
+        start = model.cfg.start if kind == "adaframe-gaussian" else model.start
+        assert (roll.first_log_prob == 0).all() and torch.equal(roll.indices[:, 0], (start * lengths).long())
+    for t, out in enumerate(outputs):
+        last = t == K - 1
+        if kind.startswith("adaframe"):
+            if last:  # AdaFrame draws nothing after its last step
+                assert (roll.log_probs[:, t] == 0).all()
+                continue
+            if kind == "adaframe-gaussian":
+                location = out.policy + model.cfg.std * next(draws)  # [B]
+                want = gaussian_log_density(location, out.policy, model.cfg.std)
+                assert torch.equal(roll.indices[:, t + 1], location_to_index(location, lengths)), t
+            else:
+                _, want = categorical(out.policy, next(draws))
+                next(draws)
+        else:
+            p_stop = torch.sigmoid(out.stop_logit)  # [B]
+            stop = next(draws) < p_stop
+            if kind == "frameglimpse":
+                action = out.policy + model.cfg.std * next(draws)  # [B] the next location
+                log_p_move, frame = gaussian_log_density(action, out.policy, model.cfg.std), location_to_index(action, lengths)
+            else:
+                action, log_p_move = categorical(out.policy, next(draws))
+                frame = model.next_index(action, roll.indices[:, t], lengths)
+            want = torch.where(stop, p_stop.log(), (1 - p_stop).log() + log_p_move)
+            if last:
+                want = torch.zeros_like(want)  # the stop is forced
+            else:
+                assert torch.equal(roll.indices[:, t + 1], frame), t
+                assert torch.equal(roll.alive[:, t + 1], roll.alive[:, t] & ~stop), t  # a sampled stop ends the video
+        torch.testing.assert_close(roll.log_probs[:, t], want, rtol=1e-5, atol=1e-5, msg=f"step {t}")
+        assert last or (want != 0).all()
+    assert next(draws, None) is None  # every draw was accounted for
+    if kind in ("frameglimpse", "fastforward"):  # some videos stopped mid-rollout and some ran all K steps
+        assert (roll.steps < K).any() and (roll.steps > 1).any() and roll.alive[:, -1].any()
+
+
+def test_stopped_videos_leave_the_batch_and_their_later_steps_hold_fill_values(data, monkeypatch):
+    """A learned stop in evaluation: the video takes the steps up to the first where p(stop) >= threshold (computed
+    here from a K-step run without a stop, which follows the same path), its later steps run on the others only, and
+    its rollout holds NaN logits and utilities, frame -1, log-probability 0 and alive False there."""
+    ds, batch = data
+    torch.manual_seed(1)
+    model = FrameGlimpse(StopAgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=16, stop_bias=0.0)).eval()
+    outputs, rows, step = [], [], model.step
+    monkeypatch.setattr(model, "step", lambda frame, *a: rows.append(len(frame)) or outputs.append(step(frame, *a)) or outputs[-1])
+    with torch.no_grad():
+        full = rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), K)
+        p_stop = torch.stack([torch.sigmoid(out.stop_logit) for out in outputs], 1)  # [B, K]
+        threshold = float(p_stop.quantile(0.75))
+        fires = p_stop >= threshold  # [B, K]
+        want = torch.where(fires.any(1), fires.float().argmax(1) + 1, K)  # [B] steps up to the first that fires
+        assert (want < K).any() and (want == K).any() and len(set(want.tolist())) > 2
+        rows.clear()
+        roll = rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), K, stop=StopRule("learned", threshold))
+    assert torch.equal(roll.steps, want)
+    assert rows == [int((want > t).sum()) for t in range(K)]  # the model ran on the videos still going
+    taken = torch.arange(K)[None, :] < want[:, None]  # [B, K]
+    assert torch.equal(roll.alive, taken)
+    assert torch.equal(roll.indices[taken], full.indices[taken]) and (roll.indices[~taken] == -1).all()
+    torch.testing.assert_close(roll.logits[taken], full.logits[taken])
+    torch.testing.assert_close(roll.utilities[taken], full.utilities[taken])
+    assert torch.isnan(roll.logits[~taken]).all() and torch.isnan(roll.utilities[~taken]).all()
+    assert (roll.log_probs == 0).all() and (roll.first_log_prob == 0).all()  # the most likely actions decide nothing sampled
+    last = torch.softmax(full.logits[torch.arange(len(want)), want - 1], -1)  # [B] the prediction at each video's last step
+    torch.testing.assert_close(roll.probs, last)

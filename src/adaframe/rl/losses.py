@@ -64,25 +64,45 @@ def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, re
     # chosen from the memory alone has no utility before it: its baseline is the batch's mean return; a fixed first
     # frame is no decision.
     with torch.no_grad():
-        decided = roll.alive.clone()  # [B, K]
+        advantage = returns - roll.utilities  # [B, K]
+        decided = roll.alive.clone()  # [B, K] the decision of step t picked a frame that was looked at
         decided[:, -1] = False
-        advantage = (returns - roll.utilities) * decided  # [B, K]
+        advantage = advantage * decided
         first_decided = torch.full_like(roll.alive[:, 0], model.chooses_first)  # [B]
-        first_advantage = (returns[:, 0] - shard.mean(returns[:, 0].mean())) * first_decided  # [B]
+        if model.chooses_first:
+            first_advantage = returns[:, 0] - shard.mean(returns[:, 0].mean())  # [B]
+        else:
+            first_advantage = torch.zeros_like(returns[:, 0])  # [B]
         if normalize_advantage:
-            scale = shard.std(torch.cat([first_advantage[first_decided], advantage[decided]])) + 1e-8
+            scale = shard.std(in_order(first_advantage, advantage)[in_order(first_decided, decided)]) + 1e-8
             advantage, first_advantage = advantage / scale, first_advantage / scale
-    j_sel = (roll.first_log_prob * first_advantage + (roll.log_probs * advantage).sum(1)).mean()
+    first_term = roll.first_log_prob * first_advantage  # [B]
+    step_terms = roll.log_probs * advantage  # [B, K]
+    j_sel = in_order(first_term, step_terms).sum(1).mean()
     loss = loss_cls + reward_weight * loss_utl - reward_weight * j_sel
     last = (taken.long() - 1)[:, None]  # [B, 1] the last step taken
     return {
         "loss": loss, "loss_cls": loss_cls.detach(), "loss_utl": loss_utl.detach(), "j_sel": j_sel.detach(),
         "reward": rewards.sum(1).mean(), "margin_last": m.gather(1, last).mean(), "utility": roll.utilities.detach().mean(),
-        "advantage": torch.cat([first_advantage[:, None], advantage[:, :-1]], 1).mean(),  # over the K decisions of a frame looked at
+        "advantage": in_order(first_advantage, advantage).mean(),
         "steps": taken.mean(),
         "explained_variance": explained_variance(roll.utilities.detach(), returns, roll.alive),
         "frames_used": count_distinct(torch.where(roll.alive, roll.indices, -1)).float().mean(), **terms,
     }
+
+
+def in_order(first: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+    """The K decisions of each video that picked a frame it looked at, in the order they were made.
+
+    Args:
+        first: [B] of the first frame's decision.
+        steps: [B, K] of the decision made at step t (which picked step t + 1's frame).
+
+    Returns:
+        [B, K]: the first frame's, then steps 0..K-2's. Step K-1's picks nothing: it is left out rather than summed as
+        a 0, which would change how a sum over the row rounds (torch adds 8 lanes at a time).
+    """
+    return torch.cat([first[:, None], steps[:, :-1]], 1)  # [B, K]
 
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
