@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -434,3 +435,32 @@ def test_benchmark_on_video_files_measures_both_methods_through_the_same_workers
         assert ratio[key] == pytest.approx(ada[key] / uni[key])
     printed = capsys.readouterr().out
     assert "AdaFrame-4 mu 0.0" in printed and "uniform6" in printed and "AdaFrame / uniform6" in printed
+
+
+def test_explain_draws_each_frame_used_once_and_says_why_it_stopped(run, video_files, tmp_path):
+    """--explain: a PNG per video (one file, or a folder for several and for --videos); its thumbnails are the frames
+    used, each once, in the order first looked at; the stop line names the lookahead rule when it fired."""
+    from PIL import Image
+
+    from adaframe.recognize.recognizer import Recognizer
+    from adaframe.report.explain import first_looks, plot_decision, stop_reason
+
+    path = video_files / "videos" / "video00001.mp4"
+    png = tmp_path / "one.png"
+    adaframe("predict", str(path), "--checkpoint", str(run), "--explain", str(png), cwd=tmp_path)
+    assert Image.open(png).size[0] > 400
+    with Recognizer.from_run(run, mu=0.0, workers=0) as rec:
+        [r] = rec.predict([path])
+    revisit = replace(r, seconds=r.seconds + r.seconds[:1], steps=r.steps + 1, utilities=r.utilities + (0.0,),
+                      step_top=r.step_top + r.step_top[:1])  # a frame looked at twice is shown once
+    thumbs = [np.zeros((8, 8, 3), np.uint8)] * r.frames_used
+    assert plot_decision(revisit, thumbs, 10.0, tmp_path / "r.png", 0.0, K) == list(range(r.frames_used)) == first_looks(revisit.seconds)
+    with pytest.raises(AdaframeError, match="thumbnails for"):
+        plot_decision(revisit, thumbs[:-1], 10.0, tmp_path / "r.png", 0.0, K)
+    assert stop_reason([0.3, 0.5, 0.1], 0.2, K).startswith("stopped after step 3: the utility 0.100 fell 0.400 below its best")
+    assert stop_reason([0.3, 0.5], None, 2) == "ran all K = 2 steps"
+    folder = tmp_path / "pics"
+    adaframe("predict", "--checkpoint", str(run), "--videos", str(video_files / "list.txt"), "--out", str(tmp_path / "c"),
+             "--explain", str(folder), "--no-progress", cwd=tmp_path)
+    listed = [Path(line.split()[0]).stem for line in (video_files / "list.txt").read_text().splitlines()]
+    assert sorted(p.stem for p in folder.glob("*.png")) == sorted(listed)

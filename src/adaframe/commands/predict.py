@@ -57,6 +57,9 @@ class PredictConfig:
     scan: bool = False
     """cost check: replace the policy by a scan of consecutive frames from the first one, so every
     step runs the backbone on a new frame (the prediction is then not AdaFrame's)"""
+    explain: Annotated[Path | None, tyro.conf.arg(metavar="PNG|DIR")] = None
+    """draw where the agent looked, what it believed after each step and why it stopped: a PNG for one video, else a
+    folder with one PNG per video (with --videos: one per video of this shard)"""
     top_k: int = 5
     json: bool = False
     """print one JSON object per video instead of text"""
@@ -101,14 +104,16 @@ def run_predict(cfg: PredictConfig) -> list[Recognition]:
         if predict_collection(cfg)["failed"]:
             sys.exit(1)
         return []
-    results = _predict_files(cfg)
+    results, k = _predict_files(cfg)
+    if cfg.explain is not None:
+        explain(results, cfg.explain, cfg.mu, k)
     if any(collection.failure(r) is not None for r in results):
         sys.exit(1)  # after all output, so a script sees every result and still learns that some failed
     return results
 
 
-def _predict_files(cfg: PredictConfig) -> list[Recognition]:
-    """``collection.predict_files`` with the run and the baseline of ``cfg``."""
+def _predict_files(cfg: PredictConfig) -> tuple[list[Recognition], int]:
+    """``collection.predict_files`` with the run and the baseline of ``cfg``; the results and K."""
     device = resolve_device(cfg.device)
     compare = parse_compare(cfg.compare)
     rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
@@ -118,7 +123,7 @@ def _predict_files(cfg: PredictConfig) -> list[Recognition]:
         if compare is None:
             raise AdaframeError("--compare-checkpoint needs --compare uniformK")
         classifier = rec.load_baseline(cfg.compare_checkpoint)
-    return collection.predict_files(rec, cfg.videos, compare, classifier, cfg.scan, cfg.top_k, cfg.json)
+    return collection.predict_files(rec, cfg.videos, compare, classifier, cfg.scan, cfg.top_k, cfg.json), rec.frames or rec.trained_frames
 
 
 def predict_collection(cfg: PredictConfig) -> dict:
@@ -130,6 +135,8 @@ def predict_collection(cfg: PredictConfig) -> dict:
     job.open(collection.SETTINGS, collection.settings(rec, cfg.checkpoint), "predictions")
     ran = collection.recognise(rec, job, cfg.scan, cfg.progress)
     numbers = job.finish(lambda: collection.write_index(job, rec.classes, cfg.top_k))
+    if cfg.explain is not None:
+        explain(collection.results(job), cfg.explain, cfg.mu, cfg.frames or rec.trained_frames, folder=True)
     line = (f"{numbers['videos']} videos: {numbers['done']} recognised ({ran['ran'] - ran['failed_now']} now, {ran['skipped']} "
             f"already done), {numbers['failed']} failed, {numbers['missing']} left to other shards; {ran['videos_per_s']:.2f} videos/s; "
             f"mean {numbers['mean_frames']:.2f} frames, {numbers['mean_gflops']:.2f} GFLOPs")
@@ -140,3 +147,22 @@ def predict_collection(cfg: PredictConfig) -> dict:
         line += f"; mAP {numbers['mAP']:.2f}, top-1 {numbers['top1']:.2f} over {numbers['labelled']} labelled videos"
     print(line + job.skipped_note() + f". Wrote {cfg.out / 'predictions.csv'}" + (f" and {cfg.out / 'failures.csv'}" if numbers["failed"] else ""))
     return numbers
+
+
+def explain(results: list[Recognition], target: Path, mu: float | None, max_steps: int, folder: bool = False) -> None:
+    """``--explain``: one picture per recognised video (``report.explain``), its thumbnails decoded again at the seconds
+    the agent looked at; ``target`` is the PNG itself for a single video, else a folder of ``<file name>.png``."""
+    from adaframe.media.video import VideoReader, probe
+    from adaframe.report.explain import first_looks, plot_decision
+
+    ok = [r for r in results if r.error is None]
+    single = not folder and len(results) == 1 and target.suffix.lower() == ".png"
+    for r in ok:
+        path = target if single else target / f"{r.path.stem}.png"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AdaframeError(f"--explain: cannot create {path.parent}: {e.strerror}") from None
+        with VideoReader(r.path) as reader:
+            thumbnails = reader.read([r.seconds[i] for i in first_looks(r.seconds)], 96)
+        plot_decision(r, thumbnails, probe(r.path).duration, path, mu, max_steps)

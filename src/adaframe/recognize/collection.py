@@ -118,6 +118,12 @@ def recognise(rec: Recognizer, job: CollectionJob, scan: bool = False, progress:
             "videos_per_s": len(todo) / seconds if seconds > 0 and todo else float("nan")}
 
 
+def results(job: CollectionJob) -> list[Recognition]:
+    """The results of this process's videos finished in ``job.out``, in list order."""
+    files = [_result_file(job.out, it.video_id) for it in job.mine]
+    return [Recognition.from_json(json.loads(f.read_text())) for f in files if f.is_file()]
+
+
 def write_index(job: CollectionJob, classes: list[str], top_k: int) -> dict:
     """Rebuild ``predictions.csv`` and ``failures.csv`` from the files in ``job.out``; returns the collection's numbers."""
     rows, scores, labels, frames, gflops = [], [], [], [], []

@@ -247,8 +247,14 @@ class Predictor:
                 memory_backbone_calls=int(memory_calls[r]), frames_decoded=job.decoded, seeks=job.seeks,
                 gflops=float(self.cost.per_video(frames_used, steps, self.memory_frames)),
                 memory_seconds=tuple(round(float(t), 3) for t in job.memory_seconds), memory_frames_decoded=job.memory_decoded,
-                candidate_frames=len(job.times), utilities=tuple(round(float(u), 4) for u in out.utilities[r, :steps])))
+                candidate_frames=len(job.times), utilities=tuple(round(float(u), 4) for u in out.utilities[r, :steps]),
+                step_top=self._step_top(out.logits[r, :steps])))
         return results
+
+    def _step_top(self, logits: torch.Tensor) -> tuple[tuple[str, float], ...]:
+        """logits [steps, C] -> the most likely class and its probability after each step."""
+        p, c = torch.softmax(logits, -1).max(-1)  # [steps]
+        return tuple((self.classes[int(i)], round(float(q), 4)) for q, i in zip(p, c))
 
     def _ranking(self, probs: torch.Tensor) -> tuple[str, tuple[tuple[str, float], ...]]:
         """The label and every class with its probability, most likely first."""

@@ -39,9 +39,9 @@ class Recognition:
         frames_decoded: frames the decoder produced (memory pass and policy frames).
         seeks: seeks the decoder made.
         gflops: ``evaluate.metrics.CostModel``: frames x backbone + memory frames x memory backbone + steps x head.
-        memory_seconds, memory_frames_decoded, candidate_frames, utilities: AdaFrame's only (None for a baseline):
-            the times of the memory's frames, the frames decoded for it, the frames of the extraction grid, the
-            utility after each step.
+        memory_seconds, memory_frames_decoded, candidate_frames, utilities, step_top: AdaFrame's only (None for a
+            baseline): the times of the memory's frames, the frames decoded for it, the frames of the extraction grid,
+            the utility after each step, the most likely class and its probability after each step.
         baseline, vs_baseline: with ``predict --compare``, the baseline's result on the same file and the ratios.
     """
 
@@ -63,6 +63,7 @@ class Recognition:
     memory_frames_decoded: int | None = None
     candidate_frames: int | None = None
     utilities: tuple[float, ...] | None = None
+    step_top: tuple[tuple[str, float], ...] | None = None
     error: str | None = None
     baseline: Recognition | None = None
     vs_baseline: Ratios | None = None
@@ -104,6 +105,8 @@ class Recognition:
             out |= {"seeks": self.seeks, "gflops": self.gflops}
             if self.candidate_frames is not None:
                 out |= {"candidate_frames": self.candidate_frames, "utilities": list(self.utilities or ())}
+                if self.step_top is not None:
+                    out["step_top"] = [list(t) for t in self.step_top]
         out["top"] = [list(t) for t in self.top]
         if self.vs_baseline is not None:
             out["vs_baseline"] = self.vs_baseline.to_json()
@@ -119,6 +122,7 @@ class Recognition:
                    tuple((c, p) for c, p in d.get("top", [])), d.get("steps", 0), d.get("frames_used", 0),
                    tuple(d.get("frame_seconds", [])), d.get("backbone_calls", 0), d.get("memory_backbone_calls", 0),
                    d.get("frames_decoded", 0), d.get("seeks", 0), d.get("gflops", 0.0), opt("memory_seconds"),
-                   d.get("memory_frames_decoded"), d.get("candidate_frames"), opt("utilities"), d.get("error"),
+                   d.get("memory_frames_decoded"), d.get("candidate_frames"), opt("utilities"),
+                   None if d.get("step_top") is None else tuple((c, p) for c, p in d["step_top"]), d.get("error"),
                    cls.from_json(d["baseline"]) if "baseline" in d else None,
                    Ratios(**{k.removesuffix("_ratio"): v for k, v in d["vs_baseline"].items()}) if "vs_baseline" in d else None)
