@@ -57,17 +57,17 @@ def load_run(checkpoint: str | Path, data: str | Path, split: str = "val", devic
     that runs evaluated together share, so that a split is read once.
     """
     model, payload = load_checkpoint(checkpoint, device)
-    dims, kind = payload["model_config"], payload["kind"]
+    sizes, kind = payload["model_config"], payload["kind"]
     memory_frames = payload["memory_frames"] if kind in AGENTS else 0
     key = (str(Path(data).resolve()), split, tuple(payload["classes"]), memory_frames)
     cache = {} if datasets is None else datasets
     if key not in cache:
         cache[key] = FeatureDataset(data, split, classes=payload["classes"], memory_frames=memory_frames)
     dataset = cache[key]
-    if dataset.feature_dim != dims["feature_dim"]:
-        raise AdaframeError(f"{data}: features have D={dataset.feature_dim}, but the model was trained on D={dims['feature_dim']}")
-    if kind in AGENTS and dataset.memory_frames and dataset.memory_dim != dims["memory_dim"]:
-        raise AdaframeError(f"{data}: memory has Dm={dataset.memory_dim}, but the model was trained on Dm={dims['memory_dim']}")
+    if dataset.feature_dim != sizes["feature_dim"]:
+        raise AdaframeError(f"{data}: features have D={dataset.feature_dim}, but the model was trained on D={sizes['feature_dim']}")
+    if kind in AGENTS and dataset.memory_frames and dataset.memory_dim != sizes["memory_dim"]:
+        raise AdaframeError(f"{data}: memory has Dm={dataset.memory_dim}, but the model was trained on Dm={sizes['memory_dim']}")
     return model, payload, dataset
 
 

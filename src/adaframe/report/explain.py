@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from adaframe.recognize.result import Recognition
-from adaframe.report.figures import _pyplot, _save
+from adaframe.report.figures import pyplot, save_png
 from adaframe.utils import AdaframeError
 
 
@@ -51,7 +51,7 @@ def plot_decision(r: Recognition, thumbnails: Sequence[np.ndarray], duration: fl
     shown = first_looks(r.seconds)
     if len(thumbnails) != len(shown):
         raise AdaframeError(f"{r.path}: {len(thumbnails)} thumbnails for {len(shown)} frames used")
-    plt = _pyplot()
+    plt = pyplot()
     steps = r.steps
     fig = plt.figure(figsize=(max(8.0, 1.6 * len(shown)), 7.5))
     grid = fig.add_gridspec(3, len(shown), height_ratios=[1.0, 1.3, 1.6], hspace=0.55)
@@ -82,5 +82,5 @@ def plot_decision(r: Recognition, thumbnails: Sequence[np.ndarray], duration: fl
     curve.set(xlabel="step", xticks=x, xlim=(0.5, max(steps, 1) + 0.5))
     curve.set_title(reason, fontsize=9)
     curve.legend(fontsize=8, loc="best")
-    _save(fig, Path(path))
+    save_png(fig, Path(path))
     return shown

@@ -75,14 +75,14 @@ class Series:
         return cls(name, [Point(r["gflops_per_video"], r["mAP"], label(r)) for r in rows], line)
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_png(fig: Figure, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     atomic_write(path, lambda p: fig.savefig(p, format="png", bbox_inches="tight"))
     plt.close(fig)
 
 
-def _pyplot() -> ModuleType:
+def pyplot() -> ModuleType:
     """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
@@ -211,7 +211,7 @@ def plot_tradeoff(series: list[Series], path: Path, title: str, xlabel: str = "G
             if not (np.isfinite(p.gflops) and np.isfinite(p.map) and p.gflops > 0):
                 raise ValueError(f"plot_tradeoff: series {s.name!r} has a point with gflops={p.gflops}, "
                                  f"map={p.map}: gflops must be > 0 (log axis) and both finite")
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib import ticker
 
     colors = plt.get_cmap("tab10").colors
@@ -243,7 +243,7 @@ def plot_tradeoff(series: list[Series], path: Path, title: str, xlabel: str = "G
     fig.canvas.draw()  # fixes limits and layout: labels are placed in display pixels
     ax.set_autoscale_on(False)
     _place_labels(fig, ax, items, lines, markersize * fig.dpi / 72)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _check_steps(stop_steps: np.ndarray, max_steps: int, name: str) -> np.ndarray:
@@ -302,7 +302,7 @@ def plot_stop_steps(stop_steps: np.ndarray, correct: np.ndarray, max_steps: int,
         ValueError: On empty or mismatched inputs, or steps outside 1..max_steps.
     """
     share, accuracy, counts = stop_step_summary(stop_steps, correct, max_steps)
-    plt = _pyplot()
+    plt = pyplot()
     k = np.arange(1, max_steps + 1)
     fig, ax = plt.subplots(figsize=(max(6.0, min(14.0, 3 + 0.45 * max_steps)), 4.8), dpi=150)
     bar_color, line_color = "tab:blue", "tab:red"
@@ -330,7 +330,7 @@ def plot_stop_steps(stop_steps: np.ndarray, correct: np.ndarray, max_steps: int,
     ax.grid(True, axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def class_stop_shares(stop_steps: np.ndarray, labels: np.ndarray, num_classes: int,
@@ -390,7 +390,7 @@ def plot_class_stops(stop_steps: np.ndarray, labels: np.ndarray, classes: list[s
     if not classes:
         raise ValueError("plot_class_stops: the list of classes is empty")
     shares, mean_step, order = class_stop_shares(stop_steps, labels, len(classes), max_steps)
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     c = len(classes)
@@ -427,4 +427,4 @@ def plot_class_stops(stop_steps: np.ndarray, labels: np.ndarray, classes: list[s
     ax.tick_params(axis="y", length=0)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save_png(fig, path)

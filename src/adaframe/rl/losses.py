@@ -60,21 +60,18 @@ def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, re
     loss_utl = 0.5 * ((roll.utilities - returns).pow(2) * alive).sum(1).mean()
     # J_sel (Eq. 7): REINFORCE with the utility as baseline, each decision credited at the step that made it (cleanrl's
     # convention): the decision at step t (where to look next; a stop agent's also whether to stop), made from h_t, with
-    # A_t = Q_t - V_t. The last step's decision is never looked at, and a stopped video decides nothing. A first frame
-    # chosen from the memory alone has no utility before it: its baseline is the batch's mean return; a fixed first
-    # frame is no decision.
+    # A_t = Q_t - V_t. The last step's decision is never looked at (``in_order`` leaves it out), and a stopped video
+    # decides nothing. A first frame chosen from the memory alone has no utility before it: its baseline is the
+    # batch's mean return; a fixed first frame is no decision.
     with torch.no_grad():
-        advantage = returns - roll.utilities  # [B, K]
-        decided = roll.alive.clone()  # [B, K] the decision of step t picked a frame that was looked at
-        decided[:, -1] = False
-        advantage = advantage * decided
+        advantage = (returns - roll.utilities) * roll.alive  # [B, K]
         first_decided = torch.full_like(roll.alive[:, 0], model.chooses_first)  # [B]
         if model.chooses_first:
             first_advantage = returns[:, 0] - shard.mean(returns[:, 0].mean())  # [B]
         else:
             first_advantage = torch.zeros_like(returns[:, 0])  # [B]
         if normalize_advantage:
-            scale = shard.std(in_order(first_advantage, advantage)[in_order(first_decided, decided)]) + 1e-8
+            scale = shard.std(in_order(first_advantage, advantage)[in_order(first_decided, roll.alive)]) + 1e-8
             advantage, first_advantage = advantage / scale, first_advantage / scale
     first_term = roll.first_log_prob * first_advantage  # [B]
     step_terms = roll.log_probs * advantage  # [B, K]
