@@ -158,7 +158,7 @@ def test_console_script_entry_point(tmp_path):
 
 def test_help_lists_the_commands(tmp_path):
     proc = adaframe("--help", cwd=tmp_path)
-    assert proc.stdout.startswith("usage: adaframe [-h] {synth,train,eval,demo,report,benchmark,synth-video,extract,predict,"
+    assert proc.stdout.startswith("usage: adaframe [-h] {synth,train,eval,demo,report,benchmark,synth-video,extract,predict,export,"
                                   "video-demo,probe}")
 
 

@@ -56,7 +56,7 @@ def _eval_rows(run: Path, data: Path, mu: float | None):
 
 @pytest.mark.parametrize("mu", [None, 0.0])
 def test_predict_equals_eval_on_offline_features(run, extracted, video_files, mu):
-    predictor = Predictor(run)
+    predictor = Predictor.from_run(run)
     for ds, out in _eval_rows(run, extracted, mu):
         paths = [video_files / "videos" / f"{r.video_id}.mp4" for r in ds.records]
         results = predictor.predict(paths, K, mu)
@@ -73,12 +73,13 @@ def test_predict_equals_eval_on_offline_features(run, extracted, video_files, mu
 
 
 def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
-    predictor = Predictor(run)
+    predictor = Predictor.from_run(run)
     path = video_files / "videos" / "video00000.mp4"
     calls = {"backbone": 0, "memory_backbone": 0}
+    modules = dict(zip(calls, predictor.networks.torch_backbones))
 
     def counting(name):
-        forward = getattr(predictor, name).forward_features
+        forward = modules[name].forward_features
 
         def count(x):
             calls[name] += x.shape[0]
@@ -86,7 +87,7 @@ def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
         return count
 
     for name in calls:
-        getattr(predictor, name).forward_features = counting(name)
+        modules[name].forward_features = counting(name)
     [r] = predictor.predict([path], K, None)
     assert calls["backbone"] == r.backbone_calls == r.frames_used == len(set(r.seconds))
     assert r.frames_used <= K < r.candidate_frames
@@ -103,7 +104,7 @@ def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
 def test_memory_subset_of_a_run_trained_on_fewer_memory_frames(extracted, video_files, tmp_path):
     """A Table-2 style run (8 of the 16 stored memory frames) decodes and computes only those 8."""
     run8 = make_run(tmp_path / "run8", extracted, memory_frames=8)
-    [r] = Predictor(run8).predict([video_files / "videos" / "video00001.mp4"], K, None)
+    [r] = Predictor.from_run(run8).predict([video_files / "videos" / "video00001.mp4"], K, None)
     assert r.memory_backbone_calls == 8 and r.error is None
 
 
@@ -155,7 +156,7 @@ def test_bad_video_gets_its_own_error_and_others_go_on(run, video_files, tmp_pat
     text = tmp_path / "not_a_video.mp4"
     text.write_text("hello")
     good = video_files / "videos" / "video00003.mp4"
-    results = Predictor(run).predict([text, good, tmp_path / "missing.mp4"], K, 0.5)
+    results = Predictor.from_run(run).predict([text, good, tmp_path / "missing.mp4"], K, 0.5)
     assert results[0].error is not None and str(text) in results[0].error
     assert results[2].error is not None
     assert results[1].error is None and results[1].steps >= 1
@@ -191,7 +192,7 @@ def test_corrupted_and_real_clips(run, tmp_path):
     clips = ["mmaction2_test.mp4", "mmaction2_test.avi", "decord_flipping_a_pancake.mkv", "decord_rotated_90.mov", "decord_corrupted.mp4"]
     cut = tmp_path / "cut.avi"  # half an AVI: without its index it states a shorter duration; its header, 164 frames
     cut.write_bytes((SHARED_VIDEOS / "mmaction2_test.avi").read_bytes()[:147283])
-    results = Predictor(run).predict([SHARED_VIDEOS / c for c in clips] + [cut], K, None)
+    results = Predictor.from_run(run).predict([SHARED_VIDEOS / c for c in clips] + [cut], K, None)
     for clip, r in zip(clips, results):
         if clip == "decord_corrupted.mp4":
             continue  # the policy may or may not land beyond the damage; either way it must not raise
@@ -212,7 +213,7 @@ def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
     dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 8, "memory_frames": 16}
     save_checkpoint(tmp_path, build_model("adaframe", dims), "adaframe", ds.classes, {"frames": 3}, {"features": None}, memory_frames=dims.get("memory_frames"))
     with pytest.raises(AdaframeError, match="not made by 'adaframe extract'"):
-        Predictor(tmp_path)
+        Predictor.from_run(tmp_path)
 
 
 def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files, tmp_path):
@@ -233,29 +234,29 @@ def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files
         extract(ExtractConfig(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32,
                               backbone_weights=weights, workers=0, progress=False))
     run = make_run(tmp_path / "run", data)
-    Predictor(run)  # the recorded file: fine
+    Predictor.from_run(run)  # the recorded file: fine
     moved = tmp_path / "moved.pt"
     shutil.copy(weights, moved)
-    Predictor(run, backbone_weights=moved)  # same bytes elsewhere: fine
+    Predictor.from_run(run, backbone_weights=moved)  # same bytes elsewhere: fine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.save(build_backbone("resnet18", seed=4).state_dict(), weights)
     with pytest.raises(AdaframeError, match="not those the features were made with"):
-        Predictor(run)
+        Predictor.from_run(run)
     proc = adaframe("predict", str(videos / "video00000.mp4"), "--checkpoint", str(run), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("adaframe: error:") and "Traceback" not in proc.stderr
     weights.unlink()  # the recorded file gone: say so, and how to point at it
     with pytest.raises(AdaframeError, match=r"r18\.pt \(as recorded at extraction\) do not exist; give --backbone-weights"):
-        Predictor(run)
-    Predictor(run, backbone_weights=moved)
+        Predictor.from_run(run)
+    Predictor.from_run(run, backbone_weights=moved)
 
 
 def test_missing_weights_file_is_named_as_missing(run, video_files, tmp_path):
     """Not 'are not those the features were made with': the file given is not there at all."""
     with pytest.raises(AdaframeError, match=r"^backbone weights nope\.pth do not exist$"):
-        Predictor(run, backbone_weights=Path("nope.pth"))
+        Predictor.from_run(run, backbone_weights=Path("nope.pth"))
     with pytest.raises(AdaframeError, match=r"^memory backbone weights nope\.pth do not exist$"):
-        Predictor(run, memory_weights=Path("nope.pth"))
+        Predictor.from_run(run, memory_weights=Path("nope.pth"))
     proc = adaframe("predict", str(video_files / "videos" / "video00000.mp4"), "--checkpoint", str(run),
                     "--backbone-weights", "nope.pth", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
@@ -273,8 +274,8 @@ def test_parse_compare(spec, ok):
 
 def test_predict_refuses_a_baseline_checkpoint(extracted, tmp_path):
     run = make_run(tmp_path / "avgpool", extracted, kind="avgpool")
-    with pytest.raises(AdaframeError, match="predict runs an AdaFrame run"):
-        Predictor(run)
+    with pytest.raises(AdaframeError, match="predict and export take an AdaFrame run"):
+        Predictor.from_run(run)
 
 
 @pytest.mark.slow
@@ -300,7 +301,7 @@ def test_video_demo_quick_end_to_end(tmp_path):
 def test_scan_computes_a_new_frame_every_step(run, video_files):
     """--scan (the cost check of docs/commands.md) visits consecutive frames, each through the backbone once."""
     path = video_files / "videos" / "video00004.mp4"
-    [r] = Predictor(run).predict([path], 5, None, scan=True)
+    [r] = Predictor.from_run(run).predict([path], 5, None, scan=True)
     t = r.candidate_frames
     start = t // 2
     assert r.seconds == tuple(float((start + i) % t) for i in range(5))

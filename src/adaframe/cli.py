@@ -26,6 +26,7 @@ from adaframe.commands.video_demo import VideoDemoConfig, run_video_demo
 from adaframe.data.features import SPLITS, read_videos_csv
 from adaframe.data.synth import SynthConfig, generate
 from adaframe.media.synth_video import SynthVideoConfig, generate_videos
+from adaframe.recognize.export import ExportConfig, export_run
 from adaframe.recognize.extraction import ExtractConfig, extract
 from adaframe.train.config import TrainConfig
 from adaframe.utils import AdaframeError, error_line
@@ -98,6 +99,17 @@ def run_probe(cmd: ProbeCommand) -> None:
         sys.exit(1)
 
 
+def run_export(cfg: ExportConfig) -> None:
+    m = export_run(cfg)
+    graphs = m["graphs"]
+    size = sum((cfg.out / g["file"]).stat().st_size for g in graphs.values()) / 2**20
+    worst = max(g["largest_difference"] for g in graphs.values())
+    print(f"exported {cfg.checkpoint} ({len(m['classes'])} classes, K {m['frames']}, memory of {m['memory_frames']} frames) to "
+          f"{cfg.out}: {', '.join(g['file'] for g in graphs.values())} ({size:.1f} MiB) and {cfg.out / 'manifest.json'}; "
+          f"each checked by onnx.checker and run on onnxruntime at batch 1 and 3: largest difference from PyTorch {worst:.1e} "
+          f"(relative). Run it with 'adaframe predict --export {cfg.out} VIDEO...'")
+
+
 def run_train(cfg: TrainConfig) -> None:
     from adaframe.train.loop import train  # tensorboard is slow to import; only train needs it
 
@@ -121,6 +133,7 @@ SUBCOMMANDS: dict[str, type] = {
     "synth-video": SynthVideoCommand,
     "extract": ExtractConfig,
     "predict": PredictConfig,
+    "export": ExportConfig,
     "video-demo": VideoDemoConfig,
     "probe": ProbeCommand,
 }
@@ -134,6 +147,7 @@ RUNNERS: dict[type, Callable[[Any], object]] = {
     SynthVideoCommand: run_synth_video,
     ExtractConfig: run_extract,
     PredictConfig: run_predict,
+    ExportConfig: run_export,
     VideoDemoConfig: run_video_demo,
     ProbeCommand: run_probe,
 }

@@ -5,6 +5,8 @@ folder, AdaFrame (the run's policy, at most ``--frames`` steps, adaptive lookahe
 AvgPooling over ``--uniform`` frames evenly spaced in time, both through the same decoding workers
 and backbone, one after the other in this process. It prints videos/s, frames decoded and
 backbone frames per video, and the memory pass's frames decoded per memory frame, with the ratios.
+With ``--export DIR`` (the run's ``adaframe export``) AdaFrame also runs on onnxruntime, timed beside PyTorch, and
+the two are compared video by video: frames visited, labels, the largest probability difference.
 
 Without ``--videos``, everything runs on random tensors of the paper's sizes (ResNet-101 features, MobileNetV2 memory,
 ActivityNet's 200 classes), so no data set is needed. Each workload is reported as videos/s, as
@@ -16,6 +18,7 @@ from it; that gap is the overhead of the step-by-step policy).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -69,12 +72,15 @@ class BenchmarkConfig:
     """with --videos: decoding processes"""
     video_batch: int = 4
     """with --videos: videos run together"""
+    export: Path | None = None
+    """with --videos: also run this export of the run ('adaframe export') on onnxruntime, timed beside PyTorch and
+    compared with it (frames visited, labels, probabilities)"""
 
     def __post_init__(self) -> None:
         if self.frames is None and not self.videos:
             self.frames = 10
-        if bool(self.videos) != (self.checkpoint is not None):
-            raise AdaframeError("--videos and --checkpoint go together")
+        if bool(self.videos) != (self.checkpoint is not None) or (self.export is not None and not self.videos):
+            raise AdaframeError("--videos and --checkpoint go together (and --export needs both)")
         if self.workers < 0 or self.uniform < 1 or self.video_batch < 1:
             raise AdaframeError("need --workers >= 0, --uniform >= 1 and --video-batch >= 1")
         sizes = ("hidden", "dim", "frames", "batch_size", "classes", "max_frames", "iters")
@@ -199,17 +205,25 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     sets = [(str(src), files(Path(src))) for src in cfg.videos]
     if empty := [name for name, paths in sets if not paths]:
         raise AdaframeError(f"--videos {empty[0]}: no video files found")
-    rows, out = [], []
-    with Recognizer.from_run(cfg.checkpoint, device, workers=cfg.workers, frames=cfg.frames, mu=cfg.mu,
-                             batch_size=cfg.video_batch) as rec:
+    rows, out, same = [], [], []
+    options = {"frames": cfg.frames, "mu": cfg.mu, "batch_size": cfg.video_batch}
+    with contextlib.ExitStack() as stack:
+        rec = stack.enter_context(Recognizer.from_run(cfg.checkpoint, device, workers=cfg.workers, **options))
+        exported = None if cfg.export is None else stack.enter_context(Recognizer.from_export(cfg.export, device, cfg.workers, **options))
+        if exported is not None and (exported.classes != rec.classes or exported.features != rec.features):
+            raise AdaframeError(f"--export {cfg.export} is not an export of {cfg.checkpoint} (other classes or features)")
         spec, uniform, k = rec.features, f"uniform{cfg.uniform}", rec.frames or rec.trained_frames
         print(f"predict benchmark on {device} ({torch.get_num_threads()} threads, {cfg.workers} decoding workers, "
               f"{cfg.video_batch} videos a batch): backbone {spec['backbone']['name']} at {spec['backbone']['size']} px "
               f"({spec['backbone']['gflops']:.3f} GFLOPs a frame), memory of {rec.memory_frames} frames, "
-              f"AdaFrame at most {k} steps with mu {cfg.mu}, against AvgPooling over {cfg.uniform} uniform frames")
+              f"AdaFrame at most {k} steps with mu {cfg.mu}" + (" on PyTorch and onnxruntime" if exported else "")
+              + f", against AvgPooling over {cfg.uniform} uniform frames")
         warm = sets[0][1][:1]  # start the workers and the backbones before any clock runs
-        rec.predict(warm)
+        for r in (rec, exported):
+            if r is not None:
+                r.predict(warm)
         rec.predict_uniform(warm, cfg.uniform)
+        method = f"AdaFrame-{k} mu {cfg.mu}"
         for name, paths in sets:
             for path in paths:  # the page cache holds every file before either method reads it
                 if path.is_file():
@@ -217,21 +231,45 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
                         while f.read(1 << 24):
                             pass
             t0 = time.perf_counter()
-            ada = _summary(rec.predict(paths), time.perf_counter() - t0, rec.memory_frames)
+            torch_results = rec.predict(paths)
+            ada = _summary(torch_results, time.perf_counter() - t0, rec.memory_frames)
+            runs = [(method + (" (PyTorch)" if exported else ""), ada)]
+            if exported is not None:
+                t0 = time.perf_counter()
+                onnx_results = exported.predict(paths)
+                runs.append((f"{method} (onnxruntime)", _summary(onnx_results, time.perf_counter() - t0, rec.memory_frames)))
+                same.append((name, _agreement(torch_results, onnx_results)))
             t0 = time.perf_counter()
             base = rec.predict_uniform(paths, cfg.uniform, group=cfg.video_batch, prefetch=True)
             uni = _summary(base, time.perf_counter() - t0, rec.memory_frames)
-            for method, r in ((f"AdaFrame-{k} mu {cfg.mu}", ada), (uniform, uni)):
-                out.append({"set": name, "method": method, **r})
-                rows.append([name, method, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],
+            for label, r in (*runs, (uniform, uni)):
+                out.append({"set": name, "method": label, **r})
+                rows.append([name, label, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],
                              "-" if r["memory_decoded"] is None else r["memory_decoded"], r["backbone_frames"], r["gflops"]])
             ratio = {"set": name, "method": f"AdaFrame / {uniform}", "videos_per_s": ada["videos_per_s"] / uni["videos_per_s"],
                      "decoded": ada["decoded"] / uni["decoded"], "backbone_frames": ada["backbone_frames"] / uni["backbone_frames"],
                      "gflops": ada["gflops"] / uni["gflops"]}
             out.append(ratio)
             rows.append([name, ratio["method"], "", ratio["videos_per_s"], ratio["decoded"], "", ratio["backbone_frames"], ratio["gflops"]])
+            if exported is not None:
+                speed = {"set": name, "method": "onnxruntime / PyTorch", "videos_per_s": runs[1][1]["videos_per_s"] / ada["videos_per_s"]}
+                out.append(speed)
+                rows.append([name, speed["method"], "", speed["videos_per_s"], "", "", "", ""])
     print(format_table(["videos", "method", "count", "videos/s", "decoded/video", "decoded/memory frame", "backbone frames/video",
                         "GFLOPs/video"], rows))
     print("decoded: frames the decoder produced per video (memory pass and chosen frames); decoded/memory frame: the memory "
-          "pass's frames over the memory frames it gave (keyframe rule of video.py); the ratio rows divide AdaFrame by the baseline")
+          "pass's frames over the memory frames it gave (keyframe rule of video.py); the ratio rows divide AdaFrame by the baseline"
+          + (", and onnxruntime's speed by PyTorch's" if cfg.export else ""))
+    for name, a in same:
+        print(f"onnxruntime against PyTorch on {name}: {a['videos']} videos, the same frames visited in {a['same_frames']}, the same "
+              f"label in {a['same_label']}, largest probability difference {a['largest_difference']:.2e}")
+        out.append({"set": name, "method": "onnxruntime vs PyTorch", **a})
     return out
+
+
+def _agreement(a: list[Recognition], b: list[Recognition]) -> dict:
+    """How two runtimes' results on the same files agree: frames visited, labels, the largest probability difference."""
+    ok = [(x, y) for x, y in zip(a, b) if x.error is None and y.error is None]
+    diff = max((abs(p - q) for x, y in ok for p, q in zip(x.probs or (), y.probs or ())), default=0.0)
+    return {"videos": len(ok), "same_frames": sum(x.seconds == y.seconds for x, y in ok),
+            "same_label": sum(x.label == y.label for x, y in ok), "largest_difference": diff}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
+import torch
 import tyro
 
 from adaframe.recognize import collection
@@ -30,8 +31,10 @@ class PredictConfig:
     A video that fails (missing, not a video, corrupted, truncated) is reported on stderr while the
     others go on. Exit status: 0 every video recognised, 1 some failed, 2 bad usage (options, run)."""
 
-    checkpoint: Path
+    checkpoint: Annotated[Path | None, tyro.conf.arg(metavar="RUN_DIR", help_behavior_hint="(or --export)")] = None
     """AdaFrame run directory trained on features from 'adaframe extract'"""
+    export: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="(or --checkpoint)")] = None
+    """a run exported by 'adaframe export': the same rollout with its networks on onnxruntime"""
     videos: Annotated[tyro.conf.Positional[tuple[Path, ...]], tyro.conf.arg(help_behavior_hint="")] = ()
     """video files (or a whole collection with --videos)"""
     collection: Annotated[Path | None, tyro.conf.arg(name="videos", metavar="DIR|LIST|JSON")] = None
@@ -72,6 +75,10 @@ class PredictConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if (self.checkpoint is None) == (self.export is None):
+            raise AdaframeError("give the run: --checkpoint RUN_DIR (PyTorch) or --export DIR (onnxruntime), one of them")
+        if self.export is not None and (self.backbone_weights or self.memory_weights):
+            raise AdaframeError("--backbone-weights / --memory-weights go with --checkpoint: an export holds its backbones")
         if bool(self.videos) == (self.collection is not None):
             raise AdaframeError("give video files, or a collection with --videos DIR|LIST|JSON --out OUT (not both)")
         if (self.collection is None) != (self.out is None) or (self.collection is None and (self.shard or self.video_root)):
@@ -112,12 +119,18 @@ def run_predict(cfg: PredictConfig) -> list[Recognition]:
     return results
 
 
+def recognizer(cfg: PredictConfig, device: torch.device, batch_size: int) -> Recognizer:
+    """The run of ``cfg``: its checkpoint on PyTorch, or its export on onnxruntime."""
+    options = {"frames": cfg.frames, "mu": cfg.mu, "patience": cfg.patience, "batch_size": batch_size}
+    if cfg.export is not None:
+        return Recognizer.from_export(cfg.export, device, cfg.workers, **options)
+    return Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, **options)
+
+
 def _predict_files(cfg: PredictConfig) -> tuple[list[Recognition], int]:
     """``collection.predict_files`` with the run and the baseline of ``cfg``; the results and K."""
-    device = resolve_device(cfg.device)
     compare = parse_compare(cfg.compare)
-    rec = Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
-                              mu=cfg.mu, patience=cfg.patience, batch_size=1 if compare is not None else cfg.batch_size)
+    rec = recognizer(cfg, resolve_device(cfg.device), batch_size=1 if compare is not None else cfg.batch_size)
     classifier = None
     if cfg.compare_checkpoint is not None:
         if compare is None:
@@ -130,9 +143,8 @@ def predict_collection(cfg: PredictConfig) -> dict:
     """``predict --videos SRC --out OUT``: every video of a collection into ``OUT/predictions.csv`` (see ``collection``);
     prints one summary line and returns the collection's numbers."""
     job = CollectionJob.start(cfg.collection, cfg.out, cfg.video_root, shard=cfg.shard, device=cfg.device)  # read as 'extract' reads it
-    rec = Recognizer.from_run(cfg.checkpoint, job.device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, frames=cfg.frames,
-                              mu=cfg.mu, patience=cfg.patience, batch_size=cfg.batch_size)
-    job.open(collection.SETTINGS, collection.settings(rec, cfg.checkpoint), "predictions")
+    rec = recognizer(cfg, job.device, cfg.batch_size)
+    job.open(collection.SETTINGS, collection.settings(rec, cfg.checkpoint or cfg.export), "predictions")
     ran = collection.recognise(rec, job, cfg.scan, cfg.progress)
     numbers = job.finish(lambda: collection.write_index(job, rec.classes, cfg.top_k))
     if cfg.explain is not None:

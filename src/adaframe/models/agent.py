@@ -257,13 +257,18 @@ class AdaFrame(RecurrentAgent):
         """Gaussian selection: the fixed ``start``. Slots: a choice from the memory read with ``h_0 = 0``."""
         if self.cfg.selection == "gaussian":
             return fixed_start(self.cfg.start, lengths)
+        rows = torch.arange(encoded.shape[0], device=encoded.device)
+        return self.select.choose(self.first_scores(encoded), looked, rows, lengths, -1, explore)
+
+    def first_scores(self, encoded: torch.Tensor) -> torch.Tensor:
+        """Slots selection: the logits of the first choice [B, Td + 3], from the memory read with ``h_0 = 0`` (no last
+        frame to step back or forward from)."""
         b, slots = encoded.shape[:2]
         h = self.initial_state(b, encoded.device)[0]
         u = self.head_scale(self.memory(encoded, h)[0])
         blocked = torch.zeros(b, slots + 3, dtype=torch.bool, device=h.device)
-        blocked[:, slots + 1:] = True  # no last frame to step from
-        rows = torch.arange(b, device=h.device)
-        return self.select.choose(self.select(h, u, encoded, blocked), looked, rows, lengths, -1, explore)
+        blocked[:, slots + 1:] = True
+        return self.select(h, u, encoded, blocked)
 
 
 def mix_logits(pooled: torch.Tensor, recurrent: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

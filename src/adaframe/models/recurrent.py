@@ -4,7 +4,7 @@ An agent is an LSTM that reads one frame a step. The one rollout (``rl/rollout.p
 the same five calls, in training (sampled actions), evaluation and ``predict`` (most likely actions, early
 stop):
 
-1. ``memory.encode(memory)`` once, and ``initial_state``;
+1. ``encode(memory)`` once (the global memory's ``encode``), and ``initial_state``;
 2. ``first(...)``: the first frame (a fixed start, or a choice made from the memory alone);
 3. at every step ``where(...)``: what the agent knows of where it is (AdaFrame: the actions that would look at
    nothing new; the stop agents: the frame's relative position), then ``step(frame, memory, state, where)``;
@@ -137,8 +137,12 @@ class RecurrentAgent(nn.Module):
         """Class logits [B, C] from the LSTM state (the prediction head f_p)."""
         return self.head(h)
 
+    def encode(self, memory: torch.Tensor) -> torch.Tensor:
+        """memory [B, Td, Dm] -> the global memory the steps read [B, Td, Dm] (``GlobalMemory.encode``)."""
+        return self.memory.encode(memory)
+
     def first(self, encoded: torch.Tensor, lengths: torch.Tensor, looked: Looked, explore: Exploration | None) -> Decision:
-        """The first frame of each video, before any step (``encoded``: [B, Td, Dm] from ``memory.encode``)."""
+        """The first frame of each video, before any step (``encoded``: [B, Td, Dm] from ``encode``)."""
         raise NotImplementedError
 
     def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
@@ -160,4 +164,4 @@ class RecurrentAgent(nn.Module):
         looked.frames[:, 0] = 0
         rows, lengths = torch.zeros(1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.long, device=device)
         where = self.where(looked, rows, lengths, 0)
-        return lambda: self.step(frame, self.memory.encode(memory), self.initial_state(1, frame.device), where)
+        return lambda: self.step(frame, self.encode(memory), self.initial_state(1, frame.device), where)

@@ -1,7 +1,8 @@
 """Recognise video files with a trained run: the library under ``adaframe predict``.
 
 ``Recognizer`` is the public face (one call per list of files, a typed ``result.Recognition`` per file);
-``Predictor`` does the work per group of videos, batched across them:
+``Predictor`` does the work per group of videos, batched across them, with the ``Networks`` of a run: its checkpoint
+on PyTorch (``from_run``) or its export on onnxruntime (``from_export``, ``recognize/exported.py``):
 
 1. a decoding worker (``decode_workers``) probes each file (its candidate frames are the ``fps`` grid
    the features were extracted on) and decodes the ``Td`` memory frames at low resolution by the
@@ -25,10 +26,11 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from adaframe.evaluate.run import head_gflops_per_step
 from adaframe.media.backbones import build_backbones, extract_features
 from adaframe.media.decode_workers import DecodeWorkers, Failed, Frames, Open, Read
 from adaframe.media.video import uniform_times
+from adaframe.models.agent import AdaFrame
 from adaframe.models.baselines import Baseline
 from adaframe.models.kinds import load_checkpoint
 from adaframe.recognize.result import Recognition
@@ -76,38 +79,84 @@ class VideoJob:
     error: str | None = None
 
 
+@dataclass
+class Networks:
+    """What a ``Predictor`` runs, with what it was trained on: from a run's checkpoint (``from_run``, PyTorch) or from
+    its export (``from_export``, onnxruntime: ``recognize.exported``)."""
+
+    agent: AdaFrame
+    backbone: Callable[[np.ndarray], np.ndarray]  # uint8 RGB frames [N, S, S, 3] -> features [N, D]
+    memory_backbone: Callable[[np.ndarray], np.ndarray]  # the same at the memory's size -> [N, Dm]
+    classes: list[str]
+    trained_frames: int  # the K it was trained with
+    spec: dict  # how its features were extracted (extract.json)
+    memory_frames: int  # global-memory frames the agent reads
+    head_gflops: float  # one step of the agent on top of the backbone
+    source: Path  # the run or export folder
+    runtime: str  # "PyTorch" or "onnxruntime"
+    device: torch.device  # where the rollout's tensors live
+    torch_backbones: tuple[torch.nn.Module, torch.nn.Module] | None = None  # the modules behind ``backbone`` (PyTorch)
+
+    @classmethod
+    def from_run(cls, checkpoint: str | Path, device: torch.device | str = "cpu", backbone_weights: Path | None = None,
+                 memory_weights: Path | None = None) -> Networks:
+        """An AdaFrame run trained on features from ``adaframe extract``, its backbones rebuilt from that record."""
+        device = torch.device(device)
+        model, payload = load_checkpoint(checkpoint, device)
+        if payload["kind"] != "adaframe":
+            raise AdaframeError(f"{checkpoint} holds a {payload['kind']!r} model; predict and export take an AdaFrame run "
+                                "(give a baseline with --compare-checkpoint)")
+        spec = payload.get("features")
+        if spec is None:
+            raise AdaframeError(f"{checkpoint} was trained on features not made by 'adaframe extract' (e.g. synthetic ones), "
+                                "so there is no backbone to run on video")
+        memory_frames = int(payload["memory_frames"] if payload["memory_frames"] is not None else spec["memory_frames"])
+        _check_weights_exist(spec, backbone_weights, memory_weights)
+        backbone, memory_backbone = build_backbones(spec, device, backbone_weights, memory_weights)
+        return cls(model, functools.partial(extract_features, backbone, device=device),
+                   functools.partial(extract_features, memory_backbone, device=device), payload["classes"],
+                   int(payload["config"]["frames"]), spec, memory_frames, head_gflops_per_step(model, memory_frames, device),
+                   Path(checkpoint), "PyTorch", device, (backbone, memory_backbone))
+
+    @classmethod
+    def from_export(cls, folder: str | Path, device: torch.device | str = "cpu") -> Networks:
+        """An export of such a run (``adaframe export``) on onnxruntime; the rollout's tensors stay on the CPU."""
+        from adaframe.recognize.exported import load_export
+
+        manifest, agent, backbone, memory_backbone = load_export(folder, device)
+        return cls(agent, backbone, memory_backbone, list(manifest["classes"]), int(manifest["frames"]), manifest["features"],
+                   int(manifest["memory_frames"]), float(manifest["head_gflops"]), Path(folder), "onnxruntime", torch.device("cpu"))
+
+
 class Predictor:
     """The backbones and the agent of a run, ready to recognise videos.
 
     Args:
-        checkpoint: the run directory.
-        device: where the backbones and the agent run.
-        backbone_weights, memory_weights: the weights files, if they moved since extraction.
+        networks: what runs (``Networks.from_run`` or ``Networks.from_export``).
         workers: decoding processes (0: decode in this process).
     """
 
-    def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu", backbone_weights: Path | None = None,
-                 memory_weights: Path | None = None, workers: int = 2):
-        self.device, self.checkpoint = torch.device(device), Path(checkpoint)
-        self.model, payload = load_checkpoint(checkpoint, self.device)
-        if payload["kind"] != "adaframe":
-            raise AdaframeError(f"{checkpoint} holds a {payload['kind']!r} model; predict runs an AdaFrame run "
-                                "(give a baseline with --compare-checkpoint)")
-        self.spec = payload.get("features")
-        if self.spec is None:
-            raise AdaframeError(f"{checkpoint} was trained on features not made by 'adaframe extract' (e.g. synthetic ones), "
-                                "so there is no backbone to run on video")
-        self.classes: list[str] = payload["classes"]
-        self.config: dict = payload["config"]
-        self.memory_frames = int(payload["memory_frames"] if payload["memory_frames"] is not None else self.spec["memory_frames"])
-        _check_weights_exist(self.spec, backbone_weights, memory_weights)
-        self.backbone, self.memory_backbone = build_backbones(self.spec, self.device, backbone_weights, memory_weights)
-        self.head_gflops = head_gflops_per_step(self.model, self.memory_frames, self.device)
+    def __init__(self, networks: Networks, workers: int = 2):
+        self.networks = networks
+        self.model, self.device, self.checkpoint = networks.agent, networks.device, networks.source
+        self.spec, self.classes, self.memory_frames = networks.spec, networks.classes, networks.memory_frames
+        self.trained_frames, self.head_gflops = networks.trained_frames, networks.head_gflops
         self.cost = CostModel(self.spec["backbone"]["gflops"], self.spec["memory_backbone"]["gflops"], self.head_gflops)
         self._baseline_heads: dict[int, float] = {}
         self.decoder = DecodeWorkers(workers)
         self._keys = itertools.count()
         weakref.finalize(self, self.decoder.close)
+
+    @classmethod
+    def from_run(cls, checkpoint: str | Path, device: torch.device | str = "cpu", backbone_weights: Path | None = None,
+                 memory_weights: Path | None = None, workers: int = 2) -> Predictor:
+        """The run directory ``checkpoint`` on PyTorch (``*_weights``: the backbone files, if they moved)."""
+        return cls(Networks.from_run(checkpoint, device, backbone_weights, memory_weights), workers)
+
+    @classmethod
+    def from_export(cls, folder: str | Path, device: torch.device | str = "cpu", workers: int = 2) -> Predictor:
+        """The export ``folder`` (``adaframe export``) on onnxruntime."""
+        return cls(Networks.from_export(folder, device), workers)
 
     def close(self) -> None:
         """Stop the decoding workers (a later call starts them again)."""
@@ -167,10 +216,10 @@ class Predictor:
         for job in jobs:
             self.decoder.submit(job.key, None)
 
-    def _features(self, model: torch.nn.Module, frames: list[np.ndarray | None], rows: int, dim: int) -> torch.Tensor:
+    def _features(self, backbone: Callable[[np.ndarray], np.ndarray], frames: list[np.ndarray | None], rows: int, dim: int) -> torch.Tensor:
         """Backbone features of the decoded frames, zeros for failed jobs: [rows, n, D]."""
         ok = [f for f in frames if f is not None and len(f)]
-        feats = torch.from_numpy(extract_features(model, np.concatenate(ok), device=self.device)) if ok else None
+        feats = torch.from_numpy(backbone(np.concatenate(ok))) if ok else None
         n = max((len(f) for f in ok), default=0)
         out = torch.zeros(rows, n, dim)
         start = 0
@@ -211,11 +260,11 @@ class Predictor:
     @torch.no_grad()
     def _predict_group(self, jobs: list[VideoJob], max_steps: int | None, mu: float | None, patience: int,
                        scan: bool) -> list[Recognition]:
-        k = int(max_steps or self.config["frames"])
+        k = int(max_steps or self.trained_frames)
         start = time.perf_counter()
         calls = np.zeros(len(jobs), dtype=np.int64)
         frames = self._opened(jobs)
-        memory = self._features(self.memory_backbone, frames, len(jobs), self.model.cfg.memory_dim)  # [B, Td, Dm]
+        memory = self._features(self.networks.memory_backbone, frames, len(jobs), self.model.cfg.memory_dim)  # [B, Td, Dm]
         memory_calls = np.array([0 if f is None else len(f) for f in frames])
         if memory.shape[1] != self.memory_frames:  # every video failed
             memory = torch.zeros(len(jobs), self.memory_frames, self.model.cfg.memory_dim, device=self.device)
@@ -224,7 +273,7 @@ class Predictor:
         def frame_fn(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
             need = [(r, i) for r, i in zip(rows.tolist(), idx.tolist()) if i not in jobs[r].cache]
             decoded = self._read([jobs[r] for r, _ in need], [jobs[r].times[[i]] for r, i in need], self.spec["backbone"]["size"])
-            feats = self._features(self.backbone, decoded, len(need), self.model.cfg.feature_dim)  # [n, 1, D]
+            feats = self._features(self.networks.backbone, decoded, len(need), self.model.cfg.feature_dim)  # [n, 1, D]
             for (r, i), f, d in zip(need, feats, decoded):
                 jobs[r].cache[i] = f[0] if d is not None else torch.zeros(self.model.cfg.feature_dim, device=self.device)
                 calls[r] += d is not None
@@ -248,7 +297,7 @@ class Predictor:
                 gflops=float(self.cost.per_video(frames_used, steps, self.memory_frames)),
                 memory_seconds=tuple(round(float(t), 3) for t in job.memory_seconds), memory_frames_decoded=job.memory_decoded,
                 candidate_frames=len(job.times), utilities=tuple(round(float(u), 4) for u in out.utilities[r, :steps]),
-                step_top=self._step_top(out.logits[r, :steps])))
+                step_top=self._step_top(out.logits[r, :steps]), probs=tuple(out.probs[r].tolist())))
         return results
 
     def _step_top(self, logits: torch.Tensor) -> tuple[tuple[str, float], ...]:
@@ -292,7 +341,7 @@ class Predictor:
     @torch.no_grad()
     def _uniform_results(self, jobs: list[VideoJob], decoded: list[np.ndarray | None], frames: int,
                          classifier: Baseline | None, start: float) -> list[Recognition]:
-        feats = self._features(self.backbone, decoded, len(jobs), self.model.cfg.feature_dim)  # [B, K, D]
+        feats = self._features(self.networks.backbone, decoded, len(jobs), self.model.cfg.feature_dim)  # [B, K, D]
         if classifier is not None and id(classifier) not in self._baseline_heads:  # count its FLOPs once, not per video
             self._baseline_heads[id(classifier)] = head_gflops_per_step(classifier, 0, self.device)
         cost = CostModel(self.cost.backbone_gflops, 0.0, self._baseline_heads.get(id(classifier), 0.0))  # reads no memory
@@ -309,7 +358,8 @@ class Predictor:
             results.append(Recognition(
                 job.path, method, wall, len(jobs), label, top, steps=frames, frames_used=frames,
                 seconds=tuple(round(float(t), 3) for t in uniform_times(job.duration, frames)), backbone_calls=frames,
-                frames_decoded=job.decoded, seeks=job.seeks, gflops=float(cost.per_video(frames, frames, 0))))
+                frames_decoded=job.decoded, seeks=job.seeks, gflops=float(cost.per_video(frames, frames, 0)),
+                probs=None if probs is None else tuple(probs[r].tolist())))
         return results
 
 
@@ -342,7 +392,16 @@ class Recognizer:
         as_path = lambda p: None if p is None else Path(p)  # noqa: E731
         if workers < 0:
             raise AdaframeError(f"need workers >= 0, got {workers}")
-        return cls(Predictor(run, device, as_path(backbone_weights), as_path(memory_weights), workers), **options)  # type: ignore[arg-type]
+        return cls(Predictor.from_run(run, device, as_path(backbone_weights), as_path(memory_weights), workers), **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_export(cls, folder: str | Path, device: torch.device | str = "cpu", workers: int = 2,
+                    **options: int | float | None) -> Recognizer:
+        """Load a run exported by ``adaframe export``: the same rollout, its networks on onnxruntime (the same frames
+        visited and probabilities within 1e-4 of ``from_run``'s). ``workers`` and ``options`` as in ``from_run``."""
+        if workers < 0:
+            raise AdaframeError(f"need workers >= 0, got {workers}")
+        return cls(Predictor.from_export(folder, device, workers), **options)  # type: ignore[arg-type]
 
     def __enter__(self) -> Recognizer:
         return self
@@ -366,7 +425,12 @@ class Recognizer:
     @property
     def trained_frames(self) -> int:
         """The K the run was trained with (the most steps when ``frames`` is None)."""
-        return int(self.predictor.config["frames"])
+        return self.predictor.trained_frames
+
+    @property
+    def runtime(self) -> str:
+        """What runs the networks: "PyTorch" (``from_run``) or "onnxruntime" (``from_export``)."""
+        return self.predictor.networks.runtime
 
     @property
     def features(self) -> dict:

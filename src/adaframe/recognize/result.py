@@ -43,6 +43,8 @@ class Recognition:
             baseline): the times of the memory's frames, the frames decoded for it, the frames of the extraction grid,
             the utility after each step, the most likely class and its probability after each step.
         baseline, vs_baseline: with ``predict --compare``, the baseline's result on the same file and the ratios.
+        probs: every class's probability in the run's class order, unrounded (``top`` has them to 4 decimals; not in
+            ``to_json``), e.g. for mAP over many files or to compare two runtimes.
     """
 
     path: Path
@@ -67,6 +69,7 @@ class Recognition:
     error: str | None = None
     baseline: Recognition | None = None
     vs_baseline: Ratios | None = None
+    probs: tuple[float, ...] | None = None
 
     @property
     def probability(self) -> float:

@@ -120,7 +120,7 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
     if explore is not None and (stop is not None or positions is not None or scan):
         raise ValueError("a sampled (training) rollout runs the policy for K steps: no stop rule, positions or scan")
     b, device = lengths.shape[0], lengths.device
-    encoded = model.memory.encode(memory)  # [B, Td, Dm]
+    encoded = model.encode(memory)  # [B, Td, Dm]
     state = model.initial_state(b, device)  # (h, c, ...) each [B, ...]
     looked = Looked.start(b, encoded.shape[1], scan_positions(max_steps, device))
     if positions is not None:
