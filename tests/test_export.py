@@ -172,6 +172,7 @@ def _garbage_with_its_hash(d: Path) -> None:
 
 BAD = {
     "missing": (lambda d: shutil.rmtree(d), "does not exist"),
+    "a file": (lambda d: (shutil.rmtree(d), d.write_text("{}")), "is a file, not the folder 'adaframe export' writes"),
     "no manifest": (lambda d: (d / "manifest.json").unlink(), "is not an adaframe export: it has no manifest.json"),
     "manifest not JSON": (lambda d: (d / "manifest.json").write_text("{"), "manifest.json is not valid JSON"),
     "other JSON": (lambda d: (d / "manifest.json").write_text("[1, 2]"), "is not an adaframe export manifest"),

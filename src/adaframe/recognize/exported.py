@@ -29,7 +29,8 @@ def read_manifest(folder: str | Path) -> dict:
     folder = Path(folder)
     path = folder / MANIFEST
     if not folder.is_dir():
-        raise AdaframeError(f"export {folder} does not exist (write one with 'adaframe export --checkpoint RUN --out DIR')")
+        what = "is a file, not the folder 'adaframe export' writes" if folder.exists() else "does not exist"
+        raise AdaframeError(f"export {folder} {what} (write one with 'adaframe export --checkpoint RUN --out DIR')")
     if not path.is_file():
         raise AdaframeError(f"{folder} is not an adaframe export: it has no {MANIFEST}")
     try:
