@@ -193,6 +193,13 @@ def _summary(results: list[Recognition], seconds: float, memory_frames: int) -> 
             "memory_decoded": mean("memory_frames_decoded") / memory_frames if ok and ok[0].memory_frames_decoded is not None else None}
 
 
+def _timed(predict: Callable[[], list[Recognition]], memory_frames: int) -> tuple[list[Recognition], dict]:
+    """``predict()``'s results and their ``_summary``, timed by the wall clock."""
+    t0 = time.perf_counter()
+    results = predict()
+    return results, _summary(results, time.perf_counter() - t0, memory_frames)
+
+
 def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """``benchmark --videos``: AdaFrame against uniformK on video files, per folder; one dict per folder and method."""
     from adaframe.data.video_lists import read_video_list, video_files
@@ -230,18 +237,13 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
                     with open(path, "rb") as f:
                         while f.read(1 << 24):
                             pass
-            t0 = time.perf_counter()
-            torch_results = rec.predict(paths)
-            ada = _summary(torch_results, time.perf_counter() - t0, rec.memory_frames)
+            torch_results, ada = _timed(lambda: rec.predict(paths), rec.memory_frames)
             runs = [(method + (" (PyTorch)" if exported else ""), ada)]
             if exported is not None:
-                t0 = time.perf_counter()
-                onnx_results = exported.predict(paths)
-                runs.append((f"{method} (onnxruntime)", _summary(onnx_results, time.perf_counter() - t0, rec.memory_frames)))
+                onnx_results, onnx_summary = _timed(lambda: exported.predict(paths), rec.memory_frames)
+                runs.append((f"{method} (onnxruntime)", onnx_summary))
                 same.append((name, _agreement(torch_results, onnx_results)))
-            t0 = time.perf_counter()
-            base = rec.predict_uniform(paths, cfg.uniform, group=cfg.video_batch, prefetch=True)
-            uni = _summary(base, time.perf_counter() - t0, rec.memory_frames)
+            _, uni = _timed(lambda: rec.predict_uniform(paths, cfg.uniform, group=cfg.video_batch, prefetch=True), rec.memory_frames)
             for label, r in (*runs, (uniform, uni)):
                 out.append({"set": name, "method": label, **r})
                 rows.append([name, label, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],
@@ -252,7 +254,7 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
             out.append(ratio)
             rows.append([name, ratio["method"], "", ratio["videos_per_s"], ratio["decoded"], "", ratio["backbone_frames"], ratio["gflops"]])
             if exported is not None:
-                speed = {"set": name, "method": "onnxruntime / PyTorch", "videos_per_s": runs[1][1]["videos_per_s"] / ada["videos_per_s"]}
+                speed = {"set": name, "method": "onnxruntime / PyTorch", "videos_per_s": onnx_summary["videos_per_s"] / ada["videos_per_s"]}
                 out.append(speed)
                 rows.append([name, speed["method"], "", speed["videos_per_s"], "", "", "", ""])
     print(format_table(["videos", "method", "count", "videos/s", "decoded/video", "decoded/memory frame", "backbone frames/video",

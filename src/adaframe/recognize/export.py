@@ -124,6 +124,7 @@ def state_names(agent: AdaFrame) -> tuple[str, ...]:
     return ("h", "c") if agent.frame_head is None else ("h", "c", "summed", "count")
 
 
+@torch.no_grad()  # the examples are inputs, with no autograd history (``_compare`` hands them to numpy)
 def graphs(agent: AdaFrame, backbone: nn.Module, memory_backbone: nn.Module, spec: dict, memory_frames: int) -> list[Graph]:
     """The networks of a run, each with an example input at batch 2."""
     cfg, b = agent.cfg, 2
@@ -160,7 +161,7 @@ def _quiet():
         log.setLevel(level)
 
 
-def _shapes(values: list, dynamic: bool = True) -> list[dict]:
+def _shapes(values: list) -> list[dict]:
     """ONNX value infos -> [{"name", "dtype", "shape"}], a dynamic dimension named ``batch``."""
     import onnx
 
