@@ -97,6 +97,8 @@ def lively(model: torch.nn.Module, std: float = 1.0) -> torch.nn.Module:
         heads += [p for name, p in model.select.named_parameters() if name.endswith("weight")]
         for p in heads:
             p.normal_(0.0, std)
+        if getattr(model.cfg, "critic", "state") == "prediction":  # as a trained critic: the better the best margin so far,
+            model.utility.weight[0, -1] = -20 * std                # the less there is to gain (utilities fall, stop rules fire)
     return model
 
 

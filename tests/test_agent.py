@@ -11,12 +11,12 @@ import torch.nn.functional as F
 
 from adaframe.data.features import Batch, FeatureDataset, collate, sample_indices
 from adaframe.evaluate.split import agent_batch, evaluate, policy_indices
-from adaframe.models.agent import AdaFrame, AgentConfig, fit_mix
+from adaframe.models.agent import AdaFrame, AgentConfig, fit_mix, next_scan
 from adaframe.models.positions import scan_order, scan_positions
 from adaframe.models.recurrent import Looked
 from adaframe.rl.losses import agent_loss
 from adaframe.rl.rollout import StopRule
-from conftest import run_agent
+from conftest import lively, run_agent
 
 B, D, DM, C, H = 5, 16, 8, 4, 32
 
@@ -46,9 +46,13 @@ def train_batch(synth_dir):
 # The slots agents start with scan_bias 0, so that they jump to memory slots as often as they scan.
 VARIANTS = [{"memory_read": r, "selection": s, "prediction": "lstm", **({"scan_bias": 0.0} if s == "slots" else {})}
             for r in ("lstm", "policy") for s in ("gaussian", "slots")]
-VARIANTS += [{"memory_read": "policy", "selection": "slots", "prediction": "mix", "scan_bias": 0.0},  # the default agent
-             {"memory_read": "lstm", "selection": "gaussian", "prediction": "pooled"}]
-VARIANT_IDS = [f"{v['memory_read']}-{v['selection']}-{v['prediction']}" for v in VARIANTS]
+VARIANTS += [{"memory_read": "policy", "selection": "slots", "prediction": "mix", "scan_bias": 0.0},
+             {"memory_read": "lstm", "selection": "gaussian", "prediction": "pooled", "frame_loss": "subset"},
+             # the default agent (the fast preset's): temporal order, positions, the prediction critic, both frame losses
+             {"memory_read": "policy", "selection": "slots", "prediction": "mix", "scan_bias": 0.0, "temporal": True,
+              "positions": True, "critic": "prediction", "frame_loss": "both"}]
+VARIANT_IDS = [f"{v['memory_read']}-{v['selection']}-{v['prediction']}" + ("-temporal" if v.get("temporal") else "")
+               for v in VARIANTS]
 
 # ---------------------------------------------------------------- shapes
 
@@ -145,8 +149,8 @@ def test_full_loss_reaches_every_parameter(train_batch, variant):
     names = [n for n, _ in model.named_parameters()]
     assert any(n.startswith("memory.") for n in names) and any(n.startswith("select.") for n in names)
     for name, p in model.named_parameters():
-        if name.startswith("head.") and model.cfg.prediction == "pooled":
-            continue  # the pooled prediction does not read the LSTM's head
+        if name.startswith(("head.", "lstm.")) and model.cfg.prediction == "pooled" and model.cfg.memory_read == "lstm":
+            continue  # the pooled prediction does not read the LSTM's head (an LSTM that reads the memory still learns)
         assert p.grad is not None, f"{name} gets no gradient"
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
@@ -166,14 +170,24 @@ def naive_loss(model, batch, steps, gamma, lam, seed, normalize=False):
         for t in range(steps):
             q[b, t] = sum(gamma**i * r[t + i] for i in range(steps - t))
     q = torch.from_numpy(q).float()
+    standardised = (batch.features - model.frame_norm.mean) / model.frame_norm.std  # [B, T, D]
     if model.cfg.prediction == "lstm":
         l_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
-    else:  # the frame classifier on K random frames (drawn after the rollout's noise), and the LSTM's head when mixed
-        idx = sample_indices(batch.lengths, steps, "random", g)  # [B, K]
-        logits = model.frame_head((batch.features[torch.arange(n)[:, None], idx] - model.frame_norm.mean) / model.frame_norm.std)
-        l_cls = -torch.log(torch.softmax(logits, -1).mean(1)[torch.arange(n), batch.labels]).mean()
+    else:  # the frame classifiers, and the LSTM's head when mixed
+        l_cls = torch.zeros(())
+        if model.cfg.frame_loss != "subset":  # every real frame an example, one mean over all of them
+            ce = [F.cross_entropy(model.frame_head(standardised[b, :t]), batch.labels[b].expand(t), reduction="sum")
+                  for b, t in enumerate(batch.lengths.tolist())]
+            l_cls = l_cls + sum(ce) / batch.lengths.sum()
+        if model.cfg.frame_loss != "every":  # K random frames (drawn after the rollout's noise), the mean of their softmaxes
+            head = model.subset_head if model.cfg.frame_loss == "both" else model.frame_head
+            idx = sample_indices(batch.lengths, steps, "random", g)  # [B, K]
+            logits = head(standardised[torch.arange(n)[:, None], idx])
+            l_cls = l_cls - torch.log(torch.softmax(logits, -1).mean(1)[torch.arange(n), batch.labels]).mean()
         if model.cfg.prediction == "mix":
             l_cls = l_cls + F.cross_entropy(roll.parts[:, -1, 1], batch.labels)
+        if model.cfg.temporal:
+            l_cls = l_cls + F.cross_entropy(roll.parts[:, -1, 2], batch.labels)
     l_utl = sum(0.5 * (roll.utilities[:, t] - q[:, t]) ** 2 for t in range(steps)).mean()
     # The decision made at step t (the frame of step t + 1) has the advantage Q_t - V_t; the last step's is never used.
     adv = [q[:, t] - roll.utilities[:, t].detach() for t in range(steps - 1)]
@@ -307,7 +321,7 @@ def in_scan_segments(indices: torch.Tensor, lengths: torch.Tensor) -> bool:
 def test_untrained_slots_agent_scans_uniformly(memory_read):
     """With the scan action certain, the slots agent looks at the K uniform positions in coarse-to-fine order:
     the uniform scan is the policy's starting point."""
-    feats, lengths, memory = random_inputs([9, 30, 12, 50, 4])
+    feats, lengths, memory = random_inputs([9, 30, 12, 50, 6])  # T >= K: the uniform positions are distinct frames
     model = make_model(memory_read=memory_read, selection="slots", scan_bias=1e4)
     for explore in (True, False):
         roll = run_agent(model, feats, lengths, memory, 6, explore=explore, generator=torch.Generator().manual_seed(0))
@@ -317,6 +331,23 @@ def test_untrained_slots_agent_scans_uniformly(memory_read):
             assert in_scan_segments(roll.indices, lengths), roll.indices
     uniform = sample_indices(lengths, 6, "uniform")  # temporal order
     assert torch.equal(policy_indices(lengths, 6, "uniform"), uniform[:, list(scan_order(6))])
+
+
+def test_the_scan_skips_a_frame_a_slot_looked_at_first():
+    """A jump to a memory slot may look at the frame of a scan position; the scan then goes on past it, and once every
+    scan position's frame was looked at, the scan action is blocked: it never looks at a frame twice."""
+    model = make_model(selection="slots", memory_dim=4)
+    looked, rows, lengths = Looked.start(1, 4, scan_positions(4)), torch.tensor([0]), torch.tensor([8])
+    # 8 frames, 4 slots and K = 4: slot j and scan position j both look at frame 2j + 1; the scan's order is 3, 7, 1, 5
+    slot_2, scan = torch.full((1, 7), -5.0), torch.full((1, 7), -5.0)
+    slot_2[0, 2], scan[0, 4] = 5.0, 5.0  # [slots 0-3, scan, back, forward]
+    looked.mark(rows, model.select.choose(slot_2, looked, rows, lengths, -1, None).index, lengths, 0)
+    for step in range(1, 4):
+        assert not model.where(looked, rows, lengths, step - 1).blocked[0, 4]
+        looked.mark(rows, model.select.choose(scan, looked, rows, lengths, step - 1, None).index, lengths, step)
+    assert looked.frames.tolist() == [[5, 3, 7, 1]]
+    assert next_scan(looked, rows, lengths).tolist() == [4]  # none left
+    assert model.where(looked, rows, lengths, 3).blocked[0, 4]
 
 
 @pytest.mark.parametrize("explore", [True, False])
@@ -361,6 +392,15 @@ def test_fit_mix_weights_the_classifier_that_generalises(informative):
     assert all(best <= ce(x, y) + 1e-4 for x in grid for y in grid)
 
 
+def test_fit_mix_weights_three_parts():
+    """With the temporal classifier the mix has three parts: the informative one gets the weight."""
+    parts, labels = mix_parts(informative="recurrent")
+    noise = 3.0 * torch.randn(parts.shape[:2] + (C,), generator=torch.Generator().manual_seed(5))
+    three = torch.cat([parts[:, :, :1], noise[:, :, None], parts[:, :, 1:]], 2)  # [N, K, 3, C]: pooled, noise, informative
+    w = fit_mix(three, labels)
+    assert w.shape == (3,) and w[2] > 5 * w[0] and w[2] > 5 * w[1], w.tolist()
+
+
 def test_fit_mix_reads_only_the_steps_taken():
     parts, labels = mix_parts(n=200, k=4)
     stopped = parts.clone()
@@ -368,3 +408,77 @@ def test_fit_mix_reads_only_the_steps_taken():
     kept = torch.cat([parts[:100, :2].reshape(-1, 1, 2, C), parts[100:].reshape(-1, 1, 2, C)])  # the same steps, one a row
     kept_labels = torch.cat([labels[:100].repeat_interleave(2), labels[100:].repeat_interleave(4)])
     torch.testing.assert_close(fit_mix(stopped, labels), fit_mix(kept, kept_labels), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- temporal order, positions, the critic's inputs
+
+
+def test_the_temporal_classifier_reads_the_frames_looked_at_sorted_by_time():
+    """At every step the temporal classifier's prediction is its LSTM over the frames looked at so far in temporal order,
+    each with its position, whatever order they were visited in: the LSTM baseline's view of the same frames."""
+    from adaframe.models.agent import position_features
+    from adaframe.rl.rollout import rollout, stored_frames
+
+    feats, lengths, memory = random_inputs([30, 17, 52])
+    model = make_model(memory_read="policy", selection="slots", temporal=True).eval()
+    positions = torch.tensor([[20, 3, 11, 27], [0, 16, 8, 4], [51, 50, 2, 25]])  # visiting order, not temporal
+    roll = rollout(model, memory, lengths, stored_frames(feats), 4, positions=positions)
+    for t in range(4):
+        seen = positions[:, : t + 1].sort(1).values  # [B, t+1] in time
+        x = torch.cat([model.frame_norm(feats[torch.arange(3)[:, None], seen]),
+                       position_features((seen.float() / lengths[:, None]).flatten()).view(3, t + 1, -1)], -1)
+        with torch.no_grad():
+            h = model.ordered(x)[0][:, -1]  # [B, H] after the last of them in time
+        torch.testing.assert_close(roll.parts[:, t, 2], model.ordered_head(h), rtol=1e-5, atol=1e-5)
+    swapped = rollout(model, memory, lengths, stored_frames(feats), 4, positions=positions[:, [3, 1, 0, 2]])
+    torch.testing.assert_close(swapped.parts[:, -1, 2], roll.parts[:, -1, 2], rtol=1e-5, atol=1e-5)  # same frames, any order
+    torch.testing.assert_close(roll.logits, torch.einsum("bkpc,p->bkc", roll.parts, model.mix))  # the mix of three parts
+
+
+def test_positions_tell_the_lstm_where_a_frame_was():
+    """The same frame read at another place in the video gives another prediction (the LSTM reads its position)."""
+    feats, lengths, memory = random_inputs([40])
+    feats[0, 35] = feats[0, 2]  # one frame, at two places
+    from adaframe.rl.rollout import rollout, stored_frames
+
+    def recurrent(model: AdaFrame, at: int) -> torch.Tensor:  # [P - 1, C] the recurrent (and temporal) prediction
+        return rollout(model, memory, lengths, stored_frames(feats), 1, positions=torch.tensor([[at]])).parts[0, 0, 1:]
+
+    model = make_model(memory_read="policy", selection="slots", positions=True, temporal=True).eval()
+    assert not torch.allclose(recurrent(model, 2)[0], recurrent(model, 35)[0])  # the agent's LSTM
+    assert not torch.allclose(recurrent(model, 2)[1], recurrent(model, 35)[1])  # the temporal classifier's (always)
+    no_positions = make_model(memory_read="policy", selection="slots").eval()
+    torch.testing.assert_close(recurrent(no_positions, 2), recurrent(no_positions, 35))  # it cannot tell the two apart
+
+
+def test_the_prediction_critic_reads_the_prediction_and_the_best_margin_before():
+    """critic "prediction": the utility is linear in [h, u / sqrt(Dm), top-1 and top-2 probability, best margin of the
+    steps before], and the state carries that best margin (the reward's max over t' < t)."""
+    feats, lengths, memory = random_inputs([30, 20, 44])
+    model = make_model(memory_read="policy", selection="slots", prediction="mix", critic="prediction", frame_loss="both").eval()
+    with torch.no_grad():
+        model.utility.weight.normal_()
+    state, encoded = model.initial_state(3, torch.device("cpu")), model.encode(memory)
+    best = torch.zeros(3)
+    for t in range(4):
+        s = dict(zip(model.state_names(), state))
+        assert torch.equal(s["best"], best)
+        out = model.step(feats[:, t * 5], encoded, state)
+        top = torch.softmax(out.logits, -1).topk(2, -1).values
+        h = out.state[model.state_names().index("h")]
+        u = model.head_scale(model.memory(encoded, h)[0])
+        want = model.utility(torch.cat([h, u, top, best[:, None]], -1)).squeeze(-1)
+        torch.testing.assert_close(out.utility, want)
+        best = torch.maximum(best, top[:, 0] - top[:, 1])
+        state = out.state
+
+
+def test_inference_by_the_scan_looks_at_the_uniform_positions_unless_told_to_run_the_policy():
+    feats, lengths, memory = random_inputs([30, 20, 44, 9])
+    model = lively(make_model(memory_read="policy", selection="slots", scan_bias=0.0)).eval()
+    batch = Batch(feats, lengths, memory, torch.zeros(4, dtype=torch.long), torch.arange(4))
+    by_policy = agent_batch(model, batch, 5).indices
+    model.cfg.inference = "scan"
+    assert torch.equal(agent_batch(model, batch, 5).indices, policy_indices(lengths, 5, "uniform"))
+    assert torch.equal(agent_batch(model, batch, 5, policy="policy").indices, by_policy)
+    assert not torch.equal(by_policy, policy_indices(lengths, 5, "uniform"))

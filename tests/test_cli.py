@@ -158,7 +158,7 @@ def test_console_script_entry_point(tmp_path):
 
 def test_help_lists_the_commands(tmp_path):
     proc = adaframe("--help", cwd=tmp_path)
-    assert proc.stdout.startswith("usage: adaframe [-h] {synth,train,eval,demo,report,benchmark,synth-video,extract,predict,export,"
+    assert proc.stdout.startswith("usage: adaframe [-h] {synth,train,eval,demo,report,check,benchmark,synth-video,extract,predict,export,"
                                   "video-demo,probe}")
 
 
@@ -249,7 +249,9 @@ def test_report_end_to_end(tmp_path):
     for heading in ("Table 1", "What makes the policy work", "Figure 3", "Table 2", "Table 3", "entropy", "Figure 4",
                     "Figure 5", "Backward jumps", "learned minus uniform policy", "AdaFrame, uniform policy",
                     "One-step sampler, K slots", "One-step sampler's classifier, uniform",
-                    "prediction by the LSTM's head alone", "prediction by the pooled frame classifier alone"):
+                    "prediction by the LSTM's head alone", "prediction by the pooled frame classifier alone",
+                    "AvgPooling, k-center", "LSTM, motion-guided", "always by its policy", "in the order visited",
+                    "does not read where each frame is", "trained on every frame only", "reads the state alone"):
         assert heading in text, heading
     assert "chosen on the val split" in text and " ± " in text
     # 32 memory frames cannot be had from 20 stored: the row says so instead of failing
@@ -262,14 +264,16 @@ def test_report_end_to_end(tmp_path):
     assert {"avgpool", "adaframe-3", "adaframe-5", "adaframe-10", "adaframe-10-memory0", "adaframe-10-memory12",
             "adaframe-10-memory16", "adaframe-10-prediction", "adaframe-10-transition", "adaframe-10-memread-lstm",
             "adaframe-10-gaussian", "adaframe-10-pred-lstm", "adaframe-10-pred-pooled", "adaframe-10-paper-agent",
+            "adaframe-10-visited", "adaframe-10-no-positions", "adaframe-10-frames-every", "adaframe-10-critic-state",
             "sampler-3", "sampler-5", "sampler-10", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"} <= runs and "adaframe-10-memory32" not in runs and "adaframe-10-memory20" not in runs
     for name, cfgs in results["runs"].items():  # two seeds each, in their own directories
         assert [c["seed"] for c in cfgs] == [0, 1]
         assert all((out / "runs" / f"{name}-s{seed}" / "checkpoint.pt").is_file() for seed in (0, 1))
+    options = ("memory_read", "selection", "prediction", "order", "positions", "critic", "policy_check")
     paper = results["runs"]["adaframe-10-paper-agent"][0]
-    assert (paper["memory_read"], paper["selection"], paper["prediction"]) == ("lstm", "gaussian", "lstm")
+    assert tuple(paper[o] for o in options) == ("lstm", "gaussian", "lstm", "visited", False, "state", False)
     default = results["runs"]["adaframe-10"][0]
-    assert (default["memory_read"], default["selection"], default["prediction"]) == ("policy", "slots", "mix")
+    assert tuple(default[o] for o in options) == ("policy", "slots", "mix", "temporal", True, "prediction", True)
     models = {r["model"] for r in results["rows"]}
     assert models == {"avgpool", "lstm", "sampler", "adaframe", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"}
     assert {r["split"] for r in results["rows"]} == {"test"} and {r["split"] for r in results["val_rows"]} == {"val"}

@@ -106,15 +106,20 @@ def test_benchmark_tiny(tmp_path):
 
 
 def demo_rows(ada=(90.0, 95.0, 97.0), lstm=(80.0, 85.0, 90.0, 96.0), avg_all=60.0, adaptive=(96.0, 6.0), gain=18.0,
-              std=None, avg=(50.0, 55.0, 58.0), sampler=(70.0, 75.0, 80.0), sampler_gain=(2.0, 1.0)) -> list[dict]:
+              std=None, avg=(50.0, 55.0, 58.0), sampler=(70.0, 75.0, 80.0), sampler_gain=(2.0, 1.0),
+              selected=((40.0, 45.0, 50.0),) * 4) -> list[dict]:
     """Rows as ``demo.evaluate_all`` makes them: AvgPooling U4/6/11 and all frames, LSTM-U4/6/11/25, the sampler with
-    3/5/10 frames (``sampler_gain``: its learned - uniform at K 3 and 5), AdaFrame-3/5/10 K steps, AdaFrame-10 at mu 0.5
+    3/5/10 frames (``sampler_gain``: its learned - uniform at K 3 and 5), AvgPooling and the LSTM over the 4/6/11 frames of
+    k-center and of motion-guided sampling (``selected``, in that order), AdaFrame-3/5/10 K steps, AdaFrame-10 at mu 0.5
     (``adaptive``: its mAP and frames)."""
     rows = [{"method": "AvgPooling", "setting": "uniform", "frames": n, "model": "avgpool", "mAP": m, "avg_frames": float(n)}
             for n, m in zip((4, 6, 11), avg)]
     rows += [{"method": "AvgPooling", "setting": "all frames", "frames": None, "model": "avgpool", "mAP": avg_all, "avg_frames": 75.0}]
     rows += [{"method": "LSTM", "setting": "uniform", "frames": n, "model": "lstm", "mAP": m, "avg_frames": float(n)}
              for n, m in zip((4, 6, 11, 25), lstm)]
+    for (method, setting), maps in zip([(m, t) for t in ("k-center", "motion-guided") for m in ("AvgPooling", "LSTM")], selected):
+        rows += [{"method": method, "setting": setting, "frames": n, "model": method.lower().replace("avgpooling", "avgpool"),
+                  "mAP": m, "avg_frames": float(n)} for n, m in zip((4, 6, 11), maps)]
     rows += [{"method": "One-step sampler", "setting": "K slots", "frames": n, "model": "sampler", "mAP": m, "avg_frames": float(n),
               "uniform_mAP": m - g, "learned_minus_uniform": g} for n, m, g in zip((3, 5, 10), sampler, (*sampler_gain, 1.0))]
     for n, m in zip((3, 5, 10), ada):
@@ -132,6 +137,10 @@ def demo_rows(ada=(90.0, 95.0, 97.0), lstm=(80.0, 85.0, 90.0, 96.0), avg_all=60.
     (demo_rows(ada=(90.0, 84.99, 97.0)), {"mu": 0.5}, [False, True, True, None, True]),  # one K below its LSTM
     (demo_rows(avg=(50.0, 95.01, 58.0)), {"mu": 0.5}, [False, True, True, None, True]),  # AvgPooling-U6 beats AdaFrame-5
     (demo_rows(sampler=(70.0, 75.0, 97.01)), {"mu": 0.5}, [False, True, True, None, True]),  # the sampler beats AdaFrame-10
+    (demo_rows(selected=((40.0, 45.0, 50.0),) * 3 + ((40.0, 45.0, 97.01),)), {"mu": 0.5},  # LSTM on motion-guided frames does
+     [False, True, True, None, True]),
+    (demo_rows(selected=((90.01, 45.0, 50.0),) + ((40.0, 45.0, 50.0),) * 3), {"mu": 0.5},  # AvgPooling on k-center frames, K=3
+     [False, True, True, None, True]),
     (demo_rows(adaptive=(95.5, 6.0)), {"mu": 0.5}, [True, True, True, None, True]),  # exactly 0.5 below LSTM-U25
     (demo_rows(adaptive=(95.49, 6.0)), {"mu": 0.5}, [True, False, True, None, True]),
     (demo_rows(adaptive=(96.0, 10.01)), {"mu": 0.5}, [True, False, True, None, True]),  # more than 10 frames

@@ -17,8 +17,9 @@ from sklearn.metrics import average_precision_score
 
 from adaframe.data.features import FeatureDataset
 from adaframe.evaluate.split import evaluate
-from adaframe.models.kinds import build_model, load_checkpoint, save_checkpoint
+from adaframe.models.kinds import KINDS, build_model, load_checkpoint, save_checkpoint
 from adaframe.rl.rollout import StopRule
+from adaframe.train.config import PRESETS
 from conftest import TINY_SYNTH, adaframe, lively
 
 D, DM, TD, C, H = TINY_SYNTH["dim"], TINY_SYNTH["memory_dim"], TINY_SYNTH["memory_frames"], TINY_SYNTH["classes"], 16
@@ -33,15 +34,15 @@ def sklearn_map(scores: np.ndarray, labels: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def runs(synth_dir, tmp_path_factory) -> dict[str, Path]:
-    """An AdaFrame (the default agent: memory read by the policy, slots, the mixed prediction), an LSTM and an AvgPooling,
-    untrained."""
+    """An AdaFrame (the default agent: memory read by the policy, slots, the mixed prediction with the temporal
+    classifier, positions, the prediction critic), an LSTM and an AvgPooling, untrained."""
     classes = FeatureDataset(synth_dir, "train").classes
     root = tmp_path_factory.mktemp("eval_runs")
     out = {}
     for kind in ("adaframe", "lstm", "avgpool"):
         dims = {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": H}
         if kind == "adaframe":
-            dims.update(memory_frames=TD, memory_read="policy", selection="slots")
+            dims.update(memory_frames=TD, **{o: getattr(PRESETS["fast"], o) for o in KINDS["adaframe"].options})
         torch.manual_seed(0)
         model = build_model(kind, dims)
         if kind == "adaframe":
@@ -65,14 +66,16 @@ def visited(rows: list[dict]) -> list[list[int]]:
 
 def head_macs(kind: str) -> int:
     """Multiply-adds of one step on top of the backbone, from the layer shapes (biases and element-wise ops are free)."""
-    lstm_cell = D * 4 * H + H * 4 * H
     if kind == "avgpool":
         return D * C  # the frame classifier
     if kind == "lstm":
-        return lstm_cell + H * C
+        return D * 4 * H + H * 4 * H + H * C
+    cell = (D + 8) * 4 * H + H * 4 * H  # an LSTM cell reading a frame and its position (8 numbers)
     attention = H * DM + 2 * TD * DM  # query W_h h_t, scores, weighted sum
     slots = (H + DM) * DM + TD * DM + (H + DM) * 3  # slot query, slot scores, scan/back/forward
-    return lstm_cell + attention + slots + (H + DM) + H * C + D * C  # + utility + prediction heads + the pooled frame classifier
+    temporal = K * cell + H * C  # the temporal classifier over the K frames it holds (an upper bound), and its head
+    # + utility (state, context, the prediction's top two and the best margin) + prediction head + the pooled frame classifier
+    return cell + attention + slots + (H + DM + 3) + H * C + D * C + temporal
 
 
 # LSTM over 25 frames of 8-20-frame videos: uniform positions repeat, so distinct frames < steps

@@ -49,7 +49,8 @@ def test_manifest_describes_graphs_that_load_check_and_take_any_batch(exported, 
     m = read_manifest(exported)
     model, payload = load_checkpoint(run)
     assert sorted(m["graphs"]) == sorted(GRAPHS) and m["classes"] == payload["classes"] and m["frames"] == K
-    assert m["features"] == payload["features"] and m["memory_frames"] == 16 and m["state"] == ["h", "c", "summed", "count"]
+    assert m["features"] == payload["features"] and m["memory_frames"] == 16
+    assert m["state"] == ["h", "c", "read", "at", "count", "summed", "best"]  # the default agent: temporal classifier, prediction critic
     assert m["standardization"]["frames"]["mean"] == model.frame_norm.mean.tolist()
     assert m["standardization"]["memory"]["std"] == model.memory.norm.std.tolist()
     assert m["stop"]["mu"] == 0.7 and m["stop"]["patience"] == 1 and m["rules"]["candidate_frames"].startswith("one every 1 s")
@@ -61,7 +62,11 @@ def test_manifest_describes_graphs_that_load_check_and_take_any_batch(exported, 
         assert listed == found, name
         assert all(shape[0] == "batch" for _, shape in found), name
         assert entry["largest_difference"] < 1e-4
-    assert m["graphs"]["agent_step"]["inputs"][2] == {"name": "where", "dtype": "bool", "shape": ["batch", 19]}
+    step = m["graphs"]["agent_step"]["inputs"]
+    assert step[2:5] == [{"name": "blocked", "dtype": "bool", "shape": ["batch", 19]},
+                         {"name": "position", "dtype": "float32", "shape": ["batch"]},
+                         {"name": "h", "dtype": "float32", "shape": ["batch", 24]}]
+    assert step[6] == {"name": "read", "dtype": "float32", "shape": ["batch", K, 512 + 8]}  # K frames: D and their position
     backbone, _ = build_backbones(payload["features"])
     graph = OnnxGraph(exported / "backbone.onnx", m["graphs"]["backbone"])
     size = payload["features"]["backbone"]["size"]
@@ -95,8 +100,10 @@ def test_exported_run_predicts_the_same_frames_and_probabilities_as_pytorch(expo
 
 AGENTS = {
     "paper": {"memory_read": "lstm", "selection": "gaussian", "prediction": "lstm"},
-    "default": {},
+    "visited order": {},
     "pooled, memory read by the LSTM": {"memory_read": "lstm", "prediction": "pooled"},
+    "default": {"temporal": True, "positions": True, "critic": "prediction", "frame_loss": "both", "pooled_by": "subset"},
+    "default, by the scan": {"temporal": True, "positions": True, "critic": "prediction", "inference": "scan"},
 }
 
 
@@ -109,12 +116,12 @@ def test_exported_agent_takes_the_pytorch_agents_decisions(options, tmp_path):
     model = lively(AdaFrame(cfg)).eval()
     spec = {"backbone": {"size": 8}, "memory_backbone": {"size": 8}}
     onnx_graphs = {}
-    for g in graphs(model, torch.nn.Identity(), torch.nn.Identity(), spec, 5):
+    for g in graphs(model, torch.nn.Identity(), torch.nn.Identity(), spec, 5, 6):
         if g.name.startswith("agent_"):
             entry = export_graph(g, tmp_path / f"{g.name}.onnx")
             onnx_graphs[g.name] = OnnxGraph(tmp_path / entry["file"], entry)
     assert ("agent_first" in onnx_graphs) == (cfg.selection == "slots")
-    agent = ExportedAdaFrame(cfg, onnx_graphs)
+    agent = ExportedAdaFrame(cfg, onnx_graphs, 6)
     assert all(p.is_meta for p in agent.parameters())  # no weights of its own: the graphs hold them
     b, t = 7, 20
     features, memory = torch.randn(b, t, 12), torch.randn(b, 5, 6)
@@ -126,7 +133,14 @@ def test_exported_agent_takes_the_pytorch_agents_decisions(options, tmp_path):
         assert torch.equal(got.indices, want.indices) and torch.equal(got.alive, want.alive)
         torch.testing.assert_close(got.logits, want.logits, rtol=0, atol=1e-5, equal_nan=True)
         torch.testing.assert_close(got.utilities, want.utilities, rtol=0, atol=1e-5, equal_nan=True)
-        assert len(set(want.indices[:, :2].flatten().tolist())) > 2  # the policy looks at different frames per video
+        if cfg.inference == "policy":
+            assert len(set(want.indices[:, :2].flatten().tolist())) > 2  # the policy looks at different frames per video
+    if cfg.temporal:  # the graph holds K = 6 frames: a longer rollout is refused, a shorter one runs
+        with pytest.raises(AdaframeError, match="holds K = 6 frames: run at most 6 steps"):
+            rollout(agent, memory, lengths, stored_frames(features), 7)
+        with torch.no_grad():
+            short = rollout(agent, memory, lengths, stored_frames(features), 3).logits
+            torch.testing.assert_close(short, rollout(model, memory, lengths, stored_frames(features), 3).logits, rtol=0, atol=1e-5)
 
 
 def test_predict_and_benchmark_with_export(exported, run, video_files, tmp_path):

@@ -24,11 +24,15 @@ import torch
 from adaframe.data.features import Batch, FeatureDataset, collate
 from adaframe.evaluate.split import evaluate, policy_indices
 from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.models.kinds import KINDS
 from adaframe.rl.losses import agent_loss
+from adaframe.train.config import PRESETS
 from conftest import adaframe
 
 K = 3
 TD = 16
+DEFAULT_AGENT = {option: getattr(PRESETS["fast"], option) for option in KINDS["adaframe"].options}
+"""the agent 'adaframe train' trains by default (memory read by the policy, slots selection, temporal order ...)"""
 
 
 def build(root, make_dataset, n=256, classes=4, dim=16, mdim=8, seed=0):
@@ -57,7 +61,7 @@ def build(root, make_dataset, n=256, classes=4, dim=16, mdim=8, seed=0):
     return where
 
 
-def fit(ds: FeatureDataset, iterations: int, seed: int = 0, **agent: str) -> AdaFrame:
+def fit(ds: FeatureDataset, iterations: int, seed: int = 0, **agent: object) -> AdaFrame:
     full = collate([ds[i] for i in range(len(ds))])
     torch.manual_seed(seed)
     model = AdaFrame(AgentConfig(ds.feature_dim, ds.memory_dim, len(ds.classes), hidden=64, **agent))  # type: ignore[arg-type]
@@ -86,7 +90,7 @@ def test_default_policy_beats_a_uniform_scan(tmp_path, make_dataset):
     fed a uniform scan of K frames finds it by chance only, and so is far less accurate."""
     where = build(tmp_path / "d", make_dataset)
     ds = FeatureDataset(tmp_path / "d", "train")
-    model = fit(ds, 600)  # the defaults of 'adaframe train': memory_read "policy", selection "slots"
+    model = fit(ds, 600, **DEFAULT_AGENT)
     learned, uniform = evaluate(model, ds, frames=K), evaluate(model, ds, frames=K, policy="uniform")
     acc = {name: float((r.scores.argmax(1) == r.labels).mean()) for name, r in (("learned", learned), ("uniform", uniform))}
     found = {name: found_share(where, r.visited) for name, r in (("learned", learned), ("uniform", uniform))}

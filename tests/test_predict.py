@@ -16,9 +16,10 @@ from adaframe.commands.predict import parse_compare
 from adaframe.data.features import FeatureDataset, collate, read_spec
 from adaframe.evaluate.split import agent_batch
 from adaframe.media.video import probe, sample_times
-from adaframe.models.kinds import build_model, save_checkpoint
+from adaframe.models.kinds import KINDS, build_model, save_checkpoint
 from adaframe.recognize.recognizer import Predictor
 from adaframe.rl.rollout import StopRule
+from adaframe.train.config import PRESETS
 from adaframe.utils import AdaframeError
 from conftest import SHARED_VIDEOS, adaframe, lively
 
@@ -30,7 +31,8 @@ def make_run(run_dir: Path, data: Path, kind: str = "adaframe", seed: int = 0, m
     spec = read_spec(data)
     ds = FeatureDataset(data, "train")
     dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 24,
-            "std": 0.1, "memory_frames": memory_frames, "memory_read": "policy", "selection": "slots"}  # the default agent
+            "std": 0.1, "memory_frames": memory_frames}
+    dims.update({o: getattr(PRESETS["fast"], o) for o in KINDS["adaframe"].options})  # the default agent
     torch.manual_seed(seed)
     model = build_model(kind, dims)
     if kind == "adaframe":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from adaframe.data.features import FeatureDataset
@@ -56,3 +57,40 @@ def test_training_stores_the_training_split_statistics(synth_dir, tmp_path):
     np.testing.assert_allclose(model.frame_norm.mean.numpy(), stats["frames"][0])
     np.testing.assert_allclose(model.memory.norm.std.numpy(), stats["memory"][1])
     assert not np.allclose(model.frame_norm.std.numpy(), 1.0)
+
+
+def test_avgpool_learns_the_same_from_raw_post_relu_like_features(synth_dir, tmp_path, make_dataset):
+    """AvgPooling standardises its input with the training split's statistics, so an affine change of every feature
+    dimension (post-ReLU features: all positive, a scale of their own) changes nothing it predicts; it reads the same
+    numbers either way."""
+    from adaframe.evaluate.run import Setting, evaluate_run
+    from adaframe.train.loop import train
+    from conftest import read_rows
+
+    shifted = []
+    for row in read_rows(synth_dir):
+        f = np.load(synth_dir / "features" / f"{row['video_id']}.npy")
+        shifted.append({**row, "features": (f * 20.0 + 50.0).astype(np.float32),
+                        "memory": np.load(synth_dir / "memory" / f"{row['video_id']}.npy")})
+    raw = make_dataset(tmp_path / "raw", shifted)
+    scores = {}
+    for name, data in (("synth", synth_dir), ("raw", raw)):
+        run = train(TrainConfig(data, tmp_path / name, model="avgpool", frames=4, epochs=3, progress=False))
+        model, _ = load_checkpoint(run)
+        assert model.norm.mean.abs().max() > (40 if name == "raw" else -1)  # the statistics of the data it trained on
+        scores[name] = evaluate_run(run, data, "val", Setting(frames=4))["mAP"]
+    assert scores["raw"] == pytest.approx(scores["synth"], abs=1e-3)
+
+
+def test_an_avgpool_checkpoint_saved_before_standardisation_loads_as_it_was_trained(tmp_path):
+    from adaframe.models.baselines import AvgPooling
+    from adaframe.models.kinds import save_checkpoint
+
+    model = AvgPooling(BaselineConfig(4, 3, 8))
+    save_checkpoint(tmp_path, model, "avgpool", ["a", "b", "c"], {"frames": 2})
+    payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del payload["state_dict"]["norm.mean"], payload["state_dict"]["norm.std"]  # as written before AvgPooling standardised
+    torch.save(payload, tmp_path / "checkpoint.pt")
+    loaded, _ = load_checkpoint(tmp_path)
+    frames = torch.randn(2, 5, 4) * 3 + 7
+    torch.testing.assert_close(loaded.forward_head(frames), model.head(frames))  # the identity: raw features, as trained

@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 import tyro
 
 from adaframe.commands.benchmark import BenchmarkConfig, run_benchmark
+from adaframe.commands.check import CheckConfig, run_check
 from adaframe.commands.demo import DemoConfig, run_demo
 from adaframe.commands.evaluate import EvalConfig, run_eval
 from adaframe.commands.predict import PredictConfig, run_predict
@@ -121,6 +122,15 @@ def run_train(cfg: TrainConfig) -> None:
     val = f"{last['val_mAP']:.2f}%" if "val_mAP" in last else "n/a (no val split)"
     fit = f"train mAP {last['train_mAP']:.2f}%, " if "train_mAP" in last else ""
     print(f"trained {cfg.model} (K={cfg.frames}) for {last.get('epoch', 0)} epochs: run dir {out}, last {fit}val mAP {val}")
+    if "pooled_by" in last:  # frame_loss both: the val split's choice, with the scores it was made on (its last epoch)
+        picked = next(json.loads(line) for line in reversed(lines) if "pooled_every_mAP" in json.loads(line))
+        trained = {"every": "every frame", "subset": f"{cfg.frames} random frames a video"}
+        print(f"the pooled prediction reads the frame classifier trained on {trained[last['pooled_by']]} (val mAP over {cfg.frames} "
+              f"uniform frames at epoch {picked['epoch']}: " + ", ".join(f"{trained[h]} {picked[f'pooled_{h}_mAP']:.2f}" for h in trained) + ")")
+    if "inference" in last:
+        print(f"the policy adds {last['policy_minus_scan']:+.2f} mAP on val over the uniform scan of the same network: "
+              + ("inference looks where the policy chooses" if last["inference"] == "policy" else
+                 "inference looks by the uniform scan (eval --policy policy runs the policy)"))
 
 
 SUBCOMMANDS: dict[str, type] = {
@@ -129,6 +139,7 @@ SUBCOMMANDS: dict[str, type] = {
     "eval": EvalConfig,
     "demo": DemoConfig,
     "report": ReportConfig,
+    "check": CheckConfig,
     "benchmark": BenchmarkConfig,
     "synth-video": SynthVideoCommand,
     "extract": ExtractConfig,
@@ -143,6 +154,7 @@ RUNNERS: dict[type, Callable[[Any], object]] = {
     EvalConfig: run_eval,
     DemoConfig: run_demo,
     ReportConfig: run_report,
+    CheckConfig: run_check,
     BenchmarkConfig: run_benchmark,
     SynthVideoCommand: run_synth_video,
     ExtractConfig: run_extract,

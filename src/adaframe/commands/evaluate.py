@@ -8,9 +8,8 @@ from typing import Annotated, Literal
 
 import tyro
 
-from adaframe.data.features import Sampling
 from adaframe.evaluate.run import Setting, data_costs, evaluate_run
-from adaframe.evaluate.split import Policy
+from adaframe.evaluate.split import Policy, Sampling
 from adaframe.report.tables import format_table
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError, check_writable, write_json
@@ -28,10 +27,13 @@ class EvalConfig:
     frames: Annotated[int | None, tyro.conf.arg(metavar="INT", help_behavior_hint="(default: the K it was trained with)")] = None
     """K: AdaFrame's most steps, or the frames a baseline samples"""
     sampling: Sampling = "uniform"
-    """how a baseline picks its frames ('all': every frame); AdaFrame picks its own"""
+    """how a baseline picks its frames: K uniform or random ones, every frame ('all'), or K picked from the global memory
+    without training ('kcenter': farthest-first over its features; 'motion': quantiles of its accumulated change);
+    AdaFrame picks its own"""
     policy: Policy = "learned"
-    """where an agent looks: its own policy, or K uniformly spaced or random positions read by the same network
-    (a learned policy is also compared with uniform: 'learned minus uniform' is what the policy adds)"""
+    """where an agent looks: as trained ('learned': its policy, or the uniform scan where training found the policy added
+    nothing on val), its policy in any case ('policy'), or K uniformly spaced or random positions read by the same
+    network (a learned policy is also compared with uniform: 'learned minus uniform' is what the policy adds)"""
     mu: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: none, K fixed steps)")] = None
     """adaptive lookahead: stop once the utility falls more than mu below its best (AdaFrame)"""
     entropy: Annotated[float | None, tyro.conf.arg(metavar="FLOAT", help_behavior_hint="(default: none)")] = None
@@ -94,6 +96,9 @@ def run_eval(cfg: EvalConfig) -> dict:
     sampling = r["sampling"] if r["policy"] in (None, "learned") else f"{r['policy']} (policy)"
     print(format_table(header, [[r["model"], r["split"], r["num_videos"], sampling, r["frames"] or "all", stop,
                                  r["mAP"], r["top1"], r["avg_frames"], r["avg_steps"], r["gflops_per_video"]]]))
+    if r.get("inference") == "scan" and r["policy"] == "learned":
+        print(f"this run looks by the uniform scan: on val its policy added nothing over it in training; the policy here "
+              f"would give {r['policy_mAP']:.2f} (--policy policy)")
     if "learned_minus_uniform" in r:
         print(f"learned minus uniform: {r['learned_minus_uniform']:+.2f} mAP (the same network on {r['frames']} uniformly "
               f"spaced frames: {r['uniform_mAP']:.2f})")

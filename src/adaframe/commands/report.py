@@ -59,13 +59,26 @@ class ReportPreset:
 
 
 PRESETS = {"quick": ReportPreset("fast", 10), "paper": ReportPreset("paper", None)}
+SELECTORS = {"kcenter": "k-center", "motion": "motion-guided"}
 STOP_AGENT_TITLES = {"frameglimpse": "FrameGlimpse", "frameglimpse-g": "FrameGlimpse-G",
                "fastforward": "FastForward", "fastforward-g": "FastForward-G"}
 REWARD_NAMES = {"prediction": "PREDICTION", "transition": "PREDICTION TRANSITION", "margin": "margin (AdaFrame)"}
 # What separates the default agent from the paper's (models/agent.py): each option alone, then both, as the paper has them.
 AGENT_ABLATIONS = {"memread-lstm": {"memory_read": "lstm"}, "gaussian": {"selection": "gaussian"},
-                   "pred-lstm": {"prediction": "lstm"}, "pred-pooled": {"prediction": "pooled"},
-                   "paper-agent": {"memory_read": "lstm", "selection": "gaussian", "prediction": "lstm"}}
+                   "pred-lstm": {"prediction": "lstm", "temporal": False}, "pred-pooled": {"prediction": "pooled", "temporal": False},
+                   "no-temporal": {"temporal": False}, "no-positions": {"positions": False},
+                   "frames-every": {"frame_loss": "every"}, "critic-state": {"critic": "state"},
+                   "paper-agent": {"memory_read": "lstm", "selection": "gaussian", "prediction": "lstm", "temporal": False,
+                                   "positions": False, "critic": "state", "policy_check": False}}
+ABLATION_TITLES = {
+    "memread-lstm": "memory read by the LSTM (as the paper; frames in the order visited)",
+    "gaussian": "Gaussian selection (as the paper)", "pred-lstm": "prediction by the LSTM's head alone (as the paper)",
+    "pred-pooled": "prediction by the pooled frame classifier alone",
+    "no-temporal": "no temporal-order classifier in the mix (the recurrent prediction reads the frames as visited, as the paper)",
+    "no-positions": "the LSTM does not read where each frame is (as the paper)",
+    "frames-every": "the frame classifier trained on every frame only (no val choice of its loss)",
+    "critic-state": "the utility reads the state alone (as the paper)",
+    "paper-agent": "all of them: the paper's agent"}
 
 
 @dataclass
@@ -169,6 +182,9 @@ def run_report(cfg: ReportConfig) -> dict:
              for s in ("uniform", "random")]
     jobs += [(ev, "avgpool", None, "all", None, "learned")]
     jobs += [(ev, f"lstm-{kk + delta}", kk + delta, s, None, "learned") for kk in preset.ks for s in ("uniform", "random")]
+    jobs += [(ev, run, kk + delta, s, None, "learned") for kk in preset.ks if kk + delta <= m for s in SELECTORS
+             for run in ("avgpool", f"lstm-{kk + delta}")]
+    jobs += [(ev, f"adaframe-{k}", k, "uniform", stop, "policy") for stop in utility]
     jobs += [(ev, f"sampler-{kk}", kk, "uniform", None, policy) for kk in preset.ks if f"sampler-{kk}" in plan
              for policy in ("learned", "uniform")]
     for name in agents:
@@ -263,7 +279,8 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
     out += ["## Table 1: sampling K+Delta frames vs. AdaFrame K -> K'", "",
             f"Delta = {delta}: the global memory's cost ({m} frames) in backbone frames, rounded up, "
             "so the baselines get at least AdaFrame's compute. R: random frame in each of the segments, U: uniform. "
-            "AdaFrame, uniform / random policy: the same trained AdaFrame network reading K uniformly spaced (or random) "
+            "k-center, motion-guided: the K+Delta frames a training-free selector picks from the global memory "
+            "(models/selectors.py). AdaFrame, uniform / random policy: the same trained AdaFrame network reading K uniformly spaced (or random) "
             "frames instead of its policy's, which measures what the learned policy adds. One-step sampler: K of the "
             "memory's slots chosen at once and read by a pooled classifier trained on random frames (models/sampler.py); "
             "its classifier on K uniform frames is what its policy adds to.", ""]
@@ -273,6 +290,10 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
         for s, tag in (("random", "R"), ("uniform", "U")):
             picks = [get(run(kk), kk + delta, s) for kk in preset.ks]
             rows.append([f"{method} {tag}"] + [f"{tag}{kk + delta}" for kk in preset.ks] + [mean_std(r) for r in picks])
+    for method, run in (("AvgPooling", lambda kk: "avgpool"), ("LSTM", lambda kk: f"lstm-{kk + delta}")):
+        for s, title in SELECTORS.items():
+            picks = [get(run(kk), kk + delta, s) if kk + delta <= m else None for kk in preset.ks]
+            rows.append([f"{method}, {title}"] + [f"{kk + delta}" for kk in preset.ks] + [mean_std(r) if r else None for r in picks])
     for policy in ("random", "uniform"):
         rows.append([f"AdaFrame, {policy} policy"] + [f"{kk}" for kk in preset.ks]
                     + [mean_std(get(f"adaframe-{kk}", kk, policy=policy)) for kk in preset.ks])
@@ -288,20 +309,20 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
     out += [markdown_table(header, rows), ""]
 
     # What makes the policy work
-    ablations = [(f"adaframe-{k}", "default: memory read by the policy, slots selection, mixed prediction")]
-    ablations += [(f"adaframe-{k}-{name}", title) for name, title in (
-        ("memread-lstm", "memory read by the LSTM (as the paper)"), ("gaussian", "Gaussian selection (as the paper)"),
-        ("pred-lstm", "prediction by the LSTM's head alone (as the paper)"),
-        ("pred-pooled", "prediction by the pooled frame classifier alone"),
-        ("paper-agent", "all three: the paper's agent")) if f"adaframe-{k}-{name}" in plan]
-    if len(ablations) > 1:
+    ablations = [(f"adaframe-{k}", "learned", "default: memory read by the policy, slots, mixed prediction with the temporal classifier, "
+                                              "positions, the prediction critic, the policy checked on val"),
+                 (f"adaframe-{k}", "policy", "the default, always by its policy (no check against the scan)")]
+    ablations += [(f"adaframe-{k}-{name}", "learned", title) for name, title in ABLATION_TITLES.items() if f"adaframe-{k}-{name}" in plan]
+    if len(ablations) > 2:
         out += [f"## What makes the policy work (AdaFrame-{k})", "",
                 "Each option of `adaframe train` that separates the default agent from the paper's (docs/design.md: Choices the "
                 "paper leaves open), alone and together. Uniform policy: the same network on K uniform frames; evidence: "
                 "the share of videos whose frames include one that shows the class (data with `evidence.csv` only).", ""]
         rows = []
-        for run, title in ablations:
-            fixed, uniform, mu = get(run, k), get(run, k, policy="uniform"), chosen[run]
+        for run, policy, title in ablations:
+            fixed, uniform, mu = get(run, k, policy=policy), get(run, k, policy="uniform"), chosen[run]
+            if policy == "policy":
+                mu = get(run, k, stop=None if mu["mu"] is None else StopRule("utility", mu["mu"]), policy="policy")
             hit = fixed.get("evidence_hit")
             rows.append([title, mean_std(fixed), mean_std(uniform), f"{fixed['mAP'] - uniform['mAP']:+.2f}", fixed["avg_frames"],
                          mean_std(mu), mu["avg_frames"], mu_text(mu), None if hit is None else 100 * hit,

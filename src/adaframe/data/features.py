@@ -33,7 +33,6 @@ SPLITS = ("train", "val", "test")
 CACHE_BYTES = 2 << 30
 """A split whose features and memory fit in this many bytes is kept in RAM after the first read of each video."""
 SPEC = "extract.json"
-Sampling = Literal["uniform", "random", "all"]
 
 
 @dataclass(frozen=True)

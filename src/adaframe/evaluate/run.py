@@ -16,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from adaframe.data.features import FeatureDataset, Sampling, evidence_hits, read_evidence, read_spec, sample_indices
+from adaframe.data.features import FeatureDataset, evidence_hits, read_evidence, read_spec, sample_indices
 from adaframe.evaluate.metrics import CostModel, backward_jump_fraction, mean_average_precision, top1
-from adaframe.evaluate.split import Policy, Result, evaluate
+from adaframe.evaluate.split import Policy, Result, Sampling, evaluate
 from adaframe.models.kinds import AGENTS, load_checkpoint
+from adaframe.models.selectors import SELECTORS
 from adaframe.rl.rollout import StopRule, check_stop_rule, default_stop
 from adaframe.utils import AdaframeError, atomic_write, measure_gflops, resolve_device
 
@@ -53,12 +54,12 @@ def load_run(checkpoint: str | Path, data: str | Path, split: str = "val", devic
              datasets: dict | None = None) -> tuple[nn.Module, dict, FeatureDataset]:
     """Load a run and the split it is to be evaluated on, with the run's class order.
 
-    Baselines never read the global memory, so their data set may lack ``memory/``. ``datasets``: a cache
-    that runs evaluated together share, so that a split is read once.
+    Baselines read the global memory only where a training-free selector picks their frames, so their data set may
+    lack ``memory/``. ``datasets``: a cache that runs evaluated together share, so that a split is read once.
     """
     model, payload = load_checkpoint(checkpoint, device)
     sizes, kind = payload["model_config"], payload["kind"]
-    memory_frames = payload["memory_frames"] if kind in AGENTS else 0
+    memory_frames = payload["memory_frames"] if kind in AGENTS else (None if (Path(data) / "memory").is_dir() else 0)
     key = (str(Path(data).resolve()), split, tuple(payload["classes"]), memory_frames)
     cache = {} if datasets is None else datasets
     if key not in cache:
@@ -71,9 +72,10 @@ def load_run(checkpoint: str | Path, data: str | Path, split: str = "val", devic
     return model, payload, dataset
 
 
-def head_gflops_per_step(model: nn.Module, memory_frames: int, device: torch.device | str = "cpu") -> float:
-    """GFLOPs of one step of the model on top of the backbone, counted at batch 1 (each model's ``flops_probe``)."""
-    return measure_gflops(model.flops_probe(memory_frames, device))
+def head_gflops_per_step(model: nn.Module, memory_frames: int, device: torch.device | str = "cpu", steps: int = 1) -> float:
+    """GFLOPs of one step of the model on top of the backbone, counted at batch 1 (each model's ``flops_probe``), in a
+    rollout of at most ``steps`` steps."""
+    return measure_gflops(model.flops_probe(memory_frames, device, steps))
 
 
 def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, setting: Setting, cost: CostModel,
@@ -109,8 +111,8 @@ def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, se
         raise AdaframeError(f"--frames must be >= 1, got {frames}")
 
     res = evaluate(model, dataset, frames, sampling, stop, batch_size, device, seed, progress, policy)
-    memory_frames = dataset.memory_frames if kind in AGENTS else 0
-    head = head_gflops_per_step(model, memory_frames, device)
+    memory_frames = dataset.memory_frames if kind in AGENTS or sampling in SELECTORS else 0  # a selector reads the memory
+    head = head_gflops_per_step(model, memory_frames, device, frames)
     gflops = replace(cost, head_gflops_per_step=head).per_video(res.frames.astype(np.float64), res.steps.astype(np.float64),
                                                                 memory_frames)  # [N]
     summary = {
@@ -119,6 +121,7 @@ def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, se
         "frames": None if sampling == "all" else frames,
         "sampling": "policy" if kind in AGENTS else sampling,
         "policy": policy if kind in AGENTS else None,
+        "inference": getattr(model.cfg, "inference", None),  # AdaFrame: where "learned" looks (its policy, or the scan)
         "stop": None if stop is None else stop.by,
         "threshold": None if stop is None else stop.threshold,
         "mu": stop.threshold if stop is not None and stop.by == "utility" else None,
@@ -183,4 +186,7 @@ def evaluate_run(checkpoint: str | Path, data: str | Path, split: str = "val", s
     if payload["kind"] in AGENTS and setting.policy == "learned":
         uniform, _ = evaluate_loaded(model, payload, dataset, replace(setting, policy="uniform"), cost, batch_size, dev, seed, progress)
         result.update(uniform_mAP=uniform["mAP"], learned_minus_uniform=result["mAP"] - uniform["mAP"])
+        if result["inference"] == "scan":  # what the policy that training set aside would give
+            policy, _ = evaluate_loaded(model, payload, dataset, replace(setting, policy="policy"), cost, batch_size, dev, seed, progress)
+            result.update(policy_mAP=policy["mAP"], policy_minus_uniform=policy["mAP"] - uniform["mAP"])
     return {"checkpoint": str(checkpoint), "data": str(data), **result}

@@ -14,11 +14,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from adaframe.data.features import Batch, FeatureDataset, Sampling, collate, gather_frames, sample_indices
+from adaframe.data.features import Batch, FeatureDataset, collate, gather_frames, sample_indices
 from adaframe.models.baselines import Baseline
 from adaframe.models.positions import scan_order
 from adaframe.models.recurrent import RecurrentAgent
 from adaframe.models.sampler import OneStepSampler
+from adaframe.models.selectors import SELECTORS, select_frames
 from adaframe.rl.rollout import Rollout, StopRule, count_distinct, rollout, stored_frames
 from adaframe.utils import AdaframeError
 
@@ -35,8 +36,13 @@ class Result:
     utilities: np.ndarray  # [N, K] the agent's utility (value) per step, NaN after the stop and for baselines
 
 
-Policy = Literal["learned", "uniform", "random"]
-"""Where an agent looks: its own policy, or (to measure what the policy adds) K uniformly spaced or random positions."""
+Sampling = Literal["uniform", "random", "all", "kcenter", "motion"]
+"""How a baseline's frames are picked: K uniform or random ones (``data.sample_indices``), every frame, or K picked from
+the global memory by a training-free selector (``models.selectors``)."""
+Policy = Literal["learned", "policy", "uniform", "random"]
+"""Where an agent looks: as it was trained to infer (``learned``: its policy, or the uniform scan where training found that
+the policy added nothing), its policy in any case (``policy``), or (to measure what the policy adds) K uniformly spaced
+or random positions."""
 
 
 def policy_indices(lengths: torch.Tensor, k: int, policy: Policy, generator: torch.Generator | None = None) -> torch.Tensor | None:
@@ -46,10 +52,10 @@ def policy_indices(lengths: torch.Tensor, k: int, policy: Policy, generator: tor
     Both are visited in the uniform scan's coarse-to-fine order (``agent.scan_order``: the middle first), so
     that an early stop has seen frames spread over the whole video.
     """
-    if policy == "learned":
+    if policy in ("learned", "policy"):
         return None
     if policy not in ("uniform", "random"):
-        raise AdaframeError(f"unknown policy {policy!r} (expected learned, uniform or random)")
+        raise AdaframeError(f"unknown policy {policy!r} (expected learned, policy, uniform or random)")
     idx = sample_indices(lengths, k, policy, generator)  # [B, K] in temporal order
     return idx[:, torch.tensor(scan_order(k), device=idx.device)]
 
@@ -59,7 +65,8 @@ def agent_batch(model: RecurrentAgent, batch: Batch, max_steps: int, stop: StopR
                 generator: torch.Generator | None = None) -> Rollout:
     """The deterministic ``rollout`` on a batch of stored features, with the agent's own policy or a fixed one."""
     positions = policy_indices(batch.lengths, max_steps, policy, generator)
-    return rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), max_steps, stop=stop, positions=positions)
+    return rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), max_steps, stop=stop, positions=positions,
+                   own_policy=policy == "policy")
 
 
 @torch.no_grad()
@@ -71,7 +78,8 @@ def baseline_batch(model: Baseline, batch: Batch, frames: int, sampling: Samplin
         mask = batch.mask
         picked = batch.features
     else:
-        idx = sample_indices(batch.lengths, frames, sampling, generator)  # [B, k]
+        idx = (select_frames(batch.memory, batch.lengths, frames, sampling) if sampling in SELECTORS  # type: ignore[arg-type]
+               else sample_indices(batch.lengths, frames, sampling, generator))  # [B, k]
         mask = torch.ones_like(idx, dtype=torch.bool)
         picked = gather_frames(batch.features, idx)  # [B, k, D]
     probs = model.probs(picked, mask)  # [B, C]
@@ -83,7 +91,7 @@ def baseline_batch(model: Baseline, batch: Batch, frames: int, sampling: Samplin
 def sampler_batch(model: OneStepSampler, batch: Batch, frames: int, policy: Policy = "learned",
                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The one-step sampler's K most likely slots (``learned``), or K uniform or random frames, read by its classifier."""
-    if policy == "learned":
+    if policy in ("learned", "policy"):
         idx = model.select(batch.memory, batch.lengths, frames)  # [B, K]
     elif policy in ("uniform", "random"):
         idx = sample_indices(batch.lengths, frames, policy, generator)

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -62,13 +62,34 @@ from torch import nn
 from torch.distributions import Normal
 
 from adaframe.distributed import exponential, rand, randn
-from adaframe.models.positions import fixed_start, location_to_index
+from adaframe.models.positions import fixed_start, location_to_index, scan_positions
 from adaframe.models.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
 from adaframe.utils import AdaframeError
 
 MemoryRead = Literal["lstm", "policy"]
 Selection = Literal["gaussian", "slots"]
 Prediction = Literal["lstm", "pooled", "mix"]
+FrameLoss = Literal["every", "subset", "both"]
+Critic = Literal["state", "prediction"]
+Inference = Literal["policy", "scan"]
+POSITION_FREQUENCIES = 4
+"""the frame's relative position p enters the LSTM as sin and cos of 2^k pi p, k < 4 (8 numbers)"""
+CRITIC_FEATURES = 3
+"""what the critic reads of the prediction: its two largest probabilities and the best margin before this step"""
+
+
+class Where(NamedTuple):
+    """What AdaFrame knows of where it is before a step (``AdaFrame.where``), for the A videos it runs on."""
+
+    blocked: torch.Tensor  # [A, Td + 3] bool: the slots policy's actions that would look at nothing new
+    position: torch.Tensor  # [A] relative position in [0, 1) of the frame about to be read
+
+
+def position_features(position: torch.Tensor) -> torch.Tensor:
+    """position [A] in [0, 1] -> [A, 2 * POSITION_FREQUENCIES]: sin and cos of ``2^k pi p`` (k = 0 alone is monotone in p,
+    the higher ones tell nearby positions apart)."""
+    angles = position[:, None] * math.pi * (2.0 ** torch.arange(POSITION_FREQUENCIES, device=position.device))  # [A, F]
+    return torch.cat([angles.sin(), angles.cos()], -1)
 
 
 @dataclass
@@ -90,6 +111,25 @@ class AgentConfig:
     prediction: Prediction = "mix"
     """what predicts the class: the LSTM's head ("lstm", the paper), the mean of a frame classifier's softmax over the
     frames looked at ("pooled", AvgPooling's rule), or both mixed with weights fitted on held-out videos ("mix")"""
+    temporal: bool = False
+    """prediction "mix": a second LSTM re-reads, at every step, the frames looked at so far in temporal order (each with
+    its position), as the LSTM baseline reads its frames, and predicts as a third part of the mix; so a class told by
+    the order of two moments is not lost to the order the policy visits them in"""
+    positions: bool = False
+    """the LSTM reads each frame's relative position in the video with it (``position_features``), so that the
+    recurrent prediction knows the frames' temporal order whatever order the policy visits them in"""
+    frame_loss: FrameLoss = "every"
+    """how the frame classifier of a pooled or mixed prediction trains: on every frame of the training videos
+    (AvgPooling's loss), on the mean softmax of K random frames ("subset"), or "both": two classifiers, one each way, and
+    the val split picks the one the pooled prediction reads (``pooled_by``)"""
+    pooled_by: Literal["every", "subset"] = "every"
+    """frame_loss "both": the classifier the pooled prediction reads (set by training on the val split)"""
+    critic: Critic = "state"
+    """what the utility head reads: ``[h_t, u_t]`` ("state", the paper) or also the prediction that decides the reward:
+    its two largest probabilities and the best margin of the steps before ("prediction")"""
+    inference: Inference = "policy"
+    """where inference looks: the policy's choices, or the uniform scan (set by training where the policy added
+    nothing over the scan on the val split)"""
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1 or self.memory_dim < 0:
@@ -100,6 +140,12 @@ class AgentConfig:
             raise AdaframeError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
         if self.prediction not in ("lstm", "pooled", "mix"):
             raise AdaframeError(f"unknown prediction {self.prediction!r} (expected lstm, pooled or mix)")
+        if self.frame_loss not in ("every", "subset", "both") or self.pooled_by not in ("every", "subset") or self.critic not in ("state", "prediction"):
+            raise AdaframeError(f"unknown frame_loss {self.frame_loss!r} or critic {self.critic!r}")
+        if self.inference not in ("policy", "scan"):
+            raise AdaframeError(f"unknown inference {self.inference!r} (expected policy or scan)")
+        if self.temporal and self.prediction != "mix":
+            raise AdaframeError("temporal: the temporal-order LSTM is a part of the mixed prediction: use prediction 'mix'")
 
 
 class SelectionPolicy(nn.Module):
@@ -176,12 +222,12 @@ class SlotSelection(SelectionPolicy):
         else:
             action, log_prob = logits.argmax(-1), logits.new_zeros(logits.shape[0])
         is_scan, is_slot = action == slots, action < slots
-        scans = looked.scans[rows]
+        scans = next_scan(looked, rows, lengths)  # [A] the scan's next position not looked at yet
         at_scan = scan[scans.clamp(max=len(scan) - 1)]  # [A]
         at_slot = (action.clamp(max=max(slots - 1, 0)).to(logits.dtype) + 0.5) / max(slots, 1)  # [A]
         step_by = torch.where(action == slots + 1, -1, 1)  # back or forward
         at_neighbour = (looked.frames[rows, step] + step_by + 0.5).to(logits.dtype) / lengths.to(logits.dtype)  # [A]
-        looked.scans[rows] = scans + is_scan.long()
+        looked.scans[rows] = torch.where(is_scan, scans + 1, looked.scans[rows])
         position = torch.where(is_scan, at_scan, torch.where(is_slot, at_slot, at_neighbour))
         if explore is not None:  # anywhere within the slot's stretch or the scan position's segment: the classifier sees varied frames
             width = torch.where(is_scan, 1.0 / len(scan), torch.where(is_slot, 1.0 / max(slots, 1), 0.0))
@@ -189,16 +235,32 @@ class SlotSelection(SelectionPolicy):
         return Decision(location_to_index(position, lengths), log_prob)
 
 
+def next_scan(looked: Looked, rows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """[A] the uniform scan's next position (index into ``looked.scan``) whose frame no step has looked at yet: a slot or a
+    neighbour may have looked at a scan position's frame first, and the scan skips it. K when none is left."""
+    k = len(looked.scan)
+    frames = location_to_index(looked.scan[None, :].expand(len(rows), k), lengths[:, None])  # [A, K] the scan's frames
+    seen = (frames[:, :, None] == looked.frames[rows][:, None, :]).any(-1)  # [A, K]
+    open_ = ~seen & (torch.arange(k, device=rows.device)[None, :] >= looked.scans[rows][:, None])  # [A, K]
+    return torch.where(open_.any(1), open_.float().argmax(1), k)  # argmax: the first open position
+
+
 class AdaFrame(RecurrentAgent):
-    """The agent of Section 3.1 (see the module's docstring for its two options)."""
+    """The agent of Section 3.1 (see the module's docstring for its options)."""
 
     def __init__(self, cfg: AgentConfig):
-        super().__init__(cfg, cfg.feature_dim + (cfg.memory_dim if cfg.memory_read == "lstm" else 0))
+        inputs = cfg.feature_dim + (cfg.memory_dim if cfg.memory_read == "lstm" else 0) + (2 * POSITION_FREQUENCIES if cfg.positions else 0)
+        super().__init__(cfg, inputs)
         self.select = GaussianSelection(cfg) if cfg.selection == "gaussian" else SlotSelection(cfg)  # f_s
-        self.utility = nn.Linear(cfg.hidden + cfg.memory_dim, 1)  # f_u
-        self.frame_head = nn.Linear(cfg.feature_dim, cfg.num_classes) if cfg.prediction != "lstm" else None
-        # (a, b) of the mix: pooled, recurrent. Fitted on val (fit_mix), saved with the weights.
-        self.register_buffer("mix", torch.tensor([1.0, 0.0] if cfg.prediction == "pooled" else [1.0, 1.0]))
+        self.utility = nn.Linear(cfg.hidden + cfg.memory_dim + (CRITIC_FEATURES if cfg.critic == "prediction" else 0), 1)  # f_u
+        self.frame_head = nn.Linear(cfg.feature_dim, cfg.num_classes) if cfg.prediction != "lstm" else None  # by cfg.frame_loss
+        self.subset_head = nn.Linear(cfg.feature_dim, cfg.num_classes) if cfg.prediction != "lstm" and cfg.frame_loss == "both" else None
+        # The temporal-order classifier: an LSTM over the frames looked at, sorted by time, each with its position.
+        self.ordered = nn.LSTM(cfg.feature_dim + 2 * POSITION_FREQUENCIES, cfg.hidden, batch_first=True) if cfg.temporal else None
+        self.ordered_head = nn.Linear(cfg.hidden, cfg.num_classes) if cfg.temporal else None
+        # The mix's weights: pooled, recurrent (and temporal). Fitted on val (fit_mix), saved with the weights.
+        parts = 3 if cfg.temporal else 2
+        self.register_buffer("mix", torch.tensor([1.0, 0.0]) if cfg.prediction == "pooled" else torch.ones(parts))
         # A critic that starts at 0: no reward expected, and no gradient into the LSTM before it has learned anything.
         nn.init.zeros_(self.utility.weight)
         nn.init.zeros_(self.utility.bias)
@@ -211,41 +273,120 @@ class AdaFrame(RecurrentAgent):
     def policy(self) -> SelectionPolicy:
         return self.select
 
-    def initial_state(self, batch: int, device: torch.device) -> State:
-        """(h, c), and with a frame classifier the sum of its softmaxes over the frames looked at [B, C] and their count [B]."""
-        h, c = super().initial_state(batch, device)
-        if self.frame_head is None:
-            return h, c
-        return h, c, torch.zeros(batch, self.cfg.num_classes, device=device), torch.zeros(batch, device=device)
+    def state_names(self) -> tuple[str, ...]:
+        """The state from step to step, in order: the LSTM's ``h``, ``c`` [B, H]; with the temporal classifier its inputs
+        of the frames looked at ``read`` [B, K, D + 2F] and their positions ``at`` [B, K] (2 where no frame is yet: after
+        every position); ``count`` [B], the frames looked at (with a frame classifier or the temporal one); with a frame
+        classifier ``summed`` [B, C], the sum of its softmaxes over them; with the prediction critic ``best`` [B], the best
+        margin (top-1 - top-2 probability) so far."""
+        names = ("h", "c") + (("read", "at") if self.ordered is not None else ())
+        if self.ordered is not None or self.frame_head is not None:
+            names += ("count",)
+        if self.frame_head is not None:
+            names += ("summed",)
+        return names + (("best",) if self.cfg.critic == "prediction" else ())
 
-    def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames [..., D] -> the frame classifier's logits [..., C] (trained on random frames, ``losses.subset_loss``)."""
-        return self.frame_head(self.frame_norm(frames))
+    def initial_state(self, batch: int, device: torch.device, steps: int = 1) -> State:
+        """See ``state_names`` (``steps``: K, the frames the temporal classifier holds); the best margin starts at 0, the
+        margin of the uninformed prediction (as the reward's m_0)."""
+        zeros = lambda *shape: torch.zeros(batch, *shape, device=device)  # noqa: E731
+        start = {"h": zeros(self.cfg.hidden), "c": zeros(self.cfg.hidden), "count": zeros(), "summed": zeros(self.cfg.num_classes),
+                 "best": zeros()}
+        if self.ordered is not None:
+            start.update(read=zeros(steps, self.ordered.input_size), at=torch.full((batch, steps), 2.0, device=device))
+        return tuple(start[name] for name in self.state_names())
 
-    def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
-        """[A, Td + 3] the slots policy's actions that would look at nothing new (``Looked.blocked``)."""
-        return looked.blocked(rows, lengths, step)
+    def inference_positions(self, lengths: torch.Tensor, steps: int) -> torch.Tensor | None:
+        """[B, K] the frames inference looks at where training chose the uniform scan over the policy (in the scan's
+        order, the middle first: ``positions.scan_positions``); None where the policy chooses."""
+        if self.cfg.inference == "policy":
+            return None
+        return location_to_index(scan_positions(steps, lengths.device)[None, :].expand(len(lengths), steps), lengths[:, None])
 
-    def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: torch.Tensor | None = None) -> Step:
-        """One step: frame [B, D], encoded [B, Td, Dm], state (h, c) [B, H] each, ``where`` [B, Td + 3] (default: no
-        action blocked)."""
+    def frame_logits(self, frames: torch.Tensor, head: Literal["pooled", "every", "subset"] = "pooled") -> torch.Tensor:
+        """frames [..., D] -> a frame classifier's logits [..., C]: the one the pooled prediction reads, or the one trained
+        on every frame or on K random ones (``cfg.frame_loss``: with "both" each has its own, else ``frame_head`` is it)."""
+        if head == "pooled":
+            head = self.cfg.pooled_by if self.subset_head is not None else "every"
+        return (self.subset_head if head == "subset" and self.subset_head is not None else self.frame_head)(self.frame_norm(frames))
+
+    def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> Where:
+        """The slots policy's actions that would look at nothing new (``Looked.blocked``; the scan once its positions are
+        all looked at), and the position of the frame the step reads."""
+        exhausted = next_scan(looked, rows, lengths) >= len(looked.scan)  # [A]
+        return Where(looked.blocked(rows, lengths, step, exhausted), looked.frames[rows, step].float() / lengths.float())
+
+    def read_in_order(self, x: torch.Tensor, position: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The temporal classifier: ``x`` [B, D + 2F] joins the frames read before (``read``, ``at``), and its LSTM reads
+        them all sorted by position (the slots of frames not looked at yet, at position 2, sort after them and are not
+        read) -> its state after the last of them [B, H], and the new ``read`` and ``at``."""
+        n = state["count"].long()  # [B] frames read before
+        slot = torch.arange(state["at"].shape[1], device=x.device)[None, :] == n[:, None]  # [B, K] where this frame goes
+        read = torch.where(slot[:, :, None], x[:, None, :], state["read"])  # [B, K, D + 2F]
+        at = torch.where(slot, position[:, None], state["at"])  # [B, K]
+        order = at.argsort(dim=1)  # [B, K] temporal order, the empty slots last (ties: one frame read twice, either order)
+        if not torch.compiler.is_exporting():  # eager: no need to read the empty slots (the export's graph reads all K)
+            order = order[:, : int(n.max()) + 1]  # [B, n + 1]
+        outputs, _ = self.ordered(read.gather(1, order[:, :, None].expand(-1, -1, read.shape[-1])))  # [B, n + 1, H]
+        h = outputs.gather(1, n[:, None, None].expand(-1, 1, outputs.shape[-1])).squeeze(1)  # [B, H] after the n + 1 frames
+        return h, {"read": read, "at": at}
+
+    def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: Where | None = None) -> Step:
+        """One step: frame [B, D], encoded [B, Td, Dm], ``state`` (``state_names``), ``where`` (default: no action
+        blocked, position 0)."""
         if where is None:
-            where = torch.zeros(frame.shape[0], encoded.shape[1] + 3, dtype=torch.bool, device=frame.device)
+            where = Where(torch.zeros(frame.shape[0], encoded.shape[1] + 3, dtype=torch.bool, device=frame.device),
+                          frame.new_zeros(frame.shape[0]))
+        s = dict(zip(self.state_names(), state))
+        x, where_am_i = self.frame_norm(frame), position_features(where.position)  # [B, D], [B, 2F]
+        inputs = torch.cat([x, where_am_i], -1) if self.cfg.positions else x
         if self.cfg.memory_read == "lstm":
-            u, beta = self.memory(encoded, state[0])  # u_t from W_h h_{t-1}
-            h, c = self.lstm(torch.cat([self.frame_norm(frame), u], dim=-1), state[:2])
+            u, beta = self.memory(encoded, s["h"])  # u_t from W_h h_{t-1}
+            h, c = self.lstm(torch.cat([inputs, u], dim=-1), (s["h"], s["c"]))
         else:
-            h, c = self.lstm(self.frame_norm(frame), state[:2])
+            h, c = self.lstm(inputs, (s["h"], s["c"]))
             u, beta = self.memory(encoded, h)  # u_t from W_h h_t: what the memory says after this frame
         u = self.head_scale(u)
-        selection = self.select(h, u, encoded, where)
-        utility = self.utility(torch.cat([h, u], dim=-1)).squeeze(-1)  # [B]
-        recurrent = self.forward_head(h)  # [B, C]
-        if self.frame_head is None:
-            return Step(recurrent, selection, utility, beta, (h, c))
-        summed, count = state[2] + torch.softmax(self.frame_logits(frame), -1), state[3] + 1  # [B, C], [B]
-        pooled = torch.log((summed / count[:, None]).clamp(min=1e-12))  # [B, C] log of the mean softmax so far: AvgPooling's prediction
-        return Step(mix_logits(pooled, recurrent, self.mix), selection, utility, beta, (h, c, summed, count), parts=torch.stack([pooled, recurrent], 1))
+        selection = self.select(h, u, encoded, where.blocked)
+        logits = recurrent = self.forward_head(h)  # [B, C]
+        new = {"h": h, "c": c}
+        if "count" in s:
+            new["count"] = s["count"] + 1
+        parts = None
+        if self.frame_head is not None:
+            new["summed"] = s["summed"] + torch.softmax(self.frame_logits(frame), -1)  # [B, C]
+            pooled = torch.log((new["summed"] / new["count"][:, None]).clamp(min=1e-12))  # [B, C] the mean softmax so far: AvgPooling's
+            parts = [pooled, recurrent]
+            if self.ordered is not None:
+                ordered, kept = self.read_in_order(torch.cat([x, where_am_i], -1), where.position, s)
+                new.update(kept)
+                parts.append(self.ordered_head(ordered))
+            parts = torch.stack(parts, 1)  # [B, P, C]
+            logits = mix_logits(parts, self.mix)
+        critic = [h, u]
+        if self.cfg.critic == "prediction":  # the reward is the prediction's margin over the best before: the critic sees both
+            probs = torch.softmax(logits.detach(), -1)  # [B, C]
+            top = F.pad(probs, (0, 1)).topk(2, -1).values  # [B, 2] (with one class, the second is the 0 padded on)
+            critic += [top, s["best"][:, None]]
+            new["best"] = torch.maximum(s["best"], top[:, 0] - top[:, 1])
+        utility = self.utility(torch.cat(critic, dim=-1)).squeeze(-1)  # [B]
+        return Step(logits, selection, utility, beta, tuple(new[name] for name in self.state_names()), parts=parts)
+
+    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu", steps: int = 1) -> Callable[[], object]:
+        """One step at batch 1 (``RecurrentAgent.flops_probe``). The temporal classifier's LSTM runs over up to K =
+        ``steps`` frames, which ``nn.LSTM`` hides from the FLOP counter: its K cells are counted as ``torch.lstm_cell``
+        on the same weights (an upper bound: at step t it reads t + 1)."""
+        step = super().flops_probe(memory_frames, device, steps)
+        if self.ordered is None:
+            return step
+        lstm = self.ordered
+        x, h = torch.zeros(1, lstm.input_size, device=device), torch.zeros(1, self.cfg.hidden, device=device)
+
+        def probe() -> None:
+            step()
+            for _ in range(steps):
+                torch.lstm_cell(x, (h, h), lstm.weight_ih_l0, lstm.weight_hh_l0, lstm.bias_ih_l0, lstm.bias_hh_l0)
+        return probe
 
     def head_scale(self, u: torch.Tensor) -> torch.Tensor:
         """``u / sqrt(Dm)``: the memory's context enters the selection and utility heads at the scale of ``h`` (norm ~1),
@@ -264,39 +405,40 @@ class AdaFrame(RecurrentAgent):
         """Slots selection: the logits of the first choice [B, Td + 3], from the memory read with ``h_0 = 0`` (no last
         frame to step back or forward from)."""
         b, slots = encoded.shape[:2]
-        h = self.initial_state(b, encoded.device)[0]
+        h = torch.zeros(b, self.cfg.hidden, device=encoded.device)
         u = self.head_scale(self.memory(encoded, h)[0])
         blocked = torch.zeros(b, slots + 3, dtype=torch.bool, device=h.device)
         blocked[:, slots + 1:] = True
         return self.select(h, u, encoded, blocked)
 
 
-def mix_logits(pooled: torch.Tensor, recurrent: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``a * pooled + b * recurrent`` (logits [..., C] each, ``weights`` [2] = (a, b)): the mixed prediction."""
-    return weights[0] * pooled + weights[1] * recurrent
+def mix_logits(parts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_i w_i * parts_i``: the mixed prediction of the parts' logits ``parts`` [..., P, C] (pooled, recurrent and,
+    with the temporal classifier, temporal) with ``weights`` [P] -> [..., C]."""
+    return (parts * weights[:, None]).sum(-2)  # element-wise: no matmul for the FLOP counter
 
 
 def fit_mix(parts: torch.Tensor, labels: torch.Tensor, iterations: int = 50) -> torch.Tensor:
-    """The weights ``(a, b) > 0`` of ``softmax(a * pooled + b * recurrent)`` that minimise its cross-entropy over every
-    step of held-out videos (a two-parameter logistic regression: Platt's and temperature scaling's idea, for two
-    classifiers at once).
+    """The weights ``w > 0`` of ``softmax(sum_i w_i * parts_i)`` that minimise its cross-entropy over every step of
+    held-out videos (a P-parameter logistic regression: Platt's and temperature scaling's idea, for P classifiers at
+    once).
 
     Args:
-        parts: [N, K, 2, C] the pooled and recurrent logits of each step (``Rollout.parts``; NaN after a stop).
+        parts: [N, K, P, C] the parts' logits at each step (``Rollout.parts``; NaN after a stop).
         labels: [N].
 
     Returns:
-        [2] (a, b).
+        [P] the weights.
     """
     ok = ~torch.isnan(parts[:, :, 0, 0])  # [N, K] steps taken
-    pooled, recurrent = parts[:, :, 0][ok], parts[:, :, 1][ok]  # [M, C] each
+    taken = parts[ok]  # [M, P, C]
     target = labels[:, None].expand_as(ok)[ok]  # [M]
-    log_w = torch.zeros(2, requires_grad=True)  # log a, log b: both start at 1
+    log_w = torch.zeros(parts.shape[2], requires_grad=True)  # every weight starts at 1
     opt = torch.optim.LBFGS([log_w], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(mix_logits(pooled, recurrent, log_w.clamp(-10, 5).exp()), target)
+        loss = F.cross_entropy(mix_logits(taken, log_w.clamp(-10, 5).exp()), target)
         loss.backward()
         return loss
 

@@ -34,7 +34,8 @@ class ModelKind:
 
 
 KINDS: dict[str, ModelKind] = {
-    "adaframe": ModelKind(AdaFrame, AgentConfig, agent=True, memory="optional", options=("memory_read", "selection", "prediction")),
+    "adaframe": ModelKind(AdaFrame, AgentConfig, agent=True, memory="optional",
+                          options=("memory_read", "selection", "prediction", "temporal", "positions", "frame_loss", "critic")),
     # The -G variants read the global memory; the plain ones are trained without it.
     "frameglimpse": ModelKind(FrameGlimpse, StopAgentConfig, agent=True, memory="none"),
     "frameglimpse-g": ModelKind(FrameGlimpse, StopAgentConfig, agent=True, memory="required"),
@@ -114,8 +115,10 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     except (KeyError, TypeError, ValueError) as e:
         raise AdaframeError(f"{path}: its model description is incomplete ({type(e).__name__}: {e}); not a checkpoint "
                             "'adaframe train' wrote") from None
+    # A model saved before it standardised its inputs (AvgPooling) has no statistics: it keeps the identity it was trained with.
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as e:
+        unstandardised = {k: v for k, v in model.state_dict().items() if k.endswith(("norm.mean", "norm.std")) and k not in payload["state_dict"]}
+        model.load_state_dict({**unstandardised, **payload["state_dict"]})
+    except (RuntimeError, TypeError) as e:
         raise AdaframeError(f"{path}: weights do not fit a {payload['kind']} model: {str(e).splitlines()[0]}") from None
     return model.to(device).eval(), payload

@@ -90,14 +90,15 @@ class Looked:
             self.seen = self.seen.clone()  # a new tensor: autograd keeps the masks earlier steps used
             self.seen[rows] |= (j >= first[:, None]) & (j <= last[:, None])
 
-    def blocked(self, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> torch.Tensor:
-        """[A, Td + 3] actions of the slots policy that would look at nothing new, after ``step``: seen slots, and the
-        frame before or after the last one when it was looked at already or lies outside the video. Scan never is."""
+    def blocked(self, rows: torch.Tensor, lengths: torch.Tensor, step: int, scan_exhausted: torch.Tensor | None = None) -> torch.Tensor:
+        """[A, Td + 3] actions of the slots policy that would look at nothing new, after ``step``: seen slots, the scan
+        where ``scan_exhausted`` [A] (every scan position looked at), and the frame before or after the last one when it
+        was looked at already or lies outside the video."""
         frames = self.frames[rows]  # [A, K]
         neighbours = torch.stack([frames[:, step] - 1, frames[:, step] + 1], dim=1)  # [A, 2]
         done = (neighbours[:, :, None] == frames[:, None, :]).any(-1)  # [A, 2]
         outside = (neighbours < 0) | (neighbours >= lengths[:, None])
-        scan = torch.zeros_like(done[:, :1])
+        scan = torch.zeros_like(done[:, :1]) if scan_exhausted is None else scan_exhausted[:, None]
         return torch.cat([self.seen[rows], scan, done | outside], dim=1)
 
 
@@ -129,13 +130,18 @@ class RecurrentAgent(nn.Module):
     def policy(self) -> FramePolicy:
         raise NotImplementedError
 
-    def initial_state(self, batch: int, device: torch.device) -> State:
+    def initial_state(self, batch: int, device: torch.device, steps: int = 1) -> State:
+        """The state before the first step of ``batch`` videos of at most ``steps`` steps: (h, c) [B, H] each."""
         h = torch.zeros(batch, self.cfg.hidden, device=device)
         return h, h.clone()
 
     def forward_head(self, h: torch.Tensor) -> torch.Tensor:
         """Class logits [B, C] from the LSTM state (the prediction head f_p)."""
         return self.head(h)
+
+    def inference_positions(self, lengths: torch.Tensor, steps: int) -> torch.Tensor | None:
+        """[B, K] fixed frames that inference looks at instead of the policy's choices, or None (the policy chooses)."""
+        return None
 
     def encode(self, memory: torch.Tensor) -> torch.Tensor:
         """memory [B, Td, Dm] -> the global memory the steps read [B, Td, Dm] (``GlobalMemory.encode``)."""
@@ -156,12 +162,13 @@ class RecurrentAgent(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("an agent runs through rollout.rollout, one step at a time (see recurrent.py)")
 
-    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu") -> Callable[[], object]:
-        """One step at batch 1 on top of the backbone, for the FLOP counter: memory attention, LSTM and heads."""
+    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu", steps: int = 1) -> Callable[[], object]:
+        """One step at batch 1 on top of the backbone, for the FLOP counter: memory attention, LSTM and heads (of a
+        rollout of ``steps`` steps)."""
         frame = torch.zeros(1, self.cfg.feature_dim, device=device)
         memory = torch.zeros(1, memory_frames, self.cfg.memory_dim, device=device)
         looked = Looked.start(1, memory_frames, torch.full((1,), 0.5, device=device))
         looked.frames[:, 0] = 0
         rows, lengths = torch.zeros(1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.long, device=device)
         where = self.where(looked, rows, lengths, 0)
-        return lambda: self.step(frame, self.encode(memory), self.initial_state(1, frame.device), where)
+        return lambda: self.step(frame, self.encode(memory), self.initial_state(1, frame.device, steps), where)

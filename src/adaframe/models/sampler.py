@@ -79,7 +79,7 @@ class OneStepSampler(nn.Module):
         slots = self.slot_logits(memory).topk(k, dim=1).indices.sort(dim=1).values  # [B, K]
         return slot_frames(slots, memory.shape[1], lengths)
 
-    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu") -> Callable[[], object]:
+    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu", steps: int = 1) -> Callable[[], object]:
         """The classifier on one frame and the policy over the memory (counted per frame: an overestimate)."""
         frame = torch.zeros(1, 1, self.cfg.feature_dim, device=device)
         memory = torch.zeros(1, memory_frames, self.cfg.memory_dim, device=device)

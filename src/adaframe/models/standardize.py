@@ -6,7 +6,8 @@ an LSTM, 2048 such inputs saturate its gates, and training stalls at chance (see
 demo's features: cross-entropy stuck at ln C). The recurrent models (AdaFrame for frames and
 memory, the LSTM baseline) therefore standardise their inputs with statistics computed once on
 the training split (``data.features.feature_statistics``) and stored in the checkpoint as
-buffers. AvgPooling, a linear classifier, does not need it. With the default buffers (mean 0, std 1) the module is the identity.
+buffers; so do the frame classifiers (AvgPooling, the sampler's, AdaFrame's pooled prediction), which otherwise train
+poorly on non-negative features. With the default buffers (mean 0, std 1) the module is the identity.
 """
 
 from __future__ import annotations

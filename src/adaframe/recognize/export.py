@@ -8,8 +8,10 @@ steps. So the export is the run's *networks*, one graph each, and a manifest tha
 ``memory_backbone.onnx``  uint8 RGB frames [N, s, s, 3] -> global-memory features [N, Dm]
 ``agent_encode.onnx``     memory [B, Td, Dm] -> encoded memory [B, Td, Dm] (standardised, positions added)
 ``agent_first.onnx``      slots selection only: encoded [B, Td, Dm] -> logits of the first choice [B, Td + 3]
-``agent_step.onnx``       one step: frame [B, D], encoded, ``where`` [B, Td + 3] (blocked actions), the state (h, c, and
-                          with a frame classifier the sum of its softmaxes and their count) -> class logits [B, C],
+``agent_step.onnx``       one step: frame [B, D], encoded, blocked actions [B, Td + 3], the frame's relative position [B],
+                          the state (``AdaFrame.state_names``: h, c, with the temporal classifier the frames it read, with a
+                          frame classifier the sum of its softmaxes and their count, with the prediction critic the
+                          best margin) -> class logits [B, C],
                           selection scores, utility [B], the new state
 ``manifest.json``         shapes, class names, standardisation statistics, the frame and memory rules, K, mu, patience
 ========================  ===============================================================================
@@ -25,6 +27,7 @@ before the folder appears: the export is written to a temporary folder beside ``
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import shutil
@@ -40,7 +43,7 @@ from torch import nn
 
 from adaframe.media.backbones import IMAGENET_MEAN, IMAGENET_STD, preprocess, sha256
 from adaframe.media.video import RESIZE_RATIO
-from adaframe.models.agent import AdaFrame
+from adaframe.models.agent import POSITION_FREQUENCIES, AdaFrame, Where
 from adaframe.models.kinds import CHECKPOINT
 from adaframe.recognize.exported import FORMAT, MANIFEST, VERSION, session
 from adaframe.utils import AdaframeError, write_json
@@ -100,50 +103,37 @@ class _First(_Encode):
 
 
 class _Step(_Encode):
-    """One step of an agent whose state is (h, c)."""
+    """One step: the state's tensors follow the frame, the memory and where the agent is (``AdaFrame.state_names``)."""
 
-    def forward(self, frame: torch.Tensor, encoded: torch.Tensor, where: torch.Tensor, h: torch.Tensor,  # type: ignore[override]
-                c: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._step(frame, encoded, where, (h, c))
-
-    def _step(self, frame: torch.Tensor, encoded: torch.Tensor, where: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        out = self.agent.step(frame, encoded, state, where)
+    def forward(self, frame: torch.Tensor, encoded: torch.Tensor, blocked: torch.Tensor, position: torch.Tensor,  # type: ignore[override]
+                *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.agent.step(frame, encoded, state, Where(blocked, position))
         return (out.logits, out.policy, out.utility, *out.state)
 
 
-class _PooledStep(_Step):
-    """One step of an agent with a frame classifier: its state also carries the summed softmaxes and their count."""
-
-    def forward(self, frame: torch.Tensor, encoded: torch.Tensor, where: torch.Tensor, h: torch.Tensor,  # type: ignore[override]
-                c: torch.Tensor, summed: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self._step(frame, encoded, where, (h, c, summed, count))
-
-
-def state_names(agent: AdaFrame) -> tuple[str, ...]:
-    """The step's state, in order: (h, c), and with a frame classifier its summed softmaxes and their count."""
-    return ("h", "c") if agent.frame_head is None else ("h", "c", "summed", "count")
-
-
 @torch.no_grad()  # the examples are inputs, with no autograd history (``_compare`` hands them to numpy)
-def graphs(agent: AdaFrame, backbone: nn.Module, memory_backbone: nn.Module, spec: dict, memory_frames: int) -> list[Graph]:
-    """The networks of a run, each with an example input at batch 2."""
+def graphs(agent: AdaFrame, backbone: nn.Module, memory_backbone: nn.Module, spec: dict, memory_frames: int, steps: int) -> list[Graph]:
+    """The networks of a run, each with an example input at batch 2; with the temporal classifier the step's state holds
+    ``steps`` (K) frames, a size fixed in the graph (the exporter unrolls its LSTM over them)."""
     cfg, b = agent.cfg, 2
     frames = lambda size: torch.randint(0, 256, (b, size, size, 3), dtype=torch.uint8)  # noqa: E731
     memory = torch.randn(b, memory_frames, cfg.memory_dim)
     encoded = agent.encode(memory)
+    read = min(2, steps - 1)  # frames read before, of the K the state holds
+    at = torch.cat([torch.rand(b, read), torch.full((b, steps - read), 2.0)], 1)  # [B, K]: positions, then no frame yet
     states = {"h": torch.randn(b, cfg.hidden).tanh(), "c": torch.randn(b, cfg.hidden),
-              "summed": torch.rand(b, cfg.num_classes) * 2, "count": torch.full((b,), 2.0)}
-    names = state_names(agent)
-    where = torch.rand(b, memory_frames + 3) < 0.3
+              "read": torch.randn(b, steps, cfg.feature_dim + 2 * POSITION_FREQUENCIES), "at": at,
+              "summed": torch.rand(b, cfg.num_classes) * 2, "count": torch.full((b,), 2.0), "best": torch.rand(b)}
+    names = agent.state_names()
+    blocked, position = torch.rand(b, memory_frames + 3) < 0.3, torch.rand(b)
     frame = agent.frame_norm.mean + agent.frame_norm.std * torch.randn(b, cfg.feature_dim)  # at the scale of real features
     out = [Graph("backbone", _Backbone(backbone), (frames(spec["backbone"]["size"]),), ("frames",), ("features",)),
            Graph("memory_backbone", _Backbone(memory_backbone), (frames(spec["memory_backbone"]["size"]),), ("frames",), ("features",)),
            Graph("agent_encode", _Encode(agent), (memory,), ("memory",), ("encoded",))]
     if cfg.selection == "slots":
         out.append(Graph("agent_first", _First(agent), (encoded,), ("encoded",), ("scores",)))
-    step = _Step(agent) if agent.frame_head is None else _PooledStep(agent)
-    out.append(Graph("agent_step", step, (frame, encoded, where, *(states[n] for n in names)),
-                     ("frame", "encoded", "where", *names), ("logits", "selection", "utility", *(f"{n}_next" for n in names))))
+    out.append(Graph("agent_step", _Step(agent), (frame, encoded, blocked, position, *(states[n] for n in names)),
+                     ("frame", "encoded", "blocked", "position", *names), ("logits", "selection", "utility", *(f"{n}_next" for n in names))))
     return out
 
 
@@ -176,11 +166,16 @@ def export_graph(graph: Graph, path: Path) -> dict:
 
     graph.module.eval()
     batch = torch.export.Dim(BATCH, min=1)
+    dims = [{0: batch} for _ in graph.example]
+    params = inspect.signature(graph.module.forward).parameters.values()
+    if any(p.kind == p.VAR_POSITIONAL for p in params):  # torch.export wants a *state's dimensions as one nested tuple
+        fixed = sum(p.kind == p.POSITIONAL_OR_KEYWORD for p in params)
+        dims = [*dims[:fixed], tuple(dims[fixed:])]
     with _quiet(), torch.no_grad():
         torch.onnx.export(graph.module, graph.example, str(path), input_names=list(graph.inputs), output_names=list(graph.outputs),
-                          dynamo=True, dynamic_shapes=tuple({0: batch} for _ in graph.example), external_data=False, verbose=False)
+                          dynamo=True, dynamic_shapes=tuple(dims), external_data=False, verbose=False)
     model = onnx.load(str(path))
-    for value in [*model.graph.input, *model.graph.output]:  # one name for the batch everywhere (the exporter may pick others)
+    for value in [*model.graph.input, *model.graph.output]:  # one name for each dynamic size (the exporter picks others)
         dim = value.type.tensor_type.shape.dim
         if dim and not dim[0].dim_value:
             dim[0].dim_param = BATCH
@@ -226,7 +221,7 @@ def _statistics(agent: AdaFrame) -> dict:
             for name, norm in (("frames", agent.frame_norm), ("memory", agent.memory.norm))}
 
 
-def rules(spec: dict, memory_frames: int, agent: AdaFrame) -> dict:
+def rules(spec: dict, memory_frames: int, agent: AdaFrame, frames: int) -> dict:
     """How a deployment must pick and prepare frames: what ``predict`` does (``media.video``), in words."""
     big, small = spec["backbone"]["size"], spec["memory_backbone"]["size"]
     return {
@@ -243,6 +238,13 @@ def rules(spec: dict, memory_frames: int, agent: AdaFrame) -> dict:
                         f"the frame at relative position {agent.cfg.start:g} (models.positions.fixed_start)"),
         "next_frame": "after each step but the last: the selection scores -> the next frame (models.agent, "
                       "GaussianSelection / SlotSelection.choose with no exploration)",
+        "position": "the step's position input: the frame index it reads / the video's candidate frames",
+        **({"temporal": f"the step's state holds the K = {frames} frames read so far (read: the temporal classifier's "
+                         "inputs, at: their positions, 2 where none yet): this export runs at most K steps"}
+           if agent.cfg.temporal else {}),
+        **({"scan": "this run infers by the uniform scan (its policy added nothing on val): step t reads candidate frame "
+                    "floor(T * p_t), p the K positions (i + 0.5) / K in models.positions.scan_order (the middle first); the "
+                    "first_frame and next_frame rules do not apply"} if agent.cfg.inference == "scan" else {}),
         "stop": "adaptive lookahead: a video stops once max(utility so far) - utility > mu has happened `patience` times, "
                 "or after K steps; the prediction is softmax(logits) of its last step",
     }
@@ -268,7 +270,8 @@ def export_run(cfg: ExportConfig) -> dict:
         raise AdaframeError(f"--out {out}: cannot create {temp}: {e.strerror}") from None
     try:
         entries = {g.name: export_graph(g, temp / f"{g.name}.onnx")
-                   for g in graphs(agent, nets.torch_backbones[0], nets.torch_backbones[1], nets.spec, nets.memory_frames)}
+                   for g in graphs(agent, nets.torch_backbones[0], nets.torch_backbones[1], nets.spec, nets.memory_frames,
+                                   nets.trained_frames)}
         checkpoint = Path(cfg.checkpoint) / CHECKPOINT if Path(cfg.checkpoint).is_dir() else Path(cfg.checkpoint)
         manifest = {
             "format": FORMAT, "version": VERSION, "kind": "adaframe",
@@ -277,7 +280,7 @@ def export_run(cfg: ExportConfig) -> dict:
             "stop": {"rule": "utility", "mu": 0.7, "patience": 1,
                      "note": "predict's defaults; --mu / --patience / --frames change them at run time"},
             "memory_frames": nets.memory_frames, "head_gflops": nets.head_gflops, "features": nets.spec,
-            "state": list(state_names(agent)), "rules": rules(nets.spec, nets.memory_frames, agent),
+            "state": list(agent.state_names()), "rules": rules(nets.spec, nets.memory_frames, agent, nets.trained_frames),
             "preprocessing": {"input": "uint8 RGB [N, S, S, 3]", "inside_graph": "x / 255, then (x - mean) / std per channel",
                               "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
             "standardization": _statistics(agent),

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from adaframe.media.backbones import sha256
-from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.models.agent import AdaFrame, AgentConfig, Where
 from adaframe.models.recurrent import State, Step
 from adaframe.utils import AdaframeError
 
 MANIFEST = "manifest.json"
-FORMAT, VERSION = "adaframe-export", 1
+FORMAT, VERSION = "adaframe-export", 2  # 2: the step reads the frame's position; the state may carry the best margin
 
 
 def read_manifest(folder: str | Path) -> dict:
@@ -108,10 +108,17 @@ class ExportedAdaFrame(AdaFrame):
     parts (``first``'s choice, ``where``, the selection policy's ``act``) are the PyTorch agent's code; it is built on
     the meta device, so it holds no weights: the graphs hold them."""
 
-    def __init__(self, cfg: AgentConfig, graphs: dict[str, OnnxGraph]):
+    def __init__(self, cfg: AgentConfig, graphs: dict[str, OnnxGraph], frames: int):
         with torch.device("meta"):
             super().__init__(cfg)
-        self.graphs = graphs
+        self.graphs, self.frames = graphs, frames
+
+    def initial_state(self, batch: int, device: torch.device, steps: int = 1) -> State:
+        """With the temporal classifier the step graph's state holds the export's K frames, however few steps a rollout takes."""
+        if self.cfg.temporal and steps > self.frames:
+            raise AdaframeError(f"this export's temporal classifier holds K = {self.frames} frames: run at most "
+                                f"{self.frames} steps (--frames {self.frames}), or export a run trained with more")
+        return super().initial_state(batch, device, self.frames if self.cfg.temporal else steps)
 
     def encode(self, memory: torch.Tensor) -> torch.Tensor:
         return self.graphs["agent_encode"](memory)[0].to(memory.device)
@@ -119,13 +126,14 @@ class ExportedAdaFrame(AdaFrame):
     def first_scores(self, encoded: torch.Tensor) -> torch.Tensor:
         return self.graphs["agent_first"](encoded)[0].to(encoded.device)
 
-    def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: torch.Tensor | None = None) -> Step:
+    def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: Where | None = None) -> Step:
         if where is None:
-            where = torch.zeros(frame.shape[0], encoded.shape[1] + 3, dtype=torch.bool)
-        logits, selection, utility, *new = (y.to(frame.device) for y in self.graphs["agent_step"](frame, encoded, where, *state))
+            where = Where(torch.zeros(frame.shape[0], encoded.shape[1] + 3, dtype=torch.bool), frame.new_zeros(frame.shape[0]))
+        outputs = self.graphs["agent_step"](frame, encoded, where.blocked, where.position, *state)
+        logits, selection, utility, *new = (y.to(frame.device) for y in outputs)
         return Step(logits, selection, utility, frame.new_zeros(frame.shape[0], 0), tuple(new))
 
-    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu"):  # type: ignore[override]
+    def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu", steps: int = 1):  # type: ignore[override]
         raise AdaframeError("an exported agent's FLOPs are in its manifest (head_gflops), counted at export")
 
 
@@ -141,5 +149,5 @@ def load_export(folder: str | Path, device: torch.device | str = "cpu") -> tuple
     needed = {"backbone", "memory_backbone", "agent_encode", "agent_step"} | ({"agent_first"} if cfg.selection == "slots" else set())
     if missing := sorted(needed - graphs.keys()):
         raise AdaframeError(f"export {folder}: its manifest lists no {', '.join(missing)} graph")
-    return (manifest, ExportedAdaFrame(cfg, graphs), OnnxBackbone(graphs["backbone"], cfg.feature_dim),
+    return (manifest, ExportedAdaFrame(cfg, graphs, int(manifest["frames"])), OnnxBackbone(graphs["backbone"], cfg.feature_dim),
             OnnxBackbone(graphs["memory_backbone"], cfg.memory_dim))

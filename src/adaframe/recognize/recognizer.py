@@ -115,7 +115,8 @@ class Networks:
         backbone, memory_backbone = build_backbones(spec, device, backbone_weights, memory_weights)
         return cls(model, functools.partial(extract_features, backbone, device=device),
                    functools.partial(extract_features, memory_backbone, device=device), payload["classes"],
-                   int(payload["config"]["frames"]), spec, memory_frames, head_gflops_per_step(model, memory_frames, device),
+                   int(payload["config"]["frames"]), spec, memory_frames,
+                   head_gflops_per_step(model, memory_frames, device, int(payload["config"]["frames"])),
                    Path(checkpoint), "PyTorch", device, (backbone, memory_backbone))
 
     @classmethod

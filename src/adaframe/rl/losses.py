@@ -41,12 +41,16 @@ def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, re
     elif roll.parts is None:
         loss_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
     else:
-        # AdaFrame's two classifiers, each trained on its own: the frame classifier pooled over K random frames (as the
-        # one-step sampler's), the LSTM's head (when mixed in) at the last step. Trained on their sum, the one that fits
-        # the training videos best would take over, whether or not it generalises; the mix is fitted on val (fit_mix).
-        terms["loss_frames"] = subset_loss(model.frame_logits, batch, steps, generator, shard)
+        # AdaFrame's two classifiers, each trained on its own: the frame classifier on every frame (AvgPooling's loss) or
+        # pooled over K random frames, the LSTM's head (when mixed in) at the last step. Trained on their sum, the one that
+        # fits the training videos best would take over, whether or not it generalises; the mix is fitted on val (fit_mix).
+        how = model.cfg.frame_loss
+        terms["loss_frames"] = ((every_frame_loss(lambda x: model.frame_logits(x, "every"), batch, shard) if how != "subset" else 0.0)
+                                + (subset_loss(lambda x: model.frame_logits(x, "subset"), batch, steps, generator, shard) if how != "every" else 0.0))
         terms["loss_recurrent"] = F.cross_entropy(roll.parts[:, -1, 1], batch.labels)
-        loss_cls = terms["loss_frames"] + (terms["loss_recurrent"] if model.cfg.prediction == "mix" else 0.0)
+        if model.cfg.temporal:  # the temporal classifier, at the last step too
+            terms["loss_temporal"] = F.cross_entropy(roll.parts[:, -1, 2], batch.labels)
+        loss_cls = terms["loss_frames"] + (terms["loss_recurrent"] + terms.get("loss_temporal", 0.0) if model.cfg.prediction == "mix" else 0.0)
         terms = {k: v.detach() for k, v in terms.items()}
     # Rewards from every step's prediction (no gradient flows through rewards).
     with torch.no_grad():
@@ -120,16 +124,20 @@ def subset_loss(frame_logits: Callable[[torch.Tensor], torch.Tensor], batch: Bat
     return F.nll_loss(torch.log(probs.clamp(min=1e-12)), batch.labels)
 
 
-def avgpool_loss(model: AvgPooling, batch: Batch, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
-    """Every real frame of a video is a training example with the video's label.
+def every_frame_loss(frame_logits: Callable[[torch.Tensor], torch.Tensor], batch: Batch, shard: Shard = Shard()) -> torch.Tensor:
+    """AvgPooling's loss: every real frame of a video is a training example with the video's label.
 
     The mean is over the frames of the global batch: divided by the processes' mean frame count, DDP's
     average of the processes' losses is the sum over all frames over their number.
     """
-    logits = model.forward_head(batch.features)  # [B, T, C]
+    logits = frame_logits(batch.features)  # [B, T, C]
     per_frame = F.cross_entropy(logits.transpose(1, 2), batch.labels[:, None].expand(-1, logits.shape[1]), reduction="none")  # [B, T]
     mask = batch.mask.float()
-    loss = (per_frame * mask).sum() / shard.mean(mask.sum())
+    return (per_frame * mask).sum() / shard.mean(mask.sum())
+
+
+def avgpool_loss(model: AvgPooling, batch: Batch, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
+    loss = every_frame_loss(model.forward_head, batch, shard)
     return {"loss": loss, "loss_cls": loss.detach()}
 
 

@@ -72,7 +72,8 @@ class Rollout:
     tensors keep their shape for the loss.
     """
 
-    logits: torch.Tensor  # [B, K, C] class logits of each step
+    logits: torch.Tensor  # [B, K, C] class logits of each step (with a gradient where a loss reads them: every step of an
+    #                       agent with a stop head, AdaFrame's last)
     probs: torch.Tensor | None  # [B, C] class probabilities at each video's last step (evaluation)
     utilities: torch.Tensor  # [B, K] the critic's value of each step's state
     log_probs: torch.Tensor  # [B, K] log pi of the decision made at step t: the next frame (a stop agent: or the stop);
@@ -103,7 +104,7 @@ def stored_frames(features: torch.Tensor) -> FrameFn:
 
 def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int, *,
             explore: Exploration | None = None, stop: StopRule | None = None, positions: torch.Tensor | None = None,
-            scan: bool = False) -> Rollout:
+            scan: bool = False, own_policy: bool = False) -> Rollout:
     """Run an agent on a batch: K = ``max_steps`` steps, or fewer where a video stops.
 
     Args:
@@ -115,13 +116,17 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
             agent's network still reads them, predicts and stops as usual.
         scan: a cost check, not a policy: take the next frame (wrapping around) at every step, so that every
             step computes a new frame.
+        own_policy: run the policy even where the agent infers by fixed positions (``inference_positions``: AdaFrame
+            where training found that its policy added nothing over the uniform scan), to measure what it adds.
     """
     check_stop_rule(model, stop)
     if explore is not None and (stop is not None or positions is not None or scan):
         raise ValueError("a sampled (training) rollout runs the policy for K steps: no stop rule, positions or scan")
+    if explore is None and positions is None and not scan and not own_policy:
+        positions = model.inference_positions(lengths, max_steps)
     b, device = lengths.shape[0], lengths.device
     encoded = model.encode(memory)  # [B, Td, Dm]
-    state = model.initial_state(b, device)  # (h, c, ...) each [B, ...]
+    state = model.initial_state(b, device, max_steps)  # (h, c, ...) each [B, ...]
     looked = Looked.start(b, encoded.shape[1], scan_positions(max_steps, device))
     if positions is not None:
         idx, first_log_prob = positions[:, 0].clone(), torch.zeros(b, device=device)
@@ -149,13 +154,15 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
         if explore is None:
             p = torch.softmax(out.logits, dim=-1)  # [A, C]
             probs[active] = p  # type: ignore[index]
+        last = t + 1 == max_steps
+        if not (last or model.has_stop_head):  # no loss reads this step's prediction: no backward through it (zeros)
+            out.logits, out.parts = out.logits.detach(), None if out.parts is None else out.parts.detach()
         logits.append(out.logits if whole else _scatter(out.logits, active, b, float("nan")))
         if out.parts is not None:
             parts.append(out.parts if whole else _scatter(out.parts, active, b, float("nan")))
         utilities.append(out.utility if whole else _scatter(out.utility, active, b, float("nan")))
         indices.append(idx.clone() if whole else _scatter(at, active, b, -1))
         alives.append(alive if whole else _scatter(alive[active], active, b, False))
-        last = t + 1 == max_steps
         log_prob = torch.zeros(b, device=device)  # [B] of this step's decision: none, unless the policy makes one
         if scan:
             idx[active] = (at + 1) % n

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from adaframe.models.agent import MemoryRead, Prediction, Selection
+from adaframe.models.agent import Critic, FrameLoss, MemoryRead, Prediction, Selection
 from adaframe.models.kinds import KINDS
 from adaframe.rl.rewards import RewardName
 from adaframe.utils import AdaframeError
@@ -36,17 +36,34 @@ class Preset:
     prediction: Prediction
     """AdaFrame: what predicts the class: the LSTM (the paper), a frame classifier pooled over the frames looked at, or both
     mixed by weights fitted on val (models/agent.py)"""
+    temporal: bool
+    """AdaFrame: a second LSTM reads the frames looked at in temporal order, a third part of the mix (models/agent.py)"""
+    positions: bool
+    """AdaFrame: the LSTM reads each frame's position in the video with it (models/agent.py)"""
+    frame_loss: FrameLoss
+    """AdaFrame: how its frame classifier trains: on every frame, or pooled over K random frames (models/agent.py)"""
+    critic: Critic
+    """AdaFrame: what the utility reads: the state (the paper), or also the prediction that decides the reward"""
+    policy_check: bool
+    """AdaFrame: after training, compare the policy with the uniform scan on val, and infer by the scan where the policy
+    adds less than ``loop.POLICY_MARGIN`` mAP"""
 
 
 PRESETS: dict[str, Preset] = {
     # Sections 3-4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs; the paper's agent.
     "paper": Preset(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, lr_step=40, epochs=100, batch_size=64, hidden=1024,
-                    normalize_advantage=False, memory_read="lstm", selection="gaussian", prediction="lstm"),
+                    normalize_advantage=False, memory_read="lstm", selection="gaussian", prediction="lstm",
+                    temporal=False, positions=False, frame_loss="every", critic="state", policy_check=False),
     # Adam, and the agent that works best (docs/design.md: Choices the paper leaves open); about a minute a model on 2 CPU cores.
     "fast": Preset(optimizer="adam", lr=2e-3, momentum=0.9, weight_decay=0.0, lr_step=30, epochs=40, batch_size=32, hidden=128,
-                   normalize_advantage=False, memory_read="policy", selection="slots", prediction="mix"),
+                   normalize_advantage=False, memory_read="policy", selection="slots", prediction="mix",
+                   temporal=True, positions=True, frame_loss="both", critic="prediction", policy_check=True),
 }
 
+
+ADAFRAME_OPTIONS = ("memory_read", "selection", "prediction", "temporal", "positions", "frame_loss", "critic", "policy_check")
+"""settings only AdaFrame reads: another model's config leaves them None, so that a change of their defaults does not make
+its finished runs look unfinished"""
 
 # Settings of TrainConfig that change nothing about the trained weights.
 NOT_IN_RESULT = frozenset({"progress", "workers", "log_every", "resume", "overwrite"})
@@ -93,9 +110,24 @@ class TrainConfig:
     prediction: Prediction | None = None
     """AdaFrame: 'lstm' (the paper: the LSTM's head), 'pooled' (the mean softmax of a frame classifier over the frames looked
     at, AvgPooling's rule) or 'mix' (both, weighted by a fit on the val split after every epoch) (default: the preset's)"""
+    temporal: bool | None = None
+    """AdaFrame (--prediction mix): a second LSTM reads, at every step, the frames looked at so far in temporal order, as
+    the LSTM baseline reads its frames, and predicts as a third part of the mix (default: the preset's)"""
+    positions: bool | None = None
+    """AdaFrame: the LSTM reads each frame's relative position in the video with it, so the recurrent prediction knows the
+    frames' order whatever order they were visited in (default: the preset's)"""
+    frame_loss: FrameLoss | None = None
+    """AdaFrame: train the frame classifier of a pooled or mixed prediction on 'every' frame (AvgPooling's loss) or on the
+    mean softmax of K random frames ('subset') (default: the preset's)"""
+    critic: Critic | None = None
+    """AdaFrame: the utility reads the 'state' [h_t, u_t] (the paper) or also the 'prediction' that decides its reward
+    (default: the preset's)"""
+    policy_check: bool | None = None
+    """AdaFrame: after training, measure on val what the policy adds over the uniform scan of the same network, and let
+    inference look by the scan where it adds less than 0.5 mAP (default: the preset's)"""
 
     standardize: bool = True
-    """standardise the inputs of the recurrent models with training-set statistics (see models/standardize.py)"""
+    """standardise every model's inputs with training-set statistics (see models/standardize.py)"""
     workers: int = 0
     """DataLoader worker processes"""
     resume: bool = False
@@ -109,9 +141,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
         preset = PRESETS[self.preset]
-        for name in ("hidden", "epochs", "batch_size", "lr", "normalize_advantage", "memory_read", "selection", "prediction"):
+        for name in ("hidden", "epochs", "batch_size", "lr", "normalize_advantage", *ADAFRAME_OPTIONS):
             if getattr(self, name) is None:
-                setattr(self, name, getattr(preset, name))
+                setattr(self, name, getattr(preset, name) if name not in ADAFRAME_OPTIONS or self.model == "adaframe" else None)
         checks = {
             "--frames": self.frames >= 1, "--hidden": self.hidden >= 1, "--epochs": self.epochs >= 1,
             "--batch-size": self.batch_size >= 1, "--lr": self.lr > 0, "--gamma": 0 <= self.gamma <= 1,

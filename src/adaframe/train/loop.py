@@ -20,10 +20,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from adaframe import distributed
-from adaframe.data.features import Batch, FeatureDataset, collate, feature_statistics, read_spec
+from adaframe.data.features import Batch, FeatureDataset, collate, feature_statistics, gather_frames, read_spec, sample_indices
 from adaframe.distributed import Shard, gather, sharded_loader
 from adaframe.evaluate.metrics import mean_average_precision, top1
-from adaframe.evaluate.split import agent_batch, evaluate
+from adaframe.evaluate.split import Policy, agent_batch, evaluate
 from adaframe.models.agent import AdaFrame, fit_mix, mix_logits
 from adaframe.models.kinds import CHECKPOINT, KINDS, build_model, save_checkpoint
 from adaframe.models.standardize import set_statistics
@@ -121,21 +121,82 @@ def train_probe(train_set: FeatureDataset, size: int) -> Subset:
 
 
 @torch.no_grad()
-def refit_mix(model: AdaFrame, val_set: FeatureDataset, frames: int, device: torch.device, batch_size: int = 128) -> dict[str, float]:
-    """Fit AdaFrame's mix of its pooled and recurrent predictions (``agent.fit_mix``) on its K-step rollouts of the
-    val split, and measure val with the mix fitted (what ``validate`` gives, from the same rollouts). Every process
-    runs the whole split, so all hold the same weights."""
+def val_parts(model: AdaFrame, val_set: FeatureDataset, frames: int, device: torch.device, policy: Policy,
+              batch_size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parts' logits of every step [N, K, P, C] (pooled, recurrent, temporal) of K-step rollouts of the val split (the agent's own
+    ``policy`` or the ``uniform`` scan), and the labels [N]."""
     parts, labels = [], []
     model.eval()
     for batch in DataLoader(val_set, batch_size=batch_size, shuffle=False, collate_fn=collate):
         batch = batch.to(device)
-        parts.append(agent_batch(model, batch, frames).parts.cpu())  # type: ignore[union-attr]  # [B, K, 2, C]
+        parts.append(agent_batch(model, batch, frames, policy=policy).parts.cpu())  # type: ignore[union-attr]  # [B, K, P, C]
         labels.append(batch.labels.cpu())
-    every, truth = torch.cat(parts), torch.cat(labels)
-    model.mix.copy_(fit_mix(every, truth).to(device))
+    return torch.cat(parts), torch.cat(labels)
+
+
+def mixed_scores(parts: torch.Tensor, weights: torch.Tensor) -> np.ndarray:
+    """[N, C] the mixed prediction after the last step of rollouts ``parts`` [N, K, P, C]."""
+    return torch.softmax(mix_logits(parts[:, -1], weights), -1).numpy()
+
+
+@torch.no_grad()
+def refit_mix(model: AdaFrame, val_set: FeatureDataset, frames: int, device: torch.device, refit: bool = True) -> dict[str, float]:
+    """Fit AdaFrame's mix of its pooled and recurrent predictions (``agent.fit_mix``) on K-step rollouts of the val split,
+    both by its policy and by the uniform scan (inference may use either: ``policy_check``), and measure val.
+
+    ``val_mAP`` (the policy) and ``val_mAP_scan`` are scored with the weights fitted on val itself; ``val_mAP_heldout``
+    is the policy's val mAP with each half of the split scored by weights fitted on the other half, an estimate that no
+    fit has seen. ``refit`` False keeps the weights (the last epochs: the critic learns the rewards of the final mix).
+    Every process runs the whole split, so all hold the same weights."""
+    (policy, truth), (scan, _) = (val_parts(model, val_set, frames, device, p) for p in ("policy", "uniform"))
+    both, twice = torch.cat([policy, scan]), torch.cat([truth, truth])
+    if refit:
+        model.mix.copy_(fit_mix(both, twice).to(device))
+    halves = torch.arange(len(truth)) % 2 == 0  # [N]
+    heldout = np.zeros((len(truth), policy.shape[-1]))
+    for half in (halves, ~halves):
+        rows = torch.cat([~half, ~half])  # fit on the other half's videos, both rollouts
+        heldout[half.numpy()] = mixed_scores(policy[half], fit_mix(both[rows], twice[rows]))
     weights = model.mix.cpu()
-    scores = torch.softmax(mix_logits(every[:, -1, 0], every[:, -1, 1], weights), -1)  # [N, C] the prediction after K steps
-    return {"mix_pooled": float(weights[0]), "mix_recurrent": float(weights[1]), **split_metrics(scores.numpy(), truth.numpy(), "val")}
+    return {"mix_pooled": float(weights[0]), "mix_recurrent": float(weights[1]),
+            **split_metrics(mixed_scores(policy, weights), truth.numpy(), "val"),
+            "val_mAP_scan": split_metrics(mixed_scores(scan, weights), truth.numpy(), "val")["val_mAP"],
+            "val_mAP_heldout": split_metrics(heldout, truth.numpy(), "val")["val_mAP"]}
+
+
+@torch.no_grad()
+def pick_pooled(model: AdaFrame, val_set: FeatureDataset, frames: int, device: torch.device, batch_size: int = 128) -> dict[str, object]:
+    """``frame_loss`` "both": the pooled prediction reads whichever of the two frame classifiers (trained on every frame,
+    or on K random frames) has the better val mAP pooled over K uniform frames (``AgentConfig.pooled_by``)."""
+    scores: dict[str, list[torch.Tensor]] = {"every": [], "subset": []}
+    labels = []
+    model.eval()
+    for batch in DataLoader(val_set, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        batch = batch.to(device)
+        picked = gather_frames(batch.features, sample_indices(batch.lengths, frames, "uniform"))  # [B, K, D]
+        for head, out in scores.items():
+            out.append(torch.softmax(model.frame_logits(picked, head), -1).mean(1).cpu())  # type: ignore[arg-type]
+        labels.append(batch.labels.cpu())
+    truth = torch.cat(labels).numpy()
+    maps = {head: 100 * mean_average_precision(torch.cat(out).numpy(), truth) for head, out in scores.items()}
+    model.cfg.pooled_by = max(maps, key=lambda head: maps[head])  # type: ignore[assignment]
+    return {"pooled_every_mAP": maps["every"], "pooled_subset_mAP": maps["subset"], "pooled_by": model.cfg.pooled_by}
+
+
+POLICY_MARGIN = 0.5
+"""the val mAP a policy must add over the uniform scan of its own network for inference to use it: less is within the
+noise of a few hundred val videos, and a user should not pay for a policy that may lose"""
+
+
+@torch.no_grad()
+def policy_check(model: AdaFrame, val_set: FeatureDataset, frames: int, device: torch.device) -> dict[str, object]:
+    """After training: what the slots policy adds on val over the uniform scan read by the same network; where it adds less
+    than ``POLICY_MARGIN``, the agent infers by the scan (``AgentConfig.inference``), saved with the weights."""
+    model.cfg.inference = "policy"
+    learned, scan = (evaluate(model, val_set, frames, policy=p, device=device) for p in ("policy", "uniform"))
+    gain = 100 * (mean_average_precision(learned.scores, learned.labels) - mean_average_precision(scan.scores, scan.labels))
+    model.cfg.inference = "policy" if gain >= POLICY_MARGIN else "scan"
+    return {"policy_minus_scan": gain, "inference": model.cfg.inference}
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -175,7 +236,7 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
              **{name: getattr(cfg, name) for name in KINDS[cfg.model].options}}
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
     model = build_model(cfg.model, sizes)
-    if cfg.standardize:  # fixed input standardisation of the recurrent models
+    if cfg.standardize:  # fixed input standardisation with the training split's statistics
         set_statistics(model, feature_statistics(train_set))
     model = model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg)
@@ -241,16 +302,23 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
             scheduler.step()
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
             record.update({k: v / len(loader) for k, v in sums.items()})
+            # The val split picks the pooled prediction's classifier and fits the mix every epoch but in the last quarter:
+            # there the critic learns the rewards of the prediction inference makes.
+            refit = epoch < cfg.epochs - cfg.epochs // 4
+            if val_set is not None and cfg.model == "adaframe" and cfg.prediction != "lstm" and cfg.frame_loss == "both":
+                record.update(pick_pooled(model, val_set, cfg.frames, device) if refit else {"pooled_by": model.cfg.pooled_by})
             if val_set is not None and cfg.model == "adaframe" and cfg.prediction == "mix":
-                record.update(refit_mix(model, val_set, cfg.frames, device))
+                record.update(refit_mix(model, val_set, cfg.frames, device, refit))
             elif val_set is not None:
                 record.update(validate(model, val_set, cfg.frames, device, shard))
             record.update(validate(model, probe, cfg.frames, device, shard, "train"))
+            if val_set is not None and cfg.model == "adaframe" and cfg.policy_check and epoch + 1 == cfg.epochs:
+                record.update(policy_check(model, val_set, cfg.frames, device))  # before the last checkpoint, which saves it
             history.append(record)
             bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "train_mAP", "val_mAP") if k in record})
             if writer is not None:
                 for k, v in record.items():
-                    if k != "epoch":
+                    if k != "epoch" and isinstance(v, (int, float)):
                         writer.add_scalar(f"epoch/{k}", v, epoch + 1)
                 save_checkpoint(cfg.out, model, cfg.model, train_set.classes, cfg.to_dict(), {"epoch": epoch + 1, "features": features},
                                 memory_frames=train_set.memory_frames)
