@@ -250,8 +250,9 @@ def test_report_end_to_end(tmp_path):
                     "Figure 5", "Backward jumps", "learned minus uniform policy", "AdaFrame, uniform policy",
                     "One-step sampler, K slots", "One-step sampler's classifier, uniform",
                     "prediction by the LSTM's head alone", "prediction by the pooled frame classifier alone",
-                    "AvgPooling, k-center", "LSTM, motion-guided", "always by its policy", "in the order visited",
-                    "does not read where each frame is", "trained on every frame only", "reads the state alone"):
+                    "AvgPooling, k-center", "LSTM, motion-guided", "always by its policy", "no temporal-order classifier",
+                    "does not read where each frame is", "trained on every frame only", "reads the state alone",
+                    "not refit on the val split"):
         assert heading in text, heading
     assert "chosen on the val split" in text and " ± " in text
     # 32 memory frames cannot be had from 20 stored: the row says so instead of failing
@@ -264,16 +265,17 @@ def test_report_end_to_end(tmp_path):
     assert {"avgpool", "adaframe-3", "adaframe-5", "adaframe-10", "adaframe-10-memory0", "adaframe-10-memory12",
             "adaframe-10-memory16", "adaframe-10-prediction", "adaframe-10-transition", "adaframe-10-memread-lstm",
             "adaframe-10-gaussian", "adaframe-10-pred-lstm", "adaframe-10-pred-pooled", "adaframe-10-paper-agent",
-            "adaframe-10-visited", "adaframe-10-no-positions", "adaframe-10-frames-every", "adaframe-10-critic-state",
+            "adaframe-10-no-temporal", "adaframe-10-no-positions", "adaframe-10-frames-every", "adaframe-10-critic-state",
+            "adaframe-10-critic-as-trained",
             "sampler-3", "sampler-5", "sampler-10", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"} <= runs and "adaframe-10-memory32" not in runs and "adaframe-10-memory20" not in runs
     for name, cfgs in results["runs"].items():  # two seeds each, in their own directories
         assert [c["seed"] for c in cfgs] == [0, 1]
         assert all((out / "runs" / f"{name}-s{seed}" / "checkpoint.pt").is_file() for seed in (0, 1))
-    options = ("memory_read", "selection", "prediction", "order", "positions", "critic", "policy_check")
+    options = ("memory_read", "selection", "prediction", "temporal", "positions", "critic", "policy_check", "calibrate_critic")
     paper = results["runs"]["adaframe-10-paper-agent"][0]
-    assert tuple(paper[o] for o in options) == ("lstm", "gaussian", "lstm", "visited", False, "state", False)
+    assert tuple(paper[o] for o in options) == ("lstm", "gaussian", "lstm", False, False, "state", False, False)
     default = results["runs"]["adaframe-10"][0]
-    assert tuple(default[o] for o in options) == ("policy", "slots", "mix", "temporal", True, "prediction", True)
+    assert tuple(default[o] for o in options) == ("policy", "slots", "mix", True, True, "prediction", True, True)
     models = {r["model"] for r in results["rows"]}
     assert models == {"avgpool", "lstm", "sampler", "adaframe", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"}
     assert {r["split"] for r in results["rows"]} == {"test"} and {r["split"] for r in results["val_rows"]} == {"val"}

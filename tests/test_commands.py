@@ -162,3 +162,44 @@ def test_demo_checks_decide_on_the_numbers(rows, chosen, passed):
     dense = "AvgPooling, all frames" if avg_all["mAP"] > lstm25["mAP"] else "LSTM-U25"
     assert f"vs {dense} " in results[1]["detail"]
     assert ("mu*=0.5 chosen on val" if chosen else "no mu within 0.5 of K steps on val: K steps") in results[1]["detail"]
+
+
+# ---------------------------------------------------------------- adaframe check
+
+
+def test_check_compares_adaframe_with_every_baseline_at_equal_frames(synth_dir, tmp_path):
+    """``adaframe check`` on a data set: every row's numbers are its runs' test numbers (recomputed with eval), the best
+    baseline is the best of those it names, the margin is AdaFrame's mAP minus it; a second run trains nothing."""
+    import json
+
+    args = ("check", "--data", str(synth_dir), "--out", "c", "--frames", "4", "--hidden", "8", "--mu", "0.3")
+    first = adaframe(*args, cwd=tmp_path, timeout=600)
+    result = json.loads((tmp_path / "c" / "check.json").read_text())
+    (row,) = result["rows"]
+    assert row["set"] == synth_dir.name and "| data |" in (tmp_path / "c" / "check.md").read_text()
+    baselines = ("AvgPooling-U", "LSTM-U", "sampler", "AvgPooling-kcenter", "LSTM-kcenter", "AvgPooling-motion", "LSTM-motion",
+                 "AdaFrame's own scan")
+    assert row["best"] == max(baselines, key=lambda b: row[b]["mAP"])
+    assert row["margin"] == pytest.approx(row["AdaFrame"]["mAP"] - row[row["best"]]["mAP"])
+    assert row["policy_gain"] == pytest.approx(row["policy"]["mAP"] - row["AdaFrame's own scan"]["mAP"])
+    runs = tmp_path / "c" / "runs" / synth_dir.name
+    for key, run, extra in (("AdaFrame", "adaframe-4-s0", ()), ("adaptive", "adaframe-4-s0", ("--mu", "0.3")),
+                            ("LSTM-motion", "lstm-4-s0", ("--sampling", "motion")), ("AvgPooling-all", "avgpool-s0", ("--sampling", "all")),
+                            ("sampler", "sampler-4-s0", ())):
+        adaframe("eval", "--checkpoint", str(runs / run), "--data", str(synth_dir), "--split", "test", "--frames", "4",
+                 "--json", "e.json", "--no-progress", *extra, cwd=tmp_path)
+        assert json.loads((tmp_path / "e.json").read_text())["mAP"] == pytest.approx(row[key]["mAP"]), key
+    assert 0 <= row["logistic"] <= 100 and 0 <= row["pooled"] <= 100
+    assert any(line.startswith("AdaFrame-4 >= the best baseline at 4 frames on") for line in first.stdout.splitlines())
+    again = adaframe(*args, cwd=tmp_path, timeout=600)
+    lines = (again.stdout + again.stderr).splitlines()
+    assert sum(line.startswith("reusing the finished run") for line in lines) == 4
+    assert not any(line.startswith("training ") for line in lines)
+    assert json.loads((tmp_path / "c" / "check.json").read_text())["rows"][0]["margin"] == row["margin"]
+
+
+def test_check_says_what_is_missing_in_one_line(tmp_path):
+    proc = adaframe("check", "--out", str(tmp_path / "c"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nothing to check" in proc.stderr
+    proc = adaframe("check", "--bench", str(tmp_path), "--only", "family-1", "--out", str(tmp_path / "c"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no family.py there" in proc.stderr, proc.stderr

@@ -467,3 +467,21 @@ def test_explain_draws_each_frame_used_once_and_says_why_it_stopped(run, video_f
              "--explain", str(folder), "--no-progress", cwd=tmp_path)
     listed = [Path(line.split()[0]).stem for line in (video_files / "list.txt").read_text().splitlines()]
     assert sorted(p.stem for p in folder.glob("*.png")) == sorted(listed)
+
+
+def test_a_run_that_infers_by_the_scan_says_so_and_reads_the_scans_frames(extracted, video_files, tmp_path):
+    """Where training found that the policy added nothing on val (``inference`` "scan"), predict reads the uniform scan's
+    frames, as eval does, and says so in the method it prints."""
+    from adaframe.evaluate.split import policy_indices
+    from adaframe.models.kinds import load_checkpoint
+
+    run = make_run(tmp_path / "run", extracted)
+    model, payload = load_checkpoint(run)
+    model.cfg.inference = "scan"
+    save_checkpoint(run, model, "adaframe", payload["classes"], payload["config"], {"features": payload["features"]}, memory_frames=16)
+    path = video_files / "videos" / "video00003.mp4"
+    out = json.loads(adaframe("predict", "--checkpoint", str(run), str(path), "--json", "--mu", "0", cwd=tmp_path).stdout)
+    assert out["method"].endswith("by the uniform scan (training found that its policy added nothing on val)")
+    t = len(sample_times(probe(path).duration, 1.0))
+    scan = policy_indices(torch.tensor([t]), K, "uniform")[0, : out["steps"]]
+    assert out["frame_seconds"] == [float(i) for i in scan.tolist()]  # 1 fps grid: index = second

@@ -378,3 +378,67 @@ def test_a_failed_run_flushes_its_tensorboard_log_and_leaves_no_writer(tmp_path,
     acc = EventAccumulator(str(tmp_path / "run" / "tb"))
     acc.Reload()
     assert [e.step for e in acc.Scalars("train/loss_cls")] == [1, 2]  # the epoch's two steps
+
+
+def test_the_val_split_picks_the_frame_classifier_fits_the_mix_checks_the_policy_and_refits_the_critic(synth_dir, tmp_path):
+    """The default agent: every epoch the val split picks the pooled prediction's frame classifier and fits the mix; the last
+    epoch compares the policy with the uniform scan on val and refits the critic on val rollouts, and the checkpoint keeps
+    both (eval follows the verdict; the saved utility explains the val returns as the record says)."""
+    from torch.utils.data import DataLoader
+
+    from adaframe.data.features import collate
+    from adaframe.evaluate.metrics import mean_average_precision
+    from adaframe.evaluate.split import agent_batch
+    from adaframe.rl.losses import explained_variance
+    from adaframe.rl.rewards import discounted_returns, step_rewards
+    from adaframe.train.loop import POLICY_MARGIN
+
+    out = train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=3))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("pooled_every_mAP" in r and r["pooled_by"] in ("every", "subset") for r in records)
+    assert len({(r["mix_pooled"], r["mix_recurrent"]) for r in records}) == 3  # refitted every epoch
+    assert all(math.isfinite(r["val_mAP_heldout"]) and math.isfinite(r["val_mAP_scan"]) for r in records)
+    assert "inference" in records[-1] and "critic_val_ev_refit" in records[-1] and "inference" not in records[0]
+    model, payload = load_checkpoint(out)
+    assert model.mix[:2].tolist() == pytest.approx([records[-1]["mix_pooled"], records[-1]["mix_recurrent"]])
+    val = FeatureDataset(synth_dir, "val", classes=payload["classes"])
+    gain = records[-1]["policy_minus_scan"]
+    assert records[-1]["inference"] == model.cfg.inference == ("policy" if gain >= POLICY_MARGIN else "scan")
+    learned, policy, uniform = (evaluate(model, val, frames=3, policy=p) for p in ("learned", "policy", "uniform"))
+    assert gain == pytest.approx(100 * (mean_average_precision(policy.scores, policy.labels)
+                                        - mean_average_precision(uniform.scores, uniform.labels)), abs=1e-9)
+    assert np.array_equal(learned.visited, (policy if model.cfg.inference == "policy" else uniform).visited)
+    batch = next(iter(DataLoader(val, batch_size=len(val), collate_fn=collate)))
+    roll = agent_batch(model, batch, 3)  # as inference looks
+    returns = discounted_returns(step_rewards(roll.logits, batch.labels), 0.9)
+    ev = float(explained_variance(roll.utilities.double(), returns.double()))
+    assert ev == pytest.approx(records[-1]["critic_val_ev_refit"], abs=1e-4)
+    assert ev >= records[-1]["critic_val_ev_trained"] - 1e-6  # the least-squares fit on these very returns
+
+
+def test_pick_pooled_takes_the_frame_classifier_with_the_better_val_map(synth_dir):
+    """frame_loss "both": the pooled prediction reads the frame classifier whose mean softmax over K uniform frames has the
+    better val mAP; one that says nothing (zero weights: uniform softmax) loses to one that points at the class."""
+    from adaframe.models.agent import AdaFrame, AgentConfig
+    from adaframe.train.loop import pick_pooled
+
+    val = FeatureDataset(synth_dir, "val")
+    train_set = FeatureDataset(synth_dir, "train")
+    model = AdaFrame(AgentConfig(val.feature_dim, val.memory_dim, 4, hidden=8, frame_loss="both"))
+    # a classifier that points at the class: the class means of the training frames (nearest-mean scores)
+    feats = [(train_set[i]["features"], train_set[i]["label"]) for i in range(len(train_set))]
+    means = torch.stack([torch.from_numpy(np.concatenate([f for f, y in feats if y == c])).mean(0) for c in range(4)])
+    for good, blank in (("subset", "every"), ("every", "subset")):
+        heads = {"every": model.frame_head, "subset": model.subset_head}
+        with torch.no_grad():
+            heads[good].weight.copy_(5 * means)
+            heads[good].bias.zero_()
+            heads[blank].weight.zero_()
+            heads[blank].bias.zero_()
+        record = pick_pooled(model, val, 3, torch.device("cpu"))
+        assert model.cfg.pooled_by == record["pooled_by"] == good
+        assert record[f"pooled_{good}_mAP"] > record[f"pooled_{blank}_mAP"]
+
+
+def model_classes(run: Path) -> list[str]:
+    return load_checkpoint(run)[1]["classes"]

@@ -68,16 +68,18 @@ AGENT_ABLATIONS = {"memread-lstm": {"memory_read": "lstm"}, "gaussian": {"select
                    "pred-lstm": {"prediction": "lstm", "temporal": False}, "pred-pooled": {"prediction": "pooled", "temporal": False},
                    "no-temporal": {"temporal": False}, "no-positions": {"positions": False},
                    "frames-every": {"frame_loss": "every"}, "critic-state": {"critic": "state"},
+                   "critic-as-trained": {"calibrate_critic": False},
                    "paper-agent": {"memory_read": "lstm", "selection": "gaussian", "prediction": "lstm", "temporal": False,
-                                   "positions": False, "critic": "state", "policy_check": False}}
+                                   "positions": False, "critic": "state", "policy_check": False, "calibrate_critic": False}}
 ABLATION_TITLES = {
-    "memread-lstm": "memory read by the LSTM (as the paper; frames in the order visited)",
+    "memread-lstm": "memory read by the LSTM (as the paper)",
     "gaussian": "Gaussian selection (as the paper)", "pred-lstm": "prediction by the LSTM's head alone (as the paper)",
     "pred-pooled": "prediction by the pooled frame classifier alone",
     "no-temporal": "no temporal-order classifier in the mix (the recurrent prediction reads the frames as visited, as the paper)",
     "no-positions": "the LSTM does not read where each frame is (as the paper)",
     "frames-every": "the frame classifier trained on every frame only (no val choice of its loss)",
     "critic-state": "the utility reads the state alone (as the paper)",
+    "critic-as-trained": "the utility as trained, not refit on the val split (as the paper)",
     "paper-agent": "all of them: the paper's agent"}
 
 
@@ -310,7 +312,7 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
 
     # What makes the policy work
     ablations = [(f"adaframe-{k}", "learned", "default: memory read by the policy, slots, mixed prediction with the temporal classifier, "
-                                              "positions, the prediction critic, the policy checked on val"),
+                                              "positions, the prediction critic refit on val, the policy checked on val"),
                  (f"adaframe-{k}", "policy", "the default, always by its policy (no check against the scan)")]
     ablations += [(f"adaframe-{k}-{name}", "learned", title) for name, title in ABLATION_TITLES.items() if f"adaframe-{k}-{name}" in plan]
     if len(ablations) > 2:

@@ -282,7 +282,8 @@ class Predictor:
 
         out = rollout(self.model, memory, lengths, frame_fn, k, stop=None if mu is None else StopRule("utility", mu, patience), scan=scan)
         wall = time.perf_counter() - start
-        method = f"AdaFrame-{k}" + (f" (mu {mu})" if mu is not None else "") + (" with --scan instead of its policy" if scan else "")
+        method = f"AdaFrame-{k}" + (f" (mu {mu})" if mu is not None else "") + (" with --scan instead of its policy" if scan else
+                 " by the uniform scan (training found that its policy added nothing on val)" if self.model.cfg.inference == "scan" else "")
         results = []
         for r, job in enumerate(jobs):
             if job.error is not None:

@@ -47,21 +47,26 @@ class Preset:
     policy_check: bool
     """AdaFrame: after training, compare the policy with the uniform scan on val, and infer by the scan where the policy
     adds less than ``loop.POLICY_MARGIN`` mAP"""
+    calibrate_critic: bool
+    """AdaFrame: after training, refit the utility head on the val split's rollouts (``loop.refit_critic``)"""
 
 
 PRESETS: dict[str, Preset] = {
     # Sections 3-4.1: SGD, momentum 0.9, weight decay 1e-4, lr 1e-3 divided by 10 every 40 epochs; the paper's agent.
     "paper": Preset(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=1e-4, lr_step=40, epochs=100, batch_size=64, hidden=1024,
                     normalize_advantage=False, memory_read="lstm", selection="gaussian", prediction="lstm",
-                    temporal=False, positions=False, frame_loss="every", critic="state", policy_check=False),
+                    temporal=False, positions=False, frame_loss="every", critic="state", policy_check=False,
+                    calibrate_critic=False),
     # Adam, and the agent that works best (docs/design.md: Choices the paper leaves open); about a minute a model on 2 CPU cores.
     "fast": Preset(optimizer="adam", lr=2e-3, momentum=0.9, weight_decay=0.0, lr_step=30, epochs=40, batch_size=32, hidden=128,
                    normalize_advantage=False, memory_read="policy", selection="slots", prediction="mix",
-                   temporal=True, positions=True, frame_loss="both", critic="prediction", policy_check=True),
+                   temporal=True, positions=True, frame_loss="both", critic="prediction", policy_check=True,
+                   calibrate_critic=True),
 }
 
 
-ADAFRAME_OPTIONS = ("memory_read", "selection", "prediction", "temporal", "positions", "frame_loss", "critic", "policy_check")
+ADAFRAME_OPTIONS = ("memory_read", "selection", "prediction", "temporal", "positions", "frame_loss", "critic", "policy_check",
+                    "calibrate_critic")
 """settings only AdaFrame reads: another model's config leaves them None, so that a change of their defaults does not make
 its finished runs look unfinished"""
 
@@ -125,6 +130,9 @@ class TrainConfig:
     policy_check: bool | None = None
     """AdaFrame: after training, measure on val what the policy adds over the uniform scan of the same network, and let
     inference look by the scan where it adds less than 0.5 mAP (default: the preset's)"""
+    calibrate_critic: bool | None = None
+    """AdaFrame: after training, refit the utility head (the critic adaptive lookahead stops by) on the val split's rollouts,
+    where the prediction is as sure as it will be on new videos (default: the preset's)"""
 
     standardize: bool = True
     """standardise every model's inputs with training-set statistics (see models/standardize.py)"""
