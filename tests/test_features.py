@@ -144,10 +144,24 @@ def test_classes_argument_sets_index_order(make_dataset, tmp_path):
         (3, 4, [0, 1, 1, 2]),  # k > T: 0.375, 1.125, 1.875, 2.625
         (1, 3, [0, 0, 0]),
         (9, 1, [4]),
+        (20, 10, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]),  # centres on whole frames: 0.35 * 20 is 6.99999988 in float32
     ],
 )
 def test_sample_indices_uniform_golden(t, k, expected):
     assert sample_indices(torch.tensor([t]), k, "uniform").tolist() == [expected]
+
+
+def test_the_agents_uniform_scan_reads_the_baselines_uniform_frames():
+    """One rule for "K uniform frames": the scan AdaFrame falls back on, the scan action and the baselines' frames."""
+    from adaframe.models.positions import scan_indices, scan_order
+
+    lengths = torch.arange(1, 400)
+    for k in (3, 7, 10, 25):
+        uniform = sample_indices(lengths, k, "uniform")
+        assert torch.equal(scan_indices(lengths, k), uniform[:, list(scan_order(k))])
+        exact = [[int((i + 0.5) * t / k) if ((2 * i + 1) * t) % (2 * k) else (2 * i + 1) * t // (2 * k) for i in range(k)]
+                 for t in lengths.tolist()]  # by hand, Python's exact integers
+        assert uniform.tolist() == [[min(v, t - 1) for v in row] for row, t in zip(exact, lengths.tolist())]
 
 
 def test_sample_indices_uniform_batch_rows_independent():

@@ -249,6 +249,14 @@ def collate(items: list[dict]) -> Batch:
     return Batch(torch.from_numpy(feats), lengths, torch.from_numpy(memory), labels, index)
 
 
+def uniform_indices(lengths: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, k] the centre frame of each of ``k`` equal segments of each video, ``floor((i + 0.5) T / k)``, in integer
+    arithmetic: every part of the package that reads "K uniform frames" (the baselines, the agents' uniform scan) reads
+    exactly these, with no float rounding at a centre that falls on a whole frame."""
+    i = torch.arange(k, device=lengths.device)[None, :]  # [1, k]
+    return torch.minimum((2 * i + 1) * lengths[:, None] // (2 * k), lengths[:, None] - 1)
+
+
 def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "random"], generator: torch.Generator | None = None,
                    shard: Shard = Shard()) -> torch.Tensor:
     """Pick ``k`` frame indices per video, in temporal order.
@@ -266,8 +274,8 @@ def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "rand
     segment = torch.arange(k, device=device, dtype=torch.float64)[None, :]  # [1, k]
     t = lengths.to(torch.float64)[:, None]  # [B, 1]
     if mode == "uniform":
-        idx = torch.floor((segment + 0.5) / k * t).long()
-    elif mode == "random":
+        return uniform_indices(lengths, k)
+    if mode == "random":
         # Whole frames of segment i: [floor(iT/k), floor((i+1)T/k)), at least one.
         lo = torch.floor(segment / k * t)
         hi = torch.maximum(torch.floor((segment + 1) / k * t), lo + 1)

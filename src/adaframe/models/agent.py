@@ -62,7 +62,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from adaframe.distributed import exponential, rand, randn
-from adaframe.models.positions import fixed_start, location_to_index, scan_positions
+from adaframe.models.positions import fixed_start, location_to_index, scan_indices
 from adaframe.models.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
 from adaframe.utils import AdaframeError
 
@@ -222,24 +222,30 @@ class SlotSelection(SelectionPolicy):
         else:
             action, log_prob = logits.argmax(-1), logits.new_zeros(logits.shape[0])
         is_scan, is_slot = action == slots, action < slots
-        scans = next_scan(looked, rows, lengths)  # [A] the scan's next position not looked at yet
-        at_scan = scan[scans.clamp(max=len(scan) - 1)]  # [A]
-        at_slot = (action.clamp(max=max(slots - 1, 0)).to(logits.dtype) + 0.5) / max(slots, 1)  # [A]
-        step_by = torch.where(action == slots + 1, -1, 1)  # back or forward
-        at_neighbour = (looked.frames[rows, step] + step_by + 0.5).to(logits.dtype) / lengths.to(logits.dtype)  # [A]
+        k = len(looked.scan)
+        scans = next_scan(looked, rows, lengths).clamp(max=k - 1)  # [A] the scan's next position not looked at yet
         looked.scans[rows] = torch.where(is_scan, scans + 1, looked.scans[rows])
-        position = torch.where(is_scan, at_scan, torch.where(is_slot, at_slot, at_neighbour))
-        if explore is not None:  # anywhere within the slot's stretch or the scan position's segment: the classifier sees varied frames
-            width = torch.where(is_scan, 1.0 / len(scan), torch.where(is_slot, 1.0 / max(slots, 1), 0.0))
-            position = position + width * (explore.draw(rand, position.shape, position.device) - 0.5)
-        return Decision(location_to_index(position, lengths), log_prob)
+        slot = action.clamp(max=max(slots - 1, 0))  # [A]
+        neighbour = looked.frames[rows, step] + torch.where(action == slots + 1, -1, 1)  # [A] back or forward
+        if explore is None:  # the frames themselves, in integer arithmetic: the scan reads exactly the K uniform frames
+            at_scan = scan_indices(lengths, k).gather(1, scans[:, None]).squeeze(1)  # [A]
+            at_slot = (2 * slot + 1) * lengths // (2 * max(slots, 1))  # [A] the slot's centre, floor((j + 0.5) T / Td)
+            index = torch.where(is_scan, at_scan, torch.where(is_slot, at_slot, neighbour))
+            return Decision(torch.minimum(index.clamp(min=0), lengths - 1), log_prob)
+        # Training: anywhere within the scan position's segment or the slot's stretch, so the classifier sees varied frames.
+        dtype = logits.dtype
+        at_scan, at_slot = scan[scans], (slot.to(dtype) + 0.5) / max(slots, 1)  # [A] relative positions
+        width = torch.where(is_scan, 1.0 / k, 1.0 / max(slots, 1))
+        position = torch.where(is_scan, at_scan, at_slot) + width * (explore.draw(rand, at_scan.shape, at_scan.device) - 0.5)
+        index = torch.where(is_scan | is_slot, location_to_index(position, lengths), neighbour)
+        return Decision(torch.minimum(index.clamp(min=0), lengths - 1), log_prob)
 
 
 def next_scan(looked: Looked, rows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """[A] the uniform scan's next position (index into ``looked.scan``) whose frame no step has looked at yet: a slot or a
     neighbour may have looked at a scan position's frame first, and the scan skips it. K when none is left."""
     k = len(looked.scan)
-    frames = location_to_index(looked.scan[None, :].expand(len(rows), k), lengths[:, None])  # [A, K] the scan's frames
+    frames = scan_indices(lengths, k)  # [A, K] the scan's frames, in its order
     seen = (frames[:, :, None] == looked.frames[rows][:, None, :]).any(-1)  # [A, K]
     open_ = ~seen & (torch.arange(k, device=rows.device)[None, :] >= looked.scans[rows][:, None])  # [A, K]
     return torch.where(open_.any(1), open_.float().argmax(1), k)  # argmax: the first open position
@@ -299,9 +305,7 @@ class AdaFrame(RecurrentAgent):
     def inference_positions(self, lengths: torch.Tensor, steps: int) -> torch.Tensor | None:
         """[B, K] the frames inference looks at where training chose the uniform scan over the policy (in the scan's
         order, the middle first: ``positions.scan_positions``); None where the policy chooses."""
-        if self.cfg.inference == "policy":
-            return None
-        return location_to_index(scan_positions(steps, lengths.device)[None, :].expand(len(lengths), steps), lengths[:, None])
+        return None if self.cfg.inference == "policy" else scan_indices(lengths, steps)
 
     def frame_logits(self, frames: torch.Tensor, head: Literal["pooled", "every", "subset"] = "pooled") -> torch.Tensor:
         """frames [..., D] -> a frame classifier's logits [..., C]: the one the pooled prediction reads, or the one trained

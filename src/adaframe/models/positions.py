@@ -7,6 +7,7 @@ import functools
 
 import torch
 
+from adaframe.data.features import uniform_indices
 from adaframe.models.recurrent import Decision
 
 
@@ -25,6 +26,12 @@ def scan_order(k: int) -> tuple[int, ...]:
     while len(order) < k:
         order.append(max((i for i in range(k) if i not in order), key=lambda i: min(abs(i - j) for j in order)))
     return tuple(order)
+
+
+def scan_indices(lengths: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, K] the frames of the uniform scan, in the order it visits them: the K uniform frames
+    (``data.features.uniform_indices``) in ``scan_order``."""
+    return uniform_indices(lengths, k)[:, list(scan_order(k))]
 
 
 def scan_positions(k: int, device: torch.device | str = "cpu") -> torch.Tensor:

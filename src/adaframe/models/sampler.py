@@ -87,11 +87,13 @@ class OneStepSampler(nn.Module):
 
 
 def slot_frames(slots: torch.Tensor, td: int, lengths: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-    """Slots [B, K] of Td -> frame indices [B, K]: the slot's centre, or ``offset`` in [0, 1) within its stretch."""
-    within = 0.5 if offset is None else offset
-    position = (slots.to(torch.float32) + within) / td  # [B, K]
-    idx = torch.floor(position * lengths[:, None].to(torch.float32)).long()
-    return torch.minimum(idx, lengths[:, None] - 1)
+    """Slots [B, K] of Td -> frame indices [B, K]: the slot's centre ``floor((j + 0.5) T / Td)`` (integer arithmetic, as
+    AdaFrame's slots), or ``offset`` in [0, 1) within its stretch."""
+    t = lengths[:, None]  # [B, 1]
+    if offset is None:
+        return torch.minimum((2 * slots + 1) * t // (2 * td), t - 1)
+    idx = torch.floor((slots.to(torch.float32) + offset) / td * t.to(torch.float32)).long()
+    return torch.minimum(idx, t - 1)
 
 
 def plackett_luce_log_prob(logits: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
