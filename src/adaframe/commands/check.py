@@ -8,8 +8,8 @@ AdaFrame-K, AvgPooling, an LSTM over K frames and the one-step sampler, and repo
   on a uniform scan;
 * every baseline at K frames: AvgPooling and the LSTM over K uniform frames and over the K frames of each
   training-free selector (``models.selectors``), the one-step sampler; AvgPooling over all frames beside them;
-* a logistic regression (scikit-learn) on the mean of the same K uniform frames, a check that AvgPooling learned
-  what a linear classifier can;
+* two logistic regressions (scikit-learn) over the same K uniform frames: on single frames, read as AvgPooling reads
+  them (a check that AvgPooling learned what its linear classifier can), and on the mean of the K frames;
 * per set, the best baseline at K frames and AdaFrame's margin over it, and what the policy adds over the scan.
 """
 
@@ -20,7 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -142,29 +142,44 @@ def plan_runs(sets: dict[str, Path], cfg: CheckConfig) -> Plan:
     return plan
 
 
-def logistic_probe(data: Path, k: int) -> float:
-    """Test mAP of a logistic regression on the mean of K uniform frames (standardised; C chosen on val)."""
-    def means(split: str, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        ds = FeatureDataset(data, split, classes=classes, memory_frames=0)
-        idx = sample_indices(torch.from_numpy(ds.lengths), k, "uniform").numpy()  # [N, K]
-        x = np.stack([ds[i]["features"][idx[i]].mean(0) for i in range(len(ds))])  # [N, D]
-        return x, ds.labels, ds.classes
+LR_FRAMES = 30000
+"""training frames (evenly spaced over the split) the frame-level logistic regression learns from"""
 
-    x_train, y_train, classes = means("train")
-    (x_val, y_val, _), (x_test, y_test, _) = means("val", classes), means("test", classes)
-    scaler = StandardScaler().fit(x_train)
-    x_train, x_val, x_test = (scaler.transform(x) for x in (x_train, x_val, x_test))
 
-    def fit(c: float) -> LogisticRegression:
-        return LogisticRegression(C=c, max_iter=500).fit(x_train, y_train)
+def logistic_probes(data: Path, k: int) -> dict[str, float]:
+    """Test mAP of two scikit-learn logistic regressions over K uniform frames, on standardised features, C chosen on val:
+    ``mean``, on the mean of the K frames (a video-level linear classifier); ``frames``, on single frames (every
+    training frame an example, AvgPooling's model), read as AvgPooling reads them (the mean of the K frames' softmaxes).
+    The second is what AvgPooling would reach if its training converged; the first is another model."""
+    splits = {"train": FeatureDataset(data, "train", memory_frames=0)}
+    classes = splits["train"].classes
+    splits.update({s: FeatureDataset(data, s, classes=classes, memory_frames=0) for s in ("val", "test")})
+    picked = {s: [ds[i]["features"][idx] for i, idx in enumerate(sample_indices(torch.from_numpy(ds.lengths), k, "uniform").numpy())]
+              for s, ds in splits.items()}  # split -> [N] of [K, D]
+    train = splits["train"]
 
-    def scores(model: LogisticRegression, x: np.ndarray) -> np.ndarray:  # [N, C] in the data set's class order
-        out = np.zeros((len(x), len(classes)))
-        out[:, model.classes_] = model.predict_proba(x)
+    def scores(model: LogisticRegression, x: np.ndarray) -> np.ndarray:  # [..., C] in the data set's class order
+        out = np.zeros((*x.shape[:-1], len(classes)))
+        out[..., model.classes_] = model.predict_proba(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], -1)
         return out
 
-    best = max(LR_C, key=lambda c: mean_average_precision(scores(fit(c), x_val), y_val))
-    return 100 * mean_average_precision(scores(fit(best), x_test), y_test)
+    def best(x: np.ndarray, y: np.ndarray, read: Callable[[LogisticRegression, str], np.ndarray]) -> float:
+        fits = {c: LogisticRegression(C=c, max_iter=500).fit(x, y) for c in LR_C}
+        chosen = max(LR_C, key=lambda c: mean_average_precision(read(fits[c], "val"), splits["val"].labels))
+        return 100 * mean_average_precision(read(fits[chosen], "test"), splits["test"].labels)
+
+    means = {s: np.stack([f.mean(0) for f in frames]) for s, frames in picked.items()}  # [N, D]
+    scaler = StandardScaler().fit(means["train"])
+    out = {"mean": best(scaler.transform(means["train"]), train.labels,
+                        lambda m, s: scores(m, scaler.transform(means[s])))}
+    every = np.concatenate([train[i]["features"] for i in range(len(train))])  # [frames, D]
+    labels = np.repeat(train.labels, train.lengths)
+    keep = np.linspace(0, len(every) - 1, min(len(every), LR_FRAMES)).astype(int)
+    scaler = StandardScaler().fit(every[keep])
+    out["frames"] = best(scaler.transform(every[keep]), labels[keep],
+                         lambda m, s: scores(m, scaler.transform(np.stack(picked[s]).reshape(-1, train.feature_dim)).reshape(
+                             len(picked[s]), k, -1)).mean(1))
+    return out
 
 
 BASELINES = ("AvgPooling-U", "LSTM-U", "sampler", "AvgPooling-kcenter", "LSTM-kcenter", "AvgPooling-motion", "LSTM-motion",
@@ -207,7 +222,7 @@ def set_row(name: str, test: Evaluator, k: int, mu: float) -> dict:
     return row
 
 
-HEADER = ["set", "AdaFrame", "mu (frames)", "own scan", "its pooled U", "AvgPool U/all", "LR-U", "LSTM-U", "sampler",
+HEADER = ["set", "AdaFrame", "mu (frames)", "own scan", "its pooled U", "AvgPool U/all", "LR-U mean/frames", "LSTM-U", "sampler",
           "k-center AP/LSTM", "motion AP/LSTM", "best baseline", "margin", "policy - scan"]
 
 
@@ -218,7 +233,7 @@ def table_rows(rows: list[dict]) -> list[list[object]]:
     return [[r["set"], mean_std(r["AdaFrame"]) + (" (scan)" if r["AdaFrame"].get("inference") == "scan" else ""),
              f"{m(r['adaptive'])} ({r['adaptive']['avg_frames']:.2f})", m(r["AdaFrame's own scan"]),
              "-" if r["pooled"] is None else f"{r['pooled']:.1f}", f"{m(r['AvgPooling-U'])} / {m(r['AvgPooling-all'])}",
-             f"{r['logistic']:.1f}", m(r["LSTM-U"]), m(r["sampler"]),
+             f"{r['logistic']['mean']:.1f} / {r['logistic']['frames']:.1f}", m(r["LSTM-U"]), m(r["sampler"]),
              f"{m(r['AvgPooling-kcenter'])} / {m(r['LSTM-kcenter'])}", f"{m(r['AvgPooling-motion'])} / {m(r['LSTM-motion'])}",
              f"{r['best']} {r[r['best']]['mAP']:.1f}", f"{r['margin']:+.2f}", f"{r['policy_gain']:+.2f}"]
             for r in rows]
@@ -231,7 +246,7 @@ def summary(rows: list[dict], k: int, mu: float) -> list[str]:
     scan = [r for r in rows if r["policy_gain"] < -0.5]
     mu_gap = float(np.mean([r["adaptive"]["mAP"] - r["AdaFrame"]["mAP"] for r in rows]))
     mu_frames = float(np.mean([r["adaptive"]["avg_frames"] for r in rows]))
-    lr_far = [r for r in rows if abs(r["AvgPooling-U"]["mAP"] - r["logistic"]) > 2]
+    lr_far = {how: [r["set"] for r in rows if abs(r["AvgPooling-U"]["mAP"] - r["logistic"][how]) > 2] for how in ("mean", "frames")}
     pooled = [r for r in rows if r["pooled"] is not None]
     weak = [r for r in pooled if r["pooled"] < r["AvgPooling-U"]["mAP"] - 0.5]
     by_scan = [r["set"] for r in rows if r["AdaFrame"].get("inference") == "scan"]
@@ -245,8 +260,9 @@ def summary(rows: list[dict], k: int, mu: float) -> list[str]:
         f"AdaFrame's pooled prediction over {k} uniform frames >= AvgPooling-U{k} - 0.5 on {len(pooled) - len(weak)} of {len(pooled)} sets"
         + (" (below: " + ", ".join(f"{r['set']} {r['pooled'] - r['AvgPooling-U']['mAP']:+.2f}" for r in weak) + ")" if weak else ""),
         f"mu {mu:g}: {mu_gap:+.2f} mAP against {k} steps on average, with {mu_frames:.2f} frames",
-        f"AvgPooling-U{k} within 2 mAP of the logistic regression on {len(rows) - len(lr_far)} of {len(rows)} sets"
-        + (f" (not: {', '.join(r['set'] for r in lr_far)})" if lr_far else ""),
+        *(f"AvgPooling-U{k} within 2 mAP of a logistic regression {what} on {len(rows) - len(lr_far[how])} of {len(rows)} sets"
+          + (f" (not: {', '.join(lr_far[how])})" if lr_far[how] else "")
+          for how, what in (("frames", "on single frames, read as AvgPooling reads them"), ("mean", f"on the mean of the {k} frames"))),
     ]
 
 
@@ -269,7 +285,7 @@ def run_check(cfg: CheckConfig) -> list[dict]:
     rows = []
     for name, data in tqdm(sets.items(), desc="evaluate", unit="set"):
         row = set_row(name, test, cfg.frames, cfg.mu)
-        row["logistic"] = logistic_probe(data, cfg.frames)
+        row["logistic"] = logistic_probes(data, cfg.frames)
         row["pooled"] = pooled_uniform(plan, name, cfg.frames, cfg.device)
         rows.append(row)
     lines = summary(rows, cfg.frames, cfg.mu)
