@@ -147,15 +147,16 @@ def drifting(root, make_dataset, n_train=320, n_val=160, classes=4, dim=16, mdim
 @pytest.mark.slow  # three runs of 30 epochs: about 40 s
 def test_default_agent_does_not_memorise_a_drifting_look(tmp_path, make_dataset):
     """The LSTM baseline learns the training videos by their look (train top-1 near 100, val far below); the default
-    agent's prediction generalises as AvgPooling's does (its val top-1 within reach), through the CLI's defaults."""
+    agent's prediction generalises as AvgPooling's does (its val mAP within 2), through the CLI's defaults."""
     drifting(tmp_path / "d", make_dataset)
     common = ("--data", "d", "--frames", "6", "--hidden", "64", "--batch-size", "16", "--epochs", "30", "--no-progress")
     last = {}
     for model in ("avgpool", "lstm", "adaframe"):
         adaframe("train", "--out", model, "--model", model, *common, cwd=tmp_path)
         last[model] = json.loads((tmp_path / model / "metrics.jsonl").read_text().splitlines()[-1])
-    report = {m: (round(r["train_top1"], 1), round(r["val_top1"], 1)) for m, r in last.items()}
+    report = {m: (round(r["train_top1"], 1), round(r["val_top1"], 1), round(r["val_mAP"], 1)) for m, r in last.items()}
     print(report)
     assert last["lstm"]["train_top1"] - last["lstm"]["val_top1"] >= 40, report  # the set makes an LSTM memorise
     assert last["avgpool"]["val_top1"] >= last["lstm"]["val_top1"] + 3, report  # and averaging frames generalise better
-    assert last["adaframe"]["val_top1"] >= last["avgpool"]["val_top1"] - 5, report
+    # mAP, the measure the mix is fitted for (top-1 of 160 val videos moves by 5 with a few of them)
+    assert last["adaframe"]["val_mAP"] >= last["avgpool"]["val_mAP"] - 2, report

@@ -25,8 +25,8 @@ Two choices, each a named option (``AgentConfig``), separate the paper's agent f
     memory; *scan*, the next position of a uniform scan (the centres of K equal segments, coarse to
     fine: the middle first); and *back* / *forward*, the frame just before or after the last one (a
     closer look at what it just saw). Actions that would look at nothing new are masked (slots that a
-    frame already looked at overlaps, neighbours already looked at), so it never pays for a frame
-    twice; the first frame is chosen the same way, from the memory alone. Jumping to a slot looks at
+    frame already looked at overlaps, neighbours already looked at; the scan skips a position a slot looked at
+    first), so it never pays for a frame twice; the first frame is chosen the same way, from the memory alone. Jumping to a slot looks at
     the frame the memory saw in low resolution; the scan covers the times the memory did not see. The
     scan action starts likely (``scan_bias``; the other logits start at 0, with zero weights), so the
     untrained agent scans uniformly and learning moves it elsewhere only where that earns more reward.
@@ -35,13 +35,15 @@ Two choices, each a named option (``AgentConfig``), separate the paper's agent f
 
 ``prediction``
     ``lstm`` (the paper): ``f_p(h_t)``. ``pooled``: AvgPooling's rule over the frames looked at so far, the mean
-    of a frame classifier's softmax (``frame_head``, trained on K random frames of each training video,
-    ``losses.subset_loss``). ``mix``: ``a * log(pooled) + b * f_p(h_t)``, with ``a, b > 0`` fitted on the val split
-    after every epoch (``fit_mix``). An LSTM can learn each training video by its own look (a camera, a light that
-    drifts through the video) instead of its class, and then fits the training set while it fails on new videos; a
-    frame classifier, which sees one frame at a time, cannot. Which of the two generalises differs by data set, and only videos
-    the classifier was not trained on can tell: the val split does. Rewards and utility follow the mixed
-    prediction.
+    of a frame classifier's softmax (``frame_head``; ``frame_loss`` says how it trains). ``mix``: ``sum_i w_i *
+    part_i`` of the pooled prediction, ``f_p(h_t)`` and (``temporal``) a second LSTM's over the frames looked at in
+    temporal order, with ``w > 0`` fitted on the val split after every epoch (``fit_mix``): which classifier
+    generalises differs by data set, and only videos it was not trained on can tell. Rewards and utility follow the
+    mixed prediction.
+
+Three more options (docs/design.md: What predicts the class; A policy that earns its frames): ``positions`` (the LSTM
+reads where each frame is), ``critic`` (the utility also reads the prediction that decides its reward) and
+``inference`` (set by training: the policy, or the uniform scan where the policy added nothing on val).
 
 Both agents' selection and utility heads read ``u_t / sqrt(Dm)`` (``head_scale``), and the utility
 starts at zero weights: a wide memory (1280-d MobileNetV2 features) otherwise made the critic's error,
@@ -435,9 +437,9 @@ def fit_mix(parts: torch.Tensor, labels: torch.Tensor, iterations: int = 50) -> 
         [P] the weights.
     """
     ok = ~torch.isnan(parts[:, :, 0, 0])  # [N, K] steps taken
-    taken = parts[ok]  # [M, P, C]
+    taken = parts[ok].double()  # [M, P, C]; float64: the optimum, not float32's noise, decides where LBFGS stops
     target = labels[:, None].expand_as(ok)[ok]  # [M]
-    log_w = torch.zeros(parts.shape[2], requires_grad=True)  # every weight starts at 1
+    log_w = torch.zeros(parts.shape[2], dtype=torch.float64, requires_grad=True)  # every weight starts at 1
     opt = torch.optim.LBFGS([log_w], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -448,4 +450,4 @@ def fit_mix(parts: torch.Tensor, labels: torch.Tensor, iterations: int = 50) -> 
 
     with torch.enable_grad():
         opt.step(closure)
-    return log_w.detach().clamp(-10, 5).exp()
+    return log_w.detach().clamp(-10, 5).exp().float()

@@ -59,7 +59,7 @@ class TrainState:
         state = {"config": cfg.to_dict(), "epoch": self.epoch, "step": self.step, "history": self.history,
                  "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "generator": generator.get_state(), "order": order.get_state(), "torch_rng": torch.get_rng_state(),
-                 "partial": self.partial}
+                 "partial": self.partial, "picks": _picks(model)}
         save_torch(cfg.out / TRAIN_STATE, state)
 
     @classmethod
@@ -80,6 +80,8 @@ class TrainState:
             return cls()
         state = _load(path, cfg)
         model.load_state_dict(state["model"])
+        for name, value in state.get("picks", {}).items():  # what the val split picked after the last epoch
+            setattr(model.cfg, name, value)  # type: ignore[union-attr]
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
@@ -90,6 +92,13 @@ class TrainState:
         if shard.main:
             tqdm.write(f"--resume: continuing {cfg.out} after {where} of {cfg.epochs} epochs")
         return cls(int(state["epoch"]), int(state["step"]), list(state["history"]), partial)
+
+
+def _picks(model: nn.Module) -> dict[str, str]:
+    """The settings of a model that training picks on the val split after an epoch (AdaFrame's pooled prediction and
+    inference): not weights, yet the next epoch's rewards follow them, so a resumed run must start from them."""
+    cfg = getattr(model, "cfg", None)
+    return {name: getattr(cfg, name) for name in ("pooled_by", "inference") if hasattr(cfg, name)}
 
 
 def _load(path: Path, cfg: TrainConfig) -> dict:
