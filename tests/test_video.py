@@ -204,15 +204,25 @@ def test_a_seek_that_lands_after_the_target_steps_back_until_it_does_not():
 @needs_clips
 def test_a_late_frame_decodes_only_from_the_keyframe_before_it():
     # mmaction2_test.mp4 has keyframes at frames 0 and 235 (7.83 s) of 300.
-    with VideoReader(clip("mmaction2_test.mp4")) as reader:
-        reader.read([9.5], 224)
-        assert reader.seeks == 1
-        assert reader.decoded <= 300 - 235  # frames 235..286, not the 286 before
-        after_seek = reader.decoded
-        reader.read([9.9], 224)  # close ahead: decode forward
-        assert reader.seeks == 1 and reader.decoded - after_seek == 12
-        reader.read([1.0], 224)  # behind: seek back
-        assert reader.seeks == 2
+    pictures = {}
+    for skip in (False, True):
+        with VideoReader(clip("mmaction2_test.mp4"), skip_unreferenced=skip) as reader:
+            pictures[skip] = reader.read([9.5], 224)[0]
+            assert reader.seeks == 1
+            assert reader.decoded <= 300 - 235  # frames 235..286, not the 286 before
+            after_seek = reader.decoded
+            pictures[skip, 9.9] = reader.read([9.9], 224)[0]  # close ahead: decode forward
+            assert reader.seeks == 1
+            ahead = reader.decoded - after_seek
+            reader.read([1.0], 224)  # behind: seek back
+            assert reader.seeks == 2
+        if skip:  # the B-frames nothing asked for depends on cost nothing: fewer frames, the same pictures
+            assert reader.reading == "seek, unreferenced frames skipped"
+            assert after_seek < plain_after_seek and ahead <= 12
+        else:
+            assert reader.reading == "seek" and ahead == 12
+            plain_after_seek = after_seek
+    assert np.array_equal(pictures[False], pictures[True]) and np.array_equal(pictures[False, 9.9], pictures[True, 9.9])
 
 
 @needs_clips

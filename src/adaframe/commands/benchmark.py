@@ -2,7 +2,7 @@
 
 With ``--videos DIR... --checkpoint RUN`` it measures ``predict`` on video files instead: for each
 folder, AdaFrame (the run's policy, at most ``--frames`` steps, adaptive lookahead ``--mu``) and
-AvgPooling over ``--uniform`` frames evenly spaced in time, both through the same decoding workers
+AvgPooling over the ``--uniform`` uniform frames ``eval`` reads, both through the same decoding workers
 and backbone, one after the other in this process. It prints videos/s, frames decoded and
 backbone frames per video, and the memory pass's frames decoded per memory frame, with the ratios.
 With ``--export DIR`` (the run's ``adaframe export``) AdaFrame also runs on onnxruntime, timed beside PyTorch, and
@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal
@@ -190,7 +191,11 @@ def _summary(results: list[Recognition], seconds: float, memory_frames: int) -> 
     mean = lambda key: sum(getattr(r, key) for r in ok) / len(ok) if ok else float("nan")  # noqa: E731
     return {"videos": len(results), "failed": len(results) - len(ok), "videos_per_s": len(results) / seconds,
             "decoded": mean("frames_decoded"), "backbone_frames": mean("backbone_calls"), "gflops": mean("gflops"),
-            "memory_decoded": mean("memory_frames_decoded") / memory_frames if ok and ok[0].memory_frames_decoded is not None else None}
+            "memory_decoded": mean("memory_frames_decoded") / memory_frames if ok and ok[0].memory_frames_decoded is not None else None,
+            # the decoding the frames used cost, beyond the memory pass
+            "decoded_per_frame": sum((r.frames_decoded - (r.memory_frames_decoded or 0)) / max(r.frames_used, 1) for r in ok) / len(ok)
+            if ok else float("nan"),
+            "reading": ", ".join(f"{how} ({n})" for how, n in sorted(Counter(r.reading for r in ok).items(), key=str))}
 
 
 def _timed(predict: Callable[[], list[Recognition]], memory_frames: int) -> tuple[list[Recognition], dict]:
@@ -212,7 +217,7 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     sets = [(str(src), files(Path(src))) for src in cfg.videos]
     if empty := [name for name, paths in sets if not paths]:
         raise AdaframeError(f"--videos {empty[0]}: no video files found")
-    rows, out, same = [], [], []
+    rows, out, same, reading = [], [], [], []
     options = {"frames": cfg.frames, "mu": cfg.mu, "batch_size": cfg.video_batch}
     with contextlib.ExitStack() as stack:
         rec = stack.enter_context(Recognizer.from_run(cfg.checkpoint, device, workers=cfg.workers, **options))
@@ -247,21 +252,28 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
             for label, r in (*runs, (uniform, uni)):
                 out.append({"set": name, "method": label, **r})
                 rows.append([name, label, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],
-                             "-" if r["memory_decoded"] is None else r["memory_decoded"], r["backbone_frames"], r["gflops"]])
+                             "-" if r["memory_decoded"] is None else r["memory_decoded"], r["decoded_per_frame"], r["backbone_frames"],
+                             r["gflops"]])
             ratio = {"set": name, "method": f"AdaFrame / {uniform}", "videos_per_s": ada["videos_per_s"] / uni["videos_per_s"],
                      "decoded": ada["decoded"] / uni["decoded"], "backbone_frames": ada["backbone_frames"] / uni["backbone_frames"],
                      "gflops": ada["gflops"] / uni["gflops"]}
             out.append(ratio)
-            rows.append([name, ratio["method"], "", ratio["videos_per_s"], ratio["decoded"], "", ratio["backbone_frames"], ratio["gflops"]])
+            ratio["decoded_per_frame"] = ada["decoded_per_frame"] / uni["decoded_per_frame"]
+            rows.append([name, ratio["method"], "", ratio["videos_per_s"], ratio["decoded"], "", ratio["decoded_per_frame"],
+                         ratio["backbone_frames"], ratio["gflops"]])
+            reading.append((name, ada["reading"]))
             if exported is not None:
                 speed = {"set": name, "method": "onnxruntime / PyTorch", "videos_per_s": onnx_summary["videos_per_s"] / ada["videos_per_s"]}
                 out.append(speed)
-                rows.append([name, speed["method"], "", speed["videos_per_s"], "", "", "", ""])
-    print(format_table(["videos", "method", "count", "videos/s", "decoded/video", "decoded/memory frame", "backbone frames/video",
-                        "GFLOPs/video"], rows))
+                rows.append([name, speed["method"], "", speed["videos_per_s"], "", "", "", "", ""])
+    print(format_table(["videos", "method", "count", "videos/s", "decoded/video", "decoded/memory frame", "decoded/frame used",
+                        "backbone frames/video", "GFLOPs/video"], rows))
     print("decoded: frames the decoder produced per video (memory pass and chosen frames); decoded/memory frame: the memory "
-          "pass's frames over the memory frames it gave (keyframe rule of video.py); the ratio rows divide AdaFrame by the baseline"
+          "pass's frames over the memory frames it gave (keyframe rule of video.py); decoded/frame used: the other frames decoded "
+          "over the frames the backbone ran on; the ratio rows divide AdaFrame by the baseline"
           + (", and onnxruntime's speed by PyTorch's" if cfg.export else ""))
+    for name, how in reading:
+        print(f"files of {name} read by: {how}")
     for name, a in same:
         print(f"onnxruntime against PyTorch on {name}: {a['videos']} videos, the same frames visited in {a['same_frames']}, the same "
               f"label in {a['same_label']}, largest probability difference {a['largest_difference']:.2e}")

@@ -2,7 +2,7 @@
 
 The work is ``recognizer.Recognizer`` (also the Python API) and ``collection`` (many files, and what is
 printed of each); this module is the command: options, the exit status, and ``--compare uniform25``, which
-runs AvgPooling on 25 frames evenly spaced in time in the same process, so the saving in frames, GFLOPs
+runs AvgPooling on the 25 uniform frames that ``eval`` reads in the same process, so the saving in frames, GFLOPs
 and wall time is measured, not claimed.
 """
 

@@ -257,6 +257,14 @@ def uniform_indices(lengths: torch.Tensor, k: int) -> torch.Tensor:
     return torch.minimum((2 * i + 1) * lengths[:, None] // (2 * k), lengths[:, None] - 1)
 
 
+def uniform_frames(count: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``uniform_indices`` of one video of ``count`` frames, as a decoder wants them: the distinct frames (sorted) and,
+    for each of the ``k`` reads, which of them it is (a video shorter than ``k`` reads some twice)."""
+    picked = uniform_indices(torch.tensor([count]), k)[0].numpy()  # [k]
+    distinct, where = np.unique(picked, return_inverse=True)
+    return distinct, where.reshape(k)
+
+
 def sample_indices(lengths: torch.Tensor, k: int, mode: Literal["uniform", "random"], generator: torch.Generator | None = None,
                    shard: Shard = Shard()) -> torch.Tensor:
     """Pick ``k`` frame indices per video, in temporal order.

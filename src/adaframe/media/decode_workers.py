@@ -68,6 +68,7 @@ class Opened:
     memory: np.ndarray  # [Td', m, m, 3] uint8
     memory_seconds: np.ndarray  # [Td'] where the memory rule put them
     memory_decoded: int  # frames the memory pass decoded (with the first, which probing needs anyway)
+    reading: str  # how the file is read (VideoReader.reading)
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ class _Videos:
         memory, seconds = (reader.memory_frames(info.duration, r.memory_stored, r.memory_size, r.keyframes, r.memory_subset)
                            if r.memory_stored else ([], np.zeros(0)))
         shape = (0, r.memory_size, r.memory_size, 3)
-        return Opened(info.duration, times, np.stack(memory) if memory else np.zeros(shape, np.uint8), seconds, reader.decoded)
+        return Opened(info.duration, times, np.stack(memory) if memory else np.zeros(shape, np.uint8), seconds, reader.decoded,
+                      reader.reading)
 
 
 def _serve(conn: Connection, parent_end: Connection | None = None) -> None:

@@ -4,7 +4,7 @@ Feature extraction decodes a video in one sequential pass, while ``predict`` lat
 frames an agent asks for by seeking. Their features must be identical, so both go through one
 ``VideoReader`` and one rule for what "the frame at time t" means.
 
-The time rule (the same in every decoding path):
+The stream read is FFmpeg's pick (``av_find_best_stream``). The time rule (the same in every decoding path):
 
 * A frame's timestamp is the running maximum of its pts (its dts when pts is missing), in
   seconds relative to the stream start, taken in decoder output order within one decode run.
@@ -37,7 +37,8 @@ at c: one sequential pass costs them less than the seeks would.
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+import bisect
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -55,6 +56,8 @@ RESIZE_RATIO = 256 / 224  # shorter side before the centre crop, the usual Image
 DEFAULT_SEEK_GAP = 2.0  # seconds; a jump further ahead seeks rather than decoding through
 TRUNCATION_SLACK = 1.0  # seconds (or 10% if more) a stream may end before its stated length
 SHORT_MEMORY = 4  # frames per memory frame up to which the memory rule reads segment centres in one pass
+UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})  # no seek index: a seek lands near a time, not on a keyframe
+SKIPPING_CODECS = frozenset({"h264", "hevc"})  # decoders that honour NONREF skipping (VP9 and AV1 here decode all)
 
 
 @dataclass(frozen=True)
@@ -109,15 +112,22 @@ def _open(path: Path) -> tuple[InputContainer, VideoStream]:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
         container.close()
         raise AdaframeError(f"{path}: has no video stream (streams: {', '.join(kinds)})")
-    return container, container.streams.video[0]
+    # FFmpeg's own pick (av_find_best_stream), not the first listed: a thumbnail or a second angle may come first
+    return container, container.streams.best("video") or container.streams.video[0]
 
 
 def _stated_duration(container: InputContainer, stream: VideoStream) -> float | None:
-    """The stream's duration if the file states one, else the container's, else None."""
+    """The stream's duration if the file states one, else the container's end less the stream's start, else None.
+
+    Matroska states its segment's duration from time 0, not from the first timestamp: a stream that starts at 3 s of a
+    5 s segment lasts 2 s. Other formats state it from the container's start."""
     if stream.duration and stream.duration > 0:
         return float(stream.duration * stream.time_base)
     if container.duration and container.duration > 0:
-        return container.duration / av.time_base
+        from_zero = container.format.name.split(",")[0] == "matroska"
+        end = (container.duration + (0 if from_zero else container.start_time or 0)) / av.time_base
+        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else (container.start_time or 0) / av.time_base
+        return end - start if end > start else None
     return None
 
 
@@ -148,32 +158,45 @@ def _frame_span(frame: VideoFrame, stream: VideoStream) -> float:
     return 1 / float(stream.average_rate) if stream.average_rate else 0.0
 
 
-def _timed_frames(container: InputContainer, stream: VideoStream, path: Path) -> Generator[_Timed, None, None]:
+def _timed_frames(container: InputContainer, stream: VideoStream, path: Path,
+                  skip: Callable[[float], bool] | None = None) -> Generator[_Timed, None, None]:
     """Decode one run from the container's current position, timing frames by the time rule.
 
     A frame with neither pts nor dts (raw .h264 or .m4v streams) is placed one frame span after
-    its predecessor, or at 0 when it opens the run.
+    its predecessor, or at 0 when it opens the run. ``skip(t)``, asked for each packet with a
+    timestamp t (seconds), True: the decoder may drop that packet's picture if no other picture
+    refers to it (FFmpeg's ``skip_frame`` NONREF), so it costs no decoding and is never output.
 
     Raises:
         AdaframeError: decoding failed; the message says how far it got.
     """
     start_pts = stream.start_time or 0
     ts, span, good, first = 0.0, 0.0, 0, 0.0
+    context, dropping = stream.codec_context, False
     try:
-        for frame in container.decode(stream):
-            pts = frame.pts if frame.pts is not None else frame.dts
-            if pts is not None:
-                t = float((pts - start_pts) * stream.time_base)
-                ts = t if good == 0 else max(ts, t)
-            elif good:
-                ts += span
-            span = _frame_span(frame, stream)
-            first = ts if good == 0 else first
-            good += 1
-            yield _Timed(ts, frame, pts is not None)
+        for packet in container.demux(stream):
+            if skip is not None:
+                at = packet.pts if packet.pts is not None else packet.dts
+                drop = at is not None and skip(float((at - start_pts) * stream.time_base))
+                if drop != dropping:
+                    context.skip_frame, dropping = ("NONREF" if drop else "DEFAULT"), drop
+            for frame in packet.decode():
+                pts = frame.pts if frame.pts is not None else frame.dts
+                if pts is not None:
+                    t = float((pts - start_pts) * stream.time_base)
+                    ts = t if good == 0 else max(ts, t)
+                elif good:
+                    ts += span
+                span = _frame_span(frame, stream)
+                first = ts if good == 0 else first
+                good += 1
+                yield _Timed(ts, frame, pts is not None)
     except av.FFmpegError as e:
         done = f"after {good} frames decoded fine, {first:.2f} s to {ts:.2f} s" if good else "before any frame"
         raise AdaframeError(f"{path}: decoding failed {done} ({e})") from None
+    finally:
+        if dropping:
+            context.skip_frame = "DEFAULT"
 
 
 def probe(path: str | Path) -> VideoInfo:
@@ -258,17 +281,27 @@ class VideoReader:
         seek_gap: seconds; a target further ahead than this (or behind the position) is reached
             by seeking to the keyframe before it; a closer one by decoding forward. Use
             ``math.inf`` for a strictly sequential reader.
+        skip_unreferenced: let the decoder skip pictures nothing asked for depends on (below); False decodes every
+            frame on the way to one asked for.
+
+    Where the codec allows it (``SKIPPING_CODECS``, not in AVI, whose timestamps are made up by the demuxer), the decoder
+    drops a picture that no other refers to when it cannot be the frame at any time still asked for: a packet whose
+    timestamp p has a later packet p' <= a already seen in this run, a the first time asked for at or after p, is not
+    the last frame <= a nor <= any later time. Seen in decode order, a GOP's B-frames mostly come after the P-frames
+    past them, so reaching a frame costs its reference frames and few others.
 
     Attributes:
         decoded: frames decoded so far, over all reads.
         seeks: seeks done so far.
+        reading: how the file is read, for results: ``"seek, unreferenced frames skipped"``, ``"seek"``, or
+            ``"forward"`` (no timestamps to seek by).
 
     Raises:
         AdaframeError: as ``probe``, on opening; and from ``read`` when decoding fails or the
             stream ends well before its stated duration or frame count (a truncated file).
     """
 
-    def __init__(self, path: str | Path, seek_gap: float = DEFAULT_SEEK_GAP):
+    def __init__(self, path: str | Path, seek_gap: float = DEFAULT_SEEK_GAP, skip_unreferenced: bool = True):
         self.path = Path(path)
         self.seek_gap = seek_gap
         self.decoded = 0
@@ -277,10 +310,16 @@ class VideoReader:
         self._watched = np.zeros(0)  # sorted times whose frames are kept when decoding passes them
         self._watch_size = 0
         self._kept: dict[float, np.ndarray] = {}
+        self._needed = np.zeros(0)  # sorted times the current read still answers (and watched ones): never skipped past
         self._open()
+        self._skipping = False
         self._restart(seek_to=None)
         first = self._peek()
-        self._seekable = first is not None and first.stamped  # raw elementary streams are read from the top only
+        # Raw elementary streams (no timestamps) and formats without an index are read forward, restarting from the top
+        self._seekable = first is not None and first.stamped and self._container.format.name.split(",")[0] not in UNINDEXED_FORMATS
+        self._skipping = (skip_unreferenced and self._seekable and self._stream.codec_context.name in SKIPPING_CODECS
+                          and self._container.format.name.split(",")[0] != "avi")
+        self.reading = "forward" if not self._seekable else "seek, unreferenced frames skipped" if self._skipping else "seek"
 
     def _open(self) -> None:
         self._container, self._stream = _open(self.path)
@@ -315,6 +354,7 @@ class VideoReader:
         if any(not math.isfinite(t) for t in at) or any(s < 1 for s in side):
             raise ValueError("times must be finite and sizes positive")
         out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(at)
+        self._needed = np.union1d(at, self._watched)
         for i in sorted(range(len(at)), key=at.__getitem__):
             kept = self._kept.get(at[i]) if side[i] == self._watch_size else None
             out[i] = kept if kept is not None else self._rgb(self._frame_at(at[i]).frame, at[i], side[i])
@@ -354,6 +394,7 @@ class VideoReader:
 
     def _first_after_seek(self, t: float) -> _Timed | None:
         """The first frame of a decode run that seeks to the keyframe at or before ``t`` (None: not a real seek)."""
+        self._needed = np.zeros(0)  # nothing skipped: the first frame is the file's, whatever was read before
         self._seek(t)
         first = self._peek()
         return first if first is not None and not self._from_start and first.stamped else None
@@ -366,6 +407,7 @@ class VideoReader:
         frames goes through many of them, and the policy's frames then need no second decode.
         """
         self._watched, self._watch_size, self._kept = np.sort(np.asarray(times, dtype=np.float64)), int(size), {}
+        self._needed = np.union1d(self._needed, self._watched)
 
     def _rgb(self, frame: VideoFrame, t: float, size: int) -> np.ndarray:
         try:
@@ -380,7 +422,7 @@ class VideoReader:
         lo = 0 if self._cur_is_first else int(np.searchsorted(self._watched, self._cur.ts, side="left"))
         hi = int(np.searchsorted(self._watched, until, side="left"))
         for w in self._watched[lo:hi].tolist():
-            if w not in self._kept:
+            if w not in self._kept and not self._skipped_answer(w):
                 self._kept[w] = self._rgb(self._cur.frame, w, self._watch_size)
 
     # -- position state: _cur is the last frame consumed, _next the one decoded after it (if any)
@@ -399,13 +441,31 @@ class VideoReader:
                 self._container.close()
                 self._open()
                 seek_to = None
-        self._run = _timed_frames(self._container, self._stream, self.path)
+        self._seen: list[float] = []  # sorted timestamps of this run's packets
+        self._skipped: list[tuple[float, float]] = []  # (p, p'): a packet skipped at p, for a later one at p' seen first
+        self._run = _timed_frames(self._container, self._stream, self.path, self._may_skip if self._skipping else None)
         self._from_start = seek_to is None or seek_to <= 0
         self._run_frames = 0  # frames decoded in this run: the frame count reached, when it began at the start
         self._cur: _Timed | None = None
         self._next: _Timed | None = None
         self._cur_is_first = False
         self._eof = False
+
+    def _may_skip(self, p: float) -> bool:
+        """Whether the packet at ``p`` seconds cannot be the frame at any time still needed (see the class docstring)."""
+        j = int(np.searchsorted(self._needed, p, side="left"))
+        k = bisect.bisect_right(self._seen, p)
+        skip = j < len(self._needed) and k < len(self._seen) and self._seen[k] <= self._needed[j]
+        if skip:
+            self._skipped.append((p, self._seen[k]))
+        self._seen.insert(k, p)
+        return skip
+
+    def _skipped_answer(self, t: float) -> bool:
+        """Whether a picture this run skipped may be the frame at ``t``, a time not needed when it was skipped: one at p
+        with nothing seen in (p, t] (its witness p' > t) and no frame consumed after it."""
+        after = -math.inf if self._cur is None else self._cur.ts
+        return any(after <= p <= t < w for p, w in self._skipped)
 
     def _peek(self) -> _Timed | None:
         """The frame after the current one, decoding it if needed; None at the end of the stream."""
@@ -425,7 +485,7 @@ class VideoReader:
         self._cur, self._next = self._next, None
 
     def _frame_at(self, t: float) -> _Timed:
-        if not self._can_reach(t):
+        if not self._can_reach(t) or self._skipped_answer(t):
             self._seek(t)
         # Stop at the first frame past t: the one before it is the answer.
         while (nxt := self._peek()) is not None and (self._cur is None or nxt.ts <= t):
@@ -435,7 +495,9 @@ class VideoReader:
         return self._cur
 
     def _can_reach(self, t: float) -> bool:
-        """Whether decoding forward from here gets to ``t`` cheaper than a seek would."""
+        """Whether decoding forward from here gets to ``t`` cheaper than a seek would (for a file read forward: at all)."""
+        if not self._seekable:
+            return self._from_start and (self._cur is None or t >= self._cur.ts or self._cur_is_first)
         if self._cur is None:  # a fresh run from the stream start
             return self._from_start and t <= self.seek_gap
         if t < self._cur.ts:  # behind us; only the first frame also answers for earlier times
@@ -468,6 +530,14 @@ class VideoReader:
         after ``t``, step further back until it does not. A run of unstamped frames cannot say
         where it is, so it restarts from the stream start.
         """
+        if not self._seekable:  # from the top: open the file again
+            if self._run is not None:
+                self._run.close()
+                self._run = None
+            self._container.close()
+            self._open()
+            self._restart(seek_to=None)
+            return
         stated = _stated_duration(self._container, self._stream)
         aim = min(t, stated) if stated is not None else t  # past the end, the last keyframe is as good
         back = 0.0

@@ -29,7 +29,7 @@ from adaframe.utils import error_line, write_csv, write_json
 
 SETTINGS = "predict.json"
 COLUMNS = ["video_id", "path", "label", "probability", "top", "frames_used", "steps", "seconds", "gflops", "wall_s",
-           "true_label", "correct"]
+           "frames_decoded", "reading", "true_label", "correct"]
 
 
 def predict_files(rec: Recognizer, videos: Sequence[Path], compare: int | None = None, classifier: Baseline | None = None,
@@ -38,7 +38,7 @@ def predict_files(rec: Recognizer, videos: Sequence[Path], compare: int | None =
     ``error`` in its result and a line ``adaframe: error: <path>: <reason>`` on stderr, and never stops the others.
 
     Args:
-        compare: also run AvgPooling over this many frames evenly spaced in time (``classifier``: its weights; None:
+        compare: also run AvgPooling over this many uniform frames (those ``eval`` reads) (``classifier``: its weights; None:
             cost only) on each video right after the policy, into ``baseline`` and ``vs_baseline``. Give ``rec`` a
             batch size of 1, so that each wall time is one video's.
         top_k: the classes kept in each result's ``top``.
@@ -73,7 +73,7 @@ def _method_text(r: Recognition) -> str:
     label = f"{r.label}  top-{len(r.top)}: " + ", ".join(f"{c} {p:.3f}" for c, p in r.top) if r.label is not None else "(no classifier: cost only)"
     secs = ", ".join(f"{s:g}" for s in r.seconds[:12]) + (" ..." if len(r.seconds) > 12 else "")
     return (f"  {r.method}: {label}\n"
-            f"    frames used {r.frames_used} in {r.steps} steps (seconds: {secs}); decoded {r.frames_decoded}, "
+            f"    frames used {r.frames_used} in {r.steps} steps (seconds: {secs}); decoded {r.frames_decoded} ({r.reading}), "
             f"backbone calls {r.backbone_calls} + {r.memory_backbone_calls} memory; {r.gflops:.2f} GFLOPs; wall {r.wall_s:.3f} s")
 
 
@@ -135,7 +135,7 @@ def write_index(job: CollectionJob, classes: list[str], top_k: int) -> dict:
         known = it.label != UNLABELED
         rows.append([it.video_id, str(it.path), r.label, r.probability, " ".join(f"{c}:{p:.4f}" for c, p in r.top[:top_k]),
                      r.frames_used, r.steps, " ".join(f"{s:g}" for s in r.seconds), round(r.gflops, 4),
-                     round(r.wall_s, 4), it.label if known else "", int(r.label == it.label) if known else ""])
+                     round(r.wall_s, 4), r.frames_decoded, r.reading or "", it.label if known else "", int(r.label == it.label) if known else ""])
         frames.append(r.frames_used)
         gflops.append(r.gflops)
         if known and it.label in classes:

@@ -37,12 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaframe.data.features import memory_subset
+from adaframe.data.features import memory_subset, uniform_frames
 from adaframe.evaluate.metrics import CostModel
 from adaframe.evaluate.run import head_gflops_per_step
 from adaframe.media.backbones import build_backbones, extract_features
 from adaframe.media.decode_workers import DecodeWorkers, Failed, Frames, Open, Read
-from adaframe.media.video import uniform_times
 from adaframe.models.agent import AdaFrame
 from adaframe.models.baselines import Baseline
 from adaframe.models.kinds import load_checkpoint
@@ -75,6 +74,7 @@ class VideoJob:
     memory_decoded: int = 0
     decoded: int = 0
     seeks: int = 0
+    reading: str | None = None  # how the file is read (VideoReader.reading)
     cache: dict[int, torch.Tensor] = field(default_factory=dict)  # frame index -> backbone feature [D]
     error: str | None = None
 
@@ -184,6 +184,7 @@ class Predictor:
                 continue
             job.times, job.duration, job.memory_seconds = answer.times, answer.duration, answer.memory_seconds
             job.memory_decoded = job.decoded = answer.memory_decoded
+            job.reading = answer.reading
             out.append(answer.memory)
         return out
 
@@ -296,7 +297,7 @@ class Predictor:
                 job.path, method, wall, len(jobs), *self._ranking(out.probs[r]), steps=steps, frames_used=frames_used,
                 seconds=tuple(round(float(job.times[i]), 3) for i in visited), backbone_calls=int(calls[r]),
                 memory_backbone_calls=int(memory_calls[r]), frames_decoded=job.decoded, seeks=job.seeks,
-                gflops=float(self.cost.per_video(frames_used, steps, self.memory_frames)),
+                reading=job.reading, gflops=float(self.cost.per_video(frames_used, steps, self.memory_frames)),
                 memory_seconds=tuple(round(float(t), 3) for t in job.memory_seconds), memory_frames_decoded=job.memory_decoded,
                 candidate_frames=len(job.times), utilities=tuple(round(float(u), 4) for u in out.utilities[r, :steps]),
                 step_top=self._step_top(out.logits[r, :steps]), probs=tuple(out.probs[r].tolist())))
@@ -314,7 +315,8 @@ class Predictor:
 
     def run_uniform(self, paths: Sequence[Path], frames: int, classifier: Baseline | None = None, group: int = 8,
                     prefetch: bool = True) -> Iterator[list[Recognition]]:
-        """The baseline: ``frames`` frames evenly spaced in time, decoded by the same workers, through the backbone in
+        """The baseline: the ``frames`` uniform frames ``eval`` reads (``data.features.uniform_frames`` over the candidate
+        frames; each distinct frame once), decoded by the same workers, through the backbone in
         one batch per group, averaged by ``classifier`` (an AvgPooling run) if given; yields each group's results.
 
         With ``prefetch`` the next group's frames are decoded while this group runs the backbone (as ``run`` does)."""
@@ -324,7 +326,7 @@ class Predictor:
             t0 = time.perf_counter()
             jobs = self._open(groups[g], memory=False)
             self._opened(jobs)
-            return jobs, self._ask(jobs, [uniform_times(j.duration, frames) for j in jobs], self.spec["backbone"]["size"]), t0
+            return jobs, self._ask(jobs, [j.times[uniform_frames(len(j.times), frames)[0]] for j in jobs], self.spec["backbone"]["size"]), t0
 
         ahead = start(0) if groups else None
         try:
@@ -343,7 +345,13 @@ class Predictor:
     @torch.no_grad()
     def _uniform_results(self, jobs: list[VideoJob], decoded: list[np.ndarray | None], frames: int,
                          classifier: Baseline | None, start: float) -> list[Recognition]:
-        feats = self._features(self.networks.backbone, decoded, len(jobs), self.model.cfg.feature_dim)  # [B, K, D]
+        distinct = self._features(self.networks.backbone, decoded, len(jobs), self.model.cfg.feature_dim)  # [B, n, D]
+        picks = [uniform_frames(len(j.times), frames) if j.error is None else (np.zeros(0, np.int64), np.zeros(frames, np.int64))
+                 for j in jobs]
+        # [B, K, D]: a video with fewer than K candidate frames reads some twice, as eval does; the backbone ran once each
+        where = torch.from_numpy(np.stack([inv for _, inv in picks])).to(self.device)  # [B, K]
+        feats = (distinct.gather(1, where[..., None].expand(-1, -1, distinct.shape[2])) if distinct.shape[1]
+                 else distinct.new_zeros(len(jobs), frames, distinct.shape[2]))
         if classifier is not None and id(classifier) not in self._baseline_heads:  # count its FLOPs once, not per video
             self._baseline_heads[id(classifier)] = head_gflops_per_step(classifier, 0, self.device)
         cost = CostModel(self.cost.backbone_gflops, 0.0, self._baseline_heads.get(id(classifier), 0.0))  # reads no memory
@@ -357,10 +365,11 @@ class Predictor:
                 results.append(Recognition(job.path, method, wall, len(jobs), error=job.error))
                 continue
             label, top = self._ranking(probs[r]) if probs is not None else (None, ())
+            used, where = picks[r]
             results.append(Recognition(
-                job.path, method, wall, len(jobs), label, top, steps=frames, frames_used=frames,
-                seconds=tuple(round(float(t), 3) for t in uniform_times(job.duration, frames)), backbone_calls=frames,
-                frames_decoded=job.decoded, seeks=job.seeks, gflops=float(cost.per_video(frames, frames, 0)),
+                job.path, method, wall, len(jobs), label, top, steps=frames, frames_used=len(used),
+                seconds=tuple(round(float(t), 3) for t in job.times[used[where]]), backbone_calls=len(used),
+                frames_decoded=job.decoded, seeks=job.seeks, reading=job.reading, gflops=float(cost.per_video(len(used), frames, 0)),
                 probs=None if probs is None else tuple(probs[r].tolist())))
         return results
 
@@ -461,7 +470,7 @@ class Recognizer:
 
     def predict_uniform(self, paths: Sequence[str | Path], frames: int, classifier: Baseline | None = None, group: int | None = None,
                         prefetch: bool = False) -> list[Recognition]:
-        """The baseline on ``paths``: ``frames`` frames evenly spaced in time through the backbone, averaged by
+        """The baseline on ``paths``: the ``frames`` uniform frames ``eval`` reads through the backbone, averaged by
         ``classifier`` (None: its cost only), ``group`` videos at a time (default: all together)."""
         paths = [Path(p) for p in paths]
         return [r for results in self.predictor.run_uniform(paths, frames, classifier, group or max(len(paths), 1), prefetch)

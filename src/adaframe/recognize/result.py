@@ -38,6 +38,8 @@ class Recognition:
         backbone_calls, memory_backbone_calls: frames each backbone computed for this video.
         frames_decoded: frames the decoder produced (memory pass and policy frames).
         seeks: seeks the decoder made.
+        reading: how the file was read (``media.video.VideoReader.reading``): by seeks, skipping the pictures nothing
+            asked for depends on where the codec allows it, or forward.
         gflops: ``evaluate.metrics.CostModel``: frames x backbone + memory frames x memory backbone + steps x head.
         memory_seconds, memory_frames_decoded, candidate_frames, utilities, step_top: AdaFrame's only (None for a
             baseline): the times of the memory's frames, the frames decoded for it, the frames of the extraction grid,
@@ -70,6 +72,7 @@ class Recognition:
     baseline: Recognition | None = None
     vs_baseline: Ratios | None = None
     probs: tuple[float, ...] | None = None
+    reading: str | None = None
 
     @property
     def probability(self) -> float:
@@ -105,7 +108,7 @@ class Recognition:
             out |= {"frames_decoded": self.frames_decoded}
             if self.memory_frames_decoded is not None:
                 out["memory_frames_decoded"] = self.memory_frames_decoded
-            out |= {"seeks": self.seeks, "gflops": self.gflops}
+            out |= {"seeks": self.seeks, "reading": self.reading, "gflops": self.gflops}
             if self.candidate_frames is not None:
                 out |= {"candidate_frames": self.candidate_frames, "utilities": list(self.utilities or ())}
                 if self.step_top is not None:
@@ -128,4 +131,5 @@ class Recognition:
                    d.get("memory_frames_decoded"), d.get("candidate_frames"), opt("utilities"),
                    None if d.get("step_top") is None else tuple((c, p) for c, p in d["step_top"]), d.get("error"),
                    cls.from_json(d["baseline"]) if "baseline" in d else None,
-                   Ratios(**{k.removesuffix("_ratio"): v for k, v in d["vs_baseline"].items()}) if "vs_baseline" in d else None)
+                   Ratios(**{k.removesuffix("_ratio"): v for k, v in d["vs_baseline"].items()}) if "vs_baseline" in d else None,
+                   reading=d.get("reading"))
