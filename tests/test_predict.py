@@ -440,7 +440,7 @@ def test_benchmark_on_video_files_measures_both_methods_through_the_same_workers
         assert ratio[key] == pytest.approx(ada[key] / uni[key])
     printed = capsys.readouterr().out
     assert "AdaFrame-4 mu 0.0" in printed and "uniform6" in printed and "AdaFrame / uniform6" in printed
-    assert f"files of {folder} read by: seek, unreferenced frames skipped ({n})" in printed  # H.264 in MP4
+    assert f"files of {folder} read by: seek (skipping unreferenced frames) ({n})" in printed  # H.264 in MP4
 
 
 def test_explain_draws_each_frame_used_once_and_says_why_it_stopped(run, video_files, tmp_path):

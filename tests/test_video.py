@@ -217,7 +217,7 @@ def test_a_late_frame_decodes_only_from_the_keyframe_before_it():
             reader.read([1.0], 224)  # behind: seek back
             assert reader.seeks == 2
         if skip:  # the B-frames nothing asked for depends on cost nothing: fewer frames, the same pictures
-            assert reader.reading == "seek, unreferenced frames skipped"
+            assert reader.reading == "seek (skipping unreferenced frames)"
             assert after_seek < plain_after_seek and ahead <= 12
         else:
             assert reader.reading == "seek" and ahead == 12

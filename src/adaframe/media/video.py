@@ -293,7 +293,7 @@ class VideoReader:
     Attributes:
         decoded: frames decoded so far, over all reads.
         seeks: seeks done so far.
-        reading: how the file is read, for results: ``"seek, unreferenced frames skipped"``, ``"seek"``, or
+        reading: how the file is read, for results: ``"seek (skipping unreferenced frames)"``, ``"seek"``, or
             ``"forward"`` (no timestamps to seek by).
 
     Raises:
@@ -310,7 +310,7 @@ class VideoReader:
         self._watched = np.zeros(0)  # sorted times whose frames are kept when decoding passes them
         self._watch_size = 0
         self._kept: dict[float, np.ndarray] = {}
-        self._needed = np.zeros(0)  # sorted times the current read still answers (and watched ones): never skipped past
+        self._needed = np.zeros(0)  # sorted times the current read answers: their frames are never skipped
         self._open()
         self._skipping = False
         self._restart(seek_to=None)
@@ -319,7 +319,7 @@ class VideoReader:
         self._seekable = first is not None and first.stamped and self._container.format.name.split(",")[0] not in UNINDEXED_FORMATS
         self._skipping = (skip_unreferenced and self._seekable and self._stream.codec_context.name in SKIPPING_CODECS
                           and self._container.format.name.split(",")[0] != "avi")
-        self.reading = "forward" if not self._seekable else "seek, unreferenced frames skipped" if self._skipping else "seek"
+        self.reading = "forward" if not self._seekable else "seek (skipping unreferenced frames)" if self._skipping else "seek"
 
     def _open(self) -> None:
         self._container, self._stream = _open(self.path)
@@ -354,7 +354,7 @@ class VideoReader:
         if any(not math.isfinite(t) for t in at) or any(s < 1 for s in side):
             raise ValueError("times must be finite and sizes positive")
         out: list[np.ndarray] = [np.empty(0, np.uint8)] * len(at)
-        self._needed = np.union1d(at, self._watched)
+        self._needed = np.unique(at)
         for i in sorted(range(len(at)), key=at.__getitem__):
             kept = self._kept.get(at[i]) if side[i] == self._watch_size else None
             out[i] = kept if kept is not None else self._rgb(self._frame_at(at[i]).frame, at[i], side[i])
@@ -404,10 +404,10 @@ class VideoReader:
         ``read`` of exactly those times at that size costs no decoding.
 
         ``predict`` watches the candidate frames of the policy: the pass that decodes the memory
-        frames goes through many of them, and the policy's frames then need no second decode.
+        frames goes through many of them, and the policy's frames then need no second decode. Watching costs no
+        decoding: a watched frame the decoder skipped on the way to another is not kept (``_skipped_answer``).
         """
         self._watched, self._watch_size, self._kept = np.sort(np.asarray(times, dtype=np.float64)), int(size), {}
-        self._needed = np.union1d(self._needed, self._watched)
 
     def _rgb(self, frame: VideoFrame, t: float, size: int) -> np.ndarray:
         try:
