@@ -9,6 +9,7 @@ import io
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess as sp
 import sys
@@ -289,3 +290,45 @@ def extracted(video_files, tmp_path_factory) -> Path:
         warnings.simplefilter("ignore")  # random weights
         extract(ExtractConfig(video_files / "list.txt", out, backbone="resnet18", size=64, memory_size=32, workers=0, progress=False))
     return out
+
+
+def source(video_files: Path, i: int) -> Path:
+    """The ``i``-th MP4 of ``video_files``."""
+    return video_files / "videos" / f"video{i:05d}.mp4"
+
+
+def copy(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def write_list(path: Path, lines: list[str]) -> Path:
+    """A video list file ('path label [split]' lines)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+RUN_K = 4
+"""K of the runs ``make_run`` writes"""
+
+
+def make_run(run_dir: Path, data: Path, kind: str = "adaframe", seed: int = 0, memory_frames: int = 16) -> Path:
+    """An untrained run on the extracted features ``data`` (the default agent, or a model of ``kind``), for the commands
+    that read a run: predict must agree with eval whatever the weights are."""
+    from adaframe.data.features import FeatureDataset, read_spec
+    from adaframe.models.kinds import KINDS, build_model, save_checkpoint
+    from adaframe.train.config import PRESETS
+
+    spec = read_spec(data)
+    ds = FeatureDataset(data, "train")
+    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 24,
+            "std": 0.1, "memory_frames": memory_frames}
+    dims.update({o: getattr(PRESETS["fast"], o) for o in KINDS["adaframe"].options})  # the default agent
+    torch.manual_seed(seed)
+    model = build_model(kind, dims)
+    if kind == "adaframe":
+        lively(model)  # the policy jumps to memory slots and neighbours, so the test sees jumps
+    save_checkpoint(run_dir, model, kind, ds.classes, {"frames": RUN_K}, {"features": spec}, memory_frames=dims.get("memory_frames"))
+    return run_dir

@@ -272,17 +272,6 @@ def test_videos_shorter_than_k(explore, variant):
     assert ((v == -1) | ((v >= 0) & (v < lengths[:, None]))).all()
 
 
-def test_step_attention_sums_to_one(train_batch):
-    model = make_model(memory_read="lstm", selection="gaussian")
-    state = model.initial_state(train_batch.features.shape[0], torch.device("cpu"))
-    encoded = model.memory.encode(train_batch.memory)
-    for t in range(3):
-        out = model.step(train_batch.features[:, t], encoded, state)
-        state = out.state
-        torch.testing.assert_close(out.attention.sum(1), torch.ones(train_batch.features.shape[0]))
-        assert ((out.policy > 0) & (out.policy < 1)).all()  # the Gaussian's mean location
-
-
 # ---------------------------------------------------------------- the slots policy and the uniform scan
 
 

@@ -18,6 +18,7 @@ from adaframe.models.kinds import build_model, save_checkpoint
 from conftest import TINY_EXTRACT, adaframe, lively, random_videos, write_dataset, write_video
 
 TRAIN = ("--frames", "3", "--hidden", "8", "--batch-size", "4", "--no-progress")
+NO_SPACE = os.strerror(errno.ENOSPC)  # the system's words ("No space left on device") after the file's name
 
 
 def error(proc, status: int = 2) -> str:
@@ -132,7 +133,7 @@ def foreign_checkpoint(run: Path, kind: str) -> Path:
         torch.save({"epoch": 1, "model": {}}, path)
     elif kind == "truncated":
         path = run / "c.pt"
-        path.write_bytes(good.read_bytes()[:200])  # (cut near its end, torch says "[Errno 22] Invalid argument")
+        path.write_bytes(good.read_bytes()[:200])
     else:
         payload = torch.load(good, weights_only=True)
         if kind == "no dims":
@@ -147,10 +148,9 @@ def foreign_checkpoint(run: Path, kind: str) -> Path:
     ("csv", "cannot load checkpoint {path}: not a file written by torch.save"),
     ("torch file", "{path} is not an adaframe checkpoint"),
     ("train_state", "{path} is not an adaframe checkpoint"),
-    ("truncated", re.compile(r"cannot load checkpoint {path}: the file is damaged or truncated \(PytorchStreamReader failed reading "
-                             r"zip archive: [^\n]+\)")),
-    ("no dims", re.compile(r"{path}: its model description is incomplete \(TypeError: AgentConfig.__init__\(\) missing 3 required "
-                           r"positional arguments: 'feature_dim', 'memory_dim', and 'num_classes'\); not a checkpoint 'adaframe train' wrote")),
+    # In parentheses, torch's or Python's reason in its own words (which a new version may change): any one line.
+    ("truncated", re.compile(r"cannot load checkpoint {path}: the file is damaged or truncated \(.+\)")),
+    ("no dims", re.compile(r"{path}: its model description is incomplete \(.+\); not a checkpoint 'adaframe train' wrote")),
     ("bad kind", "{path}: unknown model 'resnet'"),
     ("folder without one", "no checkpoint at R/empty/checkpoint.pt"),
 ])
@@ -202,7 +202,7 @@ def test_disk_full_during_training_then_resume(tmp_path, monkeypatch):
     enospc_on(monkeypatch, "checkpoint.pt", "write_bytes", after=1)  # epoch 2's checkpoint
     proc = adaframe(*args, cwd=tmp_path, check=False)
     monkeypatch.undo()
-    assert error(proc) == "R/checkpoint.pt: No space left on device"
+    assert error(proc) == f"R/checkpoint.pt: {NO_SPACE}"
     assert load_checkpoint(tmp_path / "R")[1]["epoch"] == 1
     assert sorted(p.name for p in (tmp_path / "R").iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl", "tb", "train_state.pt"]
     adaframe(*args, "--resume", cwd=tmp_path)
@@ -215,13 +215,13 @@ def test_disk_full_writing_results(tmp_path, monkeypatch):
     checkpoint(tmp_path / "R")
     enospc_on(monkeypatch, "r.json", "write_text")
     proc = adaframe("eval", "--checkpoint", "R", "--data", "D", "--json", "small/r.json", "--no-progress", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and proc.stderr.splitlines() == ["adaframe: error: small/r.json: No space left on device"]
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"adaframe: error: small/r.json: {NO_SPACE}"]
     assert os.listdir(tmp_path / "small") == []  # no temp file stays
     monkeypatch.undo()
     enospc_on(monkeypatch, "videos.csv", "write_text")
     proc = adaframe("synth", "--videos", "20", "--classes", "2", "--dim", "4", "--memory-dim", "2", "--out", "small/S", cwd=tmp_path,
                     check=False)
-    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == "adaframe: error: small/S/videos.csv: No space left on device"
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == f"adaframe: error: small/S/videos.csv: {NO_SPACE}"
     assert sorted(os.listdir(tmp_path / "small" / "S")) == ["evidence.csv", "features", "memory"]  # no videos.csv: incomplete
 
 
@@ -229,7 +229,7 @@ def test_bad_video_list_and_activitynet_json(tmp_path):
     """'Bad list / ActivityNet JSON' (refused before anything is decoded)."""
     (tmp_path / "l.txt").write_bytes("clip.mp4 caf\u00e9\n".encode("latin-1"))
     proc = adaframe("extract", "--videos", "l.txt", "--out", "E", "--no-progress", cwd=tmp_path, check=False)
-    assert re.fullmatch(r"cannot read video list l\.txt: 'utf-8' codec can't decode byte 0xe9 in position 12: .+", error(proc))
+    assert re.fullmatch(r"cannot read video list l\.txt: .+", error(proc))  # then Python's reason, in its words
     (tmp_path / "l.txt").write_text("just_one_word\n")
     proc = adaframe("extract", "--videos", "l.txt", "--out", "E", "--no-progress", cwd=tmp_path, check=False)
     assert error(proc) == "l.txt:1: expected 'path label [split]', got 'just_one_word'"

@@ -6,6 +6,7 @@ Commands run in-process (``conftest.adaframe``); the two entry points themselves
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import subprocess
@@ -337,7 +338,7 @@ def _mkdir_error(path: str) -> str:
 
 @pytest.mark.parametrize("out, want", [
     ("under_a_file/run", "under_a_file: a file is in the way, not a directory"),
-    ("/proc/adaframe-cannot-write-here", "/proc/adaframe-cannot-write-here: No such file or directory"),
+    ("/proc/adaframe-cannot-write-here", f"/proc/adaframe-cannot-write-here: {os.strerror(errno.ENOENT)}"),
     ("/sys/adaframe-cannot-write-here", None),
 ])
 def test_unwritable_output_is_the_readme_line(synth_dir, tmp_path, out, want):
@@ -367,8 +368,8 @@ def test_an_error_in_a_dataloader_worker_is_still_one_line(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--json", "--per-video"])
 @pytest.mark.parametrize("where, want", [
-    ("/proc/adaframe/r.out", "/proc/adaframe: No such file or directory"),
-    ("/proc/r.out", "/proc/r.out: No such file or directory"),
+    ("/proc/adaframe/r.out", f"/proc/adaframe: {os.strerror(errno.ENOENT)}"),  # the system's words after the path
+    ("/proc/r.out", f"/proc/r.out: {os.strerror(errno.ENOENT)}"),
     ("under_a_file/r.out", "under_a_file: a file is in the way, not a directory"),
     ("a_dir", "a_dir: is a directory"),
 ])

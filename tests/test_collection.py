@@ -14,9 +14,7 @@ from PIL import Image
 
 from adaframe.recognize.jobs import CollectionJob
 from adaframe.utils import AdaframeError
-from conftest import TINY_EXTRACT, adaframe
-from test_extract import copy, source
-from test_predict import make_run
+from conftest import TINY_EXTRACT, adaframe, copy, make_run, source
 
 
 def rows(path: Path) -> list[dict]:

@@ -53,17 +53,17 @@ def test_probe_reports_what_the_files_hold(tmp_path):
     assert rows["long.mp4"][1:] == ["h264", "10.00", "4.00", "40", "40", "20", "96x64", "0"]
     assert rows["clip.avi"][1:] == ["mpeg4", "10.00", "4.00", "40", "40", "20", "64x48", "0"]
     want = {  # the rows of docs/bad-input.md for probe
-        "truncated.mp4": r"truncated.mp4: cannot open as a media file \(.*Invalid data found when processing input.*\)",
+        "truncated.mp4": r"truncated.mp4: cannot open as a media file \(.+\)",  # in parentheses FFmpeg's reason, in its words
         "trunc_fs.mp4": r"trunc_fs.mp4: the video stream ends at [0-4]\.\d\d s, but the file says it lasts 10\.00 s \(truncated file\?\)",
         "trunc_avi.avi": r"trunc_avi.avi: the video stream lasts [0-5]\.\d\d s, but the file says it has 40 frames \(10\.00 s at 4 fps\) "
                          r"\(truncated file\?\)",
         "audio_only.m4a": r"audio_only.m4a: has no video stream \(streams: audio\)",
-        "text.mp4": r"text.mp4: cannot open as a media file \(.*Invalid data found when processing input.*\)",
+        "text.mp4": r"text.mp4: cannot open as a media file \(.+\)",
         "empty.mp4": r"empty.mp4: the file is empty",
         "dir.mp4": r"dir.mp4: not a file",
         "nope.mp4": r"nope.mp4: no such file",
         "decord_corrupted.mp4": r".*decord_corrupted.mp4: decoding failed after 28 frames decoded fine, 0\.00 s to 2\.70 s "
-                                r"\(.*Invalid data.*\)",
+                                r"\(.+\)",
     }
     errors = proc.stderr.splitlines()
     assert len(errors) == len(names) - 3

@@ -20,8 +20,8 @@ from adaframe.recognize.exported import ExportedAdaFrame, OnnxGraph, read_manife
 from adaframe.recognize.recognizer import Predictor
 from adaframe.rl.rollout import StopRule, rollout, stored_frames
 from adaframe.utils import AdaframeError
-from conftest import adaframe, lively
-from test_predict import K, make_run
+from conftest import RUN_K as K
+from conftest import adaframe, lively, make_run
 
 GRAPHS = ["backbone", "memory_backbone", "agent_encode", "agent_first", "agent_step"]
 

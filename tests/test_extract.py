@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from adaframe.media.video import decode_at_rate, probe, sample_times
 from adaframe.recognize import extraction
 from adaframe.recognize.extraction import ExtractConfig
 from adaframe.utils import AdaframeError
-from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, keyframe_memory, torchrun
+from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, copy, keyframe_memory, source, torchrun, write_list
 
 TINY = dict(backbone="resnet18", size=64, memory_size=32, workers=0, progress=False)
 
@@ -37,16 +36,6 @@ def extract(videos: Path, out: Path, **kw) -> dict:
         return extraction.extract(ExtractConfig(Path(videos), Path(out), **{**TINY, **kw}))
 
 
-def source(video_files: Path, i: int) -> Path:
-    return video_files / "videos" / f"video{i:05d}.mp4"
-
-
-def copy(src: Path, dst: Path) -> Path:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    return dst
-
-
 def list_rows(video_files: Path) -> list[tuple[str, str, str]]:
     """(video_id, label, split) of every line of the synthetic list.txt."""
     rows = []
@@ -54,12 +43,6 @@ def list_rows(video_files: Path) -> list[tuple[str, str, str]]:
         path, label, split = line.split()
         rows.append((Path(path).stem, label, split))
     return rows
-
-
-def write_list(path: Path, lines: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -70,10 +53,6 @@ def read_csv(path: Path) -> list[dict]:
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
     """Every file under ``root``: (mtime_ns, contents)."""
     return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def entries_as_tuples(entries) -> list[tuple[str, Path, str, str]]:
-    return [(e.video_id, Path(e.path), e.label, e.split) for e in entries]
 
 
 def assert_same(got: np.ndarray, expected: np.ndarray) -> None:
@@ -232,7 +211,7 @@ def test_disk_full_stops_with_one_line_keeps_what_was_done_and_resumes(video_fil
     assert exit_.value.code == 2
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("warning: ")]
     assert len(lines) == 1 and lines[0].startswith("adaframe: error: ") and "'c1'" in lines[0], err
-    assert "No space left on device" in lines[0] and "run the same command again" in lines[0]
+    assert os.strerror(errno.ENOSPC) in lines[0] and "run the same command again" in lines[0]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npy")) == ["features/c0.npy", "memory/c0.npy"]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert [r["video_id"] for r in read_csv(out / "videos.csv")] == ["c0"]

@@ -28,15 +28,13 @@ def test_encode_adds_positions():
     torch.testing.assert_close(GlobalMemory(8, 4).encode(mem), mem + positional_encoding(6, 4)[None])
 
 
-def test_attention_weights_sum_to_one_and_context_is_their_average():
+def test_attention_weights_are_the_softmax_of_query_dot_slots_and_context_is_their_average():
     torch.manual_seed(0)
     gm = GlobalMemory(hidden=10, memory_dim=6)
     encoded = gm.encode(torch.randn(4, 9, 6) * 3)
     h = torch.randn(4, 10) * 2
     u, beta = gm(encoded, h)
     assert beta.shape == (4, 9) and u.shape == (4, 6)
-    assert (beta >= 0).all()
-    torch.testing.assert_close(beta.sum(1), torch.ones(4))
     # naive: z_j = (W h + b) . M_j, softmax, weighted average
     q = h @ gm.query.weight.T + gm.query.bias
     for b in range(4):

@@ -16,29 +16,12 @@ from adaframe.commands.predict import parse_compare
 from adaframe.data.features import FeatureDataset, collate, read_spec
 from adaframe.evaluate.split import agent_batch
 from adaframe.media.video import probe, sample_times
-from adaframe.models.kinds import KINDS, build_model, save_checkpoint
+from adaframe.models.kinds import build_model, save_checkpoint
 from adaframe.recognize.recognizer import Predictor
 from adaframe.rl.rollout import StopRule
-from adaframe.train.config import PRESETS
 from adaframe.utils import AdaframeError
-from conftest import SHARED_VIDEOS, adaframe, lively
-
-K = 4
-
-
-def make_run(run_dir: Path, data: Path, kind: str = "adaframe", seed: int = 0, memory_frames: int = 16) -> Path:
-    """An untrained run on ``data``: predict must agree with eval whatever the weights are."""
-    spec = read_spec(data)
-    ds = FeatureDataset(data, "train")
-    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 24,
-            "std": 0.1, "memory_frames": memory_frames}
-    dims.update({o: getattr(PRESETS["fast"], o) for o in KINDS["adaframe"].options})  # the default agent
-    torch.manual_seed(seed)
-    model = build_model(kind, dims)
-    if kind == "adaframe":
-        lively(model)  # the policy jumps to memory slots and neighbours, so the test sees jumps
-    save_checkpoint(run_dir, model, kind, ds.classes, {"frames": K}, {"features": spec}, memory_frames=dims.get("memory_frames"))
-    return run_dir
+from conftest import RUN_K as K
+from conftest import SHARED_VIDEOS, adaframe, make_run
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,11 @@ from adaframe.data.features import SPLITS
 from adaframe.data.video_lists import parse_shard, read_video_list, skipped_files, video_files as listed_videos
 from adaframe.recognize.extraction import ExtractConfig
 from adaframe.utils import AdaframeError
-from test_extract import copy, entries_as_tuples, source, write_list
+from conftest import copy, source, write_list
+
+
+def entries_as_tuples(entries) -> list[tuple[str, Path, str, str]]:
+    return [(e.video_id, Path(e.path), e.label, e.split) for e in entries]
 
 
 # ============================================================================= 1. read_video_list
