@@ -18,7 +18,8 @@ import torch
 
 from adaframe.data.features import FeatureDataset
 from adaframe.media.backbones import BACKBONES, build_backbone, extract_features
-from adaframe.media.video import decode_at_rate, probe, sample_times
+from adaframe.media.probe import probe
+from adaframe.media.reader import decode_at_rate, sample_times
 from adaframe.recognize import extraction
 from adaframe.recognize.extraction import ExtractConfig
 from adaframe.utils import AdaframeError

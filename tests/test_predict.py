@@ -15,7 +15,8 @@ import torch
 from adaframe.commands.predict import parse_compare
 from adaframe.data.features import FeatureDataset, collate, read_spec
 from adaframe.evaluate.split import agent_batch
-from adaframe.media.video import probe, sample_times
+from adaframe.media.probe import probe
+from adaframe.media.reader import sample_times
 from adaframe.models.kinds import build_model, save_checkpoint
 from adaframe.recognize.recognizer import Predictor
 from adaframe.rl.rollout import StopRule
@@ -115,7 +116,7 @@ def test_every_method_prints_probabilities(run, extracted, video_files, tmp_path
     ``probs`` on the 25 uniform frames that ``eval --sampling uniform`` reads of the same video's extracted features (one
     rule for K uniform frames: ``uniform_indices`` over the extraction's frames); every top-k list sums to at most 1."""
     from adaframe.data.features import uniform_indices
-    from adaframe.media.video import sample_times
+    from adaframe.media.reader import sample_times
     from adaframe.models.kinds import load_checkpoint
 
     base = make_run(tmp_path / "avgpool", extracted, kind="avgpool", seed=3)

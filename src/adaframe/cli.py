@@ -81,7 +81,8 @@ class ProbeCommand:
 
 def run_probe(cmd: ProbeCommand) -> None:
     from adaframe.report.tables import format_table
-    from adaframe.media.video import count_frames, probe, sample_times
+    from adaframe.media.probe import probe
+    from adaframe.media.reader import count_frames, sample_times
 
     rows, failed = [], 0
     for path in cmd.videos:

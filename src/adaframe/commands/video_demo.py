@@ -29,7 +29,7 @@ from adaframe.data.video_lists import read_video_list
 from adaframe.evaluate.run import Setting, evaluate_run
 from adaframe.media.backbones import build_backbone, calibrate_batchnorm
 from adaframe.media.synth_video import SynthVideoConfig, generate_videos
-from adaframe.media.video import decode_at_rate
+from adaframe.media.reader import decode_at_rate
 from adaframe.models.kinds import KINDS
 from adaframe.recognize import collection
 from adaframe.recognize.extraction import ExtractConfig, extract

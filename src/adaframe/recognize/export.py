@@ -42,7 +42,7 @@ import tyro
 from torch import nn
 
 from adaframe.media.backbones import IMAGENET_MEAN, IMAGENET_STD, preprocess, sha256
-from adaframe.media.video import RESIZE_RATIO
+from adaframe.media.reader import RESIZE_RATIO
 from adaframe.models.agent import POSITION_FREQUENCIES, AdaFrame, Where
 from adaframe.models.kinds import CHECKPOINT
 from adaframe.recognize.exported import FORMAT, MANIFEST, VERSION, session
@@ -222,17 +222,17 @@ def _statistics(agent: AdaFrame) -> dict:
 
 
 def rules(spec: dict, memory_frames: int, agent: AdaFrame, frames: int) -> dict:
-    """How a deployment must pick and prepare frames: what ``predict`` does (``media.video``), in words."""
+    """How a deployment must pick and prepare frames: what ``predict`` does (``media.reader``, ``media.memory_rule``), in words."""
     big, small = spec["backbone"]["size"], spec["memory_backbone"]["size"]
     return {
         "candidate_frames": f"one every {1 / spec['fps']:g} s from the start: frame i is at i / {spec['fps']:g} s "
-                            "(media.video.sample_times); the agent's positions are indices into them",
+                            "(media.reader.sample_times); the agent's positions are indices into them",
         "frame_at_time": "the last decoded frame whose timestamp (running maximum of pts) is <= t, else the first frame",
         "image": f"shorter side scaled to round(S * {RESIZE_RATIO:.6f}) (bilinear), centre crop S x S, display rotation "
                  f"applied; RGB uint8 [N, S, S, 3], S = {big} for the backbone and {small} for the memory backbone",
         "memory": f"{spec['memory_frames']} frames, one per equal segment of the video, "
                   + ("the keyframe a seek to its centre lands on when within the segment, else the frame at its centre "
-                     "(media.video.VideoReader.memory_frames)" if spec.get("memory_at") == "keyframe" else "the frame at its centre")
+                     "(media.memory_rule.memory_frames)" if spec.get("memory_at") == "keyframe" else "the frame at its centre")
                   + f"; the agent reads {memory_frames} of them (data.features.memory_subset)",
         "first_frame": ("the argmax of agent_first's scores (SlotSelection.choose)" if agent.cfg.selection == "slots" else
                         f"the frame at relative position {agent.cfg.start:g} (models.positions.fixed_start)"),

@@ -2,7 +2,7 @@
 
 For each video: backbone features of one frame a second (``--fps``, one sequential decoding pass) at
 ``--size`` (ResNet-101 at 224 by default) and the global memory, light-backbone features of
-``--memory-frames`` frames, one per equal segment, picked by the memory rule of ``video.py`` (as
+``--memory-frames`` frames, one per equal segment, picked by the memory rule (``media/memory_rule.py``, as
 ``predict`` picks them), at ``--memory-size`` (MobileNetV2 at 112).
 
 The job is built to be killed and restarted: every file is written atomically, a video whose two
@@ -31,8 +31,10 @@ from tqdm import tqdm
 
 from adaframe.data.features import SPEC, read_spec
 from adaframe.data.video_lists import VideoEntry, parse_shard
+from adaframe.media import memory_rule
 from adaframe.media.backbones import BACKBONES, backbone_gflops, build_backbones, extract_features, sha256
-from adaframe.media.video import VideoReader, probe, sample_times
+from adaframe.media.probe import probe
+from adaframe.media.reader import VideoReader, sample_times
 from adaframe.recognize.jobs import CollectionJob
 from adaframe.utils import AdaframeError, save_npy, write_csv, write_json
 
@@ -98,7 +100,7 @@ def make_spec(cfg: ExtractConfig) -> dict:
         "memory_backbone": _backbone_spec(cfg.memory_backbone, cfg.memory_weights, cfg.memory_size, cfg.seed),
         "fps": cfg.fps,
         "memory_frames": cfg.memory_frames,
-        "memory_at": "keyframe",  # video.py's memory rule; data sets without this key took the segment centres
+        "memory_at": "keyframe",  # memory_rule.py's keyframe rule; data sets without this key took the segment centres
     }
 
 
@@ -134,12 +136,12 @@ class _Decode(Dataset):
 
 def decode_for_features(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """Frames at the spec's ``fps`` [T, size, size, 3] (one sequential pass) and the memory frames
-    [Td, m, m, 3] by the memory rule of ``video.py`` (as ``predict`` picks them), uint8."""
+    [Td, m, m, 3] by the memory rule (as ``predict`` picks them), uint8."""
     info = probe(path)
     with VideoReader(path) as reader:
         frames = reader.read(sample_times(info.duration, spec["fps"]), spec["backbone"]["size"])
-        memory, _ = reader.memory_frames(info.duration, spec["memory_frames"], spec["memory_backbone"]["size"],
-                                         keyframes=spec.get("memory_at") == "keyframe")
+        memory, _ = memory_rule.memory_frames(reader, info.duration, spec["memory_frames"], spec["memory_backbone"]["size"],
+                                              keyframes=spec.get("memory_at") == "keyframe")
     return np.stack(frames), np.stack(memory)
 
 
