@@ -284,12 +284,12 @@ def video_files(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def extracted(video_files, tmp_path_factory) -> Path:
     """Features of ``video_files`` extracted with the tiny backbones; tests must not modify them."""
-    from adaframe.recognize.extraction import ExtractConfig, extract
+    from adaframe.recognize.extraction import extract
 
     out = tmp_path_factory.mktemp("extracted") / "data"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights
-        extract(ExtractConfig(video_files / "list.txt", out, backbone="resnet18", size=64, memory_size=32, workers=0, progress=False))
+        extract(video_files / "list.txt", out, backbone="resnet18", size=64, memory_size=32, workers=0, progress=False)
     return out
 
 

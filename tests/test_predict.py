@@ -206,7 +206,7 @@ def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
 def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files, tmp_path):
     """Features made with weights file A; predict with a changed file must refuse, not predict garbage."""
     from adaframe.media.backbones import build_backbone
-    from adaframe.recognize.extraction import ExtractConfig, extract
+    from adaframe.recognize.extraction import extract
 
     weights = tmp_path / "r18.pt"
     with warnings.catch_warnings():
@@ -218,8 +218,8 @@ def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files
     data = tmp_path / "data"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        extract(ExtractConfig(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32,
-                              backbone_weights=weights, workers=0, progress=False))
+        extract(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32, backbone_weights=weights, workers=0,
+                progress=False)
     run = make_run(tmp_path / "run", data)
     Predictor.from_run(run)  # the recorded file: fine
     moved = tmp_path / "moved.pt"
