@@ -204,14 +204,15 @@ def torchrun(nproc: int, *args: str, cwd: Path, check: bool = True, timeout: int
 
 
 def keyframe_memory(path: Path, stored: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The memory rule of ``video.py`` computed another way: one sequential pass with plain PyAV, taking the
+    """The memory rule (``media/memory_rule.py``) computed another way: one sequential pass with plain PyAV, taking the
     decoder's ``key_frame`` flags instead of seeks. Frame k of ``stored`` segments [a, b) with centre c: the last
     keyframe at or before c if it is at or after a, else the last keyframe before b if it is after c, else the
     frame at c; the frame at c always in a video of at most 4 frames per memory frame. Returns the frames
     [stored, size, size, 3] and their times."""
     import av
 
-    from adaframe.media.video import _to_rgb, probe
+    from adaframe.media.probe import probe
+    from adaframe.media.reader import to_rgb
 
     duration = probe(path).duration
     with av.open(str(path)) as container:
@@ -233,7 +234,7 @@ def keyframe_memory(path: Path, stored: int, size: int) -> tuple[np.ndarray, np.
         else:
             pick = [t for t in timed if t[0] <= c][-1] if timed[0][0] <= c else timed[0]
             pick = (c, *pick[1:])
-        frames.append(_to_rgb(pick[2], size))
+        frames.append(to_rgb(pick[2], size))
         times.append(pick[0])
     return np.stack(frames), np.array(times)
 
@@ -283,12 +284,12 @@ def video_files(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def extracted(video_files, tmp_path_factory) -> Path:
     """Features of ``video_files`` extracted with the tiny backbones; tests must not modify them."""
-    from adaframe.recognize.extraction import ExtractConfig, extract
+    from adaframe.recognize.extraction import extract
 
     out = tmp_path_factory.mktemp("extracted") / "data"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights
-        extract(ExtractConfig(video_files / "list.txt", out, backbone="resnet18", size=64, memory_size=32, workers=0, progress=False))
+        extract(video_files / "list.txt", out, backbone="resnet18", size=64, memory_size=32, workers=0, progress=False)
     return out
 
 

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from adaframe.media.decode_workers import DecodeWorkers, Failed, Frames, Open, Opened, Read
-from adaframe.media.video import VideoReader, probe, sample_times
+from adaframe.media.memory_rule import memory_frames
+from adaframe.media.probe import probe
+from adaframe.media.reader import VideoReader, sample_times
 
 
 def _open(path, memory: int = 16) -> Open:
@@ -37,7 +39,7 @@ def test_workers_answer_as_a_reader_in_this_process(paths):
         assert isinstance(o, Opened) and isinstance(f, Frames)
         duration = probe(path).duration
         with VideoReader(path) as reader:
-            memory, seconds = reader.memory_frames(duration, 16, 24, keyframes=True)
+            memory, seconds = memory_frames(reader, duration, 16, 24, keyframes=True)
             want = reader.read([3.0, 0.0, 5.5], 32)
         assert o.duration == duration and np.array_equal(o.times, sample_times(duration, 1.0))
         assert np.array_equal(o.memory, np.stack(memory)) and np.array_equal(o.memory_seconds, seconds)

@@ -7,7 +7,9 @@ workers) on a few of the synthetic MP4s of ``conftest.video_files``, which are o
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -16,11 +18,12 @@ import numpy as np
 import pytest
 import torch
 
+from adaframe.commands.extract import ExtractConfig
 from adaframe.data.features import FeatureDataset
 from adaframe.media.backbones import BACKBONES, build_backbone, extract_features
-from adaframe.media.video import decode_at_rate, probe, sample_times
+from adaframe.media.probe import probe
+from adaframe.media.reader import decode_at_rate, sample_times
 from adaframe.recognize import extraction
-from adaframe.recognize.extraction import ExtractConfig
 from adaframe.utils import AdaframeError
 from conftest import SHARED_VIDEOS, TINY_EXTRACT, adaframe, copy, keyframe_memory, source, torchrun, write_list
 
@@ -33,7 +36,7 @@ def extract(videos: Path, out: Path, **kw) -> dict:
     """``extraction.extract`` in this process with the tiny backbones (random weights: their warning is expected)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return extraction.extract(ExtractConfig(Path(videos), Path(out), **{**TINY, **kw}))
+        return extraction.extract(Path(videos), Path(out), **{**TINY, **kw})
 
 
 def list_rows(video_files: Path) -> list[tuple[str, str, str]]:
@@ -317,6 +320,19 @@ def test_invalid_shard_is_a_one_line_cli_error(tmp_path, shard):
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("adaframe: error:") and "--shard" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_commands_options_are_the_works_arguments(tmp_path):
+    """``adaframe extract`` hands its config to ``extraction.extract`` field by field: the same names and defaults, and
+    the same refusal of settings no extraction runs with, also for a caller without the config (video-demo)."""
+    params = inspect.signature(extraction.extract).parameters
+    fields = dataclasses.fields(ExtractConfig)
+    assert list(params) == [f.name for f in fields]
+    assert {n: p.default for n, p in params.items()} == {f.name: p.empty if f.default is dataclasses.MISSING else f.default
+                                                         for f, p in zip(fields, params.values())}
+    with pytest.raises(AdaframeError, match=r"^invalid value for --size, --memory-size$"):
+        extraction.extract(tmp_path, tmp_path / "data", size=16, memory_size=8)
     assert not (tmp_path / "data").exists()
 
 

@@ -15,7 +15,8 @@ import torch
 from adaframe.commands.predict import parse_compare
 from adaframe.data.features import FeatureDataset, collate, read_spec
 from adaframe.evaluate.split import agent_batch
-from adaframe.media.video import probe, sample_times
+from adaframe.media.probe import probe
+from adaframe.media.reader import sample_times
 from adaframe.models.kinds import build_model, save_checkpoint
 from adaframe.recognize.recognizer import Predictor
 from adaframe.rl.rollout import StopRule
@@ -115,7 +116,7 @@ def test_every_method_prints_probabilities(run, extracted, video_files, tmp_path
     ``probs`` on the 25 uniform frames that ``eval --sampling uniform`` reads of the same video's extracted features (one
     rule for K uniform frames: ``uniform_indices`` over the extraction's frames); every top-k list sums to at most 1."""
     from adaframe.data.features import uniform_indices
-    from adaframe.media.video import sample_times
+    from adaframe.media.reader import sample_times
     from adaframe.models.kinds import load_checkpoint
 
     base = make_run(tmp_path / "avgpool", extracted, kind="avgpool", seed=3)
@@ -205,7 +206,7 @@ def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
 def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files, tmp_path):
     """Features made with weights file A; predict with a changed file must refuse, not predict garbage."""
     from adaframe.media.backbones import build_backbone
-    from adaframe.recognize.extraction import ExtractConfig, extract
+    from adaframe.recognize.extraction import extract
 
     weights = tmp_path / "r18.pt"
     with warnings.catch_warnings():
@@ -217,8 +218,8 @@ def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files
     data = tmp_path / "data"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        extract(ExtractConfig(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32,
-                              backbone_weights=weights, workers=0, progress=False))
+        extract(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32, backbone_weights=weights, workers=0,
+                progress=False)
     run = make_run(tmp_path / "run", data)
     Predictor.from_run(run)  # the recorded file: fine
     moved = tmp_path / "moved.pt"

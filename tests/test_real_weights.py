@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from adaframe.media.backbones import build_backbone, preprocess
-from adaframe.media.video import _to_rgb
+from adaframe.media.reader import to_rgb
 from conftest import adaframe
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "weights"
@@ -32,7 +32,7 @@ def test_package_mobilenet_v2_with_real_weights_names_the_images():
     frames = []
     for name in names:
         with av.open(str(WEIGHTS_DIR / "images" / name)) as container:  # PyAV reads PNG and JPEG as one-frame videos
-            frames.append(_to_rgb(next(container.decode(video=0)), 224))  # the pipeline every video frame takes
+            frames.append(to_rgb(next(container.decode(video=0)), 224))  # the pipeline every video frame takes
     with torch.no_grad():
         probs = model(preprocess(np.stack(frames))).softmax(-1)  # [8, 1000]
     top = probs.argmax(-1).tolist()

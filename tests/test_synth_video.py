@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from adaframe.media.synth_video import COLOURS, SynthVideoConfig
-from adaframe.media.video import VideoReader, probe
+from adaframe.media.probe import probe
+from adaframe.media.reader import VideoReader
 from adaframe.utils import AdaframeError
 
 

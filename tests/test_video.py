@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from adaframe.utils import AdaframeError
-from adaframe.media.video import (
-    DEFAULT_SEEK_GAP, VideoReader, _timed_frames, _to_rgb, count_frames, decode_at_rate, probe, sample_times,
-    uniform_times,
-)
+from adaframe.media.memory_rule import memory_frames
+from adaframe.media.probe import probe
+from adaframe.media.reader import DEFAULT_SEEK_GAP, VideoReader, count_frames, decode_at_rate, sample_times, to_rgb, uniform_times
+from adaframe.media.timing import timed_frames
 from conftest import write_audio_only
 
 VIDEOS = Path(__file__).resolve().parents[1].parent / "shared/data/videos"
@@ -79,7 +79,7 @@ def test_pipeline_scales_the_shorter_side_to_256_of_224_then_crops_the_centre(he
     yy, xx = np.mgrid[0:height, 0:width]
     smooth = np.stack([xx * 255 / width, yy * 255 / height, 128 + 100 * np.sin(xx / 17.0) * np.cos(yy / 23.0)], -1)
     image = smooth.round().astype(np.uint8)
-    got = _to_rgb(av.VideoFrame.from_ndarray(image, format="rgb24"), size)
+    got = to_rgb(av.VideoFrame.from_ndarray(image, format="rgb24"), size)
     short = round(size * 256 / 224)
     new_w, new_h = (short, round(height * short / width)) if width <= height else (round(width * short / height), short)
     scaled = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
@@ -276,7 +276,7 @@ def test_rotated_clip_is_shown_portrait_turned_clockwise():
         graph.push(coded)
         shown = graph.pull().to_ndarray(format="rgb24")
     assert shown.shape == (568, 320, 3)
-    want = _to_rgb(av.VideoFrame.from_ndarray(shown, format="rgb24"), 224)  # an unrotated frame of the display
+    want = to_rgb(av.VideoFrame.from_ndarray(shown, format="rgb24"), 224)  # an unrotated frame of the display
     with VideoReader(path) as reader:
         got = reader.read([0.0], 224)[0].astype(int)
     errors = [np.abs(np.rot90(got, k) - want).mean() for k in range(4)]
@@ -291,18 +291,18 @@ def test_avi_with_shuffled_pts_follows_decoder_output_order():
         raw_pts = [f.pts for f in container.decode(stream)]
         assert raw_pts[:4] == [1, 2, 4, 3]  # the premise: pts out of order in output order
         container.seek(0, stream=stream)
-        timed = list(_timed_frames(container, stream, path))
+        timed = list(timed_frames(container, stream, path))
         stamps = [t.ts for t in timed]
         assert stamps == sorted(stamps) and len(stamps) == 164
         assert stamps[2] == stamps[3] == float(Fraction(4, 25))
         # The frame at each timestamp is the last frame output with that timestamp.
         last_at = {ts: i for i, ts in enumerate(stamps)}
-        want = {ts: _to_rgb(timed[i].frame, 32) for ts, i in last_at.items()}
+        want = {ts: to_rgb(timed[i].frame, 32) for ts, i in last_at.items()}
     with VideoReader(path) as reader:
         got = reader.read(list(want), 32)
     for (ts, w), g in zip(want.items(), got):
         assert np.array_equal(g, w), f"frame at {ts:.2f} s"
-    assert np.array_equal(got[2], want[stamps[3]]) and not np.array_equal(got[2], _to_rgb(timed[2].frame, 32))
+    assert np.array_equal(got[2], want[stamps[3]]) and not np.array_equal(got[2], to_rgb(timed[2].frame, 32))
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -489,7 +489,7 @@ def test_memory_rule_equals_a_sequential_pass_over_keyframe_flags(long_gop_clip,
         with VideoReader(path) as reader:
             if warm:  # a reader that has been elsewhere first, as extract's after its 1 fps pass
                 reader.read([duration * 0.7, duration * 0.1], 24)
-            got, times = reader.memory_frames(duration, 16, 24, keyframes=True)
+            got, times = memory_frames(reader, duration, 16, 24, keyframes=True)
         np.testing.assert_allclose(times, want_times, atol=1e-9, err_msg=str(path))
         for k, (a, b) in enumerate(zip(got, want)):
             assert np.array_equal(a, b), f"{path.name}: memory frame {k} differs"
@@ -498,10 +498,10 @@ def test_memory_rule_equals_a_sequential_pass_over_keyframe_flags(long_gop_clip,
 def test_memory_pass_decodes_at_most_two_frames_per_memory_frame_with_keyframes(long_gop_clip):
     duration = probe(long_gop_clip).duration
     with VideoReader(long_gop_clip) as reader:
-        _, times = reader.memory_frames(duration, 16, 24, keyframes=True)
+        _, times = memory_frames(reader, duration, 16, 24, keyframes=True)
         keyed = reader.decoded
     with VideoReader(long_gop_clip) as reader:
-        _, centre_times = reader.memory_frames(duration, 16, 24, keyframes=False)
+        _, centre_times = memory_frames(reader, duration, 16, 24, keyframes=False)
         centred = reader.decoded
     assert keyed <= 2 * 16 + 1  # (+1: the first frame, decoded on opening)
     assert centred > 5 * 16  # the segment centres cost half a GOP each
@@ -511,5 +511,5 @@ def test_memory_pass_decodes_at_most_two_frames_per_memory_frame_with_keyframes(
     assert np.all((times >= edges[:-1]) & (times < edges[1:]))
     np.testing.assert_allclose(times * 10 % 25, 0, atol=1e-6)  # keyframes: every 25th frame
     with VideoReader(long_gop_clip) as reader:
-        _, subset_times = reader.memory_frames(duration, 16, 24, keyframes=True, subset=[1, 5])
+        _, subset_times = memory_frames(reader, duration, 16, 24, keyframes=True, subset=[1, 5])
     np.testing.assert_array_equal(subset_times, times[[1, 5]])

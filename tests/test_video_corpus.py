@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from adaframe.media.video import VideoReader, probe
+from adaframe.media.probe import probe
+from adaframe.media.reader import VideoReader
 from adaframe.utils import AdaframeError
 from video_corpus import CORPUS, ClipInfo, ClipSpec, Unreadable, best_video_stream, read_index, reference, unavailable, write_clip
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from adaframe.data.features import SPLITS
 from adaframe.data.video_lists import parse_shard, read_video_list, skipped_files, video_files as listed_videos
-from adaframe.recognize.extraction import ExtractConfig
+from adaframe.commands.extract import ExtractConfig
 from adaframe.utils import AdaframeError
 from conftest import copy, source, write_list
 

@@ -1,1 +1,1 @@
-"""The commands that are more than a library call: each a typed config and its run function; none imports another."""
+"""Every subcommand of ``adaframe``: each a typed config and its run function; none imports another."""

@@ -164,7 +164,8 @@ def predict_collection(cfg: PredictConfig) -> dict:
 def explain(results: list[Recognition], target: Path, mu: float | None, max_steps: int, folder: bool = False) -> None:
     """``--explain``: one picture per recognised video (``report.explain``), its thumbnails decoded again at the seconds
     the agent looked at; ``target`` is the PNG itself for a single video, else a folder of ``<file name>.png``."""
-    from adaframe.media.video import VideoReader, probe
+    from adaframe.media.probe import probe
+    from adaframe.media.reader import VideoReader
     from adaframe.report.explain import first_looks, plot_decision
 
     ok = [r for r in results if r.error is None]

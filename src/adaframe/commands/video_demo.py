@@ -29,10 +29,10 @@ from adaframe.data.video_lists import read_video_list
 from adaframe.evaluate.run import Setting, evaluate_run
 from adaframe.media.backbones import build_backbone, calibrate_batchnorm
 from adaframe.media.synth_video import SynthVideoConfig, generate_videos
-from adaframe.media.video import decode_at_rate
+from adaframe.media.reader import decode_at_rate
 from adaframe.models.kinds import KINDS
 from adaframe.recognize import collection
-from adaframe.recognize.extraction import ExtractConfig, extract
+from adaframe.recognize.extraction import extract
 from adaframe.recognize.recognizer import Recognizer
 from adaframe.report.experiments import train_missing
 from adaframe.report.tables import format_table
@@ -114,8 +114,8 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
     backbone_weights = cfg.backbone_weights or calibrated_weights(cfg.backbone, files, cfg.size, cfg.out / "weights")
     memory_weights = cfg.memory_weights or calibrated_weights("mobilenet_v2", files, memory_size, cfg.out / "weights")
     tqdm.write(f"[2/5] extracting features ({cfg.backbone} at {cfg.size}, MobileNetV2 memory) into {data}")
-    counts = extract(ExtractConfig(files / "list.txt", data, backbone=cfg.backbone, size=cfg.size, backbone_weights=backbone_weights,
-                                   memory_size=memory_size, memory_weights=memory_weights, workers=1, device=cfg.device))
+    counts = extract(files / "list.txt", data, backbone=cfg.backbone, size=cfg.size, backbone_weights=backbone_weights,
+                     memory_size=memory_size, memory_weights=memory_weights, workers=1, device=cfg.device)
     if counts["failed"]:
         raise AdaframeError(f"{counts['failed']} videos failed to extract; see {data / 'failures.csv'}")
 

@@ -26,7 +26,9 @@ from typing import Union
 
 import numpy as np
 
-from adaframe.media.video import VideoReader, probe, sample_times
+from adaframe.media import memory_rule
+from adaframe.media.probe import probe
+from adaframe.media.reader import VideoReader, sample_times
 from adaframe.utils import AdaframeError
 
 
@@ -40,7 +42,7 @@ class Open:
         memory_stored: Td of the data set (segments of the memory rule); 0 decodes no memory.
         memory_subset: which of them the model reads.
         memory_size: side of the memory frames.
-        keyframes: the memory rule of ``video.py`` (False: segment centres, as old data sets).
+        keyframes: the keyframe rule of ``memory_rule`` (False: segment centres, as old data sets).
         watch_size: keep candidate frames at this side when the memory pass decodes through them.
     """
 
@@ -123,8 +125,8 @@ class _Videos:
         times = sample_times(info.duration, r.fps)
         if r.watch_size is not None:
             reader.watch(times, r.watch_size)  # the memory pass keeps candidate frames it passes
-        memory, seconds = (reader.memory_frames(info.duration, r.memory_stored, r.memory_size, r.keyframes, r.memory_subset)
-                           if r.memory_stored else ([], np.zeros(0)))
+        memory, seconds = (memory_rule.memory_frames(reader, info.duration, r.memory_stored, r.memory_size, r.keyframes,
+                                                 r.memory_subset) if r.memory_stored else ([], np.zeros(0)))
         shape = (0, r.memory_size, r.memory_size, 3)
         return Opened(info.duration, times, np.stack(memory) if memory else np.zeros(shape, np.uint8), seconds, reader.decoded,
                       reader.reading)

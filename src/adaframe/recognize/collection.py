@@ -82,7 +82,7 @@ def failure(r: Recognition) -> str | None:
     failed = r if r.error is not None else r.baseline if r.baseline is not None and r.baseline.error is not None else None
     if failed is None:
         return None
-    reason = failed.error.removeprefix(f"{r.path}: ")  # type: ignore[union-attr]  # the errors of video.py name the file already
+    reason = failed.error.removeprefix(f"{r.path}: ")  # type: ignore[union-attr]  # the errors of media/ name the file already
     return f"{r.path}: " + ("" if failed is r else f"{failed.method}: ") + reason
 
 
@@ -106,7 +106,7 @@ def recognise(rec: Recognizer, job: CollectionJob, scan: bool = False, progress:
         for it, r in zip(group, results):
             if r.error is not None:
                 failed += 1
-                job.failed(it, r.error.removeprefix(f"{it.path}: "))  # the errors of video.py name the file already
+                job.failed(it, r.error.removeprefix(f"{it.path}: "))  # the errors of media/ name the file already
                 continue
             write_json(_result_file(job.out, it.video_id), r.per_video().to_json())  # its share of its group's time
             job.succeeded(it)

@@ -1,4 +1,5 @@
-"""``adaframe export``: a trained AdaFrame run as ONNX graphs, for onnxruntime (``exported.py``) or any ONNX runtime.
+"""The work of ``adaframe export`` (``commands/export.py``): a trained AdaFrame run as ONNX graphs, for onnxruntime
+(``exported.py``) or any ONNX runtime.
 
 An agent cannot be one graph: it decides step by step which frame to decode next, and decoding happens between its
 steps. So the export is the run's *networks*, one graph each, and a manifest that says how to drive them:
@@ -34,15 +35,13 @@ import shutil
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import torch
-import tyro
 from torch import nn
 
 from adaframe.media.backbones import IMAGENET_MEAN, IMAGENET_STD, preprocess, sha256
-from adaframe.media.video import RESIZE_RATIO
+from adaframe.media.reader import RESIZE_RATIO
 from adaframe.models.agent import POSITION_FREQUENCIES, AdaFrame, Where
 from adaframe.models.kinds import CHECKPOINT
 from adaframe.recognize.exported import FORMAT, MANIFEST, VERSION, session
@@ -50,20 +49,6 @@ from adaframe.utils import AdaframeError, write_json
 
 BATCH = "batch"  # the name of every dynamic dimension
 TOLERANCE = 1e-4  # largest difference from PyTorch at export, relative to the output's largest value
-
-
-@dataclass
-class ExportConfig:
-    """Export an AdaFrame run (trained on features from 'adaframe extract') to ONNX: its backbones, its global memory and
-    its step, with a manifest; 'adaframe predict --export DIR' runs them on onnxruntime."""
-
-    checkpoint: Path
-    """the AdaFrame run directory"""
-    out: Annotated[Path, tyro.conf.arg(metavar="DIR")]
-    """folder to write (must not exist, or be empty)"""
-    backbone_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: as recorded)")] = None
-    """the backbone weights the features were extracted with, if moved (checked by SHA-256)"""
-    memory_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: as recorded)")] = None
 
 
 @dataclass(frozen=True)
@@ -222,17 +207,17 @@ def _statistics(agent: AdaFrame) -> dict:
 
 
 def rules(spec: dict, memory_frames: int, agent: AdaFrame, frames: int) -> dict:
-    """How a deployment must pick and prepare frames: what ``predict`` does (``media.video``), in words."""
+    """How a deployment must pick and prepare frames: what ``predict`` does (``media.reader``, ``media.memory_rule``), in words."""
     big, small = spec["backbone"]["size"], spec["memory_backbone"]["size"]
     return {
         "candidate_frames": f"one every {1 / spec['fps']:g} s from the start: frame i is at i / {spec['fps']:g} s "
-                            "(media.video.sample_times); the agent's positions are indices into them",
+                            "(media.reader.sample_times); the agent's positions are indices into them",
         "frame_at_time": "the last decoded frame whose timestamp (running maximum of pts) is <= t, else the first frame",
         "image": f"shorter side scaled to round(S * {RESIZE_RATIO:.6f}) (bilinear), centre crop S x S, display rotation "
                  f"applied; RGB uint8 [N, S, S, 3], S = {big} for the backbone and {small} for the memory backbone",
         "memory": f"{spec['memory_frames']} frames, one per equal segment of the video, "
                   + ("the keyframe a seek to its centre lands on when within the segment, else the frame at its centre "
-                     "(media.video.VideoReader.memory_frames)" if spec.get("memory_at") == "keyframe" else "the frame at its centre")
+                     "(media.memory_rule.memory_frames)" if spec.get("memory_at") == "keyframe" else "the frame at its centre")
                   + f"; the agent reads {memory_frames} of them (data.features.memory_subset)",
         "first_frame": ("the argmax of agent_first's scores (SlotSelection.choose)" if agent.cfg.selection == "slots" else
                         f"the frame at relative position {agent.cfg.start:g} (models.positions.fixed_start)"),
@@ -250,18 +235,19 @@ def rules(spec: dict, memory_frames: int, agent: AdaFrame, frames: int) -> dict:
     }
 
 
-def export_run(cfg: ExportConfig) -> dict:
-    """The ``adaframe export`` command: returns the manifest written to ``cfg.out / manifest.json``."""
+def export_run(checkpoint: Path, out: Path, backbone_weights: Path | None = None, memory_weights: Path | None = None) -> dict:
+    """Export the AdaFrame run ``checkpoint`` to the folder ``out`` (the options of ``adaframe export``, ``commands/export.py``);
+    returns the manifest written to ``out / manifest.json``."""
     import onnx
     import onnxruntime
 
     import adaframe
     from adaframe.recognize.recognizer import Networks
 
-    out = Path(cfg.out)
+    out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AdaframeError(f"--out {out} exists and is not an empty folder; remove it or choose another")
-    nets = Networks.from_run(cfg.checkpoint, "cpu", cfg.backbone_weights, cfg.memory_weights)
+    nets = Networks.from_run(checkpoint, "cpu", backbone_weights, memory_weights)
     agent = nets.agent
     temp = out.parent / f".{out.name}.export-{os.getpid()}"
     try:
@@ -272,10 +258,10 @@ def export_run(cfg: ExportConfig) -> dict:
         entries = {g.name: export_graph(g, temp / f"{g.name}.onnx")
                    for g in graphs(agent, nets.torch_backbones[0], nets.torch_backbones[1], nets.spec, nets.memory_frames,
                                    nets.trained_frames)}
-        checkpoint = Path(cfg.checkpoint) / CHECKPOINT if Path(cfg.checkpoint).is_dir() else Path(cfg.checkpoint)
+        source = Path(checkpoint) / CHECKPOINT if Path(checkpoint).is_dir() else Path(checkpoint)
         manifest = {
             "format": FORMAT, "version": VERSION, "kind": "adaframe",
-            "source": {"checkpoint": str(checkpoint.resolve()), "sha256": sha256(checkpoint)},
+            "source": {"checkpoint": str(source.resolve()), "sha256": sha256(source)},
             "classes": nets.classes, "model_config": asdict(agent.cfg), "frames": nets.trained_frames,
             "stop": {"rule": "utility", "mu": 0.7, "patience": 1,
                      "note": "predict's defaults; --mu / --patience / --frames change them at run time"},

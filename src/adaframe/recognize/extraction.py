@@ -1,8 +1,8 @@
-"""Raw videos -> the feature data set layout of ``data/features.py``: the work of ``adaframe extract`` (``cli``).
+"""Raw videos -> the feature data set layout of ``data/features.py``: the work of ``adaframe extract`` (``commands/extract.py``).
 
 For each video: backbone features of one frame a second (``--fps``, one sequential decoding pass) at
 ``--size`` (ResNet-101 at 224 by default) and the global memory, light-backbone features of
-``--memory-frames`` frames, one per equal segment, picked by the memory rule of ``video.py`` (as
+``--memory-frames`` frames, one per equal segment, picked by the memory rule (``media/memory_rule.py``, as
 ``predict`` picks them), at ``--memory-size`` (MobileNetV2 at 112).
 
 The job is built to be killed and restarted: every file is written atomically, a video whose two
@@ -19,68 +19,32 @@ from __future__ import annotations
 
 import csv
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
-import tyro
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from adaframe.data.features import SPEC, read_spec
 from adaframe.data.video_lists import VideoEntry, parse_shard
+from adaframe.media import memory_rule
 from adaframe.media.backbones import BACKBONES, backbone_gflops, build_backbones, extract_features, sha256
-from adaframe.media.video import VideoReader, probe, sample_times
+from adaframe.media.probe import probe
+from adaframe.media.reader import VideoReader, sample_times
 from adaframe.recognize.jobs import CollectionJob
 from adaframe.utils import AdaframeError, save_npy, write_csv, write_json
 
 
-@dataclass
-class ExtractConfig:
-    """Decode videos and write backbone features + global memory in the layout 'adaframe train' reads."""
-
-    videos: Path
-    """a directory of videos (ROOT/<label>/<file> or ROOT/<split>/<label>/<file>), a list file with
-    lines 'path label [split]' (mmaction2 style), or an ActivityNet v1.3 JSON"""
-    out: Path
-    """data set directory to write (or to resume)"""
-    video_root: Annotated[Path | None, tyro.conf.arg(metavar="DIR", help_behavior_hint="(default: the list's folder)")] = None
-    """where relative paths of a list file, or the files of an ActivityNet JSON, are found"""
-    split: Literal["train", "val", "test"] = "train"
-    """split of the videos whose entry names none"""
-    backbone: Literal["resnet101", "resnet50", "resnet18", "mobilenet_v2"] = "resnet101"
-    backbone_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: random init, with a warning)")] = None
-    """torchvision-format state dict of the backbone (a local file; nothing is downloaded)"""
-    size: int = 224
-    """input size of the backbone"""
-    memory_backbone: Literal["mobilenet_v2"] = "mobilenet_v2"
-    memory_weights: Annotated[Path | None, tyro.conf.arg(metavar="PATH", help_behavior_hint="(default: random init, with a warning)")] = None
-    """torchvision-format state dict of the memory backbone"""
-    memory_size: int = 112
-    memory_frames: int = 16
-    """Td: uniformly spaced frames in the global memory"""
-    fps: float = 1.0
-    """rate of the frames the agent may choose from"""
-    batch_size: int = 32
-    """frames per backbone forward"""
-    workers: int = 2
-    """decoding processes (0: decode in the main process)"""
-    shard: Annotated[str | None, tyro.conf.arg(metavar="I/N")] = None
-    """do only the i-th of n equal parts of the list (0-based); under torchrun the ranks split the work"""
-    device: Literal["cpu", "cuda"] = "cpu"
-    seed: int = 0
-    """seed of randomly initialised backbones (recorded, so predict can rebuild them)"""
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        checks = {"--size": self.size >= 32, "--memory-size": self.memory_size >= 32, "--memory-frames": self.memory_frames >= 1,
-                  "--fps": self.fps > 0, "--batch-size": self.batch_size >= 1, "--workers": self.workers >= 0}
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise AdaframeError(f"invalid value for {', '.join(bad)}")
-        parse_shard(self.shard)
+def check_options(size: int, memory_size: int, memory_frames: int, fps: float, batch_size: int, workers: int,
+                  shard: str | None) -> None:
+    """Refuse settings no extraction can run with; the message names the options of ``adaframe extract``."""
+    checks = {"--size": size >= 32, "--memory-size": memory_size >= 32, "--memory-frames": memory_frames >= 1,
+              "--fps": fps > 0, "--batch-size": batch_size >= 1, "--workers": workers >= 0}
+    bad = [k for k, ok in checks.items() if not ok]
+    if bad:
+        raise AdaframeError(f"invalid value for {', '.join(bad)}")
+    parse_shard(shard)
 
 
 # ----------------------------------------------------------------------------- the spec (extract.json)
@@ -92,13 +56,14 @@ def _backbone_spec(name: str, weights: Path | None, size: int, seed: int) -> dic
             "weights": str(Path(weights).resolve()) if weights else None, "sha256": sha256(Path(weights)) if weights else None}
 
 
-def make_spec(cfg: ExtractConfig) -> dict:
+def make_spec(backbone: str, backbone_weights: Path | None, size: int, memory_backbone: str, memory_weights: Path | None,
+              memory_size: int, memory_frames: int, fps: float, seed: int) -> dict:
     return {
-        "backbone": _backbone_spec(cfg.backbone, cfg.backbone_weights, cfg.size, cfg.seed),
-        "memory_backbone": _backbone_spec(cfg.memory_backbone, cfg.memory_weights, cfg.memory_size, cfg.seed),
-        "fps": cfg.fps,
-        "memory_frames": cfg.memory_frames,
-        "memory_at": "keyframe",  # video.py's memory rule; data sets without this key took the segment centres
+        "backbone": _backbone_spec(backbone, backbone_weights, size, seed),
+        "memory_backbone": _backbone_spec(memory_backbone, memory_weights, memory_size, seed),
+        "fps": fps,
+        "memory_frames": memory_frames,
+        "memory_at": "keyframe",  # memory_rule.py's keyframe rule; data sets without this key took the segment centres
     }
 
 
@@ -134,12 +99,12 @@ class _Decode(Dataset):
 
 def decode_for_features(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray]:
     """Frames at the spec's ``fps`` [T, size, size, 3] (one sequential pass) and the memory frames
-    [Td, m, m, 3] by the memory rule of ``video.py`` (as ``predict`` picks them), uint8."""
+    [Td, m, m, 3] by the memory rule (as ``predict`` picks them), uint8."""
     info = probe(path)
     with VideoReader(path) as reader:
         frames = reader.read(sample_times(info.duration, spec["fps"]), spec["backbone"]["size"])
-        memory, _ = reader.memory_frames(info.duration, spec["memory_frames"], spec["memory_backbone"]["size"],
-                                         keyframes=spec.get("memory_at") == "keyframe")
+        memory, _ = memory_rule.memory_frames(reader, info.duration, spec["memory_frames"], spec["memory_backbone"]["size"],
+                                              keyframes=spec.get("memory_at") == "keyframe")
     return np.stack(frames), np.stack(memory)
 
 
@@ -188,15 +153,25 @@ def check_out(out: Path, entries: list[VideoEntry]) -> None:
                                 f"{e.path}; rename one of them or use another --out")
 
 
-def extract(cfg: ExtractConfig) -> dict:
-    """Extract the videos of ``cfg`` not done yet; returns counts (done, failed, skipped, extracted, skipped_files)."""
-    spec = make_spec(cfg)  # checks the weights files before anything is written
-    job = CollectionJob.start(cfg.videos, cfg.out, cfg.video_root, cfg.split, cfg.shard, cfg.device)
+def extract(videos: Path, out: Path, *, video_root: Path | None = None, split: str = "train", backbone: str = "resnet101",
+            backbone_weights: Path | None = None, size: int = 224, memory_backbone: str = "mobilenet_v2",
+            memory_weights: Path | None = None, memory_size: int = 112, memory_frames: int = 16, fps: float = 1.0,
+            batch_size: int = 32, workers: int = 2, shard: str | None = None, device: str = "cpu", seed: int = 0,
+            progress: bool = True) -> dict:
+    """Extract the listed videos not done yet; returns counts (done, failed, skipped, extracted, skipped_files).
+
+    The arguments are the options of ``adaframe extract`` (``commands/extract.py`` says what each means), with the
+    same defaults.
+    """
+    check_options(size, memory_size, memory_frames, fps, batch_size, workers, shard)
+    spec = make_spec(backbone, backbone_weights, size, memory_backbone, memory_weights, memory_size, memory_frames, fps,
+                     seed)  # checks the weights files before anything is written
+    job = CollectionJob.start(videos, out, video_root, split, shard, device)
     out, device = job.out, job.device
     job.open(SPEC, spec, "features", _same_spec, write=False)  # written below, with the GFLOPs measured
     check_out(out, job.entries)
-    backbone, memory_backbone = build_backbones(spec, device)
-    for key, model in (("backbone", backbone), ("memory_backbone", memory_backbone)):
+    backbone_net, memory_net = build_backbones(spec, device)
+    for key, model in (("backbone", backbone_net), ("memory_backbone", memory_net)):
         spec[key]["gflops"] = backbone_gflops(model, spec[key]["size"])  # measured, multiply-adds
         spec[key]["implementation"] = model.implementation
     if job.ranks.main:
@@ -210,10 +185,10 @@ def extract(cfg: ExtractConfig) -> dict:
     todo = [e for e in mine if not _done(out, e.video_id)]
     (out / "features").mkdir(exist_ok=True)
     (out / "memory").mkdir(exist_ok=True)
-    loader = DataLoader(_Decode(todo, spec), batch_size=None, num_workers=cfg.workers, collate_fn=lambda x: x)
+    loader = DataLoader(_Decode(todo, spec), batch_size=None, num_workers=workers, collate_fn=lambda x: x)
     failed = 0
     bar = tqdm(loader, total=len(todo), desc=f"extract {job.shard}/{job.shards}" if job.shards > 1 else "extract",
-               disable=not cfg.progress, unit="video")
+               disable=not progress, unit="video")
     for item in bar:
         e = todo[item["i"]]
         try:
@@ -222,8 +197,8 @@ def extract(cfg: ExtractConfig) -> dict:
                 job.failed(e, item["error"])
                 bar.set_postfix(failed=failed)
                 continue
-            memory = extract_features(memory_backbone, item["memory"], cfg.batch_size, device)  # [Td, Dm]
-            features = extract_features(backbone, item["frames"], cfg.batch_size, device)  # [T, D]
+            memory = extract_features(memory_net, item["memory"], batch_size, device)  # [Td, Dm]
+            features = extract_features(backbone_net, item["frames"], batch_size, device)  # [T, D]
             # Memory first: a video counts as done once its features file exists.
             save_npy(out / "memory" / f"{e.video_id}.npy", memory)
             save_npy(out / "features" / f"{e.video_id}.npy", features)

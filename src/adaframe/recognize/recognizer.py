@@ -6,7 +6,7 @@ on PyTorch (``from_run``) or its export on onnxruntime (``from_export``, ``recog
 
 1. a decoding worker (``decode_workers``) probes each file (its candidate frames are the ``fps`` grid
    the features were extracted on) and decodes the ``Td`` memory frames at low resolution by the
-   memory rule of ``video.py``; the main process runs the light backbone -> global memory;
+   memory rule (``memory_rule``); the main process runs the light backbone -> global memory;
 2. run the agent (``rollout.rollout``, the same code as ``eval``): at every step the workers
    decode only the frame each still-active video asked for, and the big backbone runs on them in
    one batch; a frame seen before is not computed again; a video stops by adaptive lookahead.

@@ -38,7 +38,7 @@ class Recognition:
         backbone_calls, memory_backbone_calls: frames each backbone computed for this video.
         frames_decoded: frames the decoder produced (memory pass and policy frames).
         seeks: seeks the decoder made.
-        reading: how the file was read (``media.video.VideoReader.reading``): by seeks, skipping the pictures nothing
+        reading: how the file was read (``media.reader.VideoReader.reading``): by seeks, skipping the pictures nothing
             asked for depends on where the codec allows it, or forward.
         gflops: ``evaluate.metrics.CostModel``: frames x backbone + memory frames x memory backbone + steps x head.
         memory_seconds, memory_frames_decoded, candidate_frames, utilities, step_top: AdaFrame's only (None for a

@@ -1,10 +1,10 @@
-"""Video decoding with PyAV: probing, sampling times, and reading frames by time.
+"""Frames of a video at given times: the time rule, the image pipeline, and ``VideoReader``.
 
 Feature extraction decodes a video in one sequential pass, while ``predict`` later reads the
 frames an agent asks for by seeking. Their features must be identical, so both go through one
 ``VideoReader`` and one rule for what "the frame at time t" means.
 
-The stream read is FFmpeg's pick (``av_find_best_stream``). The time rule (the same in every decoding path):
+The time rule (the same in every decoding path):
 
 * A frame's timestamp is the running maximum of its pts (its dts when pts is missing), in
   seconds relative to the stream start, taken in decoder output order within one decode run.
@@ -22,219 +22,28 @@ The stream read is FFmpeg's pick (``av_find_best_stream``). The time rule (the s
 The image pipeline (also the same in every path): scale so that the shorter side is
 ``round(size * 256 / 224)`` (bilinear, in swscale), centre-crop ``size x size``, then apply the
 display rotation. Rotating a square centre crop equals cropping the rotated frame.
-
-The memory rule (``VideoReader.memory_frames``; ``extract`` and ``predict`` both call it): the
-global memory's frame k stands for the k-th of Td equal segments [a, b) with centre c. Decoding the
-frame at c costs every frame from the keyframe before it (up to a whole GOP, 250 frames in a
-typical long clip), while a keyframe costs one. So with ``keyframes=True`` frame k is the
-keyframe a seek to c lands on when its time is in [a, c], else the one a seek to b lands on when
-its time is in (c, b), else the frame at c. Both seeks always happen in the same order from any
-decoder state, so the pick depends only on the file. A short video (at most ``SHORT_MEMORY`` frames
-per memory frame, by its stated rate) and a stream that cannot seek (no timestamps) take the frames
-at c: one sequential pass costs them less than the seeks would.
 """
 
 from __future__ import annotations
 
-import math
 import bisect
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
 
 import av
 import numpy as np
-from av.container import InputContainer
 from av.video.frame import VideoFrame
-from av.video.stream import VideoStream
 
+from adaframe.media.probe import open_video, probe, stated_duration, stated_frames, well_short
+from adaframe.media.timing import Timed, frame_span, timed_frames
 from adaframe.utils import AdaframeError
 
 RESIZE_RATIO = 256 / 224  # shorter side before the centre crop, the usual ImageNet evaluation ratio
 DEFAULT_SEEK_GAP = 2.0  # seconds; a jump further ahead seeks rather than decoding through
-TRUNCATION_SLACK = 1.0  # seconds (or 10% if more) a stream may end before its stated length
-SHORT_MEMORY = 4  # frames per memory frame up to which the memory rule reads segment centres in one pass
 UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})  # no seek index: a seek lands near a time, not on a keyframe
 SKIPPING_CODECS = frozenset({"h264", "hevc"})  # decoders that honour NONREF skipping (VP9 and AV1 here decode all)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What ``probe`` learns about a video's first video stream.
-
-    Attributes:
-        path: the file.
-        duration: seconds of video (stream duration, else container duration, else decoded).
-        start: stream start time in seconds (0 when unknown); frame times are relative to it.
-        fps: average frame rate, or None when the container does not say.
-        frames: frame count stated by the container, or None when it states none (e.g. mkv).
-        width: displayed width, i.e. after the display rotation.
-        height: displayed height.
-        rotation: display-matrix rotation in degrees, counter-clockwise as PyAV reports it
-            (-90: the coded picture is shown turned 90 degrees clockwise).
-        codec: decoder name, e.g. ``h264``.
-    """
-
-    path: Path
-    duration: float
-    start: float
-    fps: float | None
-    frames: int | None
-    width: int
-    height: int
-    rotation: int
-    codec: str
-
-
-class _Timed(NamedTuple):
-    ts: float  # seconds, by the time rule
-    frame: VideoFrame
-    stamped: bool  # False: the frame had neither pts nor dts (raw elementary streams); ts is extrapolated
-
-
-# ----------------------------------------------------------------------------- opening and probing
-
-def _open(path: Path) -> tuple[InputContainer, VideoStream]:
-    """Open ``path`` and return it with its first video stream; every failure is an AdaframeError."""
-    if not path.exists():
-        raise AdaframeError(f"{path}: no such file")
-    if not path.is_file():
-        raise AdaframeError(f"{path}: not a file")
-    if path.stat().st_size == 0:
-        raise AdaframeError(f"{path}: the file is empty")
-    try:
-        container = av.open(str(path), metadata_errors="replace")
-    except av.FFmpegError as e:
-        raise AdaframeError(f"{path}: cannot open as a media file ({e})") from None
-    if not container.streams.video:
-        kinds = sorted({s.type for s in container.streams}) or ["none"]
-        container.close()
-        raise AdaframeError(f"{path}: has no video stream (streams: {', '.join(kinds)})")
-    # FFmpeg's own pick (av_find_best_stream), not the first listed: a thumbnail or a second angle may come first
-    return container, container.streams.best("video") or container.streams.video[0]
-
-
-def _stated_duration(container: InputContainer, stream: VideoStream) -> float | None:
-    """The stream's duration if the file states one, else the container's end less the stream's start, else None.
-
-    Matroska states its segment's duration from time 0, not from the first timestamp: a stream that starts at 3 s of a
-    5 s segment lasts 2 s. Other formats state it from the container's start."""
-    if stream.duration and stream.duration > 0:
-        return float(stream.duration * stream.time_base)
-    if container.duration and container.duration > 0:
-        from_zero = container.format.name.split(",")[0] == "matroska"
-        end = (container.duration + (0 if from_zero else container.start_time or 0)) / av.time_base
-        start = float(stream.start_time * stream.time_base) if stream.start_time is not None else (container.start_time or 0) / av.time_base
-        return end - start if end > start else None
-    return None
-
-
-def _stated_frames(container: InputContainer, stream: VideoStream) -> int | None:
-    """The frame count the header states, where it records the stream's length; else None.
-
-    A cut AVI loses its idx1 index at the end, and FFmpeg then recomputes the duration from the
-    packets left, so only the header's frame count remembers how long the stream was. MOV/MP4
-    count every sample, also those an edit list cuts away (a trimmed clip may state 300 frames
-    and show 150), so their count proves nothing; a cut MOV/MP4 loses its index or keeps its
-    stated duration, which the duration check covers. Without a rate the count has no length.
-    """
-    if stream.frames <= 0 or not stream.average_rate or container.format.name.split(",")[0] == "mov":
-        return None
-    return stream.frames
-
-
-def _well_short(end: float, stated: float) -> bool:
-    """Whether a stream ending at ``end`` seconds stops well before ``stated`` ones (a truncated file):
-    by more than ``TRUNCATION_SLACK``, or 10% of ``stated`` if that is more."""
-    return end < stated - max(TRUNCATION_SLACK, 0.1 * stated)
-
-
-def _frame_span(frame: VideoFrame, stream: VideoStream) -> float:
-    """How long ``frame`` is shown, in seconds: its own duration, else one period of the average rate."""
-    if frame.duration:
-        return float(frame.duration * stream.time_base)
-    return 1 / float(stream.average_rate) if stream.average_rate else 0.0
-
-
-def _timed_frames(container: InputContainer, stream: VideoStream, path: Path,
-                  skip: Callable[[float], bool] | None = None) -> Generator[_Timed, None, None]:
-    """Decode one run from the container's current position, timing frames by the time rule.
-
-    A frame with neither pts nor dts (raw .h264 or .m4v streams) is placed one frame span after
-    its predecessor, or at 0 when it opens the run. ``skip(t)``, asked for each packet with a
-    timestamp t (seconds), True: the decoder may drop that packet's picture if no other picture
-    refers to it (FFmpeg's ``skip_frame`` NONREF), so it costs no decoding and is never output.
-
-    Raises:
-        AdaframeError: decoding failed; the message says how far it got.
-    """
-    start_pts = stream.start_time or 0
-    ts, span, good, first = 0.0, 0.0, 0, 0.0
-    context, dropping = stream.codec_context, False
-    try:
-        for packet in container.demux(stream):
-            if skip is not None:
-                at = packet.pts if packet.pts is not None else packet.dts
-                drop = at is not None and skip(float((at - start_pts) * stream.time_base))
-                if drop != dropping:
-                    context.skip_frame, dropping = ("NONREF" if drop else "DEFAULT"), drop
-            for frame in packet.decode():
-                pts = frame.pts if frame.pts is not None else frame.dts
-                if pts is not None:
-                    t = float((pts - start_pts) * stream.time_base)
-                    ts = t if good == 0 else max(ts, t)
-                elif good:
-                    ts += span
-                span = _frame_span(frame, stream)
-                first = ts if good == 0 else first
-                good += 1
-                yield _Timed(ts, frame, pts is not None)
-    except av.FFmpegError as e:
-        done = f"after {good} frames decoded fine, {first:.2f} s to {ts:.2f} s" if good else "before any frame"
-        raise AdaframeError(f"{path}: decoding failed {done} ({e})") from None
-    finally:
-        if dropping:
-            context.skip_frame = "DEFAULT"
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """Describe the first video stream of ``path``, decoding one frame to be sure it has one.
-
-    Decodes the whole stream only when the file states no duration at all.
-
-    Raises:
-        AdaframeError: missing or empty file, not a media file, no video stream, no decodable
-            video frame, or a duration well short of the frame count the header states (a cut
-            AVI); the message names the file.
-    """
-    path = Path(path)
-    container, stream = _open(path)
-    with container:
-        frames = _timed_frames(container, stream, path)
-        first = next(frames, None)
-        if first is None:
-            raise AdaframeError(f"{path}: the video stream has no decodable frames (zero length)")
-        duration = _stated_duration(container, stream)
-        if duration is None:
-            last = first
-            for last in frames:
-                pass
-            duration = last.ts + _frame_span(last.frame, stream)
-        stated = _stated_frames(container, stream)
-        if stated is not None and _well_short(duration, stated / float(stream.average_rate)):
-            raise AdaframeError(f"{path}: the video stream lasts {duration:.2f} s, but the file says it has {stated} frames "
-                                f"({stated / float(stream.average_rate):.2f} s at {float(stream.average_rate):g} fps) (truncated file?)")
-        rotation = int(first.frame.rotation)
-        w, h = first.frame.width, first.frame.height
-        return VideoInfo(
-            path=path, duration=duration,
-            start=float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0,
-            fps=float(stream.average_rate) if stream.average_rate else None, frames=stream.frames or None,
-            width=h if rotation % 180 == 90 else w, height=w if rotation % 180 == 90 else h,
-            rotation=rotation, codec=stream.codec_context.name,
-        )
 
 
 # ----------------------------------------------------------------------------- times and pixels
@@ -255,8 +64,7 @@ def uniform_times(duration: float, n: int) -> np.ndarray:
     return (np.arange(n) + 0.5) * duration / n
 
 
-
-def _to_rgb(frame: VideoFrame, size: int) -> np.ndarray:
+def to_rgb(frame: VideoFrame, size: int) -> np.ndarray:
     """The image pipeline: shorter side to ``round(size * 256/224)``, centre crop, display rotation."""
     short = round(size * RESIZE_RATIO)
     w, h = frame.width, frame.height
@@ -295,6 +103,7 @@ class VideoReader:
         seeks: seeks done so far.
         reading: how the file is read, for results: ``"seek (skipping unreferenced frames)"``, ``"seek"``, or
             ``"forward"`` (no timestamps to seek by).
+        seekable: False when the file is read forward only (``first_after_seek`` then finds no keyframe).
 
     Raises:
         AdaframeError: as ``probe``, on opening; and from ``read`` when decoding fails or the
@@ -306,7 +115,7 @@ class VideoReader:
         self.seek_gap = seek_gap
         self.decoded = 0
         self.seeks = 0
-        self._run: Generator[_Timed, None, None] | None = None
+        self._run: Generator[Timed, None, None] | None = None
         self._watched = np.zeros(0)  # sorted times whose frames are kept when decoding passes them
         self._watch_size = 0
         self._kept: dict[float, np.ndarray] = {}
@@ -316,13 +125,13 @@ class VideoReader:
         self._restart(seek_to=None)
         first = self._peek()
         # Raw elementary streams (no timestamps) and formats without an index are read forward, restarting from the top
-        self._seekable = first is not None and first.stamped and self._container.format.name.split(",")[0] not in UNINDEXED_FORMATS
-        self._skipping = (skip_unreferenced and self._seekable and self._stream.codec_context.name in SKIPPING_CODECS
+        self.seekable = first is not None and first.stamped and self._container.format.name.split(",")[0] not in UNINDEXED_FORMATS
+        self._skipping = (skip_unreferenced and self.seekable and self._stream.codec_context.name in SKIPPING_CODECS
                           and self._container.format.name.split(",")[0] != "avi")
-        self.reading = "forward" if not self._seekable else "seek (skipping unreferenced frames)" if self._skipping else "seek"
+        self.reading = "forward" if not self.seekable else "seek (skipping unreferenced frames)" if self._skipping else "seek"
 
     def _open(self) -> None:
-        self._container, self._stream = _open(self.path)
+        self._container, self._stream = open_video(self.path)
         self._stream.thread_type = "AUTO"  # frame threads speed up long sequential runs on many cores
         self._start_pts = self._stream.start_time or 0
 
@@ -336,6 +145,11 @@ class VideoReader:
         if self._run is not None:
             self._run.close()
         self._container.close()
+
+    @property
+    def rate(self) -> float:
+        """The stream's average frame rate as the file states it (0 when it states none)."""
+        return float(self._stream.average_rate or 0)
 
     def read(self, times: Sequence[float], sizes: int | Sequence[int]) -> list[np.ndarray]:
         """Frames at ``times`` (by the module's time rule), in the order asked.
@@ -357,42 +171,17 @@ class VideoReader:
         self._needed = np.unique(at)
         for i in sorted(range(len(at)), key=at.__getitem__):
             kept = self._kept.get(at[i]) if side[i] == self._watch_size else None
-            out[i] = kept if kept is not None else self._rgb(self._frame_at(at[i]).frame, at[i], side[i])
+            out[i] = kept if kept is not None else self.rgb(self._frame_at(at[i]).frame, at[i], side[i])
         return out
 
-    def memory_frames(self, duration: float, stored: int, size: int, keyframes: bool,
-                      subset: Sequence[int] | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-        """The global memory's frames by the module's memory rule.
+    def read_to_end(self) -> None:
+        """Decode on to the last frame, skipping none and converting none; arriving at the end checks that the stream
+        is complete. A sequential reader (``seek_gap=math.inf``) that has read nothing decodes every frame, so its
+        ``decoded`` then counts them."""
+        self._needed = np.zeros(0)
+        self._frame_at(math.inf)
 
-        Args:
-            duration: the video's length in seconds (``probe``).
-            stored: Td, the number of equal segments (the memory frames a data set stores).
-            size: output side.
-            keyframes: True for the keyframe rule, False for the segment centres.
-            subset: which of the ``stored`` frames to return (all by default).
-
-        Returns:
-            uint8 RGB arrays ``[size, size, 3]`` and their times in seconds, one per frame asked for.
-        """
-        ks = list(range(stored)) if subset is None else [int(k) for k in subset]
-        edges = np.arange(stored + 1) * duration / stored
-        centres = uniform_times(duration, stored)
-        picked: dict[int, _Timed] = {}
-        rate = float(self._stream.average_rate or 0)
-        short = 0 < duration * rate <= SHORT_MEMORY * stored
-        for k in ks if keyframes and self._seekable and not short else ():
-            a, c, b = float(edges[k]), float(centres[k]), float(edges[k + 1])
-            for aim, inside in ((c, lambda t: a <= t <= c), (b, lambda t: c < t < b)):
-                first = self._first_after_seek(aim)
-                if first is not None and inside(first.ts):
-                    picked[k] = first
-                    break
-        rest = [k for k in ks if k not in picked]
-        exact = dict(zip(rest, self.read(centres[rest], size)))
-        frames = [exact[k] if k not in picked else self._rgb(picked[k].frame, picked[k].ts, size) for k in ks]
-        return frames, np.array([centres[k] if k not in picked else picked[k].ts for k in ks])
-
-    def _first_after_seek(self, t: float) -> _Timed | None:
+    def first_after_seek(self, t: float) -> Timed | None:
         """The first frame of a decode run that seeks to the keyframe at or before ``t`` (None: not a real seek)."""
         self._needed = np.zeros(0)  # nothing skipped: the first frame is the file's, whatever was read before
         self._seek(t)
@@ -409,9 +198,10 @@ class VideoReader:
         """
         self._watched, self._watch_size, self._kept = np.sort(np.asarray(times, dtype=np.float64)), int(size), {}
 
-    def _rgb(self, frame: VideoFrame, t: float, size: int) -> np.ndarray:
+    def rgb(self, frame: VideoFrame, t: float, size: int) -> np.ndarray:
+        """The image pipeline on ``frame``, this video's frame at ``t`` seconds (which an error names)."""
         try:
-            return _to_rgb(frame, size)
+            return to_rgb(frame, size)
         except av.FFmpegError as e:
             raise AdaframeError(f"{self.path}: cannot convert the frame at {t:.2f} s to RGB ({e})") from None
 
@@ -423,7 +213,7 @@ class VideoReader:
         hi = int(np.searchsorted(self._watched, until, side="left"))
         for w in self._watched[lo:hi].tolist():
             if w not in self._kept and not self._skipped_answer(w):
-                self._kept[w] = self._rgb(self._cur.frame, w, self._watch_size)
+                self._kept[w] = self.rgb(self._cur.frame, w, self._watch_size)
 
     # -- position state: _cur is the last frame consumed, _next the one decoded after it (if any)
 
@@ -443,11 +233,11 @@ class VideoReader:
                 seek_to = None
         self._seen: list[float] = []  # sorted timestamps of this run's packets
         self._skipped: list[tuple[float, float]] = []  # (p, p'): a packet skipped at p, for a later one at p' seen first
-        self._run = _timed_frames(self._container, self._stream, self.path, self._may_skip if self._skipping else None)
+        self._run = timed_frames(self._container, self._stream, self.path, self._may_skip if self._skipping else None)
         self._from_start = seek_to is None or seek_to <= 0
         self._run_frames = 0  # frames decoded in this run: the frame count reached, when it began at the start
-        self._cur: _Timed | None = None
-        self._next: _Timed | None = None
+        self._cur: Timed | None = None
+        self._next: Timed | None = None
         self._cur_is_first = False
         self._eof = False
 
@@ -467,7 +257,7 @@ class VideoReader:
         after = -math.inf if self._cur is None else self._cur.ts
         return any(after <= p <= t < w for p, w in self._skipped)
 
-    def _peek(self) -> _Timed | None:
+    def _peek(self) -> Timed | None:
         """The frame after the current one, decoding it if needed; None at the end of the stream."""
         if self._next is None and not self._eof:
             self._next = next(self._run, None)
@@ -484,7 +274,7 @@ class VideoReader:
         self._cur_is_first = self._cur is None and self._from_start
         self._cur, self._next = self._next, None
 
-    def _frame_at(self, t: float) -> _Timed:
+    def _frame_at(self, t: float) -> Timed:
         if not self._can_reach(t) or self._skipped_answer(t):
             self._seek(t)
         # Stop at the first frame past t: the one before it is the answer.
@@ -496,7 +286,7 @@ class VideoReader:
 
     def _can_reach(self, t: float) -> bool:
         """Whether decoding forward from here gets to ``t`` cheaper than a seek would (for a file read forward: at all)."""
-        if not self._seekable:
+        if not self.seekable:
             return self._from_start and (self._cur is None or t >= self._cur.ts or self._cur_is_first)
         if self._cur is None:  # a fresh run from the stream start
             return self._from_start and t <= self.seek_gap
@@ -530,7 +320,7 @@ class VideoReader:
         after ``t``, step further back until it does not. A run of unstamped frames cannot say
         where it is, so it restarts from the stream start.
         """
-        if not self._seekable:  # from the top: open the file again
+        if not self.seekable:  # from the top: open the file again
             if self._run is not None:
                 self._run.close()
                 self._run = None
@@ -538,7 +328,7 @@ class VideoReader:
             self._open()
             self._restart(seek_to=None)
             return
-        stated = _stated_duration(self._container, self._stream)
+        stated = stated_duration(self._container, self._stream)
         aim = min(t, stated) if stated is not None else t  # past the end, the last keyframe is as good
         back = 0.0
         while True:
@@ -550,23 +340,23 @@ class VideoReader:
 
     def _check_complete(self) -> None:
         """At the end of the stream: refuse a stream that stops well short of its stated duration or
-        of the frame count its header states (see ``_stated_frames``; a cut AVI states a shorter duration).
+        of the frame count its header states (see ``stated_frames``; a cut AVI states a shorter duration).
 
         After a seek the frames before it were not decoded, so the count reached is estimated
         from the last frame's end at the average rate.
         """
         if self._cur is None:
             return
-        stated = _stated_duration(self._container, self._stream)
-        if stated is not None and _well_short(self._cur.ts, stated):
+        stated = stated_duration(self._container, self._stream)
+        if stated is not None and well_short(self._cur.ts, stated):
             raise AdaframeError(f"{self.path}: the video stream ends at {self._cur.ts:.2f} s, "
                                 f"but the file says it lasts {stated:.2f} s (truncated file?)")
-        frames = _stated_frames(self._container, self._stream)
+        frames = stated_frames(self._container, self._stream)
         if frames is None:
             return
         rate = float(self._stream.average_rate)
-        reached = self._run_frames if self._from_start else round((self._cur.ts + _frame_span(self._cur.frame, self._stream)) * rate)
-        if _well_short(reached / rate, frames / rate):
+        reached = self._run_frames if self._from_start else round((self._cur.ts + frame_span(self._cur.frame, self._stream)) * rate)
+        if well_short(reached / rate, frames / rate):
             raise AdaframeError(f"{self.path}: the video stream ends after {'' if self._from_start else 'about '}{reached} frames, "
                                 f"but the file says it has {frames} (truncated file?)")
 
@@ -589,5 +379,5 @@ def decode_at_rate(path: str | Path, fps: float = 1.0, size: int = 224) -> tuple
 def count_frames(path: str | Path) -> int:
     """Decode the whole video stream and count its frames (for reporting; mkv states no count)."""
     with VideoReader(path, seek_gap=math.inf) as reader:
-        reader._frame_at(math.inf)  # the last frame: one pass through all of them
+        reader.read_to_end()
         return reader.decoded
