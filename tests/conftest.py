@@ -122,7 +122,7 @@ class Ran:
 def adaframe(*args: str, cwd: Path, check: bool = True, timeout: int = 300, subprocess: bool = False) -> Ran | sp.CompletedProcess:
     """Run ``adaframe ARGS`` as a user would (one thread, no debug tracebacks), in this process unless ``subprocess``.
 
-    In-process saves the ~3 s of a fresh interpreter importing torch per call. ``adaframe.cli.main`` runs in ``cwd``
+    In-process saves a fresh interpreter importing torch for every call. ``adaframe.cli.main`` runs in ``cwd``
     with stdout/stderr captured, SystemExit turned into the exit status and an uncaught exception into status 1
     with its traceback on stderr, as a fresh ``python -m adaframe`` would. Warnings print to the captured stderr under
     a fresh interpreter's filters. Global state a run may change (argv, cwd, signal handlers, torch threads, RNGs,

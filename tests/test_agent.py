@@ -242,7 +242,7 @@ def test_memory_size_zero_forward_loss_inference(variant):
     out = agent_batch(model, batch, 4, StopRule("utility", 0.1))
     assert out.probs.shape == (3, C) and torch.isfinite(out.probs).all()
     step = model.step(feats[:, 0], model.memory.encode(memory), model.initial_state(3, torch.device("cpu")))
-    assert step.attention.shape == (3, 0)
+    assert step.logits.shape == (3, C) and torch.isfinite(step.logits).all()
 
 
 def test_memory_frames_zero_dataset_end_to_end(synth_dir):

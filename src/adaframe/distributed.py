@@ -108,8 +108,8 @@ class ShardedRandomSampler(Sampler[int]):
     cut to a multiple of the number of processes; process r takes items r, r + N, r + 2N, ...
 
     Batches of B / N items per process then make up exactly the global batches of B items that a single
-    process gets from the same permutation. With one process this is ``RandomSampler(generator=...)``:
-    the same draws, so single-process runs are unchanged.
+    process gets from the same permutation. With one process it draws exactly what ``RandomSampler(generator=...)``
+    draws (order and generator use).
     """
 
     def __init__(self, size: int, shard: Shard, generator: torch.Generator):

@@ -1,19 +1,11 @@
 """``adaframe benchmark``: how fast AdaFrame trains and infers, against what the hardware can do.
 
-With ``--videos DIR... --checkpoint RUN`` it measures ``predict`` on video files instead: for each
-folder, AdaFrame (the run's policy, at most ``--frames`` steps, adaptive lookahead ``--mu``) and
-AvgPooling over the ``--uniform`` uniform frames ``eval`` reads, both through the same decoding workers
-and backbone, one after the other in this process. It prints videos/s, frames decoded and
-backbone frames per video, and the memory pass's frames decoded per memory frame, with the ratios.
-With ``--export DIR`` (the run's ``adaframe export``) AdaFrame also runs on onnxruntime, timed beside PyTorch, and
-the two are compared video by video: frames visited, labels, the largest probability difference.
-
-Without ``--videos``, everything runs on random tensors of the paper's sizes (ResNet-101 features, MobileNetV2 memory,
-ActivityNet's 200 classes), so no data set is needed. Each workload is reported as videos/s, as
-the FLOPs one batch takes (counted by ``torch.utils.flop_counter``, 2 FLOPs per multiply-add),
-and against a plain ``torch.mm`` of the same FLOP count timed in the same run: the ratio says
-what fraction of the matmul speed the model reaches (small batches of small LSTM steps are far
-from it; that gap is the overhead of the step-by-step policy).
+Without ``--videos``: each workload on random tensors of the paper's sizes, as videos/s, FLOPs per batch
+(``torch.utils.flop_counter``, 2 per multiply-add) and the fraction of a ``torch.mm`` of the same FLOPs' speed it
+reaches, timed in the same run. With ``--videos DIR... --checkpoint RUN``: ``predict`` on video files, AdaFrame against
+AvgPooling over ``--uniform`` uniform frames through the same decoding workers and backbone, per folder (videos/s,
+frames decoded and run through the backbone per video); with ``--export DIR`` also the export on onnxruntime, compared
+with PyTorch video by video.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """``adaframe check``: AdaFrame against the best baseline at equal frames, on many data sets at once.
 
-A change to training or inference that helps on one generator can hurt on the next. This command trains, on every
-data set it is given (and, with ``--bench``, on the twelve that ``../shared/bench`` and ``adaframe synth`` write),
-AdaFrame-K, AvgPooling, an LSTM over K frames and the one-step sampler, and reports on the test split:
+Trains, on every data set it is given (and, with ``--bench``, on the twelve that ``../shared/bench`` and ``adaframe
+synth`` write), AdaFrame-K, AvgPooling, an LSTM over K frames and the one-step sampler, and reports on the test split:
 
 * AdaFrame-K with K steps (what inference uses by default), with adaptive lookahead (``--mu``), and its own network
   on a uniform scan;

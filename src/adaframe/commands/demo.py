@@ -1,21 +1,18 @@
 """``adaframe demo``: synthetic data -> training -> fixed and adaptive inference -> Table 1 and a plot.
 
-Trains AvgPooling, LSTMs over K+1 (and 25) frames, the one-step sampler with K frames and AdaFrame-K
-(K = 3, 5, 10) on the synthetic data set (or any feature data set, ``--data``), ``--seeds`` times each,
-chooses AdaFrame-10's adaptive-lookahead threshold mu on the val split and reports every number on the
-test split (mean ± std over seeds). It checks the claims the project reproduces, against the strongest
-baseline at equal or more frames:
+Trains AvgPooling, LSTMs, the one-step sampler and AdaFrame-K (``ADAFRAME_K``) ``--seeds`` times each on the
+synthetic data set (or ``--data``), chooses AdaFrame-10's mu on val, reports on test (mean ± std over seeds), and
+checks (``checks``):
 
-1. AdaFrame-K with K steps is at least as accurate as the best of AvgPooling and an LSTM over K+1 uniform
-   frames or over the K+1 frames of a training-free selector (k-center, motion-guided: ``models.selectors``), and
-   the one-step sampler with K frames, K = 3, 5, 10;
-2. AdaFrame-10 with adaptive lookahead is within 0.5 mAP of the best of LSTM-U25 and AvgPooling over
-   every frame, while looking at no more than 10 frames on average;
-3. the learned policy adds at least 3 mAP to AdaFrame-10 over a uniform scan read by the same network;
-4. (with 2 or more seeds) AdaFrame-10's mAP varies by at most 1.5 points (std) from seed to seed;
+1. AdaFrame-K with K steps is at least as accurate as the best baseline at K+1 frames (AvgPooling and the LSTM over
+   uniform frames or a training-free selector's) and the one-step sampler with K frames;
+2. AdaFrame-10 with adaptive lookahead is within ``CLOSE`` mAP of the best of LSTM-U25 and AvgPooling over every
+   frame, with at most 10 frames on average;
+3. the learned policy adds at least ``POLICY_GAIN`` mAP to AdaFrame-10 over a uniform scan read by the same network;
+4. (2 or more seeds) AdaFrame-10's mAP std across seeds is at most ``SEED_STD``;
 5. the one-step sampler's policy beats K uniform frames read by its own classifier at K = 3 and 5.
 
-Finished runs and the data set are reused, so a second ``make demo`` only evaluates.
+Finished runs and the data set are reused.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``adaframe eval``: accuracy and cost of a trained run on one split of a feature data set (see ``evaluation``)."""
+"""``adaframe eval``: accuracy and cost of a trained run on one split of a feature data set (the work: ``evaluate.run``)."""
 
 from __future__ import annotations
 

@@ -1,19 +1,12 @@
 """``adaframe report``: the paper's experiments (Sections 4.2-4.3) on any feature data set, as one report.
 
-Trains every run the comparison needs ``--seeds`` times (reusing finished runs), chooses every threshold
-(mu* of adaptive lookahead) on the val split, evaluates on the test split (mean ± std over seeds), and
-writes ``REPORT_DIR/report.md`` with:
-
-* Table 1: AvgPooling and LSTM over K+Delta random (R) or uniform (U) frames against AdaFrame-K,
-  which looks at K' <= K frames with adaptive lookahead. Delta is the global memory's cost in
-  backbone frames, rounded up, so the baselines never get less compute;
-* Figure 3: mAP against GFLOPs for every method, AdaFrame-K over a sweep of mu, FrameGlimpse and
-  FastForward (and their -G variants) over a sweep of their stop threshold;
-* what makes the policy work: the learned policy against a uniform scan read by the same network, and the
-  options that separate the default agent from the paper's (who reads the memory, how frames are selected);
-* Table 2 (global memory of 0/12/16/32 frames), Table 3 (reward functions), stop by utility vs by
-  entropy, the share of videos whose policy jumps backward;
-* Figure 4 (videos stopping at each step, with their accuracy) and Figure 5 (per class).
+Trains every run the comparison needs ``--seeds`` times (reusing finished runs), chooses every threshold (mu*) on
+the val split, evaluates on ``--split`` (mean ± std over seeds), and writes ``OUT/report.md``: Table 1 (AvgPooling
+and LSTM over K+Delta random or uniform frames, Delta the global memory's cost in backbone frames rounded up, against
+AdaFrame-K with adaptive lookahead), Figure 3 (mAP against GFLOPs: AdaFrame over a mu sweep, FrameGlimpse and
+FastForward and their -G variants over their stop threshold), what makes the policy work (the policy against its own
+network's uniform scan, and each option that separates the default agent from the paper's), Table 2 (memory size),
+Table 3 (rewards), stop by utility vs entropy, backward jumps, and Figures 4 and 5 (where videos stop).
 """
 
 from __future__ import annotations
@@ -40,7 +33,7 @@ from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_js
 
 @dataclass(frozen=True)
 class ReportPreset:
-    """What to train and how to sweep; ``quick`` fits the synthetic default in < 30 min on 2 CPU cores."""
+    """What to train and how to sweep: the training preset of the runs, AvgPooling's epochs, the Ks and the sweeps."""
 
     train_preset: Literal["fast", "paper"]
     avgpool_epochs: int | None

@@ -7,10 +7,9 @@
 5. ``predict`` on a few val *files*: the policy decodes and runs the backbone only on the frames
    it picks, next to AvgPooling over 25 uniform frames, timed in the same run.
 
-The backbones are randomly initialised (nothing can be downloaded) with their BatchNorm statistics
-set on a few frames of the training videos, and saved as ordinary weight files that ``extract`` and
-``predict`` load: enough here, where the class is a colour that even random convolutions separate.
-Each stage reuses what a previous run finished.
+Unless weights are given, the backbones are random with their BatchNorm statistics set on training frames
+(``calibrated_weights``), saved as weight files that ``extract`` and ``predict`` load. Each stage reuses what a
+previous run finished.
 """
 
 from __future__ import annotations

@@ -188,7 +188,7 @@ class FeatureDataset(Dataset):
             raise AdaframeError(f"--memory-frames {memory_frames} asked for, but {self.root / 'memory'} stores only {stored_td} per video")
         self.memory_frames = memory_frames
         self._memory_index = memory_subset(stored_td, memory_frames)
-        # Reading a small .npy costs ~0.4 ms of Python, more than a training step's share of a video: cache what fits.
+        # Reading a small .npy costs more Python time than a training step spends on a video: cache what fits.
         size = 4 * (int(self.lengths.sum()) * self.feature_dim + len(self.records) * memory_frames * self.memory_dim)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if size <= CACHE_BYTES else None
 

@@ -1,14 +1,10 @@
-"""A synthetic feature data set in which *which* frames you look at decides the answer.
+"""A synthetic feature data set in which *which* frames you look at decides the answer, written in the feature layout
+(``data.features``) with ``evidence.csv``.
 
-Each class belongs to a group of confusable classes that share a scene. Most frames show only
-noise or the group's scene, which tells the group but not the class. A few consecutive frames
-(how many varies by class and by video) carry the class evidence, at a random place in the video.
-Evidence frames also share a "salient" pattern (the action happening), and the low-resolution
-global memory sees a blurred, noisy version of each stretch of the video, so it weakly shows
-*where* the evidence is and even more weakly *what* it is.
-
-Uniform sampling therefore needs many frames to be sure it caught the evidence, while an agent
-that reads the memory can jump straight to it.
+Each class belongs to a group of confusable classes that share a scene. Most frames show only noise or the group's
+scene; a few consecutive frames (how many varies by class and by video), at a random place, carry the class evidence
+and a "salient" pattern shared by all classes. The global memory sees a blurred, noisy version of each stretch of the
+video, so it weakly shows *where* the evidence is and more weakly *what* it is.
 """
 
 from __future__ import annotations

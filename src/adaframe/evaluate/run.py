@@ -81,7 +81,7 @@ def head_gflops_per_step(model: nn.Module, memory_frames: int, device: torch.dev
 def evaluate_loaded(model: nn.Module, payload: dict, dataset: FeatureDataset, setting: Setting, cost: CostModel,
                     batch_size: int = 128, device: torch.device | str = "cpu", seed: int = 0,
                     progress: bool = False) -> tuple[dict, Result]:
-    """Evaluate an already loaded run (see ``load_run``); ``runs.Evaluator`` calls this once per setting.
+    """Evaluate an already loaded run (see ``load_run``); ``report.experiments.Evaluator`` calls this once per setting.
 
     Args:
         cost: GFLOPs per frame of the backbones; the head's are counted on ``model``.

@@ -49,7 +49,7 @@ def policy_indices(lengths: torch.Tensor, k: int, policy: Policy, generator: tor
     """Frame indices [B, K] of a fixed policy in the order the agent looks at them, or None for ``learned``.
 
     ``uniform``: the centres of K equal segments; ``random``: one random frame in each (``data.sample_indices``).
-    Both are visited in the uniform scan's coarse-to-fine order (``agent.scan_order``: the middle first), so
+    Both are visited in the uniform scan's coarse-to-fine order (``positions.scan_order``: the middle first), so
     that an early stop has seen frames spread over the whole video.
     """
     if policy in ("learned", "policy"):

@@ -1,14 +1,7 @@
-"""Image backbones that turn decoded frames into the per-frame features ``v_t`` the agent reads.
-
-The architectures (``architectures``) are plain-torch copies of torchvision's ResNet and MobileNetV2 with its
-state-dict keys, tensor shapes, module creation order and initialisation, so
-
-* a torchvision or fine-tuned checkpoint loads as is (``load_backbone_weights``), and
-* with the same seed both implementations draw the same random weights.
-
-torchvision itself is used when it imports (``prefer_torchvision``); it is not a dependency.
-A feature is the globally average-pooled output of the last conv stage, before the classifier:
-2048-d for ResNet-50/101, 512-d for ResNet-18, 1280-d for MobileNetV2.
+"""Image backbones that turn decoded frames into the per-frame features ``v_t`` [N, D] the agent reads: building them
+(torchvision's model when it imports, else ``architectures``' copy, the same weights from a seed), loading
+torchvision-layout weights, preprocessing, FLOPs, batched features, and the backbones a data set's ``extract.json``
+records.
 """
 
 from __future__ import annotations
@@ -187,9 +180,8 @@ def calibrate_batchnorm(model: nn.Module, frames_uint8: np.ndarray | torch.Tenso
     """Set every BatchNorm's running statistics to those of ``frames`` (weights unchanged).
 
     A randomly initialised deep network in eval mode uses mean 0 / variance 1 statistics, so its
-    activations explode (ResNet-101: features ~1e4) or vanish (MobileNetV2: ~1e-9) through the
-    layers. Re-estimating the statistics on a few real frames makes random weights a usable,
-    deterministic stand-in when no pretrained file is at hand (the video demo). The cumulative
+    activations explode or vanish through the layers. Re-estimating the statistics on a few real frames makes random
+    weights a usable, deterministic stand-in when no pretrained file is at hand (the video demo). The cumulative
     average (``momentum=None``) makes the result independent of the batch order.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -1,15 +1,11 @@
 """Decoding in worker processes, overlapped with the backbones and the agent in the main process.
 
-``predict`` asks for frames one step at a time (the policy picks the next frame from what it has
-seen), so a worker is stateful: video ``key`` lives in worker ``key % n`` from ``open`` to
-``close``, and its ``VideoReader`` keeps the decoder's position between requests. A worker answers
-reads before opens and closes, so the memory pass of the next group (opened ahead of time, see
-``Predictor.run``) fills the time the main process spends in the backbone without delaying a frame
-the current group waits for. With ``workers=0`` the same requests run in the calling process.
-
-Bad files never raise here: every answer is a value, ``Failed`` for a file that cannot be read,
-also when a decoder crashes its process (the worker is restarted; its other videos fail too).
-Workers import no torch (a few tens of MB each, not hundreds).
+``predict`` asks for frames one step at a time, so a worker is stateful: video ``key`` lives in worker ``key % n``
+from ``open`` to ``close``, and its ``VideoReader`` keeps the decoder's position between requests. A worker answers
+reads before opens and closes, so opening the next group (``Predictor.run``) never delays a frame the current group
+waits for. With ``workers=0`` the same requests run in the calling process. Bad files never raise here: every answer is
+a value, ``Failed`` for a file that cannot be read, also when a decoder crashes its process (the worker is restarted;
+its other videos fail too). Workers import no torch.
 """
 
 from __future__ import annotations
@@ -42,7 +38,7 @@ class Open:
         memory_stored: Td of the data set (segments of the memory rule); 0 decodes no memory.
         memory_subset: which of them the model reads.
         memory_size: side of the memory frames.
-        keyframes: the keyframe rule of ``memory_rule`` (False: segment centres, as old data sets).
+        keyframes: the keyframe rule of ``memory_rule`` (False: segment centres, for data sets that record no rule).
         watch_size: keep candidate frames at this side when the memory pass decodes through them.
     """
 

@@ -1,12 +1,8 @@
-"""The global memory's frames of a video: which frame stands for each segment (``extract`` and ``predict`` both call it).
-
-The memory rule: the global memory's frame k stands for the k-th of Td equal segments [a, b) with centre c. Decoding
-the frame at c costs every frame from the keyframe before it (up to a whole GOP, 250 frames in a typical long clip),
-while a keyframe costs one. So with ``keyframes=True`` frame k is the keyframe a seek to c lands on when its time is in
-[a, c], else the one a seek to b lands on when its time is in (c, b), else the frame at c. Both seeks always happen in
-the same order from any decoder state, so the pick depends only on the file. A short video (at most ``SHORT_MEMORY``
-frames per memory frame, by its stated rate) and a stream that cannot seek (no timestamps) take the frames at c: one
-sequential pass costs them less than the seeks would.
+"""The global memory's frames of a video by the memory rule (``extract`` and ``predict`` both call it): frame k stands
+for the k-th of Td equal segments [a, b) with centre c. With ``keyframes=True`` it is the keyframe a seek to c lands
+on when its time is in [a, c], else the one a seek to b lands on when its time is in (c, b), else the frame at c; the
+pick depends only on the file. A short video (at most ``SHORT_MEMORY`` frames per memory frame) and a stream that
+cannot seek take the frames at c in one pass. Why: docs/commands.md, "Memory rule".
 """
 
 from __future__ import annotations

@@ -1,27 +1,15 @@
-"""Frames of a video at given times: the time rule, the image pipeline, and ``VideoReader``.
+"""Frames of a video at given times: the time rule, the image pipeline, and ``VideoReader``, which extraction (one
+sequential pass) and ``predict`` (seeking to the frames an agent asks for) share, so both get the same frames (in any
+stream where no frame before a keyframe has a later pts than the keyframe).
 
-Feature extraction decodes a video in one sequential pass, while ``predict`` later reads the
-frames an agent asks for by seeking. Their features must be identical, so both go through one
-``VideoReader`` and one rule for what "the frame at time t" means.
+* Time rule: a frame's time is the running maximum of its pts (dts when pts is missing) in decoder output order, in
+  seconds from the stream start, restarting with each decode run (``timing``); the frame "at t" is the last one whose
+  time is <= t (the first frame for earlier t, the last for later). Frames with neither pts nor dts are placed one
+  frame duration after their predecessor, and such a stream is read forward only.
+* Image pipeline (``to_rgb``): the shorter side to ``round(size * 256 / 224)`` (bilinear), centre crop
+  ``size x size``, then the display rotation.
 
-The time rule (the same in every decoding path):
-
-* A frame's timestamp is the running maximum of its pts (its dts when pts is missing), in
-  seconds relative to the stream start, taken in decoder output order within one decode run.
-  Decoders emit frames in display order, but some AVI files (mpeg4 with packed B-frames) carry
-  shuffled pts such as 1, 2, 4, 3, 5, 7, 6; the running maximum keeps timestamps
-  non-decreasing in the order the frames really come out.
-* The frame "at time t" is the last frame whose timestamp is <= t, or the first frame of the
-  video when t precedes all frames. Times past the end give the last frame.
-* A decode run starts at the stream start or at the keyframe a seek lands on, and the running
-  maximum restarts there. For any sane stream (no frame before a keyframe has a later pts than
-  the keyframe) this picks the same frame as one sequential pass; the tests check it.
-* Frames with neither pts nor dts (raw .h264 / .m4v streams) are placed one frame duration after
-  their predecessor; such a stream is always read from its start, never by seeking.
-
-The image pipeline (also the same in every path): scale so that the shorter side is
-``round(size * 256 / 224)`` (bilinear, in swscale), centre-crop ``size x size``, then apply the
-display rotation. Rotating a square centre crop equals cropping the rotated frame.
+Why and what is tested: docs/commands.md, "Decoding rule".
 """
 
 from __future__ import annotations
@@ -65,7 +53,8 @@ def uniform_times(duration: float, n: int) -> np.ndarray:
 
 
 def to_rgb(frame: VideoFrame, size: int) -> np.ndarray:
-    """The image pipeline: shorter side to ``round(size * 256/224)``, centre crop, display rotation."""
+    """The image pipeline: shorter side to ``round(size * 256/224)``, centre crop, display rotation (rotating a square
+    centre crop equals cropping the rotated frame)."""
     short = round(size * RESIZE_RATIO)
     w, h = frame.width, frame.height
     nw, nh = (short, round(h * short / w)) if w <= h else (round(w * short / h), short)

@@ -1,15 +1,10 @@
 """Synthetic *video files* whose class is visible only in some frames (the video demo and its tests).
 
-Every video shows a drifting, coloured noise background. Somewhere in it, for a short stretch
-(``min_evidence``-``max_evidence`` seconds), a large shape in the class's colour crosses the
-frame; the rest of the video says nothing about the class. A model that looks at a few uniformly
-spaced frames often misses the stretch; one that reads the global memory (a glance at 16
-downsampled frames) can jump to it. The files are real h264 MP4s written with PyAV, with a
-keyframe every two seconds, so decoding, seeking and feature extraction run exactly as on
-downloaded video.
-
-Output: ``OUT/videos/<video_id>.mp4`` and ``OUT/list.txt`` with lines ``videos/<id>.mp4 label split``
-(the list format ``adaframe extract`` reads), plus ``OUT/evidence.csv`` (where the class shows).
+Every video shows a drifting, coloured noise background; for a short stretch (``min_evidence``-``max_evidence``
+seconds) a large shape in the class's colour crosses the frame, and the rest says nothing about the class. The files
+are h264 MP4s written with PyAV (a keyframe every ``gop`` frames). Output: ``OUT/videos/<video_id>.mp4``,
+``OUT/list.txt`` with lines ``videos/<id>.mp4 label split`` (the list format ``adaframe extract`` reads) and
+``OUT/evidence.csv`` (where the class shows).
 """
 
 from __future__ import annotations

@@ -1,55 +1,13 @@
 """The AdaFrame agent (Section 3.1): an LSTM that reads one frame a step and decides where to look next.
 
-At step t the agent sees the backbone feature ``v_t`` of the frame it chose and a context
-``u_t`` read from the global memory by attention. Its new state ``h_t`` feeds three heads:
-
-* prediction ``f_p``: class scores ``s_t`` (softmax),
-* selection ``f_s``: where to look next (``selection``, below),
-* utility ``f_u``: a critic of the discounted future reward, from ``[h_t, u_t]``.
-
-Two choices, each a named option (``AgentConfig``), separate the paper's agent from the default one:
-
-``memory_read``
-    ``lstm`` (the paper): ``u_t`` is queried with ``h_{t-1}`` and the LSTM reads ``[v_t, u_t]``.
-    ``policy``: the LSTM reads ``v_t`` alone; ``u_t`` is queried with ``h_t`` and feeds only the
-    selection and utility heads. The memory then tells the agent *where* to look, and the prediction
-    rests on the frames it looked at. Read by the LSTM, the memory (a whole-video summary of every
-    training video) lets the classifier fit the training set without looking at good frames: it
-    memorises (training cross-entropy near 0, 10-30 mAP lower on val), the margin is near 1 after
-    one step, and the policy gets no reward to learn from.
-``selection``
-    ``gaussian`` (the paper): ``sigmoid(f_s(h_t))`` is the mean of a Gaussian (std 0.1) over the
-    relative position of the next frame; the first frame sits at ``start`` (the middle).
-    ``slots``: a categorical choice among Td + 3 actions: the global memory's Td slots (the times its
-    frames were taken, ``(j + 0.5) / Td``), scored by attention of a query from ``[h_t, u_t]`` on the
-    memory; *scan*, the next position of a uniform scan (the centres of K equal segments, coarse to
-    fine: the middle first); and *back* / *forward*, the frame just before or after the last one (a
-    closer look at what it just saw). Actions that would look at nothing new are masked (slots that a
-    frame already looked at overlaps, neighbours already looked at; the scan skips a position a slot looked at
-    first), so it never pays for a frame twice; the first frame is chosen the same way, from the memory alone. Jumping to a slot looks at
-    the frame the memory saw in low resolution; the scan covers the times the memory did not see. The
-    scan action starts likely (``scan_bias``; the other logits start at 0, with zero weights), so the
-    untrained agent scans uniformly and learning moves it elsewhere only where that earns more reward.
-    In training a chosen slot or scan position is drawn within its stretch of time (1/Td or 1/K), so
-    the classifier sees varied frames, as the LSTM baseline does with random sampling.
-
-``prediction``
-    ``lstm`` (the paper): ``f_p(h_t)``. ``pooled``: AvgPooling's rule over the frames looked at so far, the mean
-    of a frame classifier's softmax (``frame_head``; ``frame_loss`` says how it trains). ``mix``: ``sum_i w_i *
-    part_i`` of the pooled prediction, ``f_p(h_t)`` and (``temporal``) a second LSTM's over the frames looked at in
-    temporal order, with ``w > 0`` fitted on the val split after every epoch (``fit_mix``): which classifier
-    generalises differs by data set, and only videos it was not trained on can tell. Rewards and utility follow the
-    mixed prediction.
-
-Three more options (docs/design.md: What predicts the class; A policy that earns its frames): ``positions`` (the LSTM
-reads where each frame is), ``critic`` (the utility also reads the prediction that decides its reward) and
-``inference`` (set by training: the policy, or the uniform scan where the policy added nothing on val).
-
-Both agents' selection and utility heads read ``u_t / sqrt(Dm)`` (``head_scale``), and the utility
-starts at zero weights: a wide memory (1280-d MobileNetV2 features) otherwise made the critic's error,
-and its gradient into the LSTM, swamp the classifier's.
-
-Positions relative to a video's length become frame indices by ``models.positions``.
+Step t reads the frame's feature ``v_t`` [B, D] and a context ``u_t`` [B, Dm] attended from the encoded global memory
+[B, Td, Dm] (``memory_read``: read by the LSTM too, the paper's, or only by the selection and utility heads). The state ``h_t``
+[B, H] feeds three heads: the prediction ``f_p`` (class logits [B, C]; ``prediction`` "pooled" or "mix" adds a frame
+classifier's mean softmax and, with ``temporal``, a temporal-order LSTM, combined by ``mix_logits``), the selection
+``f_s`` (``GaussianSelection``: a mean relative position [B]; ``SlotSelection``: logits [B, Td + 3] over the memory's
+slots, scan, back and forward) and the utility ``f_u`` (a critic [B]). The options are ``AgentConfig``'s; why each
+exists: docs/design.md, "The agent: what makes the policy work", "What predicts the class" and "A policy that earns
+its frames, or steps aside". Relative positions become frame indices by ``models.positions``.
 """
 
 from __future__ import annotations
@@ -347,11 +305,11 @@ class AdaFrame(RecurrentAgent):
         x, where_am_i = self.frame_norm(frame), position_features(where.position)  # [B, D], [B, 2F]
         inputs = torch.cat([x, where_am_i], -1) if self.cfg.positions else x
         if self.cfg.memory_read == "lstm":
-            u, beta = self.memory(encoded, s["h"])  # u_t from W_h h_{t-1}
+            u, _ = self.memory(encoded, s["h"])  # u_t from W_h h_{t-1}
             h, c = self.lstm(torch.cat([inputs, u], dim=-1), (s["h"], s["c"]))
         else:
             h, c = self.lstm(inputs, (s["h"], s["c"]))
-            u, beta = self.memory(encoded, h)  # u_t from W_h h_t: what the memory says after this frame
+            u, _ = self.memory(encoded, h)  # u_t from W_h h_t: what the memory says after this frame
         u = self.head_scale(u)
         selection = self.select(h, u, encoded, where.blocked)
         logits = recurrent = self.forward_head(h)  # [B, C]
@@ -376,7 +334,7 @@ class AdaFrame(RecurrentAgent):
             critic += [top, s["best"][:, None]]
             new["best"] = torch.maximum(s["best"], top[:, 0] - top[:, 1])
         utility = self.utility(torch.cat(critic, dim=-1)).squeeze(-1)  # [B]
-        return Step(logits, selection, utility, beta, tuple(new[name] for name in self.state_names()), parts=parts)
+        return Step(logits, selection, utility, tuple(new[name] for name in self.state_names()), parts=parts)
 
     def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu", steps: int = 1) -> Callable[[], object]:
         """One step at batch 1 (``RecurrentAgent.flops_probe``). The temporal classifier's LSTM runs over up to K =
@@ -396,8 +354,7 @@ class AdaFrame(RecurrentAgent):
 
     def head_scale(self, u: torch.Tensor) -> torch.Tensor:
         """``u / sqrt(Dm)``: the memory's context enters the selection and utility heads at the scale of ``h`` (norm ~1),
-        whatever the memory's width. Unscaled, a 1280-d MobileNetV2 context made one Adam step move the heads' outputs by
-        ~2 (every weight moves by lr, and 1280 of them add up), and their losses swamped the classifier's."""
+        whatever the memory's width (why: docs/design.md, "The agent: what makes the policy work", point 3)."""
         return u / math.sqrt(max(self.cfg.memory_dim, 1))
 
     def first(self, encoded: torch.Tensor, lengths: torch.Tensor, looked: Looked, explore: Exploration | None) -> Decision:

@@ -43,12 +43,9 @@ class Baseline(nn.Module):
 
 
 class AvgPooling(Baseline):
-    """A frame classifier (the fine-tuned backbone's last layer) whose softmax is averaged over frames.
-
-    It reads frames standardised with the training split's statistics, as every other model does: on raw post-ReLU
-    features (all positive, a scale set by the backbone's weights) the same linear layer and optimiser stayed far from
-    what a linear classifier can reach (23.7 train mAP against 83.8 standardised, on ``../shared/bench/family.py``
-    seed 2)."""
+    """A frame classifier (the fine-tuned backbone's last layer) whose softmax is averaged over frames. It reads frames
+    standardised with the training split's statistics, as every model does (why: docs/design.md, "Baselines that learn
+    what they can")."""
 
     def __init__(self, cfg: BaselineConfig):
         super().__init__()

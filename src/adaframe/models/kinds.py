@@ -47,8 +47,8 @@ KINDS: dict[str, ModelKind] = {
     "lstm": ModelKind(LSTMBaseline, BaselineConfig, agent=False, memory="none"),
 }
 AGENTS = tuple(name for name, kind in KINDS.items() if kind.agent)
-# What a checkpoint written before checkpoints held the config (a loose "dims" dict) meant by a missing AdaFrame option:
-# the paper's agent (memory read by the LSTM, the Gaussian policy, the LSTM's prediction).
+# What a checkpoint with a loose "dims" dict instead of "model_config" means by a missing AdaFrame option: the paper's
+# agent (memory read by the LSTM, the Gaussian policy, the LSTM's prediction).
 LEGACY_DEFAULTS = {"adaframe": {"memory_read": "lstm", "selection": "gaussian", "prediction": "lstm"}}
 
 
@@ -83,7 +83,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, kind: str, classes: list[st
 
 
 def _upgrade(payload: dict) -> dict:
-    """A checkpoint of before the config dataclass (a ``dims`` dict) in today's layout."""
+    """A checkpoint with a ``dims`` dict -> the same with ``model_config`` and ``memory_frames``."""
     dims = payload.pop("dims")
     if not isinstance(dims, dict):
         raise KeyError("dims")
@@ -94,8 +94,9 @@ def _upgrade(payload: dict) -> dict:
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Load ``RUN_DIR`` or a checkpoint file; never executes code (``weights_only=True``). Checkpoints of earlier
-    versions (a ``dims`` dict instead of ``model_config``) load as the model they held."""
+    """Load ``RUN_DIR`` or a checkpoint file; never executes code (``weights_only=True``). A checkpoint with a ``dims``
+    dict instead of ``model_config`` loads as the model it held. Returns the model (eval mode, on ``device``) and the
+    checkpoint's dict."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
@@ -115,7 +116,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     except (KeyError, TypeError, ValueError) as e:
         raise AdaframeError(f"{path}: its model description is incomplete ({type(e).__name__}: {e}); not a checkpoint "
                             "'adaframe train' wrote") from None
-    # A model saved before it standardised its inputs (AvgPooling) has no statistics: it keeps the identity it was trained with.
+    # A checkpoint without standardisation statistics (an AvgPooling that read raw features) keeps the identity.
     try:
         unstandardised = {k: v for k, v in model.state_dict().items() if k.endswith(("norm.mean", "norm.std")) and k not in payload["state_dict"]}
         model.load_state_dict({**unstandardised, **payload["state_dict"]})

@@ -1,18 +1,9 @@
-"""The contract of every recurrent agent (AdaFrame, FrameGlimpse, FastForward, with or without memory).
-
-An agent is an LSTM that reads one frame a step. The one rollout (``rl/rollout.py``) drives every agent through
-the same five calls, in training (sampled actions), evaluation and ``predict`` (most likely actions, early
-stop):
-
-1. ``encode(memory)`` once (the global memory's ``encode``), and ``initial_state``;
-2. ``first(...)``: the first frame (a fixed start, or a choice made from the memory alone);
-3. at every step ``where(...)``: what the agent knows of where it is (AdaFrame: the actions that would look at
-   nothing new; the stop agents: the frame's relative position), then ``step(frame, memory, state, where)``;
-4. ``policy.act(step, ...)``: the policy object turns the step's output into a ``Decision``: the next frame,
-   the log-probability of the decision and, for agents with a stop head, a sampled stop.
-
-Every agent predicts class *logits* with ``forward_head(h)`` and values its state with a utility head (the
-critic of the policy gradient).
+"""The contract of every recurrent agent (AdaFrame, FrameGlimpse, FastForward, with or without memory): an LSTM that
+reads one frame a step, driven by the one rollout (``rl/rollout.py``) through five calls: ``encode(memory)`` and
+``initial_state`` once; ``first(...)``, the first frame (a fixed start or a choice from the memory); at every step
+``where(...)`` (what the agent knows of where it is) and ``step(frame, encoded, state, where) -> Step`` (class logits
+from ``forward_head(h)``, the policy head's output, the utility); and ``policy.act(step, ...) -> Decision`` (the next
+frame, the decision's log-probability, a sampled stop). See docs/architecture.md, "The agent contract".
 """
 
 from __future__ import annotations
@@ -37,10 +28,9 @@ class Step:
     logits: torch.Tensor  # [A, C]
     policy: torch.Tensor  # the policy head's output, read by ``policy.act``: AdaFrame's selection, a stop agent's move
     utility: torch.Tensor  # [A] the critic's value of the state
-    attention: torch.Tensor  # [A, Td] over the global memory
     state: State
     stop_logit: torch.Tensor | None = None  # [A] logit of p(stop after this step); None: the agent has no stop head
-    parts: torch.Tensor | None = None  # [A, 2, C] AdaFrame's pooled and recurrent logits when ``logits`` mixes them
+    parts: torch.Tensor | None = None  # [A, P, C] AdaFrame's pooled, recurrent (and temporal) logits when ``logits`` mixes them
 
 
 @dataclass

@@ -1,13 +1,7 @@
-"""A one-step sampler in the spirit of OCSampler (Lin et al., CVPR 2022), adapted to the global memory.
-
-Where AdaFrame decides step by step, this baseline decides once: a policy scores the global memory's Td slots
-(the times ``(j + 0.5) / Td`` its frames were taken) from the memory alone and picks the K best at once; a
-pooled frame classifier (AvgPooling's rule: the mean of a frame classifier's softmax) reads the K frames. The
-classifier is trained on random subsets of frames (one random frame in each of K segments), never on the
-policy's; the policy is trained by REINFORCE with the classifier's confidence in the true class as its reward
-and, as baseline, the confidence on the policy's own most likely choice (self-critical). OCSampler trains the
-classifier first and then freezes it; here both train together, but the classifier never sees the policy's
-choices and the policy's reward carries no gradient into it, so the classifier is what it would have been alone.
+"""A one-step sampler in the spirit of OCSampler (Lin et al., CVPR 2022), adapted to the global memory: a policy
+scores the memory's Td slots (the times ``(j + 0.5) / Td`` its frames were taken) from the memory alone and picks the
+K best at once; a pooled frame classifier (the mean of a frame classifier's softmax) reads the K frames. Its loss is
+``rl.losses.sampler_loss``; how it differs from OCSampler: docs/design.md, "Choices the paper leaves open".
 """
 
 from __future__ import annotations

@@ -1,14 +1,10 @@
-"""Training-free frame selectors: what a practitioner tries before training a policy.
+"""Training-free frame selectors: K frames of a video picked from its global memory alone (Td features at the times
+``(j + 0.5) / Td``, no backbone cost), for a trained classifier (AvgPooling's, the LSTM's) to read.
 
-Each picks K frames of a video from its global memory alone (Td cheap features at the times ``(j + 0.5) / Td``), so
-it adds no backbone cost; a trained classifier (AvgPooling's, the LSTM's) then reads the K frames.
-
-* ``kcenter``: farthest-first traversal of the memory's features (the k-center greedy of core-set selection): the
-  slot nearest the video's mean first, then always the slot farthest from those taken; the frames at the chosen
-  slots' times. It covers what looks different, wherever it is.
-* ``motion``: MGSampler's idea (Zhi et al., ICCV 2021): the change between neighbouring memory features,
-  accumulated over time, is a distribution of motion; the frames sit at K evenly spaced quantiles of it, so
-  stretches where much changes get more frames than still ones.
+* ``kcenter``: farthest-first traversal of the memory's features (k-center greedy), from the slot nearest the video's
+  mean; the frames at the chosen slots' times.
+* ``motion`` (MGSampler's idea, Zhi et al., ICCV 2021): the frames at K evenly spaced quantiles of the change between
+  neighbouring memory features, accumulated over time.
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""Fixed per-dimension standardisation of input features, with statistics of the training set.
-
-Backbone features are far from zero-mean, unit-scale: a ResNet's pooled ReLU outputs are all
-positive, and their scale depends on the weights (pretrained, fine-tuned or random). Fed raw into
-an LSTM, 2048 such inputs saturate its gates, and training stalls at chance (seen on the video
-demo's features: cross-entropy stuck at ln C). The recurrent models (AdaFrame for frames and
-memory, the LSTM baseline) therefore standardise their inputs with statistics computed once on
-the training split (``data.features.feature_statistics``) and stored in the checkpoint as
-buffers; so do the frame classifiers (AvgPooling, the sampler's, AdaFrame's pooled prediction), which otherwise train
-poorly on non-negative features. With the default buffers (mean 0, std 1) the module is the identity.
+"""Fixed per-dimension standardisation of input features with statistics of the training split
+(``data.features.feature_statistics``), stored in the checkpoint as buffers; every model standardises its frames (and
+memory) this way. With the default buffers (mean 0, std 1) the module is the identity. Why: docs/design.md, "Choices
+the paper leaves open" (input standardisation).
 """
 
 from __future__ import annotations

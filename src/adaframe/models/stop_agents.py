@@ -1,21 +1,11 @@
 """FrameGlimpse and FastForward (Section 4.2): agents that learn where to look *and when to stop*.
 
-Both read one frame a step with an LSTM, like AdaFrame, and predict the class at every step. What
-differs from AdaFrame is how they move and how they stop:
-
-* **FrameGlimpse** (Yeung et al., CVPR 2016): the observation is the frame's feature *and its
-  relative position*; a location head picks the next position anywhere in the video (a Gaussian,
-  as AdaFrame's selection head), and a binary *stop* head (Yeung's prediction indicator) ends the
-  episode.
-* **FastForward** (Fan et al., IJCAI 2018): starts at the first frame and only moves forward, by
-  one of a fixed set of jumps (fractions of the video's length, so one set fits 30-s and 10-min
-  videos), chosen by a categorical policy; a stop branch ends the episode.
-
-The ``-G`` variants read AdaFrame's global memory the same way AdaFrame does (``memory_dim > 0``);
-without it the context ``u_t`` is zero. Both are trained with REINFORCE on AdaFrame's reward
-(there are no temporal boundaries to reward detections), minus a cost per extra step: the margin
-reward is never negative, so without a price on frames stopping would never pay. A value head
-(``utility``, as AdaFrame's) is the baseline of the policy gradient.
+Both read one frame a step with an LSTM, with its relative position, predict the class at every step, and have a
+stop head (``StopPolicy``) and a utility head (the policy gradient's baseline). **FrameGlimpse** (Yeung et al., CVPR
+2016) starts in the middle and moves anywhere (a Gaussian over the next relative position); **FastForward** (Fan et
+al., IJCAI 2018) starts at the first frame and only jumps forward by one of ``jumps`` (fractions of the video's
+length). The ``-G`` variants read the global memory as AdaFrame does (``memory_dim > 0``; without it ``u_t = 0``).
+Details the papers leave open: docs/design.md, "Choices the paper leaves open".
 """
 
 from __future__ import annotations
@@ -114,11 +104,11 @@ class StopAgent(RecurrentAgent):
 
     def step(self, frame: torch.Tensor, encoded: torch.Tensor, state: State, where: torch.Tensor) -> Step:
         """frame [B, D], encoded [B, Td, Dm], state (h, c) [B, H], where [B]: the frame's position in [0, 1]."""
-        u, beta = self.memory(encoded, state[0])
+        u, _ = self.memory(encoded, state[0])
         h, c = self.lstm(torch.cat([self.frame_norm(frame), where[:, None], u], dim=-1), state)
         utility = self.utility(torch.cat([h, u], dim=-1)).squeeze(-1)
         logits, stop_logit = self.forward_head(h), self.stop(h).squeeze(-1)
-        return Step(logits, self.move_output(h), utility, beta, (h, c), stop_logit)
+        return Step(logits, self.move_output(h), utility, (h, c), stop_logit)
 
     def move_output(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

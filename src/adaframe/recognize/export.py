@@ -1,28 +1,15 @@
-"""The work of ``adaframe export`` (``commands/export.py``): a trained AdaFrame run as ONNX graphs, for onnxruntime
-(``exported.py``) or any ONNX runtime.
+"""The work of ``adaframe export`` (``commands/export.py``): a trained AdaFrame run as ONNX graphs, one per network
+(decoding happens between the agent's steps), every batch dimension dynamic, and ``manifest.json`` (shapes, classes,
+statistics, the frame and memory rules, K, mu, patience):
 
-An agent cannot be one graph: it decides step by step which frame to decode next, and decoding happens between its
-steps. So the export is the run's *networks*, one graph each, and a manifest that says how to drive them:
+* ``backbone.onnx`` / ``memory_backbone.onnx``: uint8 RGB frames [N, S, S, 3] -> features [N, D] / [N, Dm];
+* ``agent_encode.onnx``: memory [B, Td, Dm] -> encoded [B, Td, Dm];
+* ``agent_first.onnx`` (slots selection): encoded -> logits of the first choice [B, Td + 3];
+* ``agent_step.onnx``: frame [B, D], encoded, blocked [B, Td + 3], position [B], the state (``AdaFrame.state_names``)
+  -> logits [B, C], selection scores, utility [B], the next state.
 
-========================  ===============================================================================
-``backbone.onnx``         uint8 RGB frames [N, S, S, 3] -> features [N, D] (ImageNet normalisation inside)
-``memory_backbone.onnx``  uint8 RGB frames [N, s, s, 3] -> global-memory features [N, Dm]
-``agent_encode.onnx``     memory [B, Td, Dm] -> encoded memory [B, Td, Dm] (standardised, positions added)
-``agent_first.onnx``      slots selection only: encoded [B, Td, Dm] -> logits of the first choice [B, Td + 3]
-``agent_step.onnx``       one step: frame [B, D], encoded, blocked actions [B, Td + 3], the frame's relative position [B],
-                          the state (``AdaFrame.state_names``: h, c, with the temporal classifier the frames it read, with a
-                          frame classifier the sum of its softmaxes and their count, with the prediction critic the
-                          best margin) -> class logits [B, C],
-                          selection scores, utility [B], the new state
-``manifest.json``         shapes, class names, standardisation statistics, the frame and memory rules, K, mu, patience
-========================  ===============================================================================
-
-Every batch dimension is dynamic. What is not a graph is control flow on small integer tensors: which action the
-scores pick, where it lands in the video (``models.positions``), which actions are blocked (``Looked``), and the stop
-rule; ``exported.py`` runs the PyTorch agent's own code for those, so both runtimes take the same decisions.
-
-Each graph is checked (``onnx.checker``), loaded back in onnxruntime and run at two batch sizes against PyTorch
-before the folder appears: the export is written to a temporary folder beside ``--out`` and renamed at the end.
+The decisions between the graphs stay the PyTorch agent's code (``exported.py``). Each graph is checked
+(``onnx.checker``) and compared with PyTorch on onnxruntime before the folder appears.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ class ExportedAdaFrame(AdaFrame):
             where = Where(torch.zeros(frame.shape[0], encoded.shape[1] + 3, dtype=torch.bool), frame.new_zeros(frame.shape[0]))
         outputs = self.graphs["agent_step"](frame, encoded, where.blocked, where.position, *state)
         logits, selection, utility, *new = (y.to(frame.device) for y in outputs)
-        return Step(logits, selection, utility, frame.new_zeros(frame.shape[0], 0), tuple(new))
+        return Step(logits, selection, utility, tuple(new))
 
     def flops_probe(self, memory_frames: int, device: torch.device | str = "cpu", steps: int = 1):  # type: ignore[override]
         raise AdaframeError("an exported agent's FLOPs are in its manifest (head_gflops), counted at export")

@@ -1,18 +1,11 @@
 """Raw videos -> the feature data set layout of ``data/features.py``: the work of ``adaframe extract`` (``commands/extract.py``).
 
-For each video: backbone features of one frame a second (``--fps``, one sequential decoding pass) at
-``--size`` (ResNet-101 at 224 by default) and the global memory, light-backbone features of
-``--memory-frames`` frames, one per equal segment, picked by the memory rule (``media/memory_rule.py``, as
-``predict`` picks them), at ``--memory-size`` (MobileNetV2 at 112).
-
-The job is built to be killed and restarted: every file is written atomically, a video whose two
-files exist is skipped, a video that fails is recorded in ``failures/<video_id>.txt`` (gathered in
-``failures.csv``) while the others go on, and ``videos.csv`` always lists exactly the finished
-videos. ``DIR/extract.json`` records how the features were made (backbones, weights and their
-SHA-256, sizes, rates, measured GFLOPs); a restart with other settings is refused, training copies
-it into the checkpoint, and ``adaframe predict`` rebuilds the same backbones from it.
-
-Work is split by ``--shard i/n`` (one process per machine) or by the ranks of ``torchrun``.
+For each video: backbone features of the frames at ``--fps`` (one sequential pass) and the global memory's features of
+``--memory-frames`` frames picked by the memory rule (``media.memory_rule``). Every file is written atomically, a video
+whose two files exist is skipped, a failed one is recorded in ``failures/<video_id>.txt`` (and ``failures.csv``), and
+``videos.csv`` lists exactly the finished videos. ``DIR/extract.json`` records how the features were made (backbones,
+weights and their SHA-256, sizes, rates, measured GFLOPs); a restart with other settings is refused. Work is split by
+``--shard i/n`` or the ranks of ``torchrun`` (``jobs``).
 """
 
 from __future__ import annotations
@@ -63,7 +56,7 @@ def make_spec(backbone: str, backbone_weights: Path | None, size: int, memory_ba
         "memory_backbone": _backbone_spec(memory_backbone, memory_weights, memory_size, seed),
         "fps": fps,
         "memory_frames": memory_frames,
-        "memory_at": "keyframe",  # memory_rule.py's keyframe rule; data sets without this key took the segment centres
+        "memory_at": "keyframe",  # memory_rule.py's keyframe rule; a data set without this key reads the segment centres
     }
 
 

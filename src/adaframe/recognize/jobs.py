@@ -87,7 +87,7 @@ class CollectionJob:
         tqdm.write(error_line(f"{entry.path}: " + error.removeprefix(f"{entry.path}: ")), file=sys.stderr)
 
     def succeeded(self, entry: VideoEntry) -> None:
-        """``entry`` is done: a failure of an earlier run is no longer one."""
+        """``entry`` is done: remove the failure file an earlier run may have left for it."""
         self.failure_file(entry.video_id).unlink(missing_ok=True)
 
     def write_failures(self, candidates: Iterable[tuple[str, str]], done: Callable[[str], bool]) -> int:

@@ -1,20 +1,11 @@
 """Recognise video files with a trained run: the library under ``adaframe predict``.
 
 ``Recognizer`` is the public face (one call per list of files, a typed ``result.Recognition`` per file);
-``Predictor`` does the work per group of videos, batched across them, with the ``Networks`` of a run: its checkpoint
-on PyTorch (``from_run``) or its export on onnxruntime (``from_export``, ``recognize/exported.py``):
-
-1. a decoding worker (``decode_workers``) probes each file (its candidate frames are the ``fps`` grid
-   the features were extracted on) and decodes the ``Td`` memory frames at low resolution by the
-   memory rule (``memory_rule``); the main process runs the light backbone -> global memory;
-2. run the agent (``rollout.rollout``, the same code as ``eval``): at every step the workers
-   decode only the frame each still-active video asked for, and the big backbone runs on them in
-   one batch; a frame seen before is not computed again; a video stops by adaptive lookahead.
-
-The next group's files are opened while a group runs, so decoding overlaps the networks. Because
-frames are picked by the same rules as in extraction and the agent code is shared,
-a prediction equals ``eval`` on features extracted offline from the same file (up to float
-round-off of batching).
+``Predictor`` does the work per group of videos with the ``Networks`` of a run (its checkpoint on PyTorch,
+``from_run``, or its export on onnxruntime, ``from_export``): decoding workers (``decode_workers``) probe each file and
+decode its memory frames (``memory_rule``), then ``rollout.rollout`` runs the agent, the workers decoding only the
+frame each active video asks for at each step. Frames are picked by the same rules as in extraction and the rollout
+is ``eval``'s, so a prediction equals ``eval`` on the file's extracted features (up to float round-off).
 
 Example::
 

@@ -1,12 +1,9 @@
 """A picture of one decision (``adaframe predict --explain``): where the agent looked in a video, in what order, what it
 believed after each look, and why it stopped there (the paper's Figure 1, for the user's own video).
 
-Three rows: the video's timeline with the global memory's frames (grey ticks: what the agent knew before looking) and
-the frames it looked at, numbered in the order chosen; those frames as thumbnails, in that order (a frame looked at
-again is shown once); and after each step
-the probability of the class it then found most likely beside the utility, the agent's estimate of what looking on
-would still gain. Adaptive lookahead stops where the utility has fallen more than mu below its best so far: the
-picture marks that step, or says that the video ran all K steps.
+Three rows: the video's timeline with the global memory's frames and the frames looked at, numbered in the order
+chosen; those frames as thumbnails (each once); and after each step the most likely class's probability beside the
+utility, with the step where adaptive lookahead stopped marked.
 """
 
 from __future__ import annotations

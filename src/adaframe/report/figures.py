@@ -1,7 +1,7 @@
 """The PNG figures of the experiment report.
 
 * :func:`plot_tradeoff`: mAP against GFLOPs per video for several methods (Figure 3 of the paper;
-  also used to compare two stopping rules);
+  also for comparing two stopping rules);
 * :func:`plot_stop_steps`: how many videos stop at each step, and how accurate they are (Figure 4);
 * :func:`plot_class_stops`: for each class, the share of its videos that stop at each step (Figure 5).
 

@@ -100,8 +100,7 @@ def in_order(first: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         steps: [B, K] of the decision made at step t (which picked step t + 1's frame).
 
     Returns:
-        [B, K]: the first frame's, then steps 0..K-2's. Step K-1's picks nothing: it is left out rather than summed as
-        a 0, which would change how a sum over the row rounds (torch adds 8 lanes at a time).
+        [B, K]: the first frame's, then steps 0..K-2's (step K-1's picks no frame and is left out).
     """
     return torch.cat([first[:, None], steps[:, :-1]], 1)  # [B, K]
 

@@ -81,7 +81,7 @@ class Rollout:
     first_log_prob: torch.Tensor  # [B] log pi of the first frame's choice (0 for a fixed start)
     indices: torch.Tensor  # [B, K] the frame each step looked at
     alive: torch.Tensor  # [B, K] bool: the video took step t
-    parts: torch.Tensor | None = None  # [B, K, 2, C] the pooled and the recurrent logits of a mixed prediction (``Step.parts``)
+    parts: torch.Tensor | None = None  # [B, K, P, C] the parts' logits of a mixed prediction (``Step.parts``)
 
     @property
     def steps(self) -> torch.Tensor:

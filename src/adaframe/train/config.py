@@ -57,7 +57,7 @@ PRESETS: dict[str, Preset] = {
                     normalize_advantage=False, memory_read="lstm", selection="gaussian", prediction="lstm",
                     temporal=False, positions=False, frame_loss="every", critic="state", policy_check=False,
                     calibrate_critic=False),
-    # Adam, and the agent that works best (docs/design.md: Choices the paper leaves open); about a minute a model on 2 CPU cores.
+    # Adam, and the default agent (docs/design.md: The agent: what makes the policy work; Presets).
     "fast": Preset(optimizer="adam", lr=2e-3, momentum=0.9, weight_decay=0.0, lr_step=30, epochs=40, batch_size=32, hidden=128,
                    normalize_advantage=False, memory_read="policy", selection="slots", prediction="mix",
                    temporal=True, positions=True, frame_loss="both", critic="prediction", policy_check=True,

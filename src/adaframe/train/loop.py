@@ -165,7 +165,7 @@ def refit_mix(model: AdaFrame, val_set: FeatureDataset, frames: int, device: tor
 
 SUBSET_MARGIN = 2.0
 """val mAP by which the frame classifier trained on random frames must beat AvgPooling's loss to replace it: a smaller
-difference is the noise of a few hundred val videos (seen: 1.1 better on val, 0.9 worse on test)"""
+difference is the noise of a few hundred val videos (docs/design.md: What predicts the class)"""
 
 
 @torch.no_grad()
@@ -212,12 +212,9 @@ CRITIC_RIDGE = 1e-3
 def refit_critic(model: AdaFrame, val_set: FeatureDataset, frames: int, gamma: float, reward: RewardName, device: torch.device,
                  batch_size: int = 128) -> dict[str, float]:
     """After training: refit the utility head (linear) by ridge regression on the discounted returns of the val split's
-    K-step rollouts, read as inference reads them (the policy or the scan, the final mix).
-
-    Trained on training videos, which its classifiers fit, the critic learns that a confident prediction has nothing
-    more to gain; on new videos a confident prediction is wrong more often and more frames still help, so adaptive
-    lookahead stopped too early (mu 0.7 lost 0.7 mAP on average over twelve data sets). Refit where the prediction is as
-    sure as it will be on new videos, the utility agrees with the mix inference uses and with their rewards."""
+    K-step rollouts, read as inference reads them (the policy or the scan, the final mix): videos on which the prediction
+    is as sure as it will be on new ones (why: docs/design.md, "A policy that earns its frames, or steps aside").
+    Returns the critic's explained variance on val before and after."""
     features: list[torch.Tensor] = []
     hook = model.utility.register_forward_hook(lambda module, inputs, output: features.append(inputs[0]))  # [B, F] each step
     rows, returns = [], []
