@@ -114,9 +114,10 @@ class VideoReader:
         self._restart(seek_to=None)
         first = self._peek()
         # Raw elementary streams (no timestamps) and formats without an index are read forward, restarting from the top
-        self.seekable = first is not None and first.stamped and self._container.format.name.split(",")[0] not in UNINDEXED_FORMATS
+        container_format = self._container.format.name.split(",")[0]
+        self.seekable = first is not None and first.stamped and container_format not in UNINDEXED_FORMATS
         self._skipping = (skip_unreferenced and self.seekable and self._stream.codec_context.name in SKIPPING_CODECS
-                          and self._container.format.name.split(",")[0] != "avi")
+                          and container_format != "avi")
         self.reading = "forward" if not self.seekable else "seek (skipping unreferenced frames)" if self._skipping else "seek"
 
     def _open(self) -> None:
@@ -244,7 +245,10 @@ class VideoReader:
         """Whether a picture this run skipped may be the frame at ``t``, a time not needed when it was skipped: one at p
         with nothing seen in (p, t] (its witness p' > t) and no frame consumed after it."""
         after = -math.inf if self._cur is None else self._cur.ts
-        return any(after <= p <= t < w for p, w in self._skipped)
+        # A run only moves forward: a picture skipped behind the current frame can never be an answer again. Dropping
+        # it keeps the list to the decoder's reorder window, not the whole run (a long sequential pass asks often).
+        self._skipped = [(p, w) for p, w in self._skipped if p >= after]
+        return any(p <= t < w for p, w in self._skipped)
 
     def _peek(self) -> Timed | None:
         """The frame after the current one, decoding it if needed; None at the end of the stream."""

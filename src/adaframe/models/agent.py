@@ -264,7 +264,7 @@ class AdaFrame(RecurrentAgent):
 
     def inference_positions(self, lengths: torch.Tensor, steps: int) -> torch.Tensor | None:
         """[B, K] the frames inference looks at where training chose the uniform scan over the policy (in the scan's
-        order, the middle first: ``positions.scan_positions``); None where the policy chooses."""
+        order, the middle first: ``positions.scan_indices``); None where the policy chooses."""
         return None if self.cfg.inference == "policy" else scan_indices(lengths, steps)
 
     def frame_logits(self, frames: torch.Tensor, head: Literal["pooled", "every", "subset"] = "pooled") -> torch.Tensor:

@@ -313,35 +313,36 @@ class Predictor:
         With ``prefetch`` the next group's frames are decoded while this group runs the backbone (as ``run`` does)."""
         groups = [list(paths[g: g + group]) for g in range(0, len(paths), group)]
 
-        def start(g: int) -> tuple[list[VideoJob], list[VideoJob], float]:
+        def start(g: int) -> tuple[list[VideoJob], list[tuple[np.ndarray, np.ndarray]], list[VideoJob], float]:
             t0 = time.perf_counter()
             jobs = self._open(groups[g], memory=False)
             self._opened(jobs)
-            return jobs, self._ask(jobs, [j.times[uniform_frames(len(j.times), frames)[0]] for j in jobs], self.spec["backbone"]["size"]), t0
+            picks = [uniform_frames(len(j.times), frames) for j in jobs]  # (distinct frames, which one each read is)
+            return jobs, picks, self._ask(jobs, [j.times[used] for j, (used, _) in zip(jobs, picks)], self.spec["backbone"]["size"]), t0
 
         ahead = start(0) if groups else None
         try:
             for g in range(len(groups)):
-                (jobs, asked, t0), ahead = ahead or start(g), None
+                (jobs, picks, asked, t0), ahead = ahead or start(g), None
                 decoded = self._frames(jobs, asked)
                 self._close(jobs)
                 if prefetch and g + 1 < len(groups):
                     ahead = start(g + 1)
-                yield self._uniform_results(jobs, decoded, frames, classifier, t0)
+                yield self._uniform_results(jobs, picks, decoded, frames, classifier, t0)
         finally:
             if ahead is not None:
-                self._frames(ahead[0], ahead[1])
+                self._frames(ahead[0], ahead[2])
                 self._close(ahead[0])
 
     @torch.no_grad()
-    def _uniform_results(self, jobs: list[VideoJob], decoded: list[np.ndarray | None], frames: int,
-                         classifier: Baseline | None, start: float) -> list[Recognition]:
+    def _uniform_results(self, jobs: list[VideoJob], picks: list[tuple[np.ndarray, np.ndarray]], decoded: list[np.ndarray | None],
+                         frames: int, classifier: Baseline | None, start: float) -> list[Recognition]:
         distinct = self._features(self.networks.backbone, decoded, len(jobs), self.model.cfg.feature_dim)  # [B, n, D]
-        picks = [uniform_frames(len(j.times), frames) if j.error is None else (np.zeros(0, np.int64), np.zeros(frames, np.int64))
-                 for j in jobs]
-        # [B, K, D]: a video with fewer than K candidate frames reads some twice, as eval does; the backbone ran once each
-        where = torch.from_numpy(np.stack([inv for _, inv in picks])).to(self.device)  # [B, K]
-        feats = (distinct.gather(1, where[..., None].expand(-1, -1, distinct.shape[2])) if distinct.shape[1]
+        # [B, K, D]: a video with fewer than K candidate frames reads some twice, as eval does; the backbone ran once each.
+        # A failed video's row of ``distinct`` is empty: it reads row 0 (zeros), and its result is the error.
+        reads = torch.from_numpy(np.stack([inv if j.error is None else np.zeros(frames, np.int64)
+                                           for j, (_, inv) in zip(jobs, picks)])).to(self.device)  # [B, K]
+        feats = (distinct.gather(1, reads[..., None].expand(-1, -1, distinct.shape[2])) if distinct.shape[1]
                  else distinct.new_zeros(len(jobs), frames, distinct.shape[2]))
         if classifier is not None and id(classifier) not in self._baseline_heads:  # count its FLOPs once, not per video
             self._baseline_heads[id(classifier)] = head_gflops_per_step(classifier, 0, self.device)
