@@ -175,15 +175,22 @@ def naive_loss(model, batch, steps, gamma, lam, seed, normalize=False):
         l_cls = F.cross_entropy(roll.logits[:, -1], batch.labels)
     else:  # the frame classifiers, and the LSTM's head when mixed
         l_cls = torch.zeros(())
-        if model.cfg.frame_loss != "subset":  # every real frame an example, one mean over all of them
-            ce = [F.cross_entropy(model.frame_head(standardised[b, :t]), batch.labels[b].expand(t), reduction="sum")
-                  for b, t in enumerate(batch.lengths.tolist())]
-            l_cls = l_cls + sum(ce) / batch.lengths.sum()
-        if model.cfg.frame_loss != "every":  # K random frames (drawn after the rollout's noise), the mean of their softmaxes
-            head = model.subset_head if model.cfg.frame_loss == "both" else model.frame_head
-            idx = sample_indices(batch.lengths, steps, "random", g)  # [B, K]
-            logits = head(standardised[torch.arange(n)[:, None], idx])
-            l_cls = l_cls - torch.log(torch.softmax(logits, -1).mean(1)[torch.arange(n), batch.labels]).mean()
+        # Each frame classifier is a bank, one linear classifier per L2 penalty, each with its own loss and penalty.
+        every = model.frame_head if model.cfg.frame_loss != "subset" else None
+        subset = model.subset_head if model.cfg.frame_loss == "both" else model.frame_head if model.cfg.frame_loss == "subset" else None
+        if subset is not None:
+            idx = sample_indices(batch.lengths, steps, "random", g)  # [B, K]: K random frames, drawn after the rollout's noise
+        for bank in {id(c): c for c in (every, subset) if c is not None}.values():
+            for j, penalty in enumerate(bank.penalties.tolist()):
+                w, b_ = bank.weight[j], bank.bias[j]
+                l_cls = l_cls + penalty / 2 * (w ** 2).sum()
+                if bank is every:  # every real frame an example, one mean over all of them
+                    ce = [F.cross_entropy(standardised[b, :t] @ w.T + b_, batch.labels[b].expand(t), reduction="sum")
+                          for b, t in enumerate(batch.lengths.tolist())]
+                    l_cls = l_cls + sum(ce) / batch.lengths.sum()
+                if bank is subset:  # the mean of the softmaxes of K random frames
+                    logits = standardised[torch.arange(n)[:, None], idx] @ w.T + b_
+                    l_cls = l_cls - torch.log(torch.softmax(logits, -1).mean(1)[torch.arange(n), batch.labels]).mean()
         if model.cfg.prediction == "mix":
             l_cls = l_cls + F.cross_entropy(roll.parts[:, -1, 1], batch.labels)
         if model.cfg.temporal:

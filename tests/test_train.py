@@ -416,32 +416,62 @@ def test_the_val_split_picks_the_frame_classifier_fits_the_mix_checks_the_policy
     assert ev >= records[-1]["critic_val_ev_trained"] - 1e-6  # the least-squares fit on these very returns
 
 
-def test_pick_pooled_takes_the_frame_classifier_with_the_better_val_map(synth_dir):
-    """frame_loss "both": the pooled prediction reads the frame classifier trained on every frame unless the other one's mean
-    softmax over K uniform frames has a val mAP SUBSET_MARGIN higher; one that says nothing (zero weights: a uniform
-    softmax) loses to one that points at the class, and a tie goes to AvgPooling's loss."""
+def class_means(synth_dir) -> torch.Tensor:
+    """[C, D] the class means of the training frames: as classifier weights, nearest-mean scores that point at the class."""
+    train_set = FeatureDataset(synth_dir, "train")
+    feats = [(train_set[i]["features"], train_set[i]["label"]) for i in range(len(train_set))]
+    return torch.stack([torch.from_numpy(np.concatenate([f for f, y in feats if y == c])).mean(0) for c in range(len(train_set.classes))])
+
+
+@torch.no_grad()
+def point(classifier, g: int | None, means: torch.Tensor) -> None:
+    """Every classifier of the bank says nothing (zero weights: a uniform softmax) but the g-th, which points at the class."""
+    classifier.weight.zero_()
+    classifier.bias.zero_()
+    if g is not None:
+        classifier.weight[g] = 5 * means
+
+
+def test_pick_frame_classifier_takes_the_bank_member_and_the_classifier_with_the_better_val_map(synth_dir):
+    """Each bank of frame classifiers picks its member with the best val mAP, pooled over K uniform frames (a tie goes to
+    the smallest penalty); with frame_loss "both" the pooled prediction then reads the classifier trained on every frame
+    unless the other one has a val mAP SUBSET_MARGIN higher (a tie goes to AvgPooling's loss)."""
     from adaframe.models.agent import AdaFrame, AgentConfig
-    from adaframe.train.loop import SUBSET_MARGIN, pick_pooled
+    from adaframe.models.frame_classifier import PENALTIES
+    from adaframe.train.loop import SUBSET_MARGIN, pick_frame_classifier
 
     val = FeatureDataset(synth_dir, "val")
-    train_set = FeatureDataset(synth_dir, "train")
+    means = class_means(synth_dir)
     model = AdaFrame(AgentConfig(val.feature_dim, val.memory_dim, 4, hidden=8, frame_loss="both"))
-    # a classifier that points at the class: the class means of the training frames (nearest-mean scores)
-    feats = [(train_set[i]["features"], train_set[i]["label"]) for i in range(len(train_set))]
-    means = torch.stack([torch.from_numpy(np.concatenate([f for f, y in feats if y == c])).mean(0) for c in range(4)])
-    for good, blank in (("subset", "every"), ("every", "subset")):
-        heads = {"every": model.frame_head, "subset": model.subset_head}
-        with torch.no_grad():
-            heads[good].weight.copy_(5 * means)
-            heads[good].bias.zero_()
-            heads[blank].weight.zero_()
-            heads[blank].bias.zero_()
-        record = pick_pooled(model, val, 3, torch.device("cpu"))
+    heads = {"every": model.frame_head, "subset": model.subset_head}
+    for good, blank, g in (("subset", "every", 3), ("every", "subset", 1)):
+        point(heads[good], g, means)
+        point(heads[blank], None, means)
+        record = pick_frame_classifier(model, val, 3, torch.device("cpu"))
         assert model.cfg.pooled_by == record["pooled_by"] == good
         assert record[f"pooled_{good}_mAP"] > record[f"pooled_{blank}_mAP"] + SUBSET_MARGIN
+        assert int(heads[good].picked) == g and record[f"pooled_{good}_penalty"] == pytest.approx(PENALTIES[g])
+        assert int(heads[blank].picked) == 0  # all tie
+        frames = torch.from_numpy(np.array(val[0]["features"]))
+        torch.testing.assert_close(model.frame_logits(frames), model.frame_bank(frames, good)[:, g])  # the pick predicts
     with torch.no_grad():
         model.subset_head.load_state_dict(model.frame_head.state_dict())  # the same classifier twice: the tie goes to "every"
-    assert pick_pooled(model, val, 3, torch.device("cpu"))["pooled_by"] == "every"
+    assert pick_frame_classifier(model, val, 3, torch.device("cpu"))["pooled_by"] == "every"
+
+
+@pytest.mark.parametrize("kind", ["avgpool", "sampler"])
+def test_baselines_pick_the_penalty_whose_classifier_does_best_on_val(synth_dir, kind):
+    from adaframe.train.loop import pick_frame_classifier
+
+    val = FeatureDataset(synth_dir, "val")
+    model = build_model(kind, {"feature_dim": val.feature_dim, "memory_dim": val.memory_dim, "num_classes": 4,
+                               "memory_frames": val.memory_frames, "frames": 3})
+    classifier = model.head if kind == "avgpool" else model.classifier
+    point(classifier, 2, class_means(synth_dir))
+    record = pick_frame_classifier(model, val, 3, torch.device("cpu"))
+    assert int(classifier.picked) == 2 and record["frames_penalty"] == classifier.penalties[2].item()
+    frames = torch.from_numpy(np.array(val[0]["features"]))
+    torch.testing.assert_close(classifier(frames), classifier.bank(frames)[:, 2])
 
 
 def model_classes(run: Path) -> list[str]:

@@ -8,6 +8,7 @@ and a run may be resumed with another number of processes.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -85,7 +86,10 @@ def start(device: torch.device) -> tuple[Shard, torch.device]:
 
 
 def stop() -> None:
+    """Leave the process group. Objects in reference cycles may still hold it (and gloo's pending work): collected
+    first, so the group ends here rather than in the interpreter's teardown, where gloo's threads can abort the process."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

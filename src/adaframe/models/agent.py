@@ -22,6 +22,7 @@ from torch import nn
 from torch.distributions import Normal
 
 from adaframe.distributed import exponential, rand, randn
+from adaframe.models.frame_classifier import PENALTIES, FrameClassifier, check_penalties
 from adaframe.models.positions import fixed_start, location_to_index, scan_indices
 from adaframe.models.recurrent import Decision, Exploration, Looked, RecurrentAgent, State, Step
 from adaframe.utils import AdaframeError
@@ -84,6 +85,9 @@ class AgentConfig:
     the val split picks the one the pooled prediction reads (``pooled_by``)"""
     pooled_by: Literal["every", "subset"] = "every"
     """frame_loss "both": the classifier the pooled prediction reads (set by training on the val split)"""
+    frame_penalties: tuple[float, ...] = PENALTIES
+    """the L2 penalties of each frame classifier's bank; the val split picks one per classifier
+    (``models/frame_classifier.py``)"""
     critic: Critic = "state"
     """what the utility head reads: ``[h_t, u_t]`` ("state", the paper) or also the prediction that decides the reward:
     its two largest probabilities and the best margin of the steps before ("prediction")"""
@@ -104,6 +108,7 @@ class AgentConfig:
             raise AdaframeError(f"unknown frame_loss {self.frame_loss!r} or critic {self.critic!r}")
         if self.inference not in ("policy", "scan"):
             raise AdaframeError(f"unknown inference {self.inference!r} (expected policy or scan)")
+        check_penalties(self.frame_penalties)
         if self.temporal and self.prediction != "mix":
             raise AdaframeError("temporal: the temporal-order LSTM is a part of the mixed prediction: use prediction 'mix'")
 
@@ -219,8 +224,9 @@ class AdaFrame(RecurrentAgent):
         super().__init__(cfg, inputs)
         self.select = GaussianSelection(cfg) if cfg.selection == "gaussian" else SlotSelection(cfg)  # f_s
         self.utility = nn.Linear(cfg.hidden + cfg.memory_dim + (CRITIC_FEATURES if cfg.critic == "prediction" else 0), 1)  # f_u
-        self.frame_head = nn.Linear(cfg.feature_dim, cfg.num_classes) if cfg.prediction != "lstm" else None  # by cfg.frame_loss
-        self.subset_head = nn.Linear(cfg.feature_dim, cfg.num_classes) if cfg.prediction != "lstm" and cfg.frame_loss == "both" else None
+        bank = lambda: FrameClassifier(cfg.feature_dim, cfg.num_classes, tuple(cfg.frame_penalties))  # noqa: E731
+        self.frame_head = bank() if cfg.prediction != "lstm" else None  # by cfg.frame_loss
+        self.subset_head = bank() if cfg.prediction != "lstm" and cfg.frame_loss == "both" else None
         # The temporal-order classifier: an LSTM over the frames looked at, sorted by time, each with its position.
         self.ordered = nn.LSTM(cfg.feature_dim + 2 * POSITION_FREQUENCIES, cfg.hidden, batch_first=True) if cfg.temporal else None
         self.ordered_head = nn.Linear(cfg.hidden, cfg.num_classes) if cfg.temporal else None
@@ -267,12 +273,26 @@ class AdaFrame(RecurrentAgent):
         order, the middle first: ``positions.scan_indices``); None where the policy chooses."""
         return None if self.cfg.inference == "policy" else scan_indices(lengths, steps)
 
-    def frame_logits(self, frames: torch.Tensor, head: Literal["pooled", "every", "subset"] = "pooled") -> torch.Tensor:
-        """frames [..., D] -> a frame classifier's logits [..., C]: the one the pooled prediction reads, or the one trained
-        on every frame or on K random ones (``cfg.frame_loss``: with "both" each has its own, else ``frame_head`` is it)."""
+    def frame_classifier(self, head: Literal["pooled", "every", "subset"] = "pooled") -> FrameClassifier:
+        """The frame classifier the pooled prediction reads, or the one trained on every frame or on K random ones
+        (``cfg.frame_loss``: with "both" each has its own, else ``frame_head`` is it)."""
         if head == "pooled":
             head = self.cfg.pooled_by if self.subset_head is not None else "every"
-        return (self.subset_head if head == "subset" and self.subset_head is not None else self.frame_head)(self.frame_norm(frames))
+        classifier = self.subset_head if head == "subset" and self.subset_head is not None else self.frame_head
+        assert classifier is not None, "prediction 'lstm' has no frame classifier"
+        return classifier
+
+    def frame_logits(self, frames: torch.Tensor, head: Literal["pooled", "every", "subset"] = "pooled") -> torch.Tensor:
+        """frames [..., D] -> the (picked) logits [..., C] of ``frame_classifier(head)``."""
+        return self.frame_classifier(head)(self.frame_norm(frames))
+
+    def frame_bank(self, frames: torch.Tensor, head: Literal["every", "subset"]) -> torch.Tensor:
+        """frames [..., D] -> the logits [..., G, C] of every classifier in ``frame_classifier(head)``'s bank."""
+        return self.frame_classifier(head).bank(self.frame_norm(frames))
+
+    def frame_penalty(self) -> torch.Tensor:
+        """The L2 penalties of the frame classifiers' banks."""
+        return sum((c.penalty() for c in (self.frame_head, self.subset_head) if c is not None), torch.zeros(()))
 
     def where(self, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int) -> Where:
         """The slots policy's actions that would look at nothing new (``Looked.blocked``; the scan once its positions are

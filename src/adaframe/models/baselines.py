@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from adaframe.models.frame_classifier import PENALTIES, FrameClassifier, check_penalties
 from adaframe.models.standardize import Standardize
 from adaframe.utils import AdaframeError
 
@@ -22,10 +23,14 @@ class BaselineConfig:
     feature_dim: int
     num_classes: int
     hidden: int = 1024
+    frame_penalties: tuple[float, ...] = PENALTIES
+    """AvgPooling: the L2 penalties of its bank of frame classifiers, one of which the val split picks
+    (``models/frame_classifier.py``)"""
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1:
             raise AdaframeError(f"invalid BaselineConfig dims: {self}")
+        check_penalties(self.frame_penalties)
 
 
 class Baseline(nn.Module):
@@ -44,18 +49,22 @@ class Baseline(nn.Module):
 
 class AvgPooling(Baseline):
     """A frame classifier (the fine-tuned backbone's last layer) whose softmax is averaged over frames. It reads frames
-    standardised with the training split's statistics, as every model does (why: docs/design.md, "Baselines that learn
-    what they can")."""
+    standardised with the training split's statistics, as every model does, and its L2 penalty is chosen on val (why
+    both: docs/design.md, "Baselines that learn what they can")."""
 
     def __init__(self, cfg: BaselineConfig):
         super().__init__()
         self.cfg = cfg
         self.norm = Standardize(cfg.feature_dim, "frames")
-        self.head = nn.Linear(cfg.feature_dim, cfg.num_classes)
+        self.head = FrameClassifier(cfg.feature_dim, cfg.num_classes, tuple(cfg.frame_penalties))
 
     def forward_head(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames [..., D] -> per-frame logits [..., C]."""
+        """frames [..., D] -> per-frame logits [..., C] (the picked classifier's)."""
         return self.head(self.norm(frames))
+
+    def frame_bank(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [..., D] -> every classifier's per-frame logits [..., G, C]."""
+        return self.head.bank(self.norm(frames))
 
     def probs(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """frames [B, k, D], mask [B, k] -> video probabilities [B, C]: the mean of the real frames' softmaxes."""

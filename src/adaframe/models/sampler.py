@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from adaframe.models.frame_classifier import PENALTIES, FrameClassifier, check_penalties
 from adaframe.models.memory import positional_encoding
 from adaframe.models.standardize import Standardize
 from adaframe.utils import AdaframeError
@@ -29,11 +30,14 @@ class SamplerConfig:
     """K: the frames it picks in training (at most Td)"""
     hidden: int = 128
     """width of the policy's scoring network"""
+    frame_penalties: tuple[float, ...] = PENALTIES
+    """the L2 penalties of its bank of frame classifiers, one of which the val split picks (``models/frame_classifier.py``)"""
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.memory_dim, self.num_classes, self.hidden, self.memory_frames, self.frames) < 1:
             raise AdaframeError(f"the sampler needs a global memory and positive sizes: {self}")
         check_frames(self.frames, self.memory_frames)
+        check_penalties(self.frame_penalties)
 
 
 def check_frames(k: int, slots: int) -> None:
@@ -49,7 +53,7 @@ class OneStepSampler(nn.Module):
         self.cfg = cfg
         self.frame_norm = Standardize(cfg.feature_dim, "frames")
         self.memory_norm = Standardize(cfg.memory_dim, "memory")
-        self.classifier = nn.Linear(cfg.feature_dim, cfg.num_classes)
+        self.classifier = FrameClassifier(cfg.feature_dim, cfg.num_classes, tuple(cfg.frame_penalties))
         # A slot's score reads the slot (its features and position) and the whole video (the mean over slots).
         self.policy = nn.Sequential(nn.Linear(2 * cfg.memory_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 1))
 
@@ -60,8 +64,12 @@ class OneStepSampler(nn.Module):
         return self.policy(torch.cat([m, video], -1)).squeeze(-1) / math.sqrt(2.0)  # [B, Td]
 
     def frame_logits(self, frames: torch.Tensor) -> torch.Tensor:
-        """frames [..., D] -> the classifier's logits [..., C]."""
+        """frames [..., D] -> the (picked) classifier's logits [..., C]."""
         return self.classifier(self.frame_norm(frames))
+
+    def frame_bank(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames [..., D] -> every classifier's logits [..., G, C]."""
+        return self.classifier.bank(self.frame_norm(frames))
 
     def probs(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [B, k, D] -> video probabilities [B, C]: the mean of the frames' softmaxes."""

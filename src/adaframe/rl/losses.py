@@ -45,12 +45,14 @@ def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, re
         # pooled over K random frames, the LSTM's head (when mixed in) at the last step. Trained on their sum, the one that
         # fits the training videos best would take over, whether or not it generalises; the mix is fitted on val (fit_mix).
         how = model.cfg.frame_loss
-        terms["loss_frames"] = ((every_frame_loss(lambda x: model.frame_logits(x, "every"), batch, shard) if how != "subset" else 0.0)
-                                + (subset_loss(lambda x: model.frame_logits(x, "subset"), batch, steps, generator, shard) if how != "every" else 0.0))
+        # Each is a bank of classifiers, one per L2 penalty (models/frame_classifier.py), the penalties in loss_penalty.
+        terms["loss_frames"] = ((every_frame_loss(lambda x: model.frame_bank(x, "every"), batch, shard) if how != "subset" else 0.0)
+                                + (subset_loss(lambda x: model.frame_bank(x, "subset"), batch, steps, generator, shard) if how != "every" else 0.0))
+        terms["loss_penalty"] = model.frame_penalty()
         terms["loss_recurrent"] = F.cross_entropy(roll.parts[:, -1, 1], batch.labels)
         if model.cfg.temporal:  # the temporal classifier, at the last step too
             terms["loss_temporal"] = F.cross_entropy(roll.parts[:, -1, 2], batch.labels)
-        loss_cls = terms["loss_frames"] + (terms["loss_recurrent"] + terms.get("loss_temporal", 0.0) if model.cfg.prediction == "mix" else 0.0)
+        loss_cls = terms["loss_frames"] + terms["loss_penalty"] + (terms["loss_recurrent"] + terms.get("loss_temporal", 0.0) if model.cfg.prediction == "mix" else 0.0)
         terms = {k: v.detach() for k, v in terms.items()}
     # Rewards from every step's prediction (no gradient flows through rewards).
     with torch.no_grad():
@@ -113,31 +115,38 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor, mask: torc
     return 1 - (target - predicted).var(unbiased=False) / var if var > 0 else torch.tensor(float("nan"))
 
 
-def subset_loss(frame_logits: Callable[[torch.Tensor], torch.Tensor], batch: Batch, frames: int, generator: torch.Generator | None,
+def subset_loss(bank_logits: Callable[[torch.Tensor], torch.Tensor], batch: Batch, frames: int, generator: torch.Generator | None,
                 shard: Shard = Shard()) -> torch.Tensor:
     """Cross-entropy of a pooled prediction, the mean of a frame classifier's softmax over K random frames (one in each
-    of K segments). Unlike AvgPooling's loss (``avgpool_loss``), no single frame must name the class: a frame that
-    shows nothing of it (titles, crowds, the shared scene) may stay uncertain while the frames that show it decide."""
+    of K segments), summed over the classifiers of a bank (``bank_logits``: frames [..., D] -> [..., G, C]), each
+    trained on its own. Unlike AvgPooling's loss (``every_frame_loss``), no single frame must name the class: a frame
+    that shows nothing of it (titles, crowds, the shared scene) may stay uncertain while the frames that show it decide."""
     idx = sample_indices(batch.lengths, frames, "random", generator, shard)  # [B, K]
-    probs = torch.softmax(frame_logits(gather_frames(batch.features, idx)), -1).mean(1)  # [B, C]
-    return F.nll_loss(torch.log(probs.clamp(min=1e-12)), batch.labels)
+    probs = torch.softmax(bank_logits(gather_frames(batch.features, idx)), -1).mean(1)  # [B, G, C]
+    p_gt = probs.gather(2, batch.labels[:, None, None].expand(-1, probs.shape[1], 1)).squeeze(2)  # [B, G]
+    return -torch.log(p_gt.clamp(min=1e-12)).mean(0).sum()
 
 
-def every_frame_loss(frame_logits: Callable[[torch.Tensor], torch.Tensor], batch: Batch, shard: Shard = Shard()) -> torch.Tensor:
-    """AvgPooling's loss: every real frame of a video is a training example with the video's label.
+def every_frame_loss(bank_logits: Callable[[torch.Tensor], torch.Tensor], batch: Batch, shard: Shard = Shard()) -> torch.Tensor:
+    """AvgPooling's loss: every real frame of a video is a training example with the video's label; summed over the
+    classifiers of a bank (``bank_logits``: frames [..., D] -> [..., G, C]), each trained on its own.
 
     The mean is over the frames of the global batch: divided by the processes' mean frame count, DDP's
     average of the processes' losses is the sum over all frames over their number.
     """
-    logits = frame_logits(batch.features)  # [B, T, C]
-    per_frame = F.cross_entropy(logits.transpose(1, 2), batch.labels[:, None].expand(-1, logits.shape[1]), reduction="none")  # [B, T]
+    logits = bank_logits(batch.features)  # [B, T, G, C]
+    labels = batch.labels[:, None, None].expand(logits.shape[:-1])  # [B, T, G]
+    per_frame = F.cross_entropy(logits.flatten(0, 2), labels.flatten(), reduction="none").view(labels.shape).sum(2)  # [B, T]
     mask = batch.mask.float()
     return (per_frame * mask).sum() / shard.mean(mask.sum())
 
 
 def avgpool_loss(model: AvgPooling, batch: Batch, shard: Shard = Shard()) -> dict[str, torch.Tensor]:
-    loss = every_frame_loss(model.forward_head, batch, shard)
-    return {"loss": loss, "loss_cls": loss.detach()}
+    """The bank of frame classifiers (``models/frame_classifier.py``): each one's cross-entropy on every frame and its
+    L2 penalty."""
+    loss_cls = every_frame_loss(model.frame_bank, batch, shard)
+    loss_penalty = model.head.penalty()
+    return {"loss": loss_cls + loss_penalty, "loss_cls": loss_cls.detach(), "loss_penalty": loss_penalty.detach()}
 
 
 def lstm_loss(model: LSTMBaseline, batch: Batch, frames: int, generator: torch.Generator | None,
@@ -158,7 +167,7 @@ def sampler_loss(model: OneStepSampler, batch: Batch, frames: int, reward_weight
     (without replacement, by Gumbel top-k) and ``r_greedy`` on the K most likely ones.
     """
     # L_cls: the classifier learns from random subsets, never from the policy's choices.
-    loss_cls = subset_loss(model.frame_logits, batch, frames, generator, shard)
+    loss_cls = subset_loss(model.frame_bank, batch, frames, generator, shard) + model.classifier.penalty()
     # J_sel: K slots drawn from the policy, each frame anywhere within its slot's stretch of time.
     logits = model.slot_logits(batch.memory)  # [B, Td]
     td = logits.shape[1]

@@ -25,6 +25,8 @@ from adaframe.distributed import Shard, gather, sharded_loader
 from adaframe.evaluate.metrics import mean_average_precision, top1
 from adaframe.evaluate.split import Policy, agent_batch, evaluate
 from adaframe.models.agent import AdaFrame, fit_mix, mix_logits
+from adaframe.models.baselines import AvgPooling
+from adaframe.models.frame_classifier import FrameClassifier
 from adaframe.models.kinds import CHECKPOINT, KINDS, build_model, save_checkpoint
 from adaframe.models.standardize import set_statistics
 from adaframe.rl.losses import agent_loss, avgpool_loss, explained_variance, lstm_loss, sampler_loss
@@ -169,23 +171,47 @@ difference is the noise of a few hundred val videos (docs/design.md: What predic
 
 
 @torch.no_grad()
-def pick_pooled(model: AdaFrame, val_set: FeatureDataset, frames: int, device: torch.device, batch_size: int = 128) -> dict[str, object]:
-    """``frame_loss`` "both": the pooled prediction reads the frame classifier trained on every frame (AvgPooling's loss)
-    unless the one trained on K random frames has a val mAP, pooled over K uniform frames, ``SUBSET_MARGIN`` higher
-    (``AgentConfig.pooled_by``)."""
-    scores: dict[str, list[torch.Tensor]] = {"every": [], "subset": []}
-    labels = []
-    model.eval()
+def bank_val_maps(bank_logits: Callable[[torch.Tensor], torch.Tensor], val_set: FeatureDataset, frames: int,
+                  device: torch.device, batch_size: int = 128) -> np.ndarray:
+    """val mAP [G] of each classifier of a bank (``bank_logits``: frames [..., D] -> [..., G, C]), its softmax averaged
+    over K uniform frames of each video (AvgPooling's rule)."""
+    scores, labels = [], []
     for batch in DataLoader(val_set, batch_size=batch_size, shuffle=False, collate_fn=collate):
         batch = batch.to(device)
         picked = gather_frames(batch.features, sample_indices(batch.lengths, frames, "uniform"))  # [B, K, D]
-        for head, out in scores.items():
-            out.append(torch.softmax(model.frame_logits(picked, head), -1).mean(1).cpu())  # type: ignore[arg-type]
+        scores.append(torch.softmax(bank_logits(picked), -1).mean(1).cpu())  # [B, G, C]
         labels.append(batch.labels.cpu())
-    truth = torch.cat(labels).numpy()
-    maps = {head: 100 * mean_average_precision(torch.cat(out).numpy(), truth) for head, out in scores.items()}
-    model.cfg.pooled_by = "subset" if maps["subset"] >= maps["every"] + SUBSET_MARGIN else "every"
-    return {"pooled_every_mAP": maps["every"], "pooled_subset_mAP": maps["subset"], "pooled_by": model.cfg.pooled_by}
+    s, truth = torch.cat(scores).numpy(), torch.cat(labels).numpy()
+    return np.array([100 * mean_average_precision(s[:, g], truth) for g in range(s.shape[1])])
+
+
+def pick_penalty(classifier: FrameClassifier, bank_logits: Callable[[torch.Tensor], torch.Tensor], val_set: FeatureDataset,
+                 frames: int, device: torch.device) -> float:
+    """The bank's classifier with the best val mAP (``bank_val_maps``; a tie goes to the smaller penalty) predicts from
+    now on; returns its val mAP."""
+    maps = bank_val_maps(bank_logits, val_set, frames, device)
+    classifier.pick(int(maps.argmax()))
+    return float(maps.max())
+
+
+def pick_frame_classifier(model: nn.Module, val_set: FeatureDataset, frames: int, device: torch.device) -> dict[str, object]:
+    """After every epoch: each bank of frame classifiers (AvgPooling's, the sampler's, AdaFrame's) picks its L2 penalty
+    on val. AdaFrame with ``frame_loss`` "both" then picks the classifier its pooled prediction reads: the one trained on
+    every frame (AvgPooling's loss) unless the one trained on K random frames has a val mAP ``SUBSET_MARGIN`` higher
+    (``AgentConfig.pooled_by``)."""
+    model.eval()
+    if not isinstance(model, AdaFrame):
+        classifier = model.head if isinstance(model, AvgPooling) else model.classifier
+        val_map = pick_penalty(classifier, model.frame_bank, val_set, frames, device)
+        return {"frames_penalty": classifier.picked_penalty, "frames_val_mAP": val_map}
+    heads = ("every", "subset") if model.cfg.frame_loss == "both" else (model.cfg.frame_loss,)
+    maps = {h: pick_penalty(model.frame_classifier(h), lambda x, h=h: model.frame_bank(x, h), val_set, frames, device) for h in heads}
+    record: dict[str, object] = {f"pooled_{h}_mAP": m for h, m in maps.items()}
+    record.update({f"pooled_{h}_penalty": model.frame_classifier(h).picked_penalty for h in heads})
+    if model.cfg.frame_loss == "both":
+        model.cfg.pooled_by = "subset" if maps["subset"] >= maps["every"] + SUBSET_MARGIN else "every"
+        record["pooled_by"] = model.cfg.pooled_by
+    return record
 
 
 POLICY_MARGIN = 0.5
@@ -340,11 +366,12 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
             scheduler.step()
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
             record.update({k: v / len(loader) for k, v in sums.items()})
-            # AdaFrame: after every epoch the val split picks the pooled prediction's frame classifier and fits the mix;
+            # After every epoch the val split picks each frame classifier's penalty; AdaFrame's, its pooled prediction's
+            # frame classifier, and fits the mix;
             # after the last, it decides between the policy and the scan and refits the critic (saved by the checkpoint).
             adaframe = val_set is not None and cfg.model == "adaframe"
-            if adaframe and cfg.prediction != "lstm" and cfg.frame_loss == "both":
-                record.update(pick_pooled(model, val_set, cfg.frames, device))
+            if val_set is not None and (cfg.model in ("avgpool", "sampler") or adaframe and cfg.prediction != "lstm"):
+                record.update(pick_frame_classifier(model, val_set, cfg.frames, device))
             if adaframe and cfg.prediction == "mix":
                 record.update(refit_mix(model, val_set, cfg.frames, device))
             elif val_set is not None:
