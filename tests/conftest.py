@@ -119,6 +119,14 @@ class Ran:
     stderr: str
 
 
+def default_agent() -> dict:
+    """The options of the default agent (the 'fast' preset's), as ``adaframe train`` builds it."""
+    from adaframe.models.kinds import KINDS
+    from adaframe.train.config import PRESETS
+
+    return {o: getattr(PRESETS["fast"], o) for o in KINDS["adaframe"].options if hasattr(PRESETS["fast"], o)}
+
+
 def adaframe(*args: str, cwd: Path, check: bool = True, timeout: int = 300, subprocess: bool = False) -> Ran | sp.CompletedProcess:
     """Run ``adaframe ARGS`` as a user would (one thread, no debug tracebacks), in this process unless ``subprocess``.
 
@@ -319,14 +327,14 @@ def make_run(run_dir: Path, data: Path, kind: str = "adaframe", seed: int = 0, m
     """An untrained run on the extracted features ``data`` (the default agent, or a model of ``kind``), for the commands
     that read a run: predict must agree with eval whatever the weights are."""
     from adaframe.data.features import FeatureDataset, read_spec
-    from adaframe.models.kinds import KINDS, build_model, save_checkpoint
-    from adaframe.train.config import PRESETS
+    from adaframe.models.kinds import build_model, save_checkpoint
 
     spec = read_spec(data)
     ds = FeatureDataset(data, "train")
     dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 24,
-            "std": 0.1, "memory_frames": memory_frames}
-    dims.update({o: getattr(PRESETS["fast"], o) for o in KINDS["adaframe"].options})  # the default agent
+            "memory_frames": memory_frames}
+    if kind == "adaframe":  # the default agent
+        dims.update(default_agent())
     torch.manual_seed(seed)
     model = build_model(kind, dims)
     if kind == "adaframe":

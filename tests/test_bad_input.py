@@ -136,8 +136,10 @@ def foreign_checkpoint(run: Path, kind: str) -> Path:
         path.write_bytes(good.read_bytes()[:200])
     else:
         payload = torch.load(good, weights_only=True)
-        if kind == "no dims":
-            path, payload["model_config"] = run / "nodims.pt", {}
+        if kind == "model config of another version":
+            path = run / "other.pt"
+            payload["model_config"]["extra"] = 1
+            del payload["model_config"]["hidden"]
         else:
             path, payload["kind"] = run / "badkind.pt", "resnet"
         torch.save(payload, path)
@@ -150,7 +152,8 @@ def foreign_checkpoint(run: Path, kind: str) -> Path:
     ("train_state", "{path} is not an adaframe checkpoint"),
     # In parentheses, torch's or Python's reason in its own words (which a new version may change): any one line.
     ("truncated", re.compile(r"cannot load checkpoint {path}: the file is damaged or truncated \(.+\)")),
-    ("no dims", re.compile(r"{path}: its model description is incomplete \(.+\); not a checkpoint 'adaframe train' wrote")),
+    ("model config of another version", "{path}: its model_config has unknown key 'extra'; lacks key 'hidden' (written by another "
+                                        "version of the model: train it again)"),
     ("bad kind", "{path}: unknown model 'resnet'"),
     ("folder without one", "no checkpoint at R/empty/checkpoint.pt"),
 ])

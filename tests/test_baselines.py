@@ -8,7 +8,7 @@ import torch
 
 from adaframe.data.features import FeatureDataset, sample_indices
 from adaframe.evaluate.split import evaluate
-from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
+from adaframe.models.baselines import AvgPooling, AvgPoolingConfig, LSTMBaseline, LSTMConfig
 
 D, C, H = 6, 3, 5
 
@@ -22,7 +22,7 @@ def test_avgpool_logits_are_the_log_of_the_mean_frame_softmax():
     """AvgPooling's probabilities are the mean of the real frames' softmaxes, and it returns logits, as every model
     does: their softmax is that mean."""
     torch.manual_seed(0)
-    model = AvgPooling(BaselineConfig(D, C, hidden=8))
+    model = AvgPooling(AvgPoolingConfig(D, C))
     model.head.pick(2)  # the bank's third classifier predicts (the val split's choice in training)
     frames = torch.randn(3, 5, D)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
@@ -51,7 +51,7 @@ def naive_lstm(model: LSTMBaseline, x: np.ndarray) -> np.ndarray:
 
 def test_lstm_with_mask_equals_unpadded_alone_and_naive_lstm():
     torch.manual_seed(0)
-    model = LSTMBaseline(BaselineConfig(D, C, hidden=H)).eval()
+    model = LSTMBaseline(LSTMConfig(D, C, hidden=H)).eval()
     lengths = [4, 7, 1, 3]
     frames = torch.randn(4, 7, D)
     mask = torch.arange(7)[None, :] < torch.tensor(lengths)[:, None]
@@ -70,8 +70,8 @@ def test_lstm_with_mask_equals_unpadded_alone_and_naive_lstm():
 def test_evaluate_baselines_all_sampling_modes(synth_dir, kind, sampling):
     ds = FeatureDataset(synth_dir, "train")
     torch.manual_seed(0)
-    cfg = BaselineConfig(ds.feature_dim, len(ds.classes), hidden=16)
-    model = AvgPooling(cfg) if kind == "avgpool" else LSTMBaseline(cfg)
+    model = (AvgPooling(AvgPoolingConfig(ds.feature_dim, len(ds.classes))) if kind == "avgpool"
+             else LSTMBaseline(LSTMConfig(ds.feature_dim, len(ds.classes), hidden=16)))
     k = 5
     res = evaluate(model, ds, frames=k, sampling=sampling, batch_size=8, seed=3)
     n, tmax = len(ds), int(ds.lengths.max())
@@ -101,7 +101,7 @@ def test_evaluate_baselines_all_sampling_modes(synth_dir, kind, sampling):
 def test_avgpool_evaluate_scores_match_hand_computation(synth_dir):
     ds = FeatureDataset(synth_dir, "val")
     torch.manual_seed(0)
-    model = AvgPooling(BaselineConfig(ds.feature_dim, len(ds.classes)))
+    model = AvgPooling(AvgPoolingConfig(ds.feature_dim, len(ds.classes)))
     res = evaluate(model, ds, frames=3, sampling="uniform", batch_size=4)
     w, b = model.head.weight[0].detach().numpy(), model.head.bias[0].detach().numpy()  # the unpenalised one, picked before training
     for i in range(len(ds)):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
+from adaframe.models.kinds import load_checkpoint
 from conftest import adaframe
 
 SYNTH = ["--videos", "60", "--classes", "4", "--dim", "16", "--memory-dim", "8", "--min-frames", "8", "--max-frames", "20",
@@ -36,10 +37,18 @@ def test_cli_synth_train_eval(tmp_path, model):
     assert len(list((data / "features").glob("*.npy"))) == 60 and len(list((data / "memory").glob("*.npy"))) == 60
 
     run = tmp_path / model
-    adaframe("train", "--data", str(data), "--out", str(run), "--model", model, *TRAIN, cwd=tmp_path)
+    trained = adaframe("train", "--data", str(data), "--out", str(run), "--model", model, *TRAIN, cwd=tmp_path)
     for name in ("checkpoint.pt", "config.json", "metrics.jsonl"):
         assert (run / name).is_file(), name
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(history) == 2
+    # the frame classifier's L2 penalty, picked on val, is said and saved with the weights
+    key = "frames_penalty" if model == "avgpool" else f"pooled_{history[-1]['pooled_by']}_penalty"
+    loaded = load_checkpoint(run)[0]
+    classifier = loaded.head if model == "avgpool" else loaded.frame_classifier()
+    assert classifier.picked_penalty == pytest.approx(history[-1][key])
+    said = f"L2 penalty, picked on val: {history[-1][key]:g} " if model == "avgpool" else f"with L2 penalty {history[-1][key]:g}"
+    assert said in trained.stdout, trained.stdout
 
     def evaluate(*extra: str) -> dict:
         out = tmp_path / f"eval_{len(extra)}.json"

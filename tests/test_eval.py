@@ -17,10 +17,9 @@ from sklearn.metrics import average_precision_score
 
 from adaframe.data.features import FeatureDataset
 from adaframe.evaluate.split import evaluate
-from adaframe.models.kinds import KINDS, build_model, load_checkpoint, save_checkpoint
+from adaframe.models.kinds import build_model, load_checkpoint, save_checkpoint
 from adaframe.rl.rollout import StopRule
-from adaframe.train.config import PRESETS
-from conftest import TINY_SYNTH, adaframe, lively
+from conftest import TINY_SYNTH, adaframe, default_agent, lively
 
 D, DM, TD, C, H = TINY_SYNTH["dim"], TINY_SYNTH["memory_dim"], TINY_SYNTH["memory_frames"], TINY_SYNTH["classes"], 16
 K = 6
@@ -42,7 +41,7 @@ def runs(synth_dir, tmp_path_factory) -> dict[str, Path]:
     for kind in ("adaframe", "lstm", "avgpool"):
         dims = {"feature_dim": D, "memory_dim": DM, "num_classes": C, "hidden": H}
         if kind == "adaframe":
-            dims.update(memory_frames=TD, **{o: getattr(PRESETS["fast"], o) for o in KINDS["adaframe"].options})
+            dims.update(memory_frames=TD, **default_agent())
         torch.manual_seed(0)
         model = build_model(kind, dims)
         if kind == "adaframe":

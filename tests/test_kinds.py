@@ -1,5 +1,6 @@
 """The model kinds (models/kinds.py): every kind builds, trains and round-trips through a checkpoint that holds its config
-dataclass; checkpoints of earlier versions (a loose ``dims`` dict) still load as the model they held."""
+dataclass, strictly (a key too many or too few is an error naming it); every option of a model's config is a setting of
+``adaframe train``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from adaframe.models.agent import AgentConfig
 from adaframe.models.kinds import AGENTS, CHECKPOINT, KINDS, build_model, load_checkpoint, model_config, save_checkpoint
+from adaframe.models.kinds import SIZES as KIND_SIZES
 from adaframe.train.config import PRESETS, ModelName, Preset, TrainConfig
 from adaframe.train.loop import LOSSES
 from adaframe.utils import AdaframeError
@@ -38,10 +40,38 @@ def test_checkpoint_holds_the_config_dataclass(tmp_path, kind):
         assert torch.equal(p, q), name
 
 
-def test_model_config_ignores_settings_the_kind_has_no_field_for():
-    assert model_config("avgpool", {**SIZES, "memory_read": "lstm", "jumps": (0.5,)}) == KINDS["avgpool"].config(6, 3, 8)
+def test_model_config_is_strict():
+    """Sizes a kind does not take are left out; any other key it has no field for, or a required one missing, is an
+    error naming it."""
+    assert model_config("avgpool", SIZES) == KINDS["avgpool"].config(6, 3)  # no memory, no LSTM: memory_dim, hidden... left out
+    with pytest.raises(AdaframeError, match=r"^a avgpool model's config has unknown key 'jumps', 'memory_read'$"):
+        model_config("avgpool", {**SIZES, "memory_read": "lstm", "jumps": (0.5,)})
+    with pytest.raises(AdaframeError, match=r"lacks key 'num_classes'$"):
+        model_config("lstm", {"feature_dim": 6})
     with pytest.raises(AdaframeError, match="unknown model 'resnet'"):
         build_model("resnet", SIZES)
+
+
+SET_BY_TRAINING = {"pooled_by", "inference"}
+"""AdaFrame's config fields that training sets on val, not options"""
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_option_of_a_model_is_a_train_setting(kind):
+    """Every field of a kind's config beyond its sizes is in its options, a TrainConfig field of the same name (so
+    ``adaframe train --model KIND`` can set it) that reaches the model."""
+    options = {f.name for f in fields(KINDS[kind].config)} - set(KIND_SIZES) - SET_BY_TRAINING
+    assert options == set(KINDS[kind].options)
+    assert options <= {f.name for f in fields(TrainConfig)}
+
+
+def test_an_option_of_another_model_is_refused():
+    with pytest.raises(AdaframeError, match=r"--jumps is an option of --model fastforward, fastforward-g, frameglimpse, "
+                                            r"frameglimpse-g, not of --model adaframe|--jumps is an option of --model"):
+        TrainConfig("d", "o", model="adaframe", jumps=(0.5,))
+    with pytest.raises(AdaframeError, match=r"--prediction is an option of --model adaframe, not of --model avgpool"):
+        TrainConfig("d", "o", model="avgpool", prediction="lstm")
+    assert TrainConfig("d", "o", model="avgpool", frame_penalties=(0.0, 1.0)).frame_penalties == (0.0, 1.0)
 
 
 def test_the_agent_config_defaults_are_the_default_agent():
@@ -52,36 +82,28 @@ def test_the_agent_config_defaults_are_the_default_agent():
     assert {k: defaults[k] for k in ("memory_read", "selection", "prediction")} == \
            {"memory_read": fast.memory_read, "selection": fast.selection, "prediction": fast.prediction}
     cfg = TrainConfig("d", "o")
-    assert all(getattr(cfg, name) == getattr(fast, name) for name in KINDS["adaframe"].options)
+    assert all(getattr(cfg, name) == getattr(fast, name) for name in KINDS["adaframe"].options if hasattr(fast, name))
 
 
-def old_payload(kind: str, model: torch.nn.Module, dims: dict) -> dict:
-    """A checkpoint as versions before the config dataclass wrote it."""
-    return {"kind": kind, "dims": dims, "classes": ["a", "b", "c"], "config": {"frames": 3}, "state_dict": model.state_dict()}
+@pytest.mark.parametrize("change, error", [
+    (lambda c: c.update(extra=1), r"its model_config has unknown key 'extra' \(written by another version of the model: train it again\)$"),
+    (lambda c: c.pop("frame_penalties"), r"its model_config lacks key 'frame_penalties' \(written by another version"),
+])
+def test_a_checkpoint_with_a_key_too_many_or_too_few_is_refused_naming_it(tmp_path, change, error):
+    save_checkpoint(tmp_path, build_model("adaframe", SIZES), "adaframe", ["a", "b", "c"], {"frames": 3}, memory_frames=8)
+    payload = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    change(payload["model_config"])
+    torch.save(payload, tmp_path / CHECKPOINT)
+    with pytest.raises(AdaframeError, match=error):
+        load_checkpoint(tmp_path)
 
 
-def test_old_adaframe_checkpoint_without_options_is_the_papers_agent(tmp_path):
-    paper = {"memory_read": "lstm", "selection": "gaussian", "prediction": "lstm"}
-    torch.manual_seed(0)
-    model = build_model("adaframe", {**SIZES, **paper})
-    dims = {k: SIZES[k] for k in ("feature_dim", "memory_dim", "num_classes", "hidden", "memory_frames")}
-    torch.save(old_payload("adaframe", model, dims), tmp_path / CHECKPOINT)
-    loaded, payload = load_checkpoint(tmp_path)
-    assert (loaded.cfg.memory_read, loaded.cfg.selection, loaded.cfg.prediction) == ("lstm", "gaussian", "lstm")
-    assert loaded.frame_head is None and payload["memory_frames"] == 8 and payload["model_config"] == asdict(loaded.cfg)
-    assert all(torch.equal(p, q) for p, q in zip(model.state_dict().values(), loaded.state_dict().values()))
-
-
-@pytest.mark.parametrize("kind", ["frameglimpse-g", "sampler", "lstm"])
-def test_old_checkpoints_of_other_kinds_load(tmp_path, kind):
-    torch.manual_seed(1)
-    model = build_model(kind, SIZES)
-    torch.save(old_payload(kind, model, {**SIZES, "std": 0.1, "jumps": [0.25, 0.5]} if kind == "frameglimpse-g" else SIZES),
+def test_a_checkpoint_of_the_old_dims_format_is_not_read(tmp_path):
+    model = build_model("lstm", SIZES)
+    torch.save({"kind": "lstm", "dims": SIZES, "classes": ["a", "b", "c"], "config": {}, "state_dict": model.state_dict()},
                tmp_path / CHECKPOINT)
-    if kind == "frameglimpse-g":  # its jumps differ from the model saved: the weights still fit, the config is the old one's
-        assert load_checkpoint(tmp_path)[0].cfg.jumps == (0.25, 0.5)
-    else:
-        assert load_checkpoint(tmp_path)[0].cfg == model.cfg
+    with pytest.raises(AdaframeError, match="is not an adaframe checkpoint"):
+        load_checkpoint(tmp_path)
 
 
 def test_presets_are_built_by_keyword():

@@ -25,14 +25,12 @@ import torch
 from adaframe.data.features import Batch, FeatureDataset, collate
 from adaframe.evaluate.split import evaluate, policy_indices
 from adaframe.models.agent import AdaFrame, AgentConfig
-from adaframe.models.kinds import KINDS
 from adaframe.rl.losses import agent_loss
-from adaframe.train.config import PRESETS
-from conftest import adaframe
+from conftest import adaframe, default_agent
 
 K = 3
 TD = 16
-DEFAULT_AGENT = {option: getattr(PRESETS["fast"], option) for option in KINDS["adaframe"].options}
+DEFAULT_AGENT = default_agent()
 """the agent 'adaframe train' trains by default (memory read by the policy, slots selection, temporal order ...)"""
 
 

@@ -211,8 +211,8 @@ def test_each_decisions_log_probability_is_stored_at_the_step_that_made_it(data,
                 assert (roll.log_probs[:, t] == 0).all()
                 continue
             if kind == "adaframe-gaussian":
-                location = out.policy + model.cfg.std * next(draws)  # [B]
-                want = gaussian_log_density(location, out.policy, model.cfg.std)
+                location = out.policy + model.cfg.policy_std * next(draws)  # [B]
+                want = gaussian_log_density(location, out.policy, model.cfg.policy_std)
                 assert torch.equal(roll.indices[:, t + 1], location_to_index(location, lengths)), t
             else:
                 _, want = categorical(out.policy, next(draws))
@@ -221,8 +221,8 @@ def test_each_decisions_log_probability_is_stored_at_the_step_that_made_it(data,
             p_stop = torch.sigmoid(out.stop_logit)  # [B]
             stop = next(draws) < p_stop
             if kind == "frameglimpse":
-                action = out.policy + model.cfg.std * next(draws)  # [B] the next location
-                log_p_move, frame = gaussian_log_density(action, out.policy, model.cfg.std), location_to_index(action, lengths)
+                action = out.policy + model.cfg.policy_std * next(draws)  # [B] the next location
+                log_p_move, frame = gaussian_log_density(action, out.policy, model.cfg.policy_std), location_to_index(action, lengths)
             else:
                 action, log_p_move = categorical(out.policy, next(draws))
                 frame = model.next_index(action, roll.indices[:, t], lengths)

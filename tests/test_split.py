@@ -9,7 +9,7 @@ import torch
 from adaframe.data.features import FeatureDataset
 from adaframe.evaluate.split import evaluate
 from adaframe.models.agent import AdaFrame, AgentConfig
-from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
+from adaframe.models.baselines import AvgPooling, AvgPoolingConfig, LSTMBaseline, LSTMConfig
 from adaframe.rl.rollout import StopRule
 from conftest import lively
 
@@ -24,8 +24,9 @@ def make_model(kind: str, ds: FeatureDataset):
     torch.manual_seed(1)
     if kind == "adaframe":
         return agent(ds, seed=1)
-    cfg = BaselineConfig(ds.feature_dim, len(ds.classes), hidden=32)
-    return AvgPooling(cfg) if kind == "avgpool" else LSTMBaseline(cfg)
+    if kind == "avgpool":
+        return AvgPooling(AvgPoolingConfig(ds.feature_dim, len(ds.classes)))
+    return LSTMBaseline(LSTMConfig(ds.feature_dim, len(ds.classes), hidden=32))
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ import torch
 from adaframe.data.features import FeatureDataset
 from adaframe.data.features import feature_statistics
 from adaframe.models.agent import AdaFrame, AgentConfig
-from adaframe.models.baselines import BaselineConfig, LSTMBaseline
+from adaframe.models.baselines import LSTMBaseline, LSTMConfig
 from adaframe.models.kinds import load_checkpoint
+from adaframe.utils import AdaframeError
 from adaframe.models.standardize import set_statistics
 from adaframe.train.config import TrainConfig
 from conftest import random_videos
@@ -43,7 +44,7 @@ def test_models_apply_the_statistics():
     before = model.step((frame - torch.from_numpy(mean)) / 2, encoded, state).logits
     set_statistics(model, {"frames": (mean, std)})
     torch.testing.assert_close(model.step(frame, encoded, state).logits, before)
-    lstm = LSTMBaseline(BaselineConfig(4, 2, 8))
+    lstm = LSTMBaseline(LSTMConfig(4, 2, 8))
     set_statistics(lstm, {"frames": (mean, std)})
     torch.testing.assert_close(lstm.norm.std, torch.full((4,), 2.0))
 
@@ -82,15 +83,14 @@ def test_avgpool_learns_the_same_from_raw_post_relu_like_features(synth_dir, tmp
     assert scores["raw"] == pytest.approx(scores["synth"], abs=1e-3)
 
 
-def test_an_avgpool_checkpoint_saved_before_standardisation_loads_as_it_was_trained(tmp_path):
-    from adaframe.models.baselines import AvgPooling
+def test_a_checkpoint_without_standardisation_statistics_is_refused(tmp_path):
+    """Weights without the statistics they were trained on cannot be read right: a clear error, not the identity."""
+    from adaframe.models.baselines import AvgPooling, AvgPoolingConfig
     from adaframe.models.kinds import save_checkpoint
 
-    model = AvgPooling(BaselineConfig(4, 3, 8))
-    save_checkpoint(tmp_path, model, "avgpool", ["a", "b", "c"], {"frames": 2})
+    save_checkpoint(tmp_path, AvgPooling(AvgPoolingConfig(4, 3)), "avgpool", ["a", "b", "c"], {"frames": 2})
     payload = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    del payload["state_dict"]["norm.mean"], payload["state_dict"]["norm.std"]  # as written before AvgPooling standardised
+    del payload["state_dict"]["norm.mean"], payload["state_dict"]["norm.std"]
     torch.save(payload, tmp_path / "checkpoint.pt")
-    loaded, _ = load_checkpoint(tmp_path)
-    frames = torch.randn(2, 5, 4) * 3 + 7
-    torch.testing.assert_close(loaded.forward_head(frames), model.head(frames))  # the identity: raw features, as trained
+    with pytest.raises(AdaframeError, match=r"weights do not fit a avgpool model: lacks norm\.mean, norm\.std$"):
+        load_checkpoint(tmp_path)

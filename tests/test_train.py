@@ -30,6 +30,27 @@ def tiny_config(data, out, model, **kw) -> TrainConfig:
     return TrainConfig(data=data, out=out, **base)
 
 
+@pytest.mark.parametrize("model, options", [
+    ("fastforward", {"jumps": (0.2, 0.4), "stop_bias": -1.0}),
+    ("frameglimpse", {"policy_std": 0.2}),
+    ("adaframe", {"selection": "gaussian", "prediction": "lstm", "temporal": False, "policy_std": 0.3, "start": 0.25}),
+    ("adaframe", {"scan_bias": 1.0, "frame_penalties": (0.0, 2.0)}),
+    ("avgpool", {"frame_penalties": (0.5,)}),
+    ("sampler", {"frame_penalties": (0.0, 1.0)}),
+])
+def test_the_options_given_to_train_reach_the_model(synth_dir, tmp_path, model, options):
+    """``adaframe train --jumps 0.2 0.4`` (and every other model option) is the value of the trained model's config,
+    saved with its weights; so are the optimiser's settings."""
+    cfg = tiny_config(synth_dir, tmp_path / "run", model, epochs=1, weight_decay=0.01, lr_step=7, optimizer="sgd", momentum=0.5,
+                      **options)
+    train(cfg)
+    loaded, payload = load_checkpoint(tmp_path / "run")
+    assert {k: getattr(loaded.cfg, k) for k in options} == options
+    state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
+    group = state["optimizer"]["param_groups"][0]
+    assert (group["weight_decay"], group["momentum"], state["scheduler"]["step_size"]) == (0.01, 0.5, 7)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_train_writes_run_directory(synth_dir, tmp_path, model):
     out = tmp_path / "run"
@@ -91,7 +112,7 @@ def test_train_changes_weights_and_is_seeded(synth_dir, tmp_path):
 @pytest.mark.parametrize("model", MODELS)
 def test_checkpoint_round_trip(synth_dir, tmp_path, model):
     ds = FeatureDataset(synth_dir, "val")
-    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 12, "std": 0.1,
+    dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 12,
             "memory_frames": ds.memory_frames, "frames": 3}
     torch.manual_seed(5)
     net = build_model(model, dims)
@@ -297,6 +318,11 @@ def test_demo_reuses_a_run_by_its_checkpoint_not_by_config_json(synth_dir, tmp_p
     config["train"] = other.to_dict()  # a config.json that claims another run (as a failed start once left)
     (cfg.out / "config.json").write_text(json.dumps(config))
     assert not is_finished(other) and is_finished(cfg)
+    # weights an older version of the model wrote (the frame classifier a single linear layer, before its bank)
+    payload = torch.load(cfg.out / CHECKPOINT, weights_only=True)
+    payload["state_dict"] = {k.replace("frame_head.weight", "frame_head.w"): v for k, v in payload["state_dict"].items()}
+    torch.save(payload, cfg.out / CHECKPOINT)
+    assert not is_finished(cfg)
 
 
 def test_resume_accepts_a_moved_run_and_another_spelling_of_the_data(synth_dir, tmp_path, monkeypatch):
@@ -321,7 +347,7 @@ def test_resume_from_a_file_that_is_not_a_training_state_is_one_line(synth_dir, 
         train(tiny_config(synth_dir, run, "adaframe", epochs=2, resume=True))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "no dims"])
+@pytest.mark.parametrize("damage", ["truncated", "empty model config"])
 def test_damaged_checkpoints_are_one_line_errors(synth_dir, tmp_path, damage):
     run = train(tiny_config(synth_dir, tmp_path / "run", "lstm", epochs=1))
     path = run / CHECKPOINT
@@ -332,7 +358,7 @@ def test_damaged_checkpoints_are_one_line_errors(synth_dir, tmp_path, damage):
         payload = torch.load(path, weights_only=True)
         payload["model_config"] = {}
         torch.save(payload, path)
-        match = "model description is incomplete"
+        match = r"checkpoint.pt: its model_config lacks key 'feature_dim', 'hidden', 'num_classes' \(written by another version"
     with pytest.raises(AdaframeError, match=match):
         load_checkpoint(run)
 

@@ -26,7 +26,11 @@ def run_train(cfg: TrainConfig) -> None:
         picked = next(json.loads(line) for line in reversed(lines) if "pooled_every_mAP" in json.loads(line))
         trained = {"every": "every frame", "subset": f"{cfg.frames} random frames a video"}
         print(f"the pooled prediction reads the frame classifier trained on {trained[last['pooled_by']]} (val mAP over {cfg.frames} "
-              f"uniform frames at epoch {picked['epoch']}: " + ", ".join(f"{trained[h]} {picked[f'pooled_{h}_mAP']:.2f}" for h in trained) + ")")
+              f"uniform frames at epoch {picked['epoch']}: " + ", ".join(f"{trained[h]} {picked[f'pooled_{h}_mAP']:.2f} with L2 penalty "
+                                                         f"{picked[f'pooled_{h}_penalty']:g}" for h in trained) + ")")
+    if "frames_penalty" in last:
+        print(f"the frame classifier's L2 penalty, picked on val: {last['frames_penalty']:g} (val mAP over {cfg.frames} uniform "
+              f"frames {last['frames_val_mAP']:.2f})")
     if "inference" in last:
         print(f"the policy adds {last['policy_minus_scan']:+.2f} mAP on val over the uniform scan of the same network: "
               + ("inference looks where the policy chooses" if last["inference"] == "policy" else

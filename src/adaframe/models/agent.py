@@ -59,7 +59,7 @@ class AgentConfig:
     memory_dim: int
     num_classes: int
     hidden: int = 1024
-    std: float = 0.1
+    policy_std: float = 0.1
     """std of the Gaussian selection policy"""
     start: float = 0.5
     """relative position of the first frame (gaussian selection)"""
@@ -98,8 +98,8 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1 or self.memory_dim < 0:
             raise AdaframeError(f"invalid AgentConfig dims: {self}")
-        if self.std <= 0 or not 0.0 <= self.start <= 1.0:
-            raise AdaframeError("std must be > 0 and start in [0, 1]")
+        if self.policy_std <= 0 or not 0.0 <= self.start <= 1.0:
+            raise AdaframeError("policy_std must be > 0 and start in [0, 1]")
         if self.memory_read not in ("lstm", "policy") or self.selection not in ("gaussian", "slots"):
             raise AdaframeError(f"unknown memory_read {self.memory_read!r} or selection {self.selection!r}")
         if self.prediction not in ("lstm", "pooled", "mix"):
@@ -132,7 +132,7 @@ class GaussianSelection(SelectionPolicy):
 
     def __init__(self, cfg: AgentConfig):
         super().__init__()
-        self.std = cfg.std
+        self.std = cfg.policy_std
         self.reads_memory = cfg.memory_read == "policy"
         self.fc = nn.Linear(cfg.hidden + (cfg.memory_dim if self.reads_memory else 0), 1)
 

@@ -19,25 +19,34 @@ from adaframe.utils import AdaframeError
 
 
 @dataclass
-class BaselineConfig:
+class AvgPoolingConfig:
+    feature_dim: int
+    num_classes: int
+    frame_penalties: tuple[float, ...] = PENALTIES
+    """the L2 penalties of its bank of frame classifiers, one of which the val split picks (``models/frame_classifier.py``)"""
+
+    def __post_init__(self) -> None:
+        if min(self.feature_dim, self.num_classes) < 1:
+            raise AdaframeError(f"invalid AvgPoolingConfig dims: {self}")
+        check_penalties(self.frame_penalties)
+
+
+@dataclass
+class LSTMConfig:
     feature_dim: int
     num_classes: int
     hidden: int = 1024
-    frame_penalties: tuple[float, ...] = PENALTIES
-    """AvgPooling: the L2 penalties of its bank of frame classifiers, one of which the val split picks
-    (``models/frame_classifier.py``)"""
 
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1:
-            raise AdaframeError(f"invalid BaselineConfig dims: {self}")
-        check_penalties(self.frame_penalties)
+            raise AdaframeError(f"invalid LSTMConfig dims: {self}")
 
 
 class Baseline(nn.Module):
     """The contract of both baselines: ``forward(frames [B, k, D], mask [B, k]) -> video logits [B, C]``, their
     probabilities, and one step at batch 1 for the FLOP counter."""
 
-    cfg: BaselineConfig
+    cfg: AvgPoolingConfig | LSTMConfig
 
     def probs(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Video probabilities [B, C]: the softmax of the logits."""
@@ -52,7 +61,7 @@ class AvgPooling(Baseline):
     standardised with the training split's statistics, as every model does, and its L2 penalty is chosen on val (why
     both: docs/design.md, "Baselines that learn what they can")."""
 
-    def __init__(self, cfg: BaselineConfig):
+    def __init__(self, cfg: AvgPoolingConfig):
         super().__init__()
         self.cfg = cfg
         self.norm = Standardize(cfg.feature_dim, "frames")
@@ -85,7 +94,7 @@ class AvgPooling(Baseline):
 class LSTMBaseline(Baseline):
     """An LSTM over the K frames in temporal order; the prediction is made at the last frame."""
 
-    def __init__(self, cfg: BaselineConfig):
+    def __init__(self, cfg: LSTMConfig):
         super().__init__()
         self.cfg = cfg
         self.norm = Standardize(cfg.feature_dim, "frames")

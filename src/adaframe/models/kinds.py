@@ -4,7 +4,7 @@ safe loading of checkpoints. Everything else asks a model's contract (``recurren
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from adaframe.models.agent import AdaFrame, AgentConfig
-from adaframe.models.baselines import AvgPooling, BaselineConfig, LSTMBaseline
+from adaframe.models.baselines import AvgPooling, AvgPoolingConfig, LSTMBaseline, LSTMConfig
 from adaframe.models.sampler import OneStepSampler, SamplerConfig
 from adaframe.models.stop_agents import FastForward, FrameGlimpse, StopAgentConfig
 from adaframe.utils import AdaframeError, load_torch_file, save_torch
@@ -33,23 +33,24 @@ class ModelKind:
     """the training settings (``TrainConfig`` fields) its config takes beyond the sizes"""
 
 
+AGENT_OPTIONS = ("policy_std", "start", "memory_read", "selection", "scan_bias", "prediction", "temporal", "positions",
+                 "frame_loss", "frame_penalties", "critic")
+STOP_OPTIONS = ("policy_std", "jumps", "stop_bias")
 KINDS: dict[str, ModelKind] = {
-    "adaframe": ModelKind(AdaFrame, AgentConfig, agent=True, memory="optional",
-                          options=("memory_read", "selection", "prediction", "temporal", "positions", "frame_loss", "critic")),
+    "adaframe": ModelKind(AdaFrame, AgentConfig, agent=True, memory="optional", options=AGENT_OPTIONS),
     # The -G variants read the global memory; the plain ones are trained without it.
-    "frameglimpse": ModelKind(FrameGlimpse, StopAgentConfig, agent=True, memory="none"),
-    "frameglimpse-g": ModelKind(FrameGlimpse, StopAgentConfig, agent=True, memory="required"),
-    "fastforward": ModelKind(FastForward, StopAgentConfig, agent=True, memory="none"),
-    "fastforward-g": ModelKind(FastForward, StopAgentConfig, agent=True, memory="required"),
+    "frameglimpse": ModelKind(FrameGlimpse, StopAgentConfig, agent=True, memory="none", options=STOP_OPTIONS),
+    "frameglimpse-g": ModelKind(FrameGlimpse, StopAgentConfig, agent=True, memory="required", options=STOP_OPTIONS),
+    "fastforward": ModelKind(FastForward, StopAgentConfig, agent=True, memory="none", options=STOP_OPTIONS),
+    "fastforward-g": ModelKind(FastForward, StopAgentConfig, agent=True, memory="required", options=STOP_OPTIONS),
     # OCSampler's idea: K of the memory's slots at once, read by a pooled classifier trained on random frames.
-    "sampler": ModelKind(OneStepSampler, SamplerConfig, agent=True, memory="required", options=("frames",)),
-    "avgpool": ModelKind(AvgPooling, BaselineConfig, agent=False, memory="none"),
-    "lstm": ModelKind(LSTMBaseline, BaselineConfig, agent=False, memory="none"),
+    "sampler": ModelKind(OneStepSampler, SamplerConfig, agent=True, memory="required", options=("frame_penalties",)),
+    "avgpool": ModelKind(AvgPooling, AvgPoolingConfig, agent=False, memory="none", options=("frame_penalties",)),
+    "lstm": ModelKind(LSTMBaseline, LSTMConfig, agent=False, memory="none"),
 }
 AGENTS = tuple(name for name, kind in KINDS.items() if kind.agent)
-# What a checkpoint with a loose "dims" dict instead of "model_config" means by a missing AdaFrame option: the paper's
-# agent (memory read by the LSTM, the Gaussian policy, the LSTM's prediction).
-LEGACY_DEFAULTS = {"adaframe": {"memory_read": "lstm", "selection": "gaussian", "prediction": "lstm"}}
+SIZES = ("feature_dim", "memory_dim", "num_classes", "hidden", "memory_frames", "frames")
+"""what a model's config takes from the data and the run (``hidden``, K): each kind's config has the ones it needs"""
 
 
 def _kind(kind: str) -> ModelKind:
@@ -58,11 +59,21 @@ def _kind(kind: str) -> ModelKind:
     return KINDS[kind]
 
 
+def _check_keys(keys: set[str], allowed: set[str], required: set[str], what: str, hint: str = "") -> None:
+    unknown, missing = sorted(keys - allowed), sorted(required - keys)
+    if unknown or missing:
+        raise AdaframeError(f"{what} " + "; ".join(([f"has unknown key {', '.join(map(repr, unknown))}"] if unknown else [])
+                                                   + ([f"lacks key {', '.join(map(repr, missing))}"] if missing else [])) + hint)
+
+
 def model_config(kind: str, values: dict[str, Any]) -> Any:
-    """The config dataclass of ``kind`` from ``values`` (sizes, options; keys it has no field for are ignored, fields
-    missing from ``values`` take the dataclass's defaults)."""
+    """The config dataclass of ``kind`` from ``values``, strictly: a key it has no field for, or a field without a
+    default missing from ``values``, is an error naming it. Sizes (``SIZES``) a kind does not take are left out."""
     cls = _kind(kind).config
-    return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+    names = {f.name for f in fields(cls)}
+    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+    _check_keys(set(values), names | set(SIZES), required, f"a {kind} model's config")
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def build_model(kind: str, values: dict[str, Any]) -> nn.Module:
@@ -82,44 +93,36 @@ def save_checkpoint(run_dir: Path, model: nn.Module, kind: str, classes: list[st
     return path
 
 
-def _upgrade(payload: dict) -> dict:
-    """A checkpoint with a ``dims`` dict -> the same with ``model_config`` and ``memory_frames``."""
-    dims = payload.pop("dims")
-    if not isinstance(dims, dict):
-        raise KeyError("dims")
-    values = {**LEGACY_DEFAULTS.get(payload["kind"], {}), **dims}
-    payload["model_config"] = asdict(model_config(payload["kind"], values))
-    payload["memory_frames"] = dims.get("memory_frames")
-    return payload
-
-
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """Load ``RUN_DIR`` or a checkpoint file; never executes code (``weights_only=True``). A checkpoint with a ``dims``
-    dict instead of ``model_config`` loads as the model it held. Returns the model (eval mode, on ``device``) and the
-    checkpoint's dict."""
+    """Load ``RUN_DIR`` or a checkpoint file; never executes code (``weights_only=True``). Its ``model_config`` must
+    have exactly the fields of the kind's config (an unknown or missing key is an error naming it). Returns the model
+    (eval mode, on ``device``) and the checkpoint's dict."""
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT
     if not path.is_file():
         raise AdaframeError(f"no checkpoint at {path}")
     payload = load_torch_file(path, "checkpoint", device)
-    if (not isinstance(payload, dict) or not {"kind", "classes", "state_dict", "config"} <= payload.keys()
-            or not payload.keys() & {"model_config", "dims"}):
+    if (not isinstance(payload, dict) or not {"kind", "classes", "state_dict", "config", "model_config"} <= payload.keys()
+            or not isinstance(payload["model_config"], dict)):
         raise AdaframeError(f"{path} is not an adaframe checkpoint")
     try:
-        if "model_config" not in payload:
-            payload = _upgrade(payload)
         kind = _kind(payload["kind"])
-        model = kind.model(kind.config(**payload["model_config"]))
+        config = payload["model_config"]
+        complete = {f.name for f in fields(kind.config)}
+        # strict: every field and nothing else, or the checkpoint was written by another version of the model
+        _check_keys(set(config), complete, complete, "its model_config", " (written by another version of the model: train it again)")
+        model = kind.model(kind.config(**config))
     except AdaframeError as e:
         raise AdaframeError(f"{path}: {e}") from None
-    except (KeyError, TypeError, ValueError) as e:
-        raise AdaframeError(f"{path}: its model description is incomplete ({type(e).__name__}: {e}); not a checkpoint "
-                            "'adaframe train' wrote") from None
-    # A checkpoint without standardisation statistics (an AvgPooling that read raw features) keeps the identity.
-    try:
-        unstandardised = {k: v for k, v in model.state_dict().items() if k.endswith(("norm.mean", "norm.std")) and k not in payload["state_dict"]}
-        model.load_state_dict({**unstandardised, **payload["state_dict"]})
-    except (RuntimeError, TypeError) as e:
-        raise AdaframeError(f"{path}: weights do not fit a {payload['kind']} model: {str(e).splitlines()[0]}") from None
+    except (TypeError, ValueError) as e:
+        raise AdaframeError(f"{path}: its model_config does not describe a {payload['kind']} model ({type(e).__name__}: {e})") from None
+    weights, want = payload["state_dict"], model.state_dict()
+    problems = ([f"lacks {', '.join(sorted(want.keys() - weights.keys()))}"] if want.keys() - weights.keys() else []) + (
+        [f"has unknown {', '.join(sorted(weights.keys() - want.keys()))}"] if weights.keys() - want.keys() else []) + [
+        f"{k} is {tuple(weights[k].shape)}, not {tuple(v.shape)}" for k, v in want.items()
+        if k in weights and isinstance(weights[k], torch.Tensor) and weights[k].shape != v.shape]
+    if problems:
+        raise AdaframeError(f"{path}: weights do not fit a {payload['kind']} model: " + "; ".join(problems))
+    model.load_state_dict(weights)
     return model.to(device).eval(), payload

@@ -31,7 +31,7 @@ class StopAgentConfig:
     """0: no global memory (FrameGlimpse / FastForward); > 0: the -G variants"""
     num_classes: int
     hidden: int = 1024
-    std: float = 0.1
+    policy_std: float = 0.1
     """FrameGlimpse: std of the Gaussian location policy"""
     jumps: tuple[float, ...] = DEFAULT_JUMPS
     """FastForward: forward jumps as fractions of the video's length (at least one frame each)"""
@@ -41,8 +41,8 @@ class StopAgentConfig:
     def __post_init__(self) -> None:
         if min(self.feature_dim, self.num_classes, self.hidden) < 1 or self.memory_dim < 0:
             raise AdaframeError(f"invalid StopAgentConfig dims: {self}")
-        if self.std <= 0 or not self.jumps or min(self.jumps) <= 0:
-            raise AdaframeError("std must be > 0 and jumps a non-empty tuple of positive fractions")
+        if self.policy_std <= 0 or not self.jumps or min(self.jumps) <= 0:
+            raise AdaframeError("policy_std must be > 0 and jumps a non-empty tuple of positive fractions")
         self.jumps = tuple(float(j) for j in self.jumps)
 
 
@@ -139,10 +139,10 @@ class FrameGlimpse(StopAgent):
         return torch.sigmoid(self.move(h)).squeeze(-1)  # [B] mean location
 
     def move_policy(self, move: torch.Tensor) -> Normal:
-        return Normal(move, self.cfg.std)
+        return Normal(move, self.cfg.policy_std)
 
     def sample_action(self, move: torch.Tensor, explore: Exploration) -> torch.Tensor:
-        return (move + self.cfg.std * explore.draw(randn, move.shape, move.device)).detach()
+        return (move + self.cfg.policy_std * explore.draw(randn, move.shape, move.device)).detach()
 
     def greedy_action(self, move: torch.Tensor) -> torch.Tensor:
         return move

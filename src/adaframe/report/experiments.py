@@ -24,7 +24,7 @@ from tqdm import tqdm
 from adaframe.evaluate.metrics import CostModel
 from adaframe.evaluate.run import Setting, evaluate_loaded, load_run
 from adaframe.evaluate.split import Policy, Result
-from adaframe.models.kinds import CHECKPOINT, KINDS
+from adaframe.models.kinds import CHECKPOINT, KINDS, load_checkpoint
 from adaframe.rl.rollout import StopRule
 from adaframe.train.config import NOT_IN_RESULT, TrainConfig
 from adaframe.utils import AdaframeError, load_torch_file, resolve_device
@@ -59,7 +59,13 @@ def is_finished(cfg: TrainConfig) -> bool:
         return False
     want = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RESULT}
     have = {k: v for k, v in payload["config"].items() if k not in NOT_IN_RESULT}
-    return have == want and payload.get("epoch") == cfg.epochs
+    if have != want or payload.get("epoch") != cfg.epochs:
+        return False
+    try:  # weights written by an older version of a model (another shape) are trained again, not reused
+        load_checkpoint(cfg.out)
+    except AdaframeError:
+        return False
+    return True
 
 
 def can_resume(cfg: TrainConfig) -> bool:

@@ -70,6 +70,16 @@ ADAFRAME_OPTIONS = ("memory_read", "selection", "prediction", "temporal", "posit
 """settings only AdaFrame reads: another model's config leaves them None, so that a change of their defaults does not make
 its finished runs look unfinished"""
 
+MODEL_OPTIONS = tuple(sorted({name for kind in KINDS.values() for name in kind.options}))
+"""settings that go into a model's config (``KINDS[...].options``): only the kinds that take one may be given it"""
+
+
+
+def option_takers(name: str) -> list[str]:
+    """The models that read the TrainConfig setting ``name`` (one of ``MODEL_OPTIONS`` or ``ADAFRAME_OPTIONS``)."""
+    return [k for k, kind in KINDS.items() if name in kind.options or (k == "adaframe" and name in ADAFRAME_OPTIONS)]
+
+
 # Settings of TrainConfig that change nothing about the trained weights.
 NOT_IN_RESULT = frozenset({"progress", "workers", "log_every", "resume", "overwrite"})
 
@@ -91,6 +101,13 @@ class TrainConfig:
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
+    optimizer: Literal["sgd", "adam"] | None = None
+    """(default: the preset's, as for every setting below that defaults to None)"""
+    momentum: float | None = None
+    """SGD's momentum"""
+    weight_decay: float | None = None
+    lr_step: int | None = None
+    """divide the learning rate by 10 every this many epochs"""
     memory_frames: int | None = None
     """global-memory frames to use (0 = no memory; default: all stored)"""
     seed: int = 0
@@ -103,7 +120,20 @@ class TrainConfig:
     """FrameGlimpse / FastForward: reward lost per step after the first, the price of a frame that makes stopping pay"""
     gamma: float = 0.9
     """discount of future rewards"""
-    policy_std: float = 0.1
+    policy_std: float | None = None
+    """AdaFrame's Gaussian selection and FrameGlimpse's location policy: the std of the Gaussian (default: the model's, 0.1)"""
+    start: float | None = None
+    """AdaFrame with the Gaussian selection: the relative position of the first frame (default: the model's, 0.5)"""
+    scan_bias: float | None = None
+    """AdaFrame with the slots selection: the initial bias of the scan action's logit (default: the model's, 3: the
+    untrained agent mostly scans)"""
+    jumps: tuple[float, ...] | None = None
+    """FastForward: its forward jumps, as fractions of the video's length (default: the model's)"""
+    stop_bias: float | None = None
+    """FrameGlimpse / FastForward: the initial bias of the stop head (default: the model's, -2: p(stop) = 0.12)"""
+    frame_penalties: tuple[float, ...] | None = None
+    """AdaFrame, AvgPooling, the sampler: the L2 penalties of the bank of frame classifiers the val split picks among
+    (default: the models', 0 0.01 0.1 1 10; see models/frame_classifier.py)"""
     normalize_advantage: bool | None = None
     """scale REINFORCE advantages to unit std per batch (default: the preset's)"""
     memory_read: MemoryRead | None = None
@@ -149,14 +179,16 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
         preset = PRESETS[self.preset]
-        for name in ("hidden", "epochs", "batch_size", "lr", "normalize_advantage", *ADAFRAME_OPTIONS):
+        for name in ("hidden", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_step", "normalize_advantage",
+                     *ADAFRAME_OPTIONS):
             if getattr(self, name) is None:
                 setattr(self, name, getattr(preset, name) if name not in ADAFRAME_OPTIONS or self.model == "adaframe" else None)
         checks = {
             "--frames": self.frames >= 1, "--hidden": self.hidden >= 1, "--epochs": self.epochs >= 1,
             "--batch-size": self.batch_size >= 1, "--lr": self.lr > 0, "--gamma": 0 <= self.gamma <= 1,
             "--memory-frames": self.memory_frames is None or self.memory_frames >= 0,
-            "--policy-std": self.policy_std > 0, "--reward-weight": self.reward_weight >= 0, "--workers": self.workers >= 0, "--log-every": self.log_every >= 0,
+            "--policy-std": self.policy_std is None or self.policy_std > 0, "--momentum": 0 <= self.momentum < 1,
+            "--weight-decay": self.weight_decay >= 0, "--lr-step": self.lr_step >= 1, "--reward-weight": self.reward_weight >= 0, "--workers": self.workers >= 0, "--log-every": self.log_every >= 0,
             "--step-cost": self.step_cost >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -165,6 +197,11 @@ class TrainConfig:
         if self.model not in KINDS:
             raise AdaframeError(f"unknown --model {self.model!r} (expected one of {', '.join(KINDS)})")
         kind = KINDS[self.model]
+        foreign = [name for name in dict.fromkeys((*MODEL_OPTIONS, *ADAFRAME_OPTIONS))
+                   if getattr(self, name) is not None and self.model not in option_takers(name)]
+        if foreign:
+            raise AdaframeError("; ".join(f"--{n.replace('_', '-')} is an option of --model {', '.join(option_takers(n))}" for n in foreign)
+                                + f", not of --model {self.model}")
         if kind.agent and kind.memory == "none":
             if self.memory_frames:
                 raise AdaframeError(f"--model {self.model} has no global memory; use --model {self.model}-g for memory")
@@ -175,10 +212,6 @@ class TrainConfig:
             raise AdaframeError("--resume continues the run in --out, --overwrite replaces it: use one of them")
         if not kind.agent and self.reward != "margin":
             raise AdaframeError(f"--reward applies to the agents, not to --model {self.model}")
-
-    @property
-    def optim(self) -> Preset:
-        return PRESETS[self.preset]
 
     def to_dict(self) -> dict:
         d = asdict(self)

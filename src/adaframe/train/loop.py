@@ -68,12 +68,11 @@ def prepare_out(cfg: TrainConfig) -> None:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    o = cfg.optim
-    if o.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=o.weight_decay)
-    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=o.lr_step, gamma=0.1)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=0.1)
 
 
 Loss = Callable[[nn.Module, Batch, TrainConfig, torch.Generator, Shard], dict[str, torch.Tensor]]
@@ -296,10 +295,10 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
                   " (AdaFrame's mix of predictions keeps its starting weights 1, 1)" if cfg.model == "adaframe" else ""), file=sys.stderr)
     probe = train_probe(train_set, len(val_set) if val_set is not None else 256)
     sizes = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
-             "hidden": cfg.hidden, "std": cfg.policy_std, "memory_frames": train_set.memory_frames,
-             **{name: getattr(cfg, name) for name in KINDS[cfg.model].options}}
+             "hidden": cfg.hidden, "memory_frames": train_set.memory_frames, "frames": cfg.frames}
+    options = {name: getattr(cfg, name) for name in KINDS[cfg.model].options if getattr(cfg, name) is not None}  # None: the model's default
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
-    model = build_model(cfg.model, sizes)
+    model = build_model(cfg.model, {**sizes, **options})
     if cfg.standardize:  # fixed input standardisation with the training split's statistics
         set_statistics(model, feature_statistics(train_set))
     model = model.to(device)
