@@ -83,10 +83,11 @@ def run_agent(model, features: torch.Tensor, lengths: torch.Tensor, memory: torc
               generator: torch.Generator | None = None):
     """The rollout over stored features: sampled (training) with ``explore``, else the most likely actions for K steps."""
     from adaframe.models.recurrent import Exploration
-    from adaframe.rl.rollout import rollout, stored_frames
+    from adaframe.rl.rollout import rollout, stored_frames, train_rollout
 
-    return rollout(model, memory, lengths, stored_frames(features), steps,
-                   explore=Exploration(generator) if explore else None)
+    if explore:
+        return train_rollout(model, memory, lengths, stored_frames(features), steps, Exploration(generator))
+    return rollout(model, memory, lengths, stored_frames(features), steps)
 
 
 def lively(model: torch.nn.Module, std: float = 1.0) -> torch.nn.Module:

@@ -14,7 +14,7 @@ import torch
 from adaframe.models.kinds import KINDS, build_model
 from adaframe.models.recurrent import Exploration, RecurrentAgent
 from adaframe.models.sampler import OneStepSampler
-from adaframe.rl.rollout import Rollout, StopRule, rollout
+from adaframe.rl.rollout import Rollout, StopRule, rollout, train_rollout
 
 B, T, D, TD, DM, C, K = 6, 11, 5, 8, 4, 3, 4
 AGENTS = {  # name: (kind, extra dims)
@@ -57,7 +57,9 @@ def run(model: torch.nn.Module, stop: StopRule | None = None,
     def frame_fn(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         asked.append((rows.tolist(), idx.tolist()))
         return features[rows, idx]  # [A, D]
-    return rollout(model, memory, lengths, frame_fn, K, stop=stop, explore=explore), asked
+    if explore is not None:
+        return train_rollout(model, memory, lengths, frame_fn, K, explore), asked
+    return rollout(model, memory, lengths, frame_fn, K, stop=stop), asked
 
 
 CASES = [(name, stop) for name in sorted(AGENTS) for stop in (None, "utility", "learned")

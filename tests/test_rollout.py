@@ -17,7 +17,7 @@ from adaframe.models.agent import AdaFrame, AgentConfig
 from adaframe.models.positions import location_to_index
 from adaframe.models.recurrent import Exploration
 from adaframe.models.stop_agents import FastForward, FrameGlimpse, StopAgentConfig
-from adaframe.rl.rollout import StopRule, count_distinct, rollout, stored_frames
+from adaframe.rl.rollout import StopRule, count_distinct, rollout, stored_frames, train_rollout
 from conftest import lively, run_agent
 
 K = 8
@@ -189,7 +189,7 @@ def test_each_decisions_log_probability_is_stored_at_the_step_that_made_it(data,
     monkeypatch.setattr(model, "step", lambda *a: outputs.append(step(*a)) or outputs[-1])
     explore = Recorded(torch.Generator().manual_seed(0))
     with torch.no_grad():
-        roll = rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), K, explore=explore)
+        roll = train_rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), K, explore)
     draws, lengths = iter(explore.draws), batch.lengths
     if kind == "adaframe-slots":  # the first frame, chosen from the memory read with h_0 = 0
         encoded = model.memory.encode(batch.memory)

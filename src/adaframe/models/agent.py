@@ -116,11 +116,6 @@ class AgentConfig:
 class SelectionPolicy(nn.Module):
     """AdaFrame's f_s and its policy: ``forward`` scores where to look next, ``choose`` turns the scores into a frame."""
 
-    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
-            explore: Exploration | None, last: bool) -> Decision | None:
-        """The next frame after ``step``; nothing after the last step (a choice there would never be looked at)."""
-        return None if last else self.choose(out.policy, looked, rows, lengths, step, explore)
-
     def choose(self, output: torch.Tensor, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
                explore: Exploration | None) -> Decision:
         raise NotImplementedError
@@ -241,9 +236,10 @@ class AdaFrame(RecurrentAgent):
     def chooses_first(self) -> bool:  # type: ignore[override]
         return self.cfg.selection == "slots"
 
-    @property
-    def policy(self) -> SelectionPolicy:
-        return self.select
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision | None:
+        """The next frame after ``step``, chosen by f_s; nothing after the last step (it would never be looked at)."""
+        return None if last else self.select.choose(out.policy, looked, rows, lengths, step, explore)
 
     def state_names(self) -> tuple[str, ...]:
         """The state from step to step, in order: the LSTM's ``h``, ``c`` [B, H]; with the temporal classifier its inputs

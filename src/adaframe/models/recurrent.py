@@ -1,15 +1,15 @@
 """The contract of every recurrent agent (AdaFrame, FrameGlimpse, FastForward, with or without memory): an LSTM that
-reads one frame a step, driven by the one rollout (``rl/rollout.py``) through five calls: ``encode(memory)`` and
+reads one frame a step, driven by the rollouts (``rl/rollout.py``) through five calls: ``encode(memory)`` and
 ``initial_state`` once; ``first(...)``, the first frame (a fixed start or a choice from the memory); at every step
 ``where(...)`` (what the agent knows of where it is) and ``step(frame, encoded, state, where) -> Step`` (class logits
-from ``forward_head(h)``, the policy head's output, the utility); and ``policy.act(step, ...) -> Decision`` (the next
+from ``forward_head(h)``, the policy head's output, the utility); and ``act(step, ...) -> Decision`` (the next
 frame, the decision's log-probability, a sampled stop). See docs/architecture.md, "The agent contract".
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ class Step:
     """What one step of an agent outputs for the A videos it ran on."""
 
     logits: torch.Tensor  # [A, C]
-    policy: torch.Tensor  # the policy head's output, read by ``policy.act``: AdaFrame's selection, a stop agent's move
+    policy: torch.Tensor  # the policy head's output, read by ``act``: AdaFrame's selection, a stop agent's move
     utility: torch.Tensor  # [A] the critic's value of the state
     state: State
     stop_logit: torch.Tensor | None = None  # [A] logit of p(stop after this step); None: the agent has no stop head
@@ -92,13 +92,6 @@ class Looked:
         return torch.cat([self.seen[rows], scan, done | outside], dim=1)
 
 
-class FramePolicy(Protocol):
-    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
-            explore: Exploration | None, last: bool) -> Decision | None:
-        """The decision after ``step`` for videos ``rows`` (of ``lengths`` frames); ``explore`` None: the most likely
-        action. ``last``: no frame follows (an agent may have nothing to decide then: None)."""
-
-
 class RecurrentAgent(nn.Module):
     """What AdaFrame, FrameGlimpse and FastForward share: the input standardisation, the global memory, the LSTM and
     the prediction head f_p. Subclasses add their policy and utility heads and define the five calls above."""
@@ -116,8 +109,11 @@ class RecurrentAgent(nn.Module):
         self.lstm = nn.LSTMCell(lstm_inputs, cfg.hidden)
         self.head = nn.Linear(cfg.hidden, cfg.num_classes)  # f_p
 
-    @property
-    def policy(self) -> FramePolicy:
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision | None:
+        """The policy's decision after ``step`` for videos ``rows`` (of ``lengths`` frames): the next frame, its
+        log-probability, a sampled stop. ``explore`` None: the most likely action. ``last``: no frame follows (an agent
+        may have nothing to decide then: None)."""
         raise NotImplementedError
 
     def initial_state(self, batch: int, device: torch.device, steps: int = 1) -> State:

@@ -1,7 +1,7 @@
 """FrameGlimpse and FastForward (Section 4.2): agents that learn where to look *and when to stop*.
 
 Both read one frame a step with an LSTM, with its relative position, predict the class at every step, and have a
-stop head (``StopPolicy``) and a utility head (the policy gradient's baseline). **FrameGlimpse** (Yeung et al., CVPR
+stop head (``StopAgent.act``) and a utility head (the policy gradient's baseline). **FrameGlimpse** (Yeung et al., CVPR
 2016) starts in the middle and moves anywhere (a Gaussian over the next relative position); **FastForward** (Fan et
 al., IJCAI 2018) starts at the first frame and only jumps forward by one of ``jumps`` (fractions of the video's
 length). The ``-G`` variants read the global memory as AdaFrame does (``memory_dim > 0``; without it ``u_t = 0``).
@@ -46,33 +46,6 @@ class StopAgentConfig:
         self.jumps = tuple(float(j) for j in self.jumps)
 
 
-class StopPolicy:
-    """The policy of an agent that stops: after each step, stop (Bernoulli of the stop head) or go on and move (the
-    agent's move distribution); the decision's log-probability covers both. After the last step the stop is forced:
-    its log-probability is 0, but the noise is still drawn, so that every step takes the same draws."""
-
-    def __init__(self, agent: "StopAgent"):
-        self.agent = agent
-
-    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
-            explore: Exploration | None, last: bool) -> Decision:
-        agent, idx = self.agent, looked.frames[rows, step]  # [A] the frame just looked at
-        if explore is None:
-            return Decision(agent.next_index(agent.greedy_action(out.policy), idx, lengths), torch.zeros_like(out.utility))
-        stop_policy = Bernoulli(logits=out.stop_logit)
-        p_stop = torch.sigmoid(out.stop_logit).detach()  # [A]
-        stop = explore.draw(rand, p_stop.shape, p_stop.device) < p_stop  # Bernoulli(p_stop)
-        move_policy = agent.move_policy(out.policy)
-        action = agent.sample_action(out.policy, explore)
-        if last:  # the stop is forced: nothing is decided
-            log_prob = torch.zeros_like(p_stop)
-        else:  # log pi(decision): stop, or go on *and* move
-            log_p_stop = stop_policy.log_prob(stop.float())  # [A] log p(stop) or log p(go on)
-            log_p_move = (~stop).float() * move_policy.log_prob(action)  # [A] the move counts only when it goes on
-            log_prob = log_p_stop + log_p_move
-        return Decision(agent.next_index(action, idx, lengths), log_prob, stop)
-
-
 class StopAgent(RecurrentAgent):
     """The parts FrameGlimpse and FastForward share; subclasses define the start and the move."""
 
@@ -85,11 +58,27 @@ class StopAgent(RecurrentAgent):
         self.stop = nn.Linear(cfg.hidden, 1)
         nn.init.constant_(self.stop.bias, cfg.stop_bias)
         self.move = self.move_head()
-        self._policy = StopPolicy(self)
 
-    @property
-    def policy(self) -> StopPolicy:
-        return self._policy
+    def act(self, out: Step, looked: Looked, rows: torch.Tensor, lengths: torch.Tensor, step: int,
+            explore: Exploration | None, last: bool) -> Decision:
+        """After each step, stop (Bernoulli of the stop head) or go on and move (the agent's move distribution); the
+        decision's log-probability covers both. After the last step the stop is forced: its log-probability is 0, but
+        the noise is still drawn, so that every step takes the same draws."""
+        idx = looked.frames[rows, step]  # [A] the frame just looked at
+        if explore is None:
+            return Decision(self.next_index(self.greedy_action(out.policy), idx, lengths), torch.zeros_like(out.utility))
+        stop_policy = Bernoulli(logits=out.stop_logit)
+        p_stop = torch.sigmoid(out.stop_logit).detach()  # [A]
+        stop = explore.draw(rand, p_stop.shape, p_stop.device) < p_stop  # Bernoulli(p_stop)
+        move_policy = self.move_policy(out.policy)
+        action = self.sample_action(out.policy, explore)
+        if last:  # the stop is forced: nothing is decided
+            log_prob = torch.zeros_like(p_stop)
+        else:  # log pi(decision): stop, or go on *and* move
+            log_p_stop = stop_policy.log_prob(stop.float())  # [A] log p(stop) or log p(go on)
+            log_p_move = (~stop).float() * move_policy.log_prob(action)  # [A] the move counts only when it goes on
+            log_prob = log_p_stop + log_p_move
+        return Decision(self.next_index(action, idx, lengths), log_prob, stop)
 
     def move_head(self) -> nn.Module:
         raise NotImplementedError

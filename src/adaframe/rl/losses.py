@@ -15,7 +15,7 @@ from adaframe.models.baselines import AvgPooling, LSTMBaseline
 from adaframe.models.recurrent import Exploration, RecurrentAgent
 from adaframe.models.sampler import OneStepSampler, plackett_luce_log_prob, slot_frames
 from adaframe.rl.rewards import RewardName, discounted_returns, margins, step_rewards
-from adaframe.rl.rollout import count_distinct, rollout, stored_frames
+from adaframe.rl.rollout import count_distinct, stored_frames, train_rollout
 
 
 def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, reward_weight: float, step_cost: float = 0.0,
@@ -29,8 +29,7 @@ def agent_loss(model: RecurrentAgent, batch: Batch, steps: int, gamma: float, re
     a price on frames stopping would never pay; steps after the stop earn nothing, so stopping forfeits the
     rewards still to come and saves the costs.
     """
-    roll = rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), steps,
-                   explore=Exploration(generator, shard))
+    roll = train_rollout(model, batch.memory, batch.lengths, stored_frames(batch.features), steps, Exploration(generator, shard))
     alive = roll.alive.float()  # [B, K]
     taken = alive.sum(1)  # [B] steps of each episode
     # L_cls: cross-entropy of the prediction at the last step (agents that stop: at every step taken).

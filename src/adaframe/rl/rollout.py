@@ -1,5 +1,5 @@
-"""The one rollout of every agent: training (sampled actions), evaluation and ``predict`` (most likely actions,
-early stop by a rule, finished videos leave the batch).
+"""The rollouts of every agent, over one ``Episodes`` object: ``train_rollout`` (K steps, sampled actions) and
+``rollout`` for evaluation and ``predict`` (most likely actions, early stop by a rule, finished videos leave the batch).
 
 Frames come from ``frame_fn(rows, idx) -> [A, D]``: the features of frame ``idx[a]`` of video ``rows[a]``.
 Training and evaluation gather them from stored features (``stored_frames``); ``predict`` decodes the frame
@@ -15,7 +15,7 @@ from typing import Callable, Literal
 import torch
 
 from adaframe.models.positions import scan_positions
-from adaframe.models.recurrent import Exploration, Looked, RecurrentAgent
+from adaframe.models.recurrent import Decision, Exploration, Looked, RecurrentAgent, Step
 from adaframe.utils import AdaframeError
 
 FrameFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -102,16 +102,124 @@ def stored_frames(features: torch.Tensor) -> FrameFn:
     return lambda rows, idx: features[rows, idx]  # [A, D]
 
 
-def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int, *,
-            explore: Exploration | None = None, stop: StopRule | None = None, positions: torch.Tensor | None = None,
-            scan: bool = False, own_policy: bool = False) -> Rollout:
-    """Run an agent on a batch: K = ``max_steps`` steps, or fewer where a video stops.
+class Episodes:
+    """The episodes of a batch of B videos, stepped together: what each has looked at (``Looked``), the agent's state,
+    the rows still in the batch (``active``: a video a stop rule ended leaves it), the sampled stops (``alive``), the
+    stop rule's strikes, where frames come from (``frame_fn``), and every step's record, returned as a ``Rollout``."""
+
+    def __init__(self, model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int,
+                 sampled: bool):
+        self.model, self.lengths, self.frame_fn, self.max_steps = model, lengths, frame_fn, max_steps
+        self.b, device = lengths.shape[0], lengths.device
+        self.encoded = model.encode(memory)  # [B, Td, Dm]
+        self.state = model.initial_state(self.b, device, max_steps)  # (h, c, ...) each [B, ...]
+        self.looked = Looked.start(self.b, self.encoded.shape[1], scan_positions(max_steps, device))
+        self.active = torch.arange(self.b, device=device)  # [A] rows still in the batch
+        self.alive = torch.ones(self.b, dtype=torch.bool, device=device)  # [B] rows not stopped by a sampled stop
+        self.probs = None if sampled else torch.zeros(self.b, model.cfg.num_classes, device=device)  # [B, C] at the last step
+        self.best_utility = torch.full((self.b,), float("-inf"), device=device)
+        self.strikes = torch.zeros(self.b, dtype=torch.long, device=device)
+        self.record: dict[str, list[torch.Tensor]] = {k: [] for k in ("logits", "parts", "utilities", "log_probs", "indices", "alive")}
+
+    @property
+    def whole(self) -> bool:
+        """No video has left the batch (training always)."""
+        return self.active.numel() == self.b
+
+    def rows(self, x: torch.Tensor, fill: float | int | bool) -> torch.Tensor:
+        """x [A, ...] of the active rows -> [B, ...], ``fill`` in the rows that left."""
+        return x if self.whole else _scatter(x, self.active, self.b, fill)
+
+    def look(self, idx: torch.Tensor, t: int) -> Step:
+        """Step t: every active video looks at frame ``idx`` [B] of its own; the agent reads it, its state advances, and
+        the step's prediction, utility, frame and ``alive`` are recorded."""
+        model, active, whole = self.model, self.active, self.whole
+        at, n = idx[active], self.lengths[active]  # [A]
+        self.looked.mark(active, at, n, t)
+        frame = self.frame_fn(active, at)  # [A, D]
+        out = model.step(frame, self.encoded if whole else self.encoded[active], self.state if whole else tuple(s[active] for s in self.state),
+                         model.where(self.looked, active, n, t))
+        if whole:
+            self.state = out.state
+        else:  # no gradient: the rows that left keep their last state
+            for s, new in zip(self.state, out.state):
+                s[active] = new
+        if self.probs is not None:
+            self.probs[active] = torch.softmax(out.logits, dim=-1)  # [A, C]
+        if not (t + 1 == self.max_steps or model.has_stop_head):  # no loss reads this step's prediction: no backward (zeros)
+            out.logits, out.parts = out.logits.detach(), None if out.parts is None else out.parts.detach()
+        self.record["logits"].append(self.rows(out.logits, float("nan")))
+        if out.parts is not None:
+            self.record["parts"].append(self.rows(out.parts, float("nan")))
+        self.record["utilities"].append(self.rows(out.utility, float("nan")))
+        self.record["indices"].append(idx.clone() if whole else _scatter(at, active, self.b, -1))
+        self.record["alive"].append(self.rows(self.alive[active], False))
+        return out
+
+    def decide(self, decision: Decision | None, idx: torch.Tensor) -> torch.Tensor:
+        """Record the policy's decision after a step (its log-probability, a sampled stop); returns the next frames [B]."""
+        log_prob = torch.zeros(self.b, device=self.lengths.device)  # [B]: none, unless the policy decides
+        if decision is not None:
+            idx, log_prob = self.rows(decision.index, -1), self.rows(decision.log_prob, 0.0)
+            if decision.stop is not None:
+                self.alive = self.alive & ~decision.stop
+        self.record["log_probs"].append(log_prob)
+        return idx
+
+    def apply(self, stop: StopRule, out: Step) -> bool:
+        """A strike for every active video whose rule fired at this step; those with ``patience`` strikes leave the
+        batch. Returns whether any video is left."""
+        active = self.active
+        if stop.by == "utility":
+            self.best_utility[active] = torch.maximum(self.best_utility[active], out.utility)
+            fired = self.best_utility[active] - out.utility > stop.threshold
+        elif stop.by == "entropy":
+            p = self.probs[active]  # type: ignore[index]  # [A, C]
+            fired = -(p * p.clamp(min=1e-12).log()).sum(-1) / math.log(p.shape[-1]) < stop.threshold  # [A] entropy in [0, 1]
+        else:
+            fired = torch.sigmoid(out.stop_logit) >= stop.threshold
+        self.strikes[active] += fired.long()
+        self.active = active[self.strikes[active] < stop.patience]
+        return self.active.numel() > 0
+
+    def rollout(self, first_log_prob: torch.Tensor) -> Rollout:
+        """Every step's record as [B, K, ...], the steps after every video left filled (NaN, -1, 0, False)."""
+        def steps(values: list[torch.Tensor], fill: float | int | bool) -> torch.Tensor:
+            x = torch.stack(values, 1)
+            missing = self.max_steps - x.shape[1]
+            return torch.cat([x, x.new_full((self.b, missing, *x.shape[2:]), fill)], 1) if missing else x
+
+        r, nan = self.record, float("nan")
+        return Rollout(steps(r["logits"], nan), self.probs, steps(r["utilities"], nan), steps(r["log_probs"], 0.0), first_log_prob,
+                       steps(r["indices"], -1), steps(r["alive"], False), steps(r["parts"], nan) if r["parts"] else None)
+
+
+def train_rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int,
+                  explore: Exploration) -> Rollout:
+    """Training: K = ``max_steps`` steps of every video, the policy sampled. A stop agent's sampled stop only masks the
+    steps after it (``Rollout.alive``), so that the batch's tensors keep their shape for the loss.
 
     Args:
         memory: [B, Td, Dm] global-memory features; lengths: [B] frames per video.
-        explore: sample the policy (training); None: take its most likely action (mean location, most likely slot or
-            jump). In training every video runs every step; an agent with a stop head samples its stop (``alive``).
-        stop: when a video leaves the batch early (evaluation); None runs all steps.
+    """
+    episodes = Episodes(model, memory, lengths, frame_fn, max_steps, sampled=True)
+    first = model.first(episodes.encoded, lengths, episodes.looked, explore)  # the first frame (a decision, or a fixed start)
+    idx = first.index  # [B]
+    for t in range(max_steps):
+        out = episodes.look(idx, t)  # read frame idx, predict, value the state
+        decision = model.act(out, episodes.looked, episodes.active, lengths, t, explore, last=t + 1 == max_steps)
+        idx = episodes.decide(decision, idx)  # the next frame, log pi of the choice, a sampled stop
+    return episodes.rollout(first.log_prob)
+
+
+def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, frame_fn: FrameFn, max_steps: int, *,
+            stop: StopRule | None = None, positions: torch.Tensor | None = None, scan: bool = False,
+            own_policy: bool = False) -> Rollout:
+    """Evaluation and ``predict``: at most K = ``max_steps`` steps, the policy's most likely actions; a video leaves the
+    batch once ``stop`` ends it (None: all K steps), so the cost follows the frames used.
+
+    Args:
+        memory: [B, Td, Dm] global-memory features; lengths: [B] frames per video.
         positions: [B, K] frame indices to look at instead of the policy's (``evaluate.split.policy_indices``); the
             agent's network still reads them, predicts and stops as usual.
         scan: a cost check, not a policy: take the next frame (wrapping around) at every step, so that every
@@ -120,85 +228,28 @@ def rollout(model: RecurrentAgent, memory: torch.Tensor, lengths: torch.Tensor, 
             where training found that its policy added nothing over the uniform scan), to measure what it adds.
     """
     check_stop_rule(model, stop)
-    if explore is not None and (stop is not None or positions is not None or scan):
-        raise ValueError("a sampled (training) rollout runs the policy for K steps: no stop rule, positions or scan")
-    if explore is None and positions is None and not scan and not own_policy:
+    if positions is None and not scan and not own_policy:
         positions = model.inference_positions(lengths, max_steps)
-    b, device = lengths.shape[0], lengths.device
-    encoded = model.encode(memory)  # [B, Td, Dm]
-    state = model.initial_state(b, device, max_steps)  # (h, c, ...) each [B, ...]
-    looked = Looked.start(b, encoded.shape[1], scan_positions(max_steps, device))
+    episodes = Episodes(model, memory, lengths, frame_fn, max_steps, sampled=False)
     if positions is not None:
-        idx, first_log_prob = positions[:, 0].clone(), torch.zeros(b, device=device)
+        idx, first_log_prob = positions[:, 0].clone(), torch.zeros(lengths.shape[0], device=lengths.device)
     else:
-        first = model.first(encoded, lengths, looked, explore)
+        first = model.first(episodes.encoded, lengths, episodes.looked, None)
         idx, first_log_prob = first.index, first.log_prob
-    active = torch.arange(b, device=device)  # rows still in the batch (evaluation)
-    alive = torch.ones(b, dtype=torch.bool, device=device)  # [B] rows not stopped (training: sampled stops)
-    probs = torch.zeros(b, model.cfg.num_classes, device=device) if explore is None else None
-    best_utility = torch.full((b,), float("-inf"), device=device)
-    strikes = torch.zeros(b, dtype=torch.long, device=device)
-    logits, parts, utilities, log_probs, indices, alives = [], [], [], [], [], []
     for t in range(max_steps):
-        whole = active.numel() == b  # training always; evaluation until the first video stops
-        at, n = idx[active], lengths[active]  # [A]
-        looked.mark(active, at, n, t)
-        frame = frame_fn(active, at)  # [A, D]
-        rows_state = state if whole else tuple(s[active] for s in state)
-        out = model.step(frame, encoded if whole else encoded[active], rows_state, model.where(looked, active, n, t))
-        if whole:
-            state = out.state
-        else:  # evaluation (no gradient): the stopped rows keep their last state
-            for s, new in zip(state, out.state):
-                s[active] = new
-        if explore is None:
-            p = torch.softmax(out.logits, dim=-1)  # [A, C]
-            probs[active] = p  # type: ignore[index]
-        last = t + 1 == max_steps
-        if not (last or model.has_stop_head):  # no loss reads this step's prediction: no backward through it (zeros)
-            out.logits, out.parts = out.logits.detach(), None if out.parts is None else out.parts.detach()
-        logits.append(out.logits if whole else _scatter(out.logits, active, b, float("nan")))
-        if out.parts is not None:
-            parts.append(out.parts if whole else _scatter(out.parts, active, b, float("nan")))
-        utilities.append(out.utility if whole else _scatter(out.utility, active, b, float("nan")))
-        indices.append(idx.clone() if whole else _scatter(at, active, b, -1))
-        alives.append(alive if whole else _scatter(alive[active], active, b, False))
-        log_prob = torch.zeros(b, device=device)  # [B] of this step's decision: none, unless the policy makes one
+        active = episodes.active
+        out = episodes.look(idx, t)
         if scan:
-            idx[active] = (at + 1) % n
+            idx[active] = (idx[active] + 1) % lengths[active]
         elif positions is not None:
             idx[active] = positions[active, min(t + 1, max_steps - 1)]
+        if scan or positions is not None:
+            episodes.decide(None, idx)
         else:
-            decision = model.policy.act(out, looked, active, n, t, explore, last)
-            if decision is not None:
-                idx = decision.index if whole else _scatter(decision.index, active, b, -1)
-                log_prob = decision.log_prob if whole else _scatter(decision.log_prob, active, b, 0.0)
-                if decision.stop is not None:
-                    alive = alive & ~decision.stop
-        log_probs.append(log_prob)
-        if stop is None:
-            continue
-        if stop.by == "utility":
-            best_utility[active] = torch.maximum(best_utility[active], out.utility)
-            fired = best_utility[active] - out.utility > stop.threshold
-        elif stop.by == "entropy":
-            entropy = -(p * p.clamp(min=1e-12).log()).sum(-1) / math.log(p.shape[-1])  # [A] in [0, 1]
-            fired = entropy < stop.threshold
-        else:
-            fired = torch.sigmoid(out.stop_logit) >= stop.threshold
-        strikes[active] += fired.long()
-        active = active[strikes[active] < stop.patience]
-        if active.numel() == 0:
+            idx = episodes.decide(model.act(out, episodes.looked, active, lengths[active], t, None, last=t + 1 == max_steps), idx)
+        if stop is not None and not episodes.apply(stop, out):
             break
-    def steps(values: list[torch.Tensor], fill: float | int | bool) -> torch.Tensor:
-        """Per-step [B, ...] tensors -> [B, K, ...], the steps after every video stopped filled with ``fill``."""
-        x = torch.stack(values, 1)
-        missing = max_steps - x.shape[1]
-        return torch.cat([x, x.new_full((b, missing, *x.shape[2:]), fill)], 1) if missing else x
-
-    nan = float("nan")
-    return Rollout(steps(logits, nan), probs, steps(utilities, nan), steps(log_probs, 0.0), first_log_prob, steps(indices, -1),
-                   steps(alives, False), steps(parts, nan) if parts else None)
+    return episodes.rollout(first_log_prob)
 
 
 def _scatter(values: torch.Tensor, rows: torch.Tensor, size: int, fill: float | int | bool) -> torch.Tensor:
