@@ -17,7 +17,7 @@ from adaframe.models.agent import AdaFrame, AgentConfig
 from adaframe.models.kinds import load_checkpoint, save_checkpoint
 from adaframe.recognize.export import export_graph, graphs
 from adaframe.recognize.exported import ExportedAdaFrame, OnnxGraph, read_manifest
-from adaframe.recognize.recognizer import Predictor
+from adaframe.recognize.recognizer import Recognizer
 from adaframe.rl.rollout import StopRule, rollout, stored_frames
 from adaframe.utils import AdaframeError
 from conftest import RUN_K as K
@@ -85,8 +85,8 @@ def test_exported_run_predicts_the_same_frames_and_probabilities_as_pytorch(expo
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video")
     paths = sorted((video_files / "videos").glob("*.mp4")) + [bad]
-    want = [r for g in Predictor.from_run(run, workers=1).run(paths, K, mu, group=3) for r in g]
-    got = [r for g in Predictor.from_export(exported, workers=1).run(paths, K, mu, group=3) for r in g]
+    want = [r for g in Recognizer.from_run(run, workers=1, frames=K, mu=mu, batch_size=3).predict_groups(paths) for r in g]
+    got = [r for g in Recognizer.from_export(exported, workers=1, frames=K, mu=mu, batch_size=3).predict_groups(paths) for r in g]
     assert [r.error is None for r in got] == [r.error is None for r in want] == [True] * 8 + [False]
     assert got[-1].error == want[-1].error
     if mu == 0.0:
@@ -205,7 +205,7 @@ def test_bad_export_folder_is_one_clear_line(exported, video_files, tmp_path, sp
     assert proc.stderr.startswith("adaframe: error: ") and proc.stderr.count("\n") == 1, proc.stderr
     assert message in proc.stderr
     with pytest.raises(AdaframeError, match=message.split(":")[0]):
-        Predictor.from_export(d)
+        Recognizer.from_export(d)
 
 
 def test_export_refuses_what_it_cannot_export_in_one_line(run, extracted, exported, tmp_path):

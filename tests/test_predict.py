@@ -18,7 +18,7 @@ from adaframe.evaluate.split import agent_batch
 from adaframe.media.probe import probe
 from adaframe.media.reader import sample_times
 from adaframe.models.kinds import build_model, save_checkpoint
-from adaframe.recognize.recognizer import Predictor
+from adaframe.recognize.recognizer import Recognizer
 from adaframe.rl.rollout import StopRule
 from adaframe.utils import AdaframeError
 from conftest import RUN_K as K
@@ -42,27 +42,27 @@ def _eval_rows(run: Path, data: Path, mu: float | None):
 
 @pytest.mark.parametrize("mu", [None, 0.0])
 def test_predict_equals_eval_on_offline_features(run, extracted, video_files, mu):
-    predictor = Predictor.from_run(run)
+    rec = Recognizer.from_run(run, frames=K, mu=mu)
     for ds, out in _eval_rows(run, extracted, mu):
         paths = [video_files / "videos" / f"{r.video_id}.mp4" for r in ds.records]
-        results = predictor.predict(paths, K, mu)
+        results = rec.predict(paths)
         for b, r in enumerate(results):
             steps = int(out.steps[b])
             assert r.steps == steps
             assert r.seconds == tuple(float(i) for i in out.indices[b, :steps].tolist())  # 1 fps grid: index = second
             probs = dict(r.top)
-            for c, name in enumerate(predictor.classes):
+            for c, name in enumerate(rec.classes):
                 assert probs[name] == pytest.approx(float(out.probs[b, c]), abs=1e-3)
-            assert r.label == predictor.classes[int(out.probs[b].argmax())]
+            assert r.label == rec.classes[int(out.probs[b].argmax())]
     if mu == 0.0:  # mu 0 stops at the first drop of the utility: some video must stop early for the test to mean anything
         assert any(int(s) < K for _, out in _eval_rows(run, extracted, mu) for s in out.steps)
 
 
 def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
-    predictor = Predictor.from_run(run)
+    rec = Recognizer.from_run(run, frames=K, mu=None)
     path = video_files / "videos" / "video00000.mp4"
     calls = {"backbone": 0, "memory_backbone": 0}
-    modules = dict(zip(calls, predictor.networks.torch_backbones))
+    modules = dict(zip(calls, rec.networks.torch_backbones))
 
     def counting(name):
         forward = modules[name].forward_features
@@ -74,7 +74,7 @@ def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
 
     for name in calls:
         modules[name].forward_features = counting(name)
-    [r] = predictor.predict([path], K, None)
+    [r] = rec.predict([path])
     assert calls["backbone"] == r.backbone_calls == r.frames_used == len(set(r.seconds))
     assert r.frames_used <= K < r.candidate_frames
     assert calls["memory_backbone"] == r.memory_backbone_calls == 16
@@ -82,15 +82,15 @@ def test_only_the_frames_the_policy_picks_are_computed(run, video_files):
     # plus the frame after it; re-decoding the video from its start for each frame would cost far more.
     total = round(probe(path).duration * 4)
     assert r.frames_decoded <= total + r.frames_used * 9 < total * (1 + r.frames_used)
-    spec = predictor.spec
-    expected = r.frames_used * spec["backbone"]["gflops"] + 16 * spec["memory_backbone"]["gflops"] + r.steps * predictor.head_gflops
+    spec = rec.features
+    expected = r.frames_used * spec["backbone"]["gflops"] + 16 * spec["memory_backbone"]["gflops"] + r.steps * rec.networks.head_gflops
     assert r.gflops == pytest.approx(expected)
 
 
 def test_memory_subset_of_a_run_trained_on_fewer_memory_frames(extracted, video_files, tmp_path):
     """A Table-2 style run (8 of the 16 stored memory frames) decodes and computes only those 8."""
     run8 = make_run(tmp_path / "run8", extracted, memory_frames=8)
-    [r] = Predictor.from_run(run8).predict([video_files / "videos" / "video00001.mp4"], K, None)
+    [r] = Recognizer.from_run(run8, frames=K, mu=None).predict([video_files / "videos" / "video00001.mp4"])
     assert r.memory_backbone_calls == 8 and r.error is None
 
 
@@ -143,7 +143,7 @@ def test_bad_video_gets_its_own_error_and_others_go_on(run, video_files, tmp_pat
     text = tmp_path / "not_a_video.mp4"
     text.write_text("hello")
     good = video_files / "videos" / "video00003.mp4"
-    results = Predictor.from_run(run).predict([text, good, tmp_path / "missing.mp4"], K, 0.5)
+    results = Recognizer.from_run(run, frames=K, mu=0.5).predict([text, good, tmp_path / "missing.mp4"])
     assert results[0].error is not None and str(text) in results[0].error
     assert results[2].error is not None
     assert results[1].error is None and results[1].steps >= 1
@@ -179,7 +179,7 @@ def test_corrupted_and_real_clips(run, tmp_path):
     clips = ["mmaction2_test.mp4", "mmaction2_test.avi", "decord_flipping_a_pancake.mkv", "decord_rotated_90.mov", "decord_corrupted.mp4"]
     cut = tmp_path / "cut.avi"  # half an AVI: without its index it states a shorter duration; its header, 164 frames
     cut.write_bytes((SHARED_VIDEOS / "mmaction2_test.avi").read_bytes()[:147283])
-    results = Predictor.from_run(run).predict([SHARED_VIDEOS / c for c in clips] + [cut], K, None)
+    results = Recognizer.from_run(run, frames=K, mu=None).predict([SHARED_VIDEOS / c for c in clips] + [cut])
     for clip, r in zip(clips, results):
         if clip == "decord_corrupted.mp4":
             continue  # the policy may or may not land beyond the damage; either way it must not raise
@@ -200,7 +200,7 @@ def test_checkpoint_without_extraction_record_is_refused(synth_dir, tmp_path):
     dims = {"feature_dim": ds.feature_dim, "memory_dim": ds.memory_dim, "num_classes": len(ds.classes), "hidden": 8, "memory_frames": 16}
     save_checkpoint(tmp_path, build_model("adaframe", dims), "adaframe", ds.classes, {"frames": 3}, {"features": None}, memory_frames=dims.get("memory_frames"))
     with pytest.raises(AdaframeError, match="not made by 'adaframe extract'"):
-        Predictor.from_run(tmp_path)
+        Recognizer.from_run(tmp_path)
 
 
 def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files, tmp_path):
@@ -221,29 +221,29 @@ def test_weights_other_than_the_recorded_ones_are_refused(extracted, video_files
         extract(tmp_path / "list.txt", data, backbone="resnet18", size=64, memory_size=32, backbone_weights=weights, workers=0,
                 progress=False)
     run = make_run(tmp_path / "run", data)
-    Predictor.from_run(run)  # the recorded file: fine
+    Recognizer.from_run(run)  # the recorded file: fine
     moved = tmp_path / "moved.pt"
     shutil.copy(weights, moved)
-    Predictor.from_run(run, backbone_weights=moved)  # same bytes elsewhere: fine
+    Recognizer.from_run(run, backbone_weights=moved)  # same bytes elsewhere: fine
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.save(build_backbone("resnet18", seed=4).state_dict(), weights)
     with pytest.raises(AdaframeError, match="not those the features were made with"):
-        Predictor.from_run(run)
+        Recognizer.from_run(run)
     proc = adaframe("predict", str(videos / "video00000.mp4"), "--checkpoint", str(run), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("adaframe: error:") and "Traceback" not in proc.stderr
     weights.unlink()  # the recorded file gone: say so, and how to point at it
     with pytest.raises(AdaframeError, match=r"r18\.pt \(as recorded at extraction\) do not exist; give --backbone-weights"):
-        Predictor.from_run(run)
-    Predictor.from_run(run, backbone_weights=moved)
+        Recognizer.from_run(run)
+    Recognizer.from_run(run, backbone_weights=moved)
 
 
 def test_missing_weights_file_is_named_as_missing(run, video_files, tmp_path):
     """Not 'are not those the features were made with': the file given is not there at all."""
     with pytest.raises(AdaframeError, match=r"^backbone weights nope\.pth do not exist$"):
-        Predictor.from_run(run, backbone_weights=Path("nope.pth"))
+        Recognizer.from_run(run, backbone_weights=Path("nope.pth"))
     with pytest.raises(AdaframeError, match=r"^memory backbone weights nope\.pth do not exist$"):
-        Predictor.from_run(run, memory_weights=Path("nope.pth"))
+        Recognizer.from_run(run, memory_weights=Path("nope.pth"))
     proc = adaframe("predict", str(video_files / "videos" / "video00000.mp4"), "--checkpoint", str(run),
                     "--backbone-weights", "nope.pth", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stdout == ""
@@ -262,7 +262,7 @@ def test_parse_compare(spec, ok):
 def test_predict_refuses_a_baseline_checkpoint(extracted, tmp_path):
     run = make_run(tmp_path / "avgpool", extracted, kind="avgpool")
     with pytest.raises(AdaframeError, match="predict and export take an AdaFrame run"):
-        Predictor.from_run(run)
+        Recognizer.from_run(run)
 
 
 @pytest.mark.slow
@@ -288,7 +288,7 @@ def test_video_demo_quick_end_to_end(tmp_path):
 def test_scan_computes_a_new_frame_every_step(run, video_files):
     """--scan (the cost check of docs/commands.md) visits consecutive frames, each through the backbone once."""
     path = video_files / "videos" / "video00004.mp4"
-    [r] = Predictor.from_run(run).predict([path], 5, None, scan=True)
+    [r] = Recognizer.from_run(run, frames=5, mu=None).predict([path], scan=True)
     t = r.candidate_frames
     start = t // 2
     assert r.seconds == tuple(float((start + i) % t) for i in range(5))
@@ -316,7 +316,7 @@ def test_python_api_equals_the_cli_and_survives_a_bad_file(run, video_files, tmp
         assert r.frames_used == len(set(r.seconds)) and r.steps == len(r.seconds) == len(r.utilities)
         cost = rec.features  # GFLOPs: frames x backbone + memory frames x memory network + steps x the agent's head
         assert r.gflops == pytest.approx(r.frames_used * cost["backbone"]["gflops"] + rec.memory_frames * cost["memory_backbone"]["gflops"]
-                                         + r.steps * rec.predictor.head_gflops, rel=1e-12)
+                                         + r.steps * rec.networks.head_gflops, rel=1e-12)
 
     with Recognizer.from_run(run, mu=0.0, batch_size=1, workers=0) as in_process:  # no decoding workers, one video a group
         one_by_one = in_process.predict([str(p) for p in good])
@@ -404,9 +404,8 @@ def test_predict_options_that_do_not_go_together(kwargs, message):
 
 def test_benchmark_on_video_files_measures_both_methods_through_the_same_workers(run, video_files, capsys):
     """``benchmark --videos``: per folder, AdaFrame's and uniformK's frames decoded and backbone frames are those
-    the predictor reports video by video, and the ratio rows divide them."""
+    the recognizer reports video by video, and the ratio rows divide them."""
     from adaframe.commands.benchmark import BenchmarkConfig, run_benchmark
-    from adaframe.recognize.recognizer import Recognizer
 
     folder = video_files / "videos"
     rows = run_benchmark(BenchmarkConfig(videos=(folder,), checkpoint=run, frames=K, mu=0.0, uniform=6, workers=1, video_batch=3))
@@ -432,7 +431,6 @@ def test_explain_draws_each_frame_used_once_and_says_why_it_stopped(run, video_f
     used, each once, in the order first looked at; the stop line names the lookahead rule when it fired."""
     from PIL import Image
 
-    from adaframe.recognize.recognizer import Recognizer
     from adaframe.report.explain import first_looks, plot_decision, stop_reason
 
     path = video_files / "videos" / "video00001.mp4"

@@ -201,6 +201,7 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
     """``benchmark --videos``: AdaFrame against uniformK on video files, per folder; one dict per folder and method."""
     from adaframe.data.video_lists import read_video_list, video_files
     from adaframe.recognize.recognizer import Recognizer
+    from adaframe.recognize.uniform import UniformBaseline
 
     def files(src: Path) -> list[Path]:  # a folder: every video file in it (ids need not be unique here)
         return video_files(src) if src.is_dir() else [e.path for e in read_video_list(src)]
@@ -226,7 +227,8 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
         for r in (rec, exported):
             if r is not None:
                 r.predict(warm)
-        rec.predict_uniform(warm, cfg.uniform)
+        baseline = UniformBaseline(rec, cfg.uniform)
+        baseline.predict(warm)
         method = f"AdaFrame-{k} mu {cfg.mu}"
         for name, paths in sets:
             for path in paths:  # the page cache holds every file before either method reads it
@@ -240,7 +242,7 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
                 onnx_results, onnx_summary = _timed(lambda: exported.predict(paths), rec.memory_frames)
                 runs.append((f"{method} (onnxruntime)", onnx_summary))
                 same.append((name, _agreement(torch_results, onnx_results)))
-            _, uni = _timed(lambda: rec.predict_uniform(paths, cfg.uniform, group=cfg.video_batch, prefetch=True), rec.memory_frames)
+            _, uni = _timed(lambda: baseline.predict(paths, group=cfg.video_batch, prefetch=True), rec.memory_frames)
             for label, r in (*runs, (uniform, uni)):
                 out.append({"set": name, "method": label, **r})
                 rows.append([name, label, f"{r['videos']} ({r['failed']} failed)", r["videos_per_s"], r["decoded"],

@@ -2,8 +2,8 @@
 
 The work is ``recognizer.Recognizer`` (also the Python API) and ``collection`` (many files, and what is
 printed of each); this module is the command: options, the exit status, and ``--compare uniform25``, which
-runs AvgPooling on the 25 uniform frames that ``eval`` reads in the same process, so the saving in frames, GFLOPs
-and wall time is measured, not claimed.
+runs AvgPooling on the 25 uniform frames that ``eval`` reads in the same process (``uniform.UniformBaseline``), so the
+saving in frames, GFLOPs and wall time is measured, not claimed.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from adaframe.recognize import collection
 from adaframe.recognize.jobs import CollectionJob
 from adaframe.recognize.recognizer import Recognizer
 from adaframe.recognize.result import Recognition
+from adaframe.recognize.uniform import UniformBaseline, load_baseline
 from adaframe.utils import AdaframeError, resolve_device
 
 
@@ -131,12 +132,11 @@ def _predict_files(cfg: PredictConfig) -> tuple[list[Recognition], int]:
     """``collection.predict_files`` with the run and the baseline of ``cfg``; the results and K."""
     compare = parse_compare(cfg.compare)
     rec = recognizer(cfg, resolve_device(cfg.device), batch_size=1 if compare is not None else cfg.batch_size)
-    classifier = None
-    if cfg.compare_checkpoint is not None:
-        if compare is None:
-            raise AdaframeError("--compare-checkpoint needs --compare uniformK")
-        classifier = rec.load_baseline(cfg.compare_checkpoint)
-    return collection.predict_files(rec, cfg.videos, compare, classifier, cfg.scan, cfg.top_k, cfg.json), rec.frames or rec.trained_frames
+    if cfg.compare_checkpoint is not None and compare is None:
+        raise AdaframeError("--compare-checkpoint needs --compare uniformK")
+    classifier = None if cfg.compare_checkpoint is None else load_baseline(rec, cfg.compare_checkpoint)
+    baseline = None if compare is None else UniformBaseline(rec, compare, classifier)
+    return collection.predict_files(rec, cfg.videos, baseline, cfg.scan, cfg.top_k, cfg.json), rec.frames or rec.trained_frames
 
 
 def predict_collection(cfg: PredictConfig) -> dict:

@@ -33,6 +33,7 @@ from adaframe.models.kinds import KINDS
 from adaframe.recognize import collection
 from adaframe.recognize.extraction import extract
 from adaframe.recognize.recognizer import Recognizer
+from adaframe.recognize.uniform import UniformBaseline, load_baseline
 from adaframe.report.experiments import train_missing
 from adaframe.report.tables import format_table
 from adaframe.rl.rollout import StopRule
@@ -147,8 +148,8 @@ def run_video_demo(cfg: VideoDemoConfig) -> dict:
         device = resolve_device(cfg.device)
         # one video at a time, so that each wall time is its own and compares with the baseline's
         rec = Recognizer.from_run(cfgs["adaframe"].out, device, frames=cfg.frames, mu=cfg.mu, batch_size=1)
-        classifier = rec.load_baseline(cfgs["avgpool"].out)
-        predictions = [r.to_json() for r in collection.predict_files(rec, paths, COMPARE, classifier)]
+        baseline = UniformBaseline(rec, COMPARE, load_baseline(rec, cfgs["avgpool"].out))
+        predictions = [r.to_json() for r in collection.predict_files(rec, paths, baseline)]
     summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}, "synth": asdict(synth),
                "extract": counts, "eval": rows, "check": check, "predict": predictions}
     write_json(cfg.out / "results.json", summary)

@@ -2,10 +2,10 @@
 
 ``predict`` asks for frames one step at a time, so a worker is stateful: video ``key`` lives in worker ``key % n``
 from ``open`` to ``close``, and its ``VideoReader`` keeps the decoder's position between requests. A worker answers
-reads before opens and closes, so opening the next group (``Predictor.run``) never delays a frame the current group
-waits for. With ``workers=0`` the same requests run in the calling process. Bad files never raise here: every answer is
-a value, ``Failed`` for a file that cannot be read, also when a decoder crashes its process (the worker is restarted;
-its other videos fail too). Workers import no torch.
+reads before opens and closes, so opening the next group (``Recognizer.predict_groups``) never delays a frame the
+current group waits for. With ``workers=0`` the same requests run in the calling process. Bad files never raise here:
+every answer is a value, ``Failed`` for a file that cannot be read, also when a decoder crashes its process (the worker
+is restarted; its other videos fail too). Workers import no torch.
 """
 
 from __future__ import annotations

@@ -21,10 +21,10 @@ from tqdm import tqdm
 
 from adaframe.data.video_lists import UNLABELED
 from adaframe.evaluate.metrics import mean_average_precision, top1
-from adaframe.models.baselines import Baseline
 from adaframe.recognize.jobs import CollectionJob
 from adaframe.recognize.recognizer import Recognizer
 from adaframe.recognize.result import Recognition
+from adaframe.recognize.uniform import UniformBaseline
 from adaframe.utils import error_line, write_csv, write_json
 
 SETTINGS = "predict.json"
@@ -32,23 +32,22 @@ COLUMNS = ["video_id", "path", "label", "probability", "top", "frames_used", "st
            "frames_decoded", "reading", "true_label", "correct"]
 
 
-def predict_files(rec: Recognizer, videos: Sequence[Path], compare: int | None = None, classifier: Baseline | None = None,
-                  scan: bool = False, top_k: int = 5, as_json: bool = False) -> list[Recognition]:
+def predict_files(rec: Recognizer, videos: Sequence[Path], baseline: UniformBaseline | None = None, scan: bool = False,
+                  top_k: int = 5, as_json: bool = False) -> list[Recognition]:
     """Recognise ``videos`` and print each result as it is done (text, or one JSON object a line); a failed video gets
     ``error`` in its result and a line ``adaframe: error: <path>: <reason>`` on stderr, and never stops the others.
 
     Args:
-        compare: also run AvgPooling over this many uniform frames (those ``eval`` reads) (``classifier``: its weights; None:
-            cost only) on each video right after the policy, into ``baseline`` and ``vs_baseline``. Give ``rec`` a
-            batch size of 1, so that each wall time is one video's.
+        baseline: also run it on each video right after the policy, into the result's ``baseline`` and ``vs_baseline``.
+            Give ``rec`` a batch size of 1, so that each wall time is one video's.
         top_k: the classes kept in each result's ``top``.
     """
     results = []
-    for group in rec.predict_groups(videos, scan, prefetch=compare is None):  # wall times compare per video
+    for group in rec.predict_groups(videos, scan, prefetch=baseline is None):  # wall times compare per video
         for r in group:
             r = r.with_top(top_k)
-            if compare is not None:
-                [base] = rec.predict_uniform([r.path], compare, classifier)
+            if baseline is not None:
+                [base] = baseline.predict([r.path])
                 r = r.compared_with(base.with_top(top_k))
             results.append(r)
             print(json.dumps(r.to_json()) if as_json else describe(r, rec.features["fps"]))

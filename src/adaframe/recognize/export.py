@@ -229,7 +229,7 @@ def export_run(checkpoint: Path, out: Path, backbone_weights: Path | None = None
     import onnxruntime
 
     import adaframe
-    from adaframe.recognize.recognizer import Networks
+    from adaframe.recognize.networks import Networks
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

@@ -1,6 +1,7 @@
-"""What recognising one video file gives: ``Recognition``, made once by ``recognizer.Predictor`` for AdaFrame and for
-the uniform baseline, read as attributes by ``collection``, ``predict`` and ``benchmark``; ``to_json`` is the object
-``predict --json`` prints and ``predict --videos`` writes per video, ``from_json`` reads it back."""
+"""What recognising one video file gives: ``Recognition``, made once by ``recognizer.Recognizer`` for AdaFrame and by
+``uniform.UniformBaseline`` for the uniform baseline, read as attributes by ``collection``, ``predict`` and
+``benchmark``; ``to_json`` is the object ``predict --json`` prints and ``predict --videos`` writes per video,
+``from_json`` reads it back."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Ratios:
 
 @dataclass(frozen=True)
 class Recognition:
-    """What one method says of one file, made once by ``Predictor``. A file that could not be read has ``error`` set,
+    """What one method says of one file, made once by ``Recognizer`` or ``UniformBaseline``. A file that could not be read has ``error`` set,
     ``label`` None and the cost fields at 0; the other files of the call are unaffected.
 
     Attributes:
