@@ -15,6 +15,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Literal
 
 from tqdm import tqdm
@@ -269,8 +270,20 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
            f"each trained with {cfg.seeds} seed(s) from {cfg.seed} (mAP: mean ± std over seeds) with the "
            f"`{preset.train_preset}` preset. mu* of an AdaFrame run is the mu of the sweep {list(preset.mus)} with the "
            f"fewest frames whose mAP is within {MAP_TOLERANCE:g} point of K fixed steps, **chosen on {chosen_on}**.", ""]
+    out += _table1(preset, get, chosen, delta, m, plan)
+    out += _ablations(get, k, chosen, plan)
+    out += _figure3(preset, val, get, k, figures)
+    out += _table2(preset, get, k, chosen, m, stored_memory, cost, plan)
+    out += _table3(preset, get, k, chosen)
+    out += _stop_rules(preset, sweep, get, k, figures)
+    out += _stops_and_jumps(cfg, preset, get, k, chosen, figures)
+    out += _every_setting(cfg, ev)
+    return "\n".join(out)
 
-    # Table 1
+
+def _table1(preset: ReportPreset, get: Callable[..., dict], chosen: dict, delta: int, m: int, plan: Plan) -> list[str]:
+    """Table 1: sampling K+Delta frames against AdaFrame K -> K'."""
+    out: list[str] = []
     out += ["## Table 1: sampling K+Delta frames vs. AdaFrame K -> K'", "",
             f"Delta = {delta}: the global memory's cost ({m} frames) in backbone frames, rounded up, "
             "so the baselines get at least AdaFrame's compute. R: random frame in each of the segments, U: uniform. "
@@ -302,8 +315,12 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
     rows.append(["learned minus uniform policy"] + ["" for _ in preset.ks]
                 + [f"{get(f'adaframe-{kk}', kk)['mAP'] - get(f'adaframe-{kk}', kk, policy='uniform')['mAP']:+.2f}" for kk in preset.ks])
     out += [markdown_table(header, rows), ""]
+    return out
 
-    # What makes the policy work
+
+def _ablations(get: Callable[..., dict], k: int, chosen: dict, plan: Plan) -> list[str]:
+    """What makes the policy work: the options that separate the default agent from the paper's (when trained)."""
+    out: list[str] = []
     ablations = [(f"adaframe-{k}", "learned", "default: memory read by the policy, slots, mixed prediction with the temporal classifier, "
                                               "positions, the prediction critic refit on val, the policy checked on val"),
                  (f"adaframe-{k}", "policy", "the default, always by its policy (no check against the scan)")]
@@ -324,8 +341,12 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
                          None if hit is None else 100 * fixed["evidence_hit_uniform"]])
         out += [markdown_table(["Agent", "mAP, K steps", "mAP, uniform policy", "learned - uniform", "frames", "mAP, mu*",
                                 "frames, mu*", "mu*", "evidence found (%)", "evidence, uniform (%)"], rows), ""]
+    return out
 
-    # Figure 3 and the comparison the paper draws from it
+
+def _figure3(preset: ReportPreset, val: Evaluator, get: Callable[..., dict], k: int, figures: dict) -> list[str]:
+    """Figure 3 and AdaFrame against the agents that also learn where to look, at no more GFLOPs."""
+    out: list[str] = []
     out += ["## Figure 3: mAP vs. GFLOPs of every method", "", f"![Figure 3]({figures['fig3']})", "",
             "AdaFrame against the methods that also learn where to look, each stopped by its stop head (p(stop) >= 0.5) "
             f"and run for all {k} steps: the AdaFrame setting (any K of {list(preset.ks)}, K steps or any mu) most accurate "
@@ -349,8 +370,12 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
                      best_row["gflops_per_video"], verdict])
     out += [markdown_table(["Method", "mAP", "frames", "GFLOPs", "AdaFrame setting", "its mAP", "its frames", "its GFLOPs",
                             "AdaFrame more accurate at <= GFLOPs?"], rows), ""]
+    return out
 
-    # Table 2
+
+def _table2(preset: ReportPreset, get: Callable[..., dict], k: int, chosen: dict, m: int, stored_memory: int, cost: CostModel, plan: Plan) -> list[str]:
+    """Table 2: the global memory's size."""
+    out: list[str] = []
     out += [f"## Table 2: global memory (AdaFrame-{k})", ""]
     rows = []
     for mem in preset.memory_ablation:
@@ -362,8 +387,12 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
         rows.append([f"{mem}", mem * cost.memory_gflops_per_frame, mean_std(fixed), mean_std(mu), mu["avg_frames"],
                      mu["gflops_per_video"], mu_text(mu)])
     out += [markdown_table(["Memory frames", "memory GFLOPs", "mAP, K steps", "mAP, mu*", "frames, mu*", "GFLOPs, mu*", "note"], rows), ""]
+    return out
 
-    # Table 3
+
+def _table3(preset: ReportPreset, get: Callable[..., dict], k: int, chosen: dict) -> list[str]:
+    """Table 3: reward functions."""
+    out: list[str] = []
     out += [f"## Table 3: reward functions (AdaFrame-{k})", "",
             "PREDICTION: r_t = p_t(gt). PREDICTION TRANSITION: r_t = p_t(gt) - p_{t-1}(gt). Margin: "
             "r_t = max(0, m_t - max_{t'<t} m_t'), m_t = p_t(gt) - max_{c != gt} p_t(c).", ""]
@@ -373,8 +402,12 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
         fixed, mu = get(run, k), chosen[run]
         rows.append([REWARD_NAMES[reward], mean_std(fixed), mean_std(mu), mu["avg_frames"], mu_text(mu)])
     out += [markdown_table(["Reward", "mAP, K steps", "mAP, mu*", "frames, mu*", "mu*"], rows), ""]
+    return out
 
-    # Stop by utility vs. entropy
+
+def _stop_rules(preset: ReportPreset, sweep: Callable[..., list[dict]], get: Callable[..., dict], k: int, figures: dict) -> list[str]:
+    """Stopping by utility against by entropy."""
+    out: list[str] = []
     out += [f"## Stopping by utility vs. by entropy (AdaFrame-{k})", "", f"![stop rules]({figures['stop_rules']})", "",
             "Entropy: stop once the prediction's entropy / log C falls below the threshold. For each entropy threshold, "
             "the utility setting with the closest number of frames:", ""]
@@ -385,8 +418,13 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
         u = min(util, key=lambda a: abs(a["avg_frames"] - r["avg_frames"]))
         rows.append([f"{e:g}", r["avg_frames"], mean_std(r), f"{u['mu']:g}", u["avg_frames"], mean_std(u)])
     out += [markdown_table(["entropy <", "frames", "mAP", "mu", "frames", "mAP"], rows), ""]
+    return out
 
-    # Figures 4 and 5, backward jumps
+
+def _stops_and_jumps(cfg: ReportConfig, preset: ReportPreset, get: Callable[..., dict], k: int, chosen: dict, figures: dict) -> list[str]:
+    """Figures 4 and 5 (where AdaFrame stops) and the share of videos jumping back."""
+    best = {kk: chosen[f"adaframe-{kk}"] for kk in preset.ks}
+    out: list[str] = []
     main = chosen[f"adaframe-{k}"]
     how = f"mu* = {main['mu']:g}" if main["mu"] is not None else "K steps"
     out += [f"## Figure 4: where AdaFrame-{k} stops ({how}, seed {cfg.seed})", "", f"![Figure 4]({figures['fig4']})", "",
@@ -396,11 +434,15 @@ def render(cfg: ReportConfig, preset: ReportPreset, ev: Evaluator, val: Evaluato
     rows += [[f"AdaFrame-{kk}, mu*", best[kk]["backward_jumps"] * 100] for kk in preset.ks]
     rows += [[title, get(model, k, stop=StopRule("learned", 0.5))["backward_jumps"] * 100] for model, title in STOP_AGENT_TITLES.items()]
     out += [markdown_table(["Policy", "videos jumping back (%)"], rows), ""]
+    return out
 
-    # Every setting
+
+def _every_setting(cfg: ReportConfig, ev: Evaluator) -> list[str]:
+    """Every setting evaluated."""
+    out: list[str] = []
     out += [f"## Every setting evaluated ({cfg.split})", ""]
     rows = [[r["run"], r["sampling"] if r["policy"] in (None, "learned") else f"{r['policy']} policy", r["frames"],
              r["stop_rule"] or "-", mean_std(r), r["top1"], r["avg_frames"], r["avg_steps"], r["gflops_per_video"],
              r["backward_jumps"] * 100 if KINDS[r["model"]].agent else None] for r in ev.rows]
     out += [markdown_table(["run", "sampling", "K", "stop", "mAP", "top-1", "frames", "steps", "GFLOPs", "jump back (%)"], rows), ""]
-    return "\n".join(out)
+    return out
