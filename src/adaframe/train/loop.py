@@ -262,6 +262,46 @@ def refit_critic(model: AdaFrame, val_set: FeatureDataset, frames: int, gamma: f
     return {"critic_val_ev_trained": float(before), "critic_val_ev_refit": float(after)}
 
 
+def load_splits(cfg: TrainConfig, shard: Shard) -> tuple[FeatureDataset, FeatureDataset | None]:
+    """The training split and the val split (None, with a warning, where the data set has none)."""
+    reads_memory = KINDS[cfg.model].memory != "none"
+    train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames if reads_memory else 0)
+    if len(train_set.classes) < 2:
+        raise AdaframeError(f"{cfg.data / 'videos.csv'} has {len(train_set.classes)} class ({', '.join(train_set.classes)}): "
+                            "recognition needs at least 2")
+    try:
+        return train_set, FeatureDataset(cfg.data, "val", classes=train_set.classes, memory_frames=train_set.memory_frames)
+    except AdaframeError as e:
+        if "is empty" not in str(e):
+            raise
+        if shard.main:
+            print("warning: no val split; training without validation" + (
+                  " (AdaFrame's mix of predictions keeps its starting weights 1, 1)" if cfg.model == "adaframe" else ""), file=sys.stderr)
+        return train_set, None
+
+
+def after_epoch(model: nn.Module, cfg: TrainConfig, val_set: FeatureDataset | None, probe: Subset, last: bool, device: torch.device,
+                shard: Shard) -> dict[str, object]:
+    """What every epoch ends with, logged: the val split picks each frame classifier's penalty (AdaFrame's: also the
+    classifier its pooled prediction reads) and fits AdaFrame's mix; val and train mAP; after the ``last`` epoch,
+    AdaFrame's choice between the policy and the scan and its critic's refit (the checkpoint saves what they set)."""
+    record: dict[str, object] = {}
+    adaframe = val_set is not None and cfg.model == "adaframe"
+    if val_set is not None and (cfg.model in ("avgpool", "sampler") or adaframe and cfg.prediction != "lstm"):
+        record.update(pick_frame_classifier(model, val_set, cfg.frames, device))
+    if adaframe and cfg.prediction == "mix":
+        record.update(refit_mix(model, val_set, cfg.frames, device))
+    elif val_set is not None:
+        record.update(validate(model, val_set, cfg.frames, device, shard))
+    record.update(validate(model, probe, cfg.frames, device, shard, "train"))
+    if adaframe and last:
+        if cfg.policy_check:
+            record.update(policy_check(model, val_set, cfg.frames, device))
+        if cfg.calibrate_critic:
+            record.update(refit_critic(model, val_set, cfg.frames, cfg.gamma, cfg.reward, device))
+    return record
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train one model and write ``cfg.out``: checkpoint.pt (every epoch), config.json, metrics.jsonl, tb/.
 
@@ -279,20 +319,7 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
     if cfg.batch_size % shard.world:
         raise AdaframeError(f"--batch-size {cfg.batch_size} is the global batch: it must be divisible by the {shard.world} processes")
     seed_everything(cfg.seed)
-    reads_memory = KINDS[cfg.model].memory != "none"
-    train_set = FeatureDataset(cfg.data, "train", memory_frames=cfg.memory_frames if reads_memory else 0)
-    if len(train_set.classes) < 2:
-        raise AdaframeError(f"{cfg.data / 'videos.csv'} has {len(train_set.classes)} class ({', '.join(train_set.classes)}): "
-                            "recognition needs at least 2")
-    try:
-        val_set = FeatureDataset(cfg.data, "val", classes=train_set.classes, memory_frames=train_set.memory_frames)
-    except AdaframeError as e:
-        if "is empty" not in str(e):
-            raise
-        val_set = None
-        if shard.main:
-            print("warning: no val split; training without validation" + (
-                  " (AdaFrame's mix of predictions keeps its starting weights 1, 1)" if cfg.model == "adaframe" else ""), file=sys.stderr)
+    train_set, val_set = load_splits(cfg, shard)
     probe = train_probe(train_set, len(val_set) if val_set is not None else 256)
     sizes = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
              "hidden": cfg.hidden, "memory_frames": train_set.memory_frames, "frames": cfg.frames}
@@ -365,22 +392,7 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
             scheduler.step()
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
             record.update({k: v / len(loader) for k, v in sums.items()})
-            # After every epoch the val split picks each frame classifier's penalty; AdaFrame's, its pooled prediction's
-            # frame classifier, and fits the mix;
-            # after the last, it decides between the policy and the scan and refits the critic (saved by the checkpoint).
-            adaframe = val_set is not None and cfg.model == "adaframe"
-            if val_set is not None and (cfg.model in ("avgpool", "sampler") or adaframe and cfg.prediction != "lstm"):
-                record.update(pick_frame_classifier(model, val_set, cfg.frames, device))
-            if adaframe and cfg.prediction == "mix":
-                record.update(refit_mix(model, val_set, cfg.frames, device))
-            elif val_set is not None:
-                record.update(validate(model, val_set, cfg.frames, device, shard))
-            record.update(validate(model, probe, cfg.frames, device, shard, "train"))
-            if adaframe and epoch + 1 == cfg.epochs:
-                if cfg.policy_check:
-                    record.update(policy_check(model, val_set, cfg.frames, device))
-                if cfg.calibrate_critic:
-                    record.update(refit_critic(model, val_set, cfg.frames, cfg.gamma, cfg.reward, device))
+            record.update(after_epoch(model, cfg, val_set, probe, epoch + 1 == cfg.epochs, device, shard))
             history.append(record)
             bar.set_postfix({k: f"{record[k]:.3g}" for k in ("loss", "train_mAP", "val_mAP") if k in record})
             if writer is not None:
