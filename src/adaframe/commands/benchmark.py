@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -68,14 +69,23 @@ class BenchmarkConfig:
     export: Path | None = None
     """with --videos: also run this export of the run ('adaframe export') on onnxruntime, timed beside PyTorch and
     compared with it (frames visited, labels, probabilities)"""
+    ray_actors: tuple[int, ...] = ()
+    """with --videos: also run the same videos end to end in one process and as the Ray Data pipeline of 'predict --ray'
+    on a local Ray with each of these numbers of actors (e.g. --ray-actors 1 2), and say what Ray adds per video"""
 
     def __post_init__(self) -> None:
         if self.frames is None and not self.videos:
             self.frames = 10
         if bool(self.videos) != (self.checkpoint is not None) or (self.export is not None and not self.videos):
             raise AdaframeError("--videos and --checkpoint go together (and --export needs both)")
-        if self.workers < 0 or self.uniform < 1 or self.video_batch < 1:
-            raise AdaframeError("need --workers >= 0, --uniform >= 1 and --video-batch >= 1")
+        if self.ray_actors and not self.videos:
+            raise AdaframeError("--ray-actors times 'predict' on video files: give --videos and --checkpoint")
+        if self.ray_actors:
+            from adaframe.recognize.ray_pipeline import require_ray
+
+            require_ray()
+        if self.workers < 0 or self.uniform < 1 or self.video_batch < 1 or any(a < 1 for a in self.ray_actors):
+            raise AdaframeError("need --workers >= 0, --uniform >= 1, --video-batch >= 1 and --ray-actors >= 1")
         sizes = ("hidden", "dim", "frames", "batch_size", "classes", "max_frames", "iters")
         bad = [f"--{n.replace('_', '-')}" for n in sizes if getattr(self, n) is not None and getattr(self, n) < 1]
         bad += [f"--{n.replace('_', '-')}" for n in ("memory_dim", "memory_frames", "warmup", "mu") if getattr(self, n) < 0]
@@ -272,6 +282,60 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
         print(f"onnxruntime against PyTorch on {name}: {a['videos']} videos, the same frames visited in {a['same_frames']}, the same "
               f"label in {a['same_label']}, largest probability difference {a['largest_difference']:.2e}")
         out.append({"set": name, "method": "onnxruntime vs PyTorch", **a})
+    if cfg.ray_actors:
+        out += ray_benchmark(cfg, sets)
+    return out
+
+
+def ray_benchmark(cfg: BenchmarkConfig, sets: list[tuple[str, list[Path]]]) -> list[dict]:
+    """``--ray-actors``: each set end to end (loading the run included, as a command does) in one process and through
+    ``ray_pipeline.recognitions`` on a local Ray with each number of actors; then Ray's cost from runs on one video
+    and on all of them with one actor: fixed (actors start, load the run) and per video (the slope beyond one process's)."""
+    from adaframe.recognize import ray_pipeline
+    from adaframe.recognize.recognizer import Recognizer
+
+    options = {"frames": cfg.frames, "mu": cfg.mu, "batch_size": cfg.video_batch}
+
+    def one_process(paths: list[Path]) -> tuple[list[Recognition], float]:
+        t0 = time.perf_counter()
+        with Recognizer.from_run(cfg.checkpoint, cfg.device, workers=cfg.workers, **options) as rec:
+            results = rec.predict(paths)
+        return results, time.perf_counter() - t0
+
+    def on_ray(paths: list[Path], actors: int) -> tuple[list[Recognition], float]:
+        t0 = time.perf_counter()
+        ds = ray_pipeline.dataset([{"path": str(p)} for p in paths], cfg.video_batch)
+        with ray_pipeline.quiet_logs():
+            rows = ray_pipeline.recognitions(ds, cfg.checkpoint, device=cfg.device, actors=actors, workers=cfg.workers,
+                                             **options).take_all()
+        by_path = {row["path"]: ray_pipeline.recognition(row) for row in rows}
+        return [by_path[str(p)] for p in paths], time.perf_counter() - t0
+
+    actors = sorted(set(cfg.ray_actors) | {1})
+    t0 = time.perf_counter()
+    out, rows, lines = [], [], []
+    with ray_pipeline.session(ray_pipeline.LOCAL, max(actors)):
+        started = time.perf_counter() - t0
+        for name, paths in sets:
+            base, seconds = one_process(paths)
+            runs = [("one process", base, seconds)] + [(f"Ray, {a} actor{'s' * (a > 1)}", *on_ray(paths, a)) for a in actors]
+            for mode, results, secs in runs:
+                same = sum(r.error is None and r.label == b.label and r.seconds == b.seconds for r, b in zip(results, base))
+                out.append({"set": name, "method": mode, "videos": len(paths), "seconds": secs, "videos_per_s": len(paths) / secs,
+                            "same_as_one_process": same})
+                rows.append([name, mode, len(paths), secs, len(paths) / secs, f"{same}/{sum(b.error is None for b in base)}"])
+            one_1, ray_1 = one_process(paths[:1])[1], on_ray(paths[:1], 1)[1]
+            ray_n = next(secs for mode, _, secs in runs if mode == "Ray, 1 actor")
+            fixed = ray_1 - one_1
+            per_video = ((ray_n - ray_1) - (seconds - one_1)) / (len(paths) - 1) if len(paths) > 1 else float("nan")
+            out.append({"set": name, "method": "Ray overhead", "fixed_s": fixed, "per_video_s": per_video, "start_s": started})
+            lines.append(f"{name}: Ray adds {fixed:.2f} s a run (actors start and load the run; from runs on 1 video) and "
+                         f"{1000 * per_video:+.0f} ms a video (one actor against one process, over {len(paths)} videos)")
+    print(f"Ray Data against one process, end to end (loading the run included), {cfg.workers} decoding workers each, "
+          f"{cfg.video_batch} videos a batch, a local Ray of {max(os.cpu_count() or 1, max(actors))} CPUs started in {started:.1f} s:")
+    print(format_table(["videos", "run", "count", "seconds", "videos/s", "same label and frames as one process"], rows))
+    for line in lines:
+        print(line)
     return out
 
 

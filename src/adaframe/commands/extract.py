@@ -52,10 +52,15 @@ class ExtractConfig:
     seed: int = 0
     """seed of randomly initialised backbones (recorded, so predict can rebuild them)"""
     progress: bool = True
+    ray: Annotated[str | None, tyro.conf.arg(metavar="local|auto|ADDRESS")] = None
+    """run as a Ray Data pipeline, the same files written; 'local': a Ray started on this machine for the run; 'auto' or
+    HOST:6379 or ray://HOST:10001: the cluster 'ray start' made (needs adaframe[ray]; --device cuda: a GPU an actor)"""
+    ray_actors: int = 1
+    """with --ray: actors, each building the backbones once and decoding its own videos"""
 
     def __post_init__(self) -> None:
         extraction.check_options(self.size, self.memory_size, self.memory_frames, self.fps, self.batch_size, self.workers,
-                                 self.shard)
+                                 self.shard, self.ray, self.ray_actors)
 
 
 def run_extract(cfg: ExtractConfig) -> None:

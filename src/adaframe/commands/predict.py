@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import torch
 import tyro
 
-from adaframe.recognize import collection
+from adaframe.recognize import collection, ray_pipeline
 from adaframe.recognize.jobs import CollectionJob
 from adaframe.recognize.recognizer import Recognizer
 from adaframe.recognize.result import Recognition
@@ -72,6 +72,12 @@ class PredictConfig:
     workers: int = 2
     """decoding processes, overlapped with the backbones and the agent (0: decode in the main process)"""
     device: Literal["cpu", "cuda"] = "cpu"
+    """with --ray: where each actor runs its networks (cuda: one GPU an actor)"""
+    ray: Annotated[str | None, tyro.conf.arg(metavar="local|auto|ADDRESS")] = None
+    """with --videos: run as a Ray Data pipeline, the same files written; 'local': a Ray started on this machine for
+    the run; 'auto' or HOST:6379 or ray://HOST:10001: the cluster 'ray start' made (needs adaframe[ray])"""
+    ray_actors: int = 1
+    """with --ray: actors, each loading the run once (with --workers decoding processes of its own)"""
 
     progress: bool = True
 
@@ -84,13 +90,17 @@ class PredictConfig:
             raise AdaframeError("give video files, or a collection with --videos DIR|LIST|JSON --out OUT (not both)")
         if (self.collection is None) != (self.out is None) or (self.collection is None and (self.shard or self.video_root)):
             raise AdaframeError("--videos, --out, --shard and --video-root go together: --videos SRC --out OUT")
+        if self.ray is not None and (self.collection is None or self.shard is not None):
+            raise AdaframeError("--ray runs a collection: --videos SRC --out OUT --ray ADDRESS (without --shard: Ray splits the work)")
         checks = {"--frames": self.frames is None or self.frames >= 1, "--mu": self.mu is None or self.mu >= 0,
                   "--patience": self.patience >= 1, "--top-k": self.top_k >= 1, "--batch-size": self.batch_size >= 1,
-                  "--workers": self.workers >= 0}
+                  "--workers": self.workers >= 0, "--ray-actors": self.ray_actors >= 1}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise AdaframeError(f"invalid value for {', '.join(bad)}")
         parse_compare(self.compare)
+        if self.ray is not None:
+            ray_pipeline.require_ray()  # a missing install is said before any work
 
 
 def parse_compare(spec: str | None) -> int | None:
@@ -128,6 +138,13 @@ def recognizer(cfg: PredictConfig, device: torch.device, batch_size: int) -> Rec
     return Recognizer.from_run(cfg.checkpoint, device, cfg.backbone_weights, cfg.memory_weights, cfg.workers, **options)
 
 
+def ray_options(cfg: PredictConfig) -> dict:
+    """The arguments of ``ray_pipeline.recognitions`` that load the run of ``cfg`` in each actor."""
+    return {"run": cfg.checkpoint, "export": cfg.export, "device": cfg.device, "workers": cfg.workers, "batch_size": cfg.batch_size,
+            "frames": cfg.frames, "mu": cfg.mu, "patience": cfg.patience, "backbone_weights": cfg.backbone_weights,
+            "memory_weights": cfg.memory_weights, "scan": cfg.scan}
+
+
 def _predict_files(cfg: PredictConfig) -> tuple[list[Recognition], int]:
     """``collection.predict_files`` with the run and the baseline of ``cfg``; the results and K."""
     compare = parse_compare(cfg.compare)
@@ -142,15 +159,20 @@ def _predict_files(cfg: PredictConfig) -> tuple[list[Recognition], int]:
 def predict_collection(cfg: PredictConfig) -> dict:
     """``predict --videos SRC --out OUT``: every video of a collection into ``OUT/predictions.csv`` (see ``collection``);
     prints one summary line and returns the collection's numbers."""
-    job = CollectionJob.start(cfg.collection, cfg.out, cfg.video_root, shard=cfg.shard, device=cfg.device)  # read as 'extract' reads it
+    # read as 'extract' reads it; under --ray this process loads the run on its CPU only to check it and for its classes
+    job = CollectionJob.start(cfg.collection, cfg.out, cfg.video_root, shard=cfg.shard, device="cpu" if cfg.ray else cfg.device)
     rec = recognizer(cfg, job.device, cfg.batch_size)
     job.open(collection.SETTINGS, collection.settings(rec, cfg.checkpoint or cfg.export), "predictions")
-    ran = collection.recognise(rec, job, cfg.scan, cfg.progress)
+    if cfg.ray is None:
+        ran = collection.recognise(rec, job, cfg.scan, cfg.progress)
+    else:
+        ran = collection.recognise_on_ray(job, cfg.ray, cfg.ray_actors, cfg.progress, **ray_options(cfg))
     numbers = job.finish(lambda: collection.write_index(job, rec.classes, cfg.top_k))
     if cfg.explain is not None:
         explain(collection.results(job), cfg.explain, cfg.mu, cfg.frames or rec.trained_frames, folder=True)
     line = (f"{numbers['videos']} videos: {numbers['done']} recognised ({ran['ran'] - ran['failed_now']} now, {ran['skipped']} "
-            f"already done), {numbers['failed']} failed, {numbers['missing']} left to other shards; {ran['videos_per_s']:.2f} videos/s; "
+            f"already done), {numbers['failed']} failed, {numbers['missing']} left to other shards; {ran['videos_per_s']:.2f} videos/s"
+            f"{'' if cfg.ray is None else f' on Ray ({cfg.ray_actors} actor' + 's' * (cfg.ray_actors > 1) + ')'}; "
             f"mean {numbers['mean_frames']:.2f} frames, {numbers['mean_gflops']:.2f} GFLOPs")
     if (k := parse_compare(cfg.compare)) is not None:
         uniform = k * rec.features["backbone"]["gflops"]

@@ -5,7 +5,8 @@ In a collection, each finished video writes ``OUT/results/<id>.json`` (atomicall
 ``OUT/failures/<id>.txt``; ``predictions.csv`` and ``failures.csv`` are rebuilt from those files in the
 order of the list, so a SIGKILL loses at most the videos in flight and never leaves a torn or
 duplicated row, and a rerun skips finished videos and retries failed ones. Shards (``--shard i/n`` or
-torchrun ranks) take every n-th video; whichever ends last writes the complete index.
+torchrun ranks) take every n-th video; whichever ends last writes the complete index. ``recognise_on_ray`` runs the
+videos on Ray instead (``ray_pipeline``) and writes what comes back with the same ``store``.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from adaframe.data.video_lists import UNLABELED
+from adaframe.data.video_lists import UNLABELED, VideoEntry
 from adaframe.evaluate.metrics import mean_average_precision, top1
 from adaframe.recognize.jobs import CollectionJob
 from adaframe.recognize.recognizer import Recognizer
 from adaframe.recognize.result import Recognition
 from adaframe.recognize.uniform import UniformBaseline
-from adaframe.utils import error_line, write_csv, write_json
+from adaframe.utils import AdaframeError, error_line, write_csv, write_json
 
 SETTINGS = "predict.json"
 COLUMNS = ["video_id", "path", "label", "probability", "top", "frames_used", "steps", "seconds", "gflops", "wall_s",
@@ -94,21 +96,62 @@ def settings(rec: Recognizer, run: Path) -> dict:
     return {"run": str(Path(run).resolve()), "frames": rec.frames, "mu": rec.mu, "patience": rec.patience}
 
 
+def pending(job: CollectionJob) -> list[VideoEntry]:
+    """The videos of this process's shard not finished in ``job.out`` (a failed one is tried again)."""
+    return [it for it in job.mine if not _result_file(job.out, it.video_id).is_file()]
+
+
+def store(job: CollectionJob, it: VideoEntry, r: Recognition) -> bool:
+    """Write what became of ``it``: its result file (atomically) with its share of its group's time, or its failure;
+    True if it was recognised."""
+    if r.error is not None:
+        job.failed(it, r.error.removeprefix(f"{it.path}: "))  # the errors of media/ name the file already
+        return False
+    write_json(_result_file(job.out, it.video_id), r.per_video().to_json())
+    job.succeeded(it)
+    return True
+
+
 def recognise(rec: Recognizer, job: CollectionJob, scan: bool = False, progress: bool = True) -> dict:
     """Run the videos of this process's shard not finished in ``job.out``, group by group; returns this run's counts."""
-    todo = [it for it in job.mine if not _result_file(job.out, it.video_id).is_file()]
+    todo = pending(job)
+    groups = [todo[g: g + rec.batch_size] for g in range(0, len(todo), rec.batch_size)]
+    return _collect(job, todo, zip(groups, rec.predict_groups([it.path for it in todo], scan)), "predict", progress)
+
+
+def recognise_on_ray(job: CollectionJob, address: str, actors: int, progress: bool = True, **options: Any) -> dict:
+    """``recognise`` as a Ray Data pipeline (``ray_pipeline``): the videos not finished go to ``actors`` actors of the
+    Ray at ``address`` (``local``: one started for this call), each loading the run with ``options`` (the arguments of
+    ``ray_pipeline.recognitions``); this process writes each result as it comes back, as ``recognise`` does, so the
+    files are the same. Returns this run's counts."""
+    from adaframe.recognize import ray_pipeline
+
+    if job.shards > 1:
+        raise AdaframeError("--ray and --shard (or torchrun) both split the work: use one of them")
+    todo = pending(job)
+    entries = {it.video_id: it for it in todo}
+    rows = [{ray_pipeline.KEY: it.video_id, "path": str(it.path)} for it in todo]
+
+    def done() -> Iterator[tuple[list[VideoEntry], list[Recognition]]]:
+        worker, kwargs, gpus = ray_pipeline.recognize_stage(**options)
+        for row in ray_pipeline.stream(rows, worker, kwargs, actors=actors, batch_size=kwargs["options"]["batch_size"], gpus=gpus):
+            it = entries[row[ray_pipeline.KEY]]
+            r = ray_pipeline.recognition(row) if row.get("recognition") else Recognition(it.path, "AdaFrame", 0.0, error=row["error"])
+            yield [it], [r]
+
+    with ray_pipeline.session(address, actors):
+        return _collect(job, todo, done(), f"predict on Ray ({actors} actor{'s' * (actors > 1)})", progress)
+
+
+def _collect(job: CollectionJob, todo: list[VideoEntry], done: Iterable[tuple[Sequence[VideoEntry], Sequence[Recognition]]],
+             desc: str, progress: bool) -> dict:
+    """``store`` each group of results of ``done`` as it comes, with a progress bar; this run's counts."""
     failed, start = 0, time.perf_counter()
     (job.out / "results").mkdir(exist_ok=True)
-    bar = tqdm(total=len(todo), unit="video", desc="predict", disable=not progress)
-    groups = [todo[g: g + rec.batch_size] for g in range(0, len(todo), rec.batch_size)]
-    for group, results in zip(groups, rec.predict_groups([it.path for it in todo], scan)):
+    bar = tqdm(total=len(todo), unit="video", desc=desc, disable=not progress)
+    for group, results in done:
         for it, r in zip(group, results):
-            if r.error is not None:
-                failed += 1
-                job.failed(it, r.error.removeprefix(f"{it.path}: "))  # the errors of media/ name the file already
-                continue
-            write_json(_result_file(job.out, it.video_id), r.per_video().to_json())  # its share of its group's time
-            job.succeeded(it)
+            failed += not store(job, it, r)
         bar.update(len(group))
         bar.set_postfix(failed=failed)
     bar.close()
