@@ -75,6 +75,9 @@ class AvgPooling(Baseline):
         """frames [..., D] -> every classifier's per-frame logits [..., G, C]."""
         return self.head.bank(self.norm(frames))
 
+    def frame_classifier(self) -> FrameClassifier:
+        return self.head
+
     def probs(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """frames [B, k, D], mask [B, k] -> video probabilities [B, C]: the mean of the real frames' softmaxes."""
         probs = torch.softmax(self.forward_head(frames), dim=-1) * mask[..., None]  # [B, k, C]

@@ -71,6 +71,9 @@ class OneStepSampler(nn.Module):
         """frames [..., D] -> every classifier's logits [..., G, C]."""
         return self.classifier.bank(self.frame_norm(frames))
 
+    def frame_classifier(self) -> FrameClassifier:
+        return self.classifier
+
     def probs(self, frames: torch.Tensor) -> torch.Tensor:
         """frames [B, k, D] -> video probabilities [B, C]: the mean of the frames' softmaxes."""
         return torch.softmax(self.frame_logits(frames), -1).mean(1)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from adaframe.evaluate.metrics import CostModel
 from adaframe.evaluate.run import Setting, evaluate_loaded, load_run
 from adaframe.evaluate.split import Policy, Result
-from adaframe.models.kinds import CHECKPOINT, KINDS, load_checkpoint
+from adaframe.models.kinds import KINDS, load_checkpoint
 from adaframe.rl.rollout import StopRule
 from adaframe.train.config import NOT_IN_RESULT, TrainConfig
 from adaframe.utils import AdaframeError, load_torch_file, resolve_device
@@ -53,19 +53,17 @@ def _saved(path: Path) -> dict | None:
 
 
 def is_finished(cfg: TrainConfig) -> bool:
-    """A run is reusable when its checkpoint (one atomically written file) holds this config after every epoch."""
-    payload = _saved(cfg.out / CHECKPOINT)
-    if payload is None:
+    """A run is reusable when its checkpoint (one atomically written file) holds this config after every epoch and its
+    weights fit the model as this version builds it (a run of another version is trained again)."""
+    try:
+        _, payload = load_checkpoint(cfg.out)
+    except AdaframeError:
+        return False
+    if not isinstance(payload.get("config"), dict):
         return False
     want = {k: v for k, v in cfg.to_dict().items() if k not in NOT_IN_RESULT}
     have = {k: v for k, v in payload["config"].items() if k not in NOT_IN_RESULT}
-    if have != want or payload.get("epoch") != cfg.epochs:
-        return False
-    try:  # weights written by an older version of a model (another shape) are trained again, not reused
-        load_checkpoint(cfg.out)
-    except AdaframeError:
-        return False
-    return True
+    return have == want and payload.get("epoch") == cfg.epochs
 
 
 def can_resume(cfg: TrainConfig) -> bool:

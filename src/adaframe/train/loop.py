@@ -25,7 +25,6 @@ from adaframe.distributed import Shard, gather, sharded_loader
 from adaframe.evaluate.metrics import mean_average_precision, top1
 from adaframe.evaluate.split import Policy, agent_batch, evaluate
 from adaframe.models.agent import AdaFrame, fit_mix, mix_logits
-from adaframe.models.baselines import AvgPooling
 from adaframe.models.frame_classifier import FrameClassifier
 from adaframe.models.kinds import CHECKPOINT, KINDS, build_model, save_checkpoint
 from adaframe.models.standardize import set_statistics
@@ -200,7 +199,7 @@ def pick_frame_classifier(model: nn.Module, val_set: FeatureDataset, frames: int
     (``AgentConfig.pooled_by``)."""
     model.eval()
     if not isinstance(model, AdaFrame):
-        classifier = model.head if isinstance(model, AvgPooling) else model.classifier
+        classifier = model.frame_classifier()
         val_map = pick_penalty(classifier, model.frame_bank, val_set, frames, device)
         return {"frames_penalty": classifier.picked_penalty, "frames_val_mAP": val_map}
     heads = ("every", "subset") if model.cfg.frame_loss == "both" else (model.cfg.frame_loss,)
