@@ -281,11 +281,10 @@ def test_report_end_to_end(tmp_path):
     for name, cfgs in results["runs"].items():  # two seeds each, in their own directories
         assert [c["seed"] for c in cfgs] == [0, 1]
         assert all((out / "runs" / f"{name}-s{seed}" / "checkpoint.pt").is_file() for seed in (0, 1))
-    options = ("memory_read", "selection", "prediction", "temporal", "positions", "critic", "policy_check", "calibrate_critic")
-    paper = results["runs"]["adaframe-10-paper-agent"][0]
-    assert tuple(paper[o] for o in options) == ("lstm", "gaussian", "lstm", False, False, "state", False, False)
-    default = results["runs"]["adaframe-10"][0]
-    assert tuple(default[o] for o in options) == ("policy", "slots", "mix", True, True, "prediction", True, True)
+    options = ("memory_read", "selection", "prediction", "temporal", "positions", "critic")
+    settings = lambda run: tuple(run["model_options"][o] for o in options) + (run["policy_check"], run["calibrate_critic"])  # noqa: E731
+    assert settings(results["runs"]["adaframe-10-paper-agent"][0]) == ("lstm", "gaussian", "lstm", False, False, "state", False, False)
+    assert settings(results["runs"]["adaframe-10"][0]) == ("policy", "slots", "mix", True, True, "prediction", True, True)
     models = {r["model"] for r in results["rows"]}
     assert models == {"avgpool", "lstm", "sampler", "adaframe", "frameglimpse", "frameglimpse-g", "fastforward", "fastforward-g"}
     assert {r["split"] for r in results["rows"]} == {"test"} and {r["split"] for r in results["val_rows"]} == {"val"}
@@ -329,7 +328,7 @@ def test_report_paper_preset_smoke(tmp_path):
     assert results["split"] == "test" and results["preset"]["train_preset"] == "paper"
     assert {c["preset"] for cfgs in results["runs"].values() for c in cfgs} == {"paper"}
     agents = [c for cfgs in results["runs"].values() for c in cfgs if c["model"] == "adaframe"]
-    assert agents and {(c["memory_read"], c["selection"], c["prediction"]) for c in agents} == {("lstm", "gaussian", "lstm")}  # the paper's agent
+    assert agents and {(c["model_options"]["memory_read"], c["model_options"]["selection"], c["model_options"]["prediction"]) for c in agents} == {("lstm", "gaussian", "lstm")}  # the paper's agent
     assert not any(name.endswith("paper-agent") for name in results["runs"])
     assert {r["split"] for r in results["rows"]} == {"test"}
     assert "(paper preset)" in (out / "report.md").read_text()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from adaframe.models.agent import AgentConfig
-from adaframe.models.kinds import AGENTS, CHECKPOINT, KINDS, build_model, load_checkpoint, model_config, save_checkpoint
+from adaframe.models.kinds import AGENTS, CHECKPOINT, KINDS, ModelOptions, build_model, load_checkpoint, model_config, save_checkpoint
 from adaframe.models.kinds import SIZES as KIND_SIZES
 from adaframe.train.config import PRESETS, ModelName, Preset, TrainConfig
 from adaframe.train.loop import LOSSES
@@ -58,20 +58,23 @@ SET_BY_TRAINING = {"pooled_by", "inference"}
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_every_option_of_a_model_is_a_train_setting(kind):
-    """Every field of a kind's config beyond its sizes is in its options, a TrainConfig field of the same name (so
-    ``adaframe train --model KIND`` can set it) that reaches the model."""
+    """Every field of a kind's config beyond its sizes is in its options, a field of the training config's
+    ``ModelOptions`` of the same name (so ``adaframe train --model KIND`` can set it)."""
     options = {f.name for f in fields(KINDS[kind].config)} - set(KIND_SIZES) - SET_BY_TRAINING
     assert options == set(KINDS[kind].options)
-    assert options <= {f.name for f in fields(TrainConfig)}
+    assert options <= {f.name for f in fields(ModelOptions)}
 
 
 def test_an_option_of_another_model_is_refused():
     with pytest.raises(AdaframeError, match=r"--jumps is an option of --model fastforward, fastforward-g, frameglimpse, "
                                             r"frameglimpse-g, not of --model adaframe|--jumps is an option of --model"):
-        TrainConfig("d", "o", model="adaframe", jumps=(0.5,))
+        TrainConfig("d", "o", model="adaframe", model_options=ModelOptions(jumps=(0.5,)))
     with pytest.raises(AdaframeError, match=r"--prediction is an option of --model adaframe, not of --model avgpool"):
-        TrainConfig("d", "o", model="avgpool", prediction="lstm")
-    assert TrainConfig("d", "o", model="avgpool", frame_penalties=(0.0, 1.0)).frame_penalties == (0.0, 1.0)
+        TrainConfig("d", "o", model="avgpool", model_options=ModelOptions(prediction="lstm"))
+    with pytest.raises(AdaframeError, match=r"--policy-check: options of --model adaframe, not of --model lstm"):
+        TrainConfig("d", "o", model="lstm", policy_check=True)
+    cfg = TrainConfig("d", "o", model="avgpool", model_options=ModelOptions(frame_penalties=[0.0, 1.0]))
+    assert cfg.model_options.given("avgpool") == {"frame_penalties": (0.0, 1.0)}
 
 
 def test_the_agent_config_defaults_are_the_default_agent():
@@ -82,7 +85,8 @@ def test_the_agent_config_defaults_are_the_default_agent():
     assert {k: defaults[k] for k in ("memory_read", "selection", "prediction")} == \
            {"memory_read": fast.memory_read, "selection": fast.selection, "prediction": fast.prediction}
     cfg = TrainConfig("d", "o")
-    assert all(getattr(cfg, name) == getattr(fast, name) for name in KINDS["adaframe"].options if hasattr(fast, name))
+    assert all(getattr(cfg.model_options, name) == getattr(fast, name) for name in KINDS["adaframe"].options if hasattr(fast, name))
+    assert TrainConfig("d", "o", model="lstm").model_options == ModelOptions()  # a preset sets AdaFrame's architecture only
 
 
 @pytest.mark.parametrize("change, error", [

@@ -12,14 +12,14 @@ from adaframe.evaluate.metrics import CostModel
 from adaframe.evaluate.run import Setting, evaluate_run
 from adaframe.models.kinds import load_checkpoint
 from adaframe.report.experiments import Evaluator, can_resume, is_finished, mean_std, pick_mu, seeded, train_missing
-from adaframe.train.config import TrainConfig
+from adaframe.train.config import TrainConfig, train_config
 from adaframe.train.loop import train
 from conftest import adaframe
 
 
 def tiny(data: Path, out: Path, model: str = "adaframe", **kw) -> TrainConfig:
     kw = {"epochs": 2, "frames": 3, "hidden": 16, "batch_size": 8, "progress": False, **kw}
-    return TrainConfig(data, out, model=model, **kw)
+    return train_config(data, out, model=model, **kw)
 
 
 def test_seeded_gives_each_seed_its_own_run_directory(synth_dir, tmp_path):

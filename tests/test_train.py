@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import tyro
 from sklearn.metrics import average_precision_score
 
 from adaframe.data.features import FeatureDataset
 from adaframe.evaluate.split import evaluate
 from adaframe.models.kinds import CHECKPOINT, build_model, load_checkpoint, save_checkpoint
 from adaframe.rl.rollout import StopRule
-from adaframe.train.config import TrainConfig
+from adaframe.train.config import TrainConfig, train_config
 from adaframe.train.loop import train
 from adaframe.utils import AdaframeError
 from conftest import random_videos, read_rows
@@ -27,7 +29,7 @@ MODELS = ["adaframe", "avgpool", "lstm", "sampler"]
 def tiny_config(data, out, model, **kw) -> TrainConfig:
     base = dict(model=model, frames=3, epochs=2, hidden=16, batch_size=16, progress=False, seed=0)
     base.update(kw)
-    return TrainConfig(data=data, out=out, **base)
+    return train_config(data, out, **base)
 
 
 @pytest.mark.parametrize("model, options", [
@@ -40,12 +42,16 @@ def tiny_config(data, out, model, **kw) -> TrainConfig:
 ])
 def test_the_options_given_to_train_reach_the_model(synth_dir, tmp_path, model, options):
     """``adaframe train --jumps 0.2 0.4`` (and every other model option) is the value of the trained model's config,
-    saved with its weights; so are the optimiser's settings."""
-    cfg = tiny_config(synth_dir, tmp_path / "run", model, epochs=1, weight_decay=0.01, lr_step=7, optimizer="sgd", momentum=0.5,
-                      **options)
+    saved with its weights and inside the training config beside them; so are the optimiser's settings."""
+    flags = [[f"--{k.replace('_', '-')}", *map(str, v if isinstance(v, tuple) else (v,))] for k, v in options.items()]
+    args = ["--data", str(synth_dir), "--out", str(tmp_path / "run"), "--model", model, "--frames", "3", "--epochs", "1", "--hidden", "16", "--batch-size", "16",
+            "--no-progress", "--weight-decay", "0.01", "--lr-step", "7", "--optimizer", "sgd", "--momentum", "0.5",
+            *(a for flag in flags for a in flag)]
+    cfg = tyro.cli(TrainConfig, args=args)
     train(cfg)
     loaded, payload = load_checkpoint(tmp_path / "run")
     assert {k: getattr(loaded.cfg, k) for k in options} == options
+    assert TrainConfig.from_dict(payload["config"]) == cfg and payload["config"]["model_options"] == asdict(cfg.model_options)
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=False)
     group = state["optimizer"]["param_groups"][0]
     assert (group["weight_decay"], group["momentum"], state["scheduler"]["step_size"]) == (0.01, 0.5, 7)
@@ -285,6 +291,8 @@ def test_resume_refuses_other_settings_and_starts_fresh_without_state(synth_dir,
     train(cfg)
     with pytest.raises(AdaframeError, match=r"other settings \(frames\)"):
         train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=2, frames=4, resume=True))
+    with pytest.raises(AdaframeError, match=r"other settings \(scan_bias\)"):  # an option of the model, named as its flag
+        train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=2, scan_bias=1.0, resume=True))
     out = train(tiny_config(synth_dir, tmp_path / "run", "adaframe", epochs=2, resume=True))  # more epochs: fine
     assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 

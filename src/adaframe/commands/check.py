@@ -33,10 +33,11 @@ from adaframe.data.synth import SynthConfig, generate
 from adaframe.evaluate.metrics import CostModel, mean_average_precision
 from adaframe.evaluate.run import load_run
 from adaframe.evaluate.split import agent_batch
+from adaframe.models.kinds import ModelOptions
 from adaframe.report.experiments import Evaluator, Plan, mean_std, seeded, train_missing
 from adaframe.report.tables import format_table, markdown_table
 from adaframe.rl.rollout import StopRule
-from adaframe.train.config import TrainConfig
+from adaframe.train.config import TrainConfig, train_config
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 
 BENCH_SETS = {  # name -> the script of ../shared/bench and its arguments (None: ``adaframe synth``'s default)
@@ -107,8 +108,8 @@ def bench_set(bench: Path, name: str, out: Path) -> Path:
 
 
 def adaframe_options(options: tuple[str, ...]) -> dict[str, object]:
-    """``("prediction=lstm", "scan_bias=1")`` -> TrainConfig keyword values (``-`` or ``_`` in names)."""
-    fields = TrainConfig.__dataclass_fields__
+    """``("prediction=lstm", "scan_bias=1")`` -> ``train_config`` keyword values (``-`` or ``_`` in names)."""
+    fields = {**TrainConfig.__dataclass_fields__, **ModelOptions.__dataclass_fields__}
     values: dict[str, object] = {}
     for option in options:
         name, value = option.split("=", 1)
@@ -131,8 +132,8 @@ def plan_runs(sets: dict[str, Path], cfg: CheckConfig) -> Plan:
         runs = cfg.out / "runs" / name
 
         def run(model: str, folder: str, **more: object) -> list[TrainConfig]:
-            return seeded(TrainConfig(data, runs / folder, model=model, frames=cfg.frames, hidden=cfg.hidden,  # type: ignore[arg-type]
-                                      device=cfg.device, **more), cfg.seeds)
+            return seeded(train_config(data, runs / folder, model=model, frames=cfg.frames, hidden=cfg.hidden,
+                                       device=cfg.device, **more), cfg.seeds)
 
         plan[f"{name}/adaframe"] = run("adaframe", f"adaframe-{cfg.frames}" + (f"-{tag}" if tag else ""), **extra)
         plan[f"{name}/avgpool"] = run("avgpool", "avgpool")

@@ -28,7 +28,7 @@ from adaframe.report.experiments import Evaluator, MAP_TOLERANCE, Plan, mean_std
 from adaframe.report.figures import Series, plot_class_stops, plot_stop_steps, plot_tradeoff
 from adaframe.report.tables import format_cell, markdown_table
 from adaframe.rl.rollout import StopRule
-from adaframe.train.config import TrainConfig
+from adaframe.train.config import TrainConfig, train_config
 from adaframe.utils import AdaframeError, atomic_write, resolve_device, write_json
 
 
@@ -119,8 +119,8 @@ def plan_runs(cfg: ReportConfig, preset: ReportPreset, m: int, stored_memory: in
 
     def run(name: str, model: str, frames: int, **kw: object) -> list[TrainConfig]:
         kw.update({key: v for key, v in (("epochs", cfg.epochs), ("hidden", cfg.hidden)) if v is not None})
-        return seeded(TrainConfig(cfg.data, runs / name, model=model, frames=frames, preset=preset.train_preset,  # type: ignore[arg-type]
-                                  device=cfg.device, seed=cfg.seed, progress=cfg.progress, **kw), cfg.seeds)  # type: ignore[arg-type]
+        return seeded(train_config(cfg.data, runs / name, model=model, frames=frames, preset=preset.train_preset,
+                                   device=cfg.device, seed=cfg.seed, progress=cfg.progress, **kw), cfg.seeds)
 
     k = preset.main_k
     plan = {"avgpool": run("avgpool", "avgpool", k, **({"epochs": preset.avgpool_epochs} if preset.avgpool_epochs else {}))}

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from adaframe.models.agent import AdaFrame, AgentConfig
+from adaframe.models.agent import AdaFrame, AgentConfig, Critic, FrameLoss, MemoryRead, Prediction, Selection
 from adaframe.models.baselines import AvgPooling, AvgPoolingConfig, LSTMBaseline, LSTMConfig
 from adaframe.models.sampler import OneStepSampler, SamplerConfig
 from adaframe.models.stop_agents import FastForward, FrameGlimpse, StopAgentConfig
@@ -30,7 +30,66 @@ class ModelKind:
     memory: Literal["none", "optional", "required"]
     """whether it reads the global memory"""
     options: tuple[str, ...] = ()
-    """the training settings (``TrainConfig`` fields) its config takes beyond the sizes"""
+    """the ``ModelOptions`` its config takes beyond the sizes"""
+
+
+@dataclass
+class ModelOptions:
+    """The settings of a model's config that a run chooses (``adaframe train`` flags of the same names), one object inside
+    the training config; the sizes come from the data. None: the preset's (AdaFrame's architecture), else the model's
+    default. A kind takes the ones ``KINDS[kind].options`` lists (``given``); the training config refuses the others."""
+
+    policy_std: float | None = None
+    """AdaFrame's Gaussian selection and FrameGlimpse's location policy: the std of the Gaussian (default: the model's, 0.1)"""
+    start: float | None = None
+    """AdaFrame with the Gaussian selection: the relative position of the first frame (default: the model's, 0.5)"""
+    scan_bias: float | None = None
+    """AdaFrame with the slots selection: the initial bias of the scan action's logit (default: the model's, 3: the
+    untrained agent mostly scans)"""
+    jumps: tuple[float, ...] | None = None
+    """FastForward: its forward jumps, as fractions of the video's length (default: the model's)"""
+    stop_bias: float | None = None
+    """FrameGlimpse / FastForward: the initial bias of the stop head (default: the model's, -2: p(stop) = 0.12)"""
+    frame_penalties: tuple[float, ...] | None = None
+    """AdaFrame, AvgPooling, the sampler: the L2 penalties of the bank of frame classifiers the val split picks among
+    (default: the models', 0 0.01 0.1 1 10; see models/frame_classifier.py)"""
+    memory_read: MemoryRead | None = None
+    """AdaFrame: 'lstm' (the paper: the LSTM reads frame and memory) or 'policy' (the LSTM reads frames; the memory
+    guides only the selection and utility heads) (default: the preset's)"""
+    selection: Selection | None = None
+    """AdaFrame: 'gaussian' (the paper: a Gaussian over the next position) or 'slots' (a choice among the memory's
+    slots not yet looked at and the next position of a uniform scan) (default: the preset's)"""
+    prediction: Prediction | None = None
+    """AdaFrame: 'lstm' (the paper: the LSTM's head), 'pooled' (the mean softmax of a frame classifier over the frames looked
+    at, AvgPooling's rule) or 'mix' (both, weighted by a fit on the val split after every epoch) (default: the preset's)"""
+    temporal: bool | None = None
+    """AdaFrame (--prediction mix): a second LSTM reads, at every step, the frames looked at so far in temporal order, as
+    the LSTM baseline reads its frames, and predicts as a third part of the mix (default: the preset's)"""
+    positions: bool | None = None
+    """AdaFrame: the LSTM reads each frame's relative position in the video with it, so the recurrent prediction knows the
+    frames' order whatever order they were visited in (default: the preset's)"""
+    frame_loss: FrameLoss | None = None
+    """AdaFrame: train the frame classifier of a pooled or mixed prediction on 'every' frame (AvgPooling's loss) or on the
+    mean softmax of K random frames ('subset') (default: the preset's)"""
+    critic: Critic | None = None
+    """AdaFrame: the utility reads the 'state' [h_t, u_t] (the paper) or also the 'prediction' that decides its reward
+    (default: the preset's)"""
+
+    def __post_init__(self) -> None:
+        if self.policy_std is not None and not self.policy_std > 0:
+            raise AdaframeError("invalid value for --policy-std (must be > 0)")
+        self.jumps = None if self.jumps is None else tuple(self.jumps)
+        self.frame_penalties = None if self.frame_penalties is None else tuple(self.frame_penalties)
+
+    def given(self, kind: str) -> dict[str, Any]:
+        """The options given a value, by name, for a ``kind`` model; one its config does not take is an error naming the
+        kinds that take it."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        foreign = [name for name in given if name not in _kind(kind).options]
+        if foreign:
+            raise AdaframeError("; ".join(f"--{n.replace('_', '-')} is an option of --model {', '.join(takers(n))}" for n in foreign)
+                                + f", not of --model {kind}")
+        return given
 
 
 AGENT_OPTIONS = ("policy_std", "start", "memory_read", "selection", "scan_bias", "prediction", "temporal", "positions",
@@ -51,6 +110,11 @@ KINDS: dict[str, ModelKind] = {
 AGENTS = tuple(name for name, kind in KINDS.items() if kind.agent)
 SIZES = ("feature_dim", "memory_dim", "num_classes", "hidden", "memory_frames", "frames")
 """what a model's config takes from the data and the run (``hidden``, K): each kind's config has the ones it needs"""
+
+
+def takers(option: str) -> list[str]:
+    """The kinds whose config takes the ``ModelOptions`` field ``option``."""
+    return [name for name, kind in KINDS.items() if option in kind.options]
 
 
 def _kind(kind: str) -> ModelKind:

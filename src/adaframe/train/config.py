@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
+
+import tyro
 
 from adaframe.models.agent import Critic, FrameLoss, MemoryRead, Prediction, Selection
-from adaframe.models.kinds import KINDS
+from adaframe.models.kinds import KINDS, ModelOptions
 from adaframe.rl.rewards import RewardName
 from adaframe.utils import AdaframeError
 
@@ -65,19 +67,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-ADAFRAME_OPTIONS = ("memory_read", "selection", "prediction", "temporal", "positions", "frame_loss", "critic", "policy_check",
-                    "calibrate_critic")
-"""settings only AdaFrame reads: another model's config leaves them None, so that a change of their defaults does not make
-its finished runs look unfinished"""
-
-MODEL_OPTIONS = tuple(sorted({name for kind in KINDS.values() for name in kind.options}))
-"""settings that go into a model's config (``KINDS[...].options``): only the kinds that take one may be given it"""
-
-
-
-def option_takers(name: str) -> list[str]:
-    """The models that read the TrainConfig setting ``name`` (one of ``MODEL_OPTIONS`` or ``ADAFRAME_OPTIONS``)."""
-    return [k for k, kind in KINDS.items() if name in kind.options or (k == "adaframe" and name in ADAFRAME_OPTIONS)]
+ARCHITECTURE = ("memory_read", "selection", "prediction", "temporal", "positions", "frame_loss", "critic")
+"""AdaFrame's ``ModelOptions`` that a preset sets: another model leaves them None"""
+ADAFRAME_TRAINING = ("policy_check", "calibrate_critic")
+"""settings of the training only AdaFrame reads: another model's config leaves them None, so that a change of their
+defaults does not make its finished runs look unfinished"""
 
 
 # Settings of TrainConfig that change nothing about the trained weights.
@@ -120,43 +114,10 @@ class TrainConfig:
     """FrameGlimpse / FastForward: reward lost per step after the first, the price of a frame that makes stopping pay"""
     gamma: float = 0.9
     """discount of future rewards"""
-    policy_std: float | None = None
-    """AdaFrame's Gaussian selection and FrameGlimpse's location policy: the std of the Gaussian (default: the model's, 0.1)"""
-    start: float | None = None
-    """AdaFrame with the Gaussian selection: the relative position of the first frame (default: the model's, 0.5)"""
-    scan_bias: float | None = None
-    """AdaFrame with the slots selection: the initial bias of the scan action's logit (default: the model's, 3: the
-    untrained agent mostly scans)"""
-    jumps: tuple[float, ...] | None = None
-    """FastForward: its forward jumps, as fractions of the video's length (default: the model's)"""
-    stop_bias: float | None = None
-    """FrameGlimpse / FastForward: the initial bias of the stop head (default: the model's, -2: p(stop) = 0.12)"""
-    frame_penalties: tuple[float, ...] | None = None
-    """AdaFrame, AvgPooling, the sampler: the L2 penalties of the bank of frame classifiers the val split picks among
-    (default: the models', 0 0.01 0.1 1 10; see models/frame_classifier.py)"""
     normalize_advantage: bool | None = None
     """scale REINFORCE advantages to unit std per batch (default: the preset's)"""
-    memory_read: MemoryRead | None = None
-    """AdaFrame: 'lstm' (the paper: the LSTM reads frame and memory) or 'policy' (the LSTM reads frames; the memory
-    guides only the selection and utility heads) (default: the preset's)"""
-    selection: Selection | None = None
-    """AdaFrame: 'gaussian' (the paper: a Gaussian over the next position) or 'slots' (a choice among the memory's
-    slots not yet looked at and the next position of a uniform scan) (default: the preset's)"""
-    prediction: Prediction | None = None
-    """AdaFrame: 'lstm' (the paper: the LSTM's head), 'pooled' (the mean softmax of a frame classifier over the frames looked
-    at, AvgPooling's rule) or 'mix' (both, weighted by a fit on the val split after every epoch) (default: the preset's)"""
-    temporal: bool | None = None
-    """AdaFrame (--prediction mix): a second LSTM reads, at every step, the frames looked at so far in temporal order, as
-    the LSTM baseline reads its frames, and predicts as a third part of the mix (default: the preset's)"""
-    positions: bool | None = None
-    """AdaFrame: the LSTM reads each frame's relative position in the video with it, so the recurrent prediction knows the
-    frames' order whatever order they were visited in (default: the preset's)"""
-    frame_loss: FrameLoss | None = None
-    """AdaFrame: train the frame classifier of a pooled or mixed prediction on 'every' frame (AvgPooling's loss) or on the
-    mean softmax of K random frames ('subset') (default: the preset's)"""
-    critic: Critic | None = None
-    """AdaFrame: the utility reads the 'state' [h_t, u_t] (the paper) or also the 'prediction' that decides its reward
-    (default: the preset's)"""
+    model_options: Annotated[ModelOptions, tyro.conf.OmitArgPrefixes] = field(default_factory=ModelOptions)
+    """the model's config as the run chooses it (models/kinds.py: ModelOptions); its sizes come from the data"""
     policy_check: bool | None = None
     """AdaFrame: after training, measure on val what the policy adds over the uniform scan of the same network, and let
     inference look by the scan where it adds less than 0.5 mAP (default: the preset's)"""
@@ -179,15 +140,21 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
         preset = PRESETS[self.preset]
+        if isinstance(self.model_options, dict):  # as to_dict wrote it
+            self.model_options = ModelOptions(**self.model_options)
+        adaframe = self.model == "adaframe"
         for name in ("hidden", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_step", "normalize_advantage",
-                     *ADAFRAME_OPTIONS):
+                     *(ADAFRAME_TRAINING if adaframe else ())):
             if getattr(self, name) is None:
-                setattr(self, name, getattr(preset, name) if name not in ADAFRAME_OPTIONS or self.model == "adaframe" else None)
+                setattr(self, name, getattr(preset, name))
+        if adaframe:
+            self.model_options = replace(self.model_options, **{name: getattr(preset, name) for name in ARCHITECTURE
+                                                                if getattr(self.model_options, name) is None})
         checks = {
             "--frames": self.frames >= 1, "--hidden": self.hidden >= 1, "--epochs": self.epochs >= 1,
             "--batch-size": self.batch_size >= 1, "--lr": self.lr > 0, "--gamma": 0 <= self.gamma <= 1,
             "--memory-frames": self.memory_frames is None or self.memory_frames >= 0,
-            "--policy-std": self.policy_std is None or self.policy_std > 0, "--momentum": 0 <= self.momentum < 1,
+            "--momentum": 0 <= self.momentum < 1,
             "--weight-decay": self.weight_decay >= 0, "--lr-step": self.lr_step >= 1, "--reward-weight": self.reward_weight >= 0, "--workers": self.workers >= 0, "--log-every": self.log_every >= 0,
             "--step-cost": self.step_cost >= 0,
         }
@@ -197,11 +164,10 @@ class TrainConfig:
         if self.model not in KINDS:
             raise AdaframeError(f"unknown --model {self.model!r} (expected one of {', '.join(KINDS)})")
         kind = KINDS[self.model]
-        foreign = [name for name in dict.fromkeys((*MODEL_OPTIONS, *ADAFRAME_OPTIONS))
-                   if getattr(self, name) is not None and self.model not in option_takers(name)]
+        self.model_options.given(self.model)  # refuses an option the model has not
+        foreign = [name for name in ADAFRAME_TRAINING if getattr(self, name) is not None and not adaframe]
         if foreign:
-            raise AdaframeError("; ".join(f"--{n.replace('_', '-')} is an option of --model {', '.join(option_takers(n))}" for n in foreign)
-                                + f", not of --model {self.model}")
+            raise AdaframeError(f"{', '.join('--' + n.replace('_', '-') for n in foreign)}: options of --model adaframe, not of --model {self.model}")
         if kind.agent and kind.memory == "none":
             if self.memory_frames:
                 raise AdaframeError(f"--model {self.model} has no global memory; use --model {self.model}-g for memory")
@@ -213,12 +179,21 @@ class TrainConfig:
         if not kind.agent and self.reward != "margin":
             raise AdaframeError(f"--reward applies to the agents, not to --model {self.model}")
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (``model_options`` a nested dict), as config.json and the checkpoint store them."""
         d = asdict(self)
         d.update(data=str(self.data), out=str(self.out))
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def train_config(data: Path, out: Path, **settings: Any) -> TrainConfig:
+    """A ``TrainConfig`` from flat settings, as the command line names them: the ``ModelOptions`` fields among them go
+    into ``model_options`` (for the commands that plan many runs: demo, report, check, video-demo)."""
+    names = {f.name for f in fields(ModelOptions)}
+    options = ModelOptions(**{k: v for k, v in settings.items() if k in names})
+    return TrainConfig(data, out, model_options=options, **{k: v for k, v in settings.items() if k not in names})

@@ -286,9 +286,9 @@ def after_epoch(model: nn.Module, cfg: TrainConfig, val_set: FeatureDataset | No
     AdaFrame's choice between the policy and the scan and its critic's refit (the checkpoint saves what they set)."""
     record: dict[str, object] = {}
     adaframe = val_set is not None and cfg.model == "adaframe"
-    if val_set is not None and (cfg.model in ("avgpool", "sampler") or adaframe and cfg.prediction != "lstm"):
+    if val_set is not None and (cfg.model in ("avgpool", "sampler") or adaframe and cfg.model_options.prediction != "lstm"):
         record.update(pick_frame_classifier(model, val_set, cfg.frames, device))
-    if adaframe and cfg.prediction == "mix":
+    if adaframe and cfg.model_options.prediction == "mix":
         record.update(refit_mix(model, val_set, cfg.frames, device))
     elif val_set is not None:
         record.update(validate(model, val_set, cfg.frames, device, shard))
@@ -322,9 +322,8 @@ def _train(cfg: TrainConfig, shard: Shard, device: torch.device) -> Path:
     probe = train_probe(train_set, len(val_set) if val_set is not None else 256)
     sizes = {"feature_dim": train_set.feature_dim, "memory_dim": train_set.memory_dim, "num_classes": len(train_set.classes),
              "hidden": cfg.hidden, "memory_frames": train_set.memory_frames, "frames": cfg.frames}
-    options = {name: getattr(cfg, name) for name in KINDS[cfg.model].options if getattr(cfg, name) is not None}  # None: the model's default
     features = read_spec(cfg.data)  # how the features were made; predict rebuilds the backbones from it
-    model = build_model(cfg.model, {**sizes, **options})
+    model = build_model(cfg.model, {**sizes, **cfg.model_options.given(cfg.model)})  # an option not given: the model's default
     if cfg.standardize:  # fixed input standardisation with the training split's statistics
         set_statistics(model, feature_statistics(train_set))
     model = model.to(device)

@@ -119,7 +119,8 @@ def settings_differing(saved: dict, cfg: TrainConfig) -> list[str]:
     """The settings in which a saved run's config differs from ``cfg``, those a resumed run may change aside: more
     epochs may follow, on another device; the run directory may have moved; the data is compared by place."""
     ignore = NOT_IN_RESULT | {"epochs", "device", "out"}
-    saved = {k: v for k, v in saved.items() if k not in ignore}
-    wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    flat = lambda d: {**d, **d.get("model_options", {})}  # noqa: E731  # an option is named as its flag is
+    saved = {k: v for k, v in flat(saved).items() if k not in ignore | {"model_options"}}
+    wanted = {k: v for k, v in flat(cfg.to_dict()).items() if k not in ignore | {"model_options"}}
     saved["data"], wanted["data"] = str(Path(saved.get("data", "")).resolve()), str(cfg.data.resolve())
     return sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
