@@ -203,3 +203,18 @@ def test_check_says_what_is_missing_in_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "nothing to check" in proc.stderr
     proc = adaframe("check", "--bench", str(tmp_path), "--only", "family-1", "--out", str(tmp_path / "c"), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no family.py there" in proc.stderr, proc.stderr
+
+
+def test_check_passes_adaframe_options_into_the_model_options(tmp_path):
+    """``check --adaframe scan_bias=1 policy-check=false``: a model option lands in AdaFrame's ``model_options``, a training
+    setting in its training config, typed as ``train`` would parse it; an unknown name is refused naming it."""
+    from adaframe.commands.check import CheckConfig, plan_runs
+    from adaframe.utils import AdaframeError
+
+    cfg = CheckConfig(data=(tmp_path / "d",), out=tmp_path / "c", adaframe=("scan_bias=1", "policy-check=false"))
+    plan = plan_runs({"d": tmp_path / "d"}, cfg)
+    (ada,) = plan["d/adaframe"]
+    assert ada.model_options.scan_bias == 1.0 and ada.policy_check is False and ada.out.name == "adaframe-10-scan_bias=1.0-policy_check=False-s0"
+    assert plan["d/avgpool"][0].model_options.scan_bias is None  # only AdaFrame's runs take them
+    with pytest.raises(AdaframeError, match="'adaframe train' has no option 'bias'"):
+        plan_runs({"d": tmp_path / "d"}, CheckConfig(data=(tmp_path / "d",), out=tmp_path / "c", adaframe=("bias=1",)))
