@@ -473,17 +473,27 @@ def long_gop_clip(tmp_path_factory) -> Path:
     return next((generate_videos(cfg, tmp_path_factory.mktemp("long"), progress=False) / "videos").glob("*.mp4"))
 
 
-def _memory_cases(long_gop_clip: Path) -> list[Path]:
-    return [long_gop_clip] + ([clip(n) for n in sorted(GOOD)] if VIDEOS.is_dir() else [])
+@pytest.fixture(scope="module")
+def short_segment_clip(tmp_path_factory) -> Path:
+    """32 s at 10 fps with a keyframe every 2.5 s: 16 memory segments of 2 s, shorter than a GOP, so that probes of
+    neighbouring segments land on the same keyframe and some segments hold none (as in the long-clip benchmark)."""
+    from adaframe.media.synth_video import SynthVideoConfig, generate_videos
+
+    cfg = SynthVideoConfig(videos=2, classes=2, seconds=32, fps=10, gop=25, width=64, height=48, val_fraction=0.0)
+    return next((generate_videos(cfg, tmp_path_factory.mktemp("short"), progress=False) / "videos").glob("*.mp4"))
+
+
+def _memory_cases(long_gop_clip: Path, short_segment_clip: Path) -> list[Path]:
+    return [long_gop_clip, short_segment_clip] + ([clip(n) for n in sorted(GOOD)] if VIDEOS.is_dir() else [])
 
 
 @pytest.mark.parametrize("warm", [False, True])
-def test_memory_rule_equals_a_sequential_pass_over_keyframe_flags(long_gop_clip, warm):
+def test_memory_rule_equals_a_sequential_pass_over_keyframe_flags(long_gop_clip, short_segment_clip, warm):
     """extract and predict pick memory frames with seeks; the rule is defined on the file alone, so a pass that
     reads the decoder's keyframe flags gives the same frames and times, from any reader state."""
     from conftest import keyframe_memory
 
-    for path in _memory_cases(long_gop_clip):
+    for path in _memory_cases(long_gop_clip, short_segment_clip):
         duration = probe(path).duration
         want, want_times = keyframe_memory(path, 16, 24)
         with VideoReader(path) as reader:
@@ -513,3 +523,55 @@ def test_memory_pass_decodes_at_most_two_frames_per_memory_frame_with_keyframes(
     with VideoReader(long_gop_clip) as reader:
         _, subset_times = memory_frames(reader, duration, 16, 24, keyframes=True, subset=[1, 5])
     np.testing.assert_array_equal(subset_times, times[[1, 5]])
+
+
+def test_a_probe_landing_where_the_last_one_did_decodes_nothing(long_gop_clip):
+    """Two probes before the same keyframe (every 2.5 s): the second gives the first one's frame without decoding, as
+    does a probe of the first keyframe after opening; reads after them are the file's frames, as a sequential pass
+    gives them."""
+    with VideoReader(long_gop_clip, seek_gap=math.inf) as sequential:
+        want = sequential.read([5.0, 6.1, 4.0, 30.0], 24)
+    with VideoReader(long_gop_clip) as reader:
+        opening = reader.decoded
+        start = reader.first_after_seek(1.0)  # lands on the first packet, which opening the file decoded
+        assert start is not None and start.ts == 0.0 and reader.decoded == opening
+        first = reader.first_after_seek(6.0)
+        decoded = reader.decoded
+        again = reader.first_after_seek(7.0)
+        assert reader.decoded == decoded, "the second probe decoded again"
+        assert again is not None and first is not None and again.ts == first.ts == 5.0
+        assert np.array_equal(reader.rgb(again.frame, 7.0, 24), want[0])
+        elsewhere = reader.first_after_seek(8.0)  # the next keyframe: decoded
+        assert elsewhere is not None and elsewhere.ts == 7.5 and reader.decoded == decoded + 1
+        assert reader.first_after_seek(6.5) is not None and reader.decoded == decoded + 2  # only the last probe is kept
+        got = reader.read([6.1, 4.0, 30.0], 24)  # reads after a probe that decoded nothing seek again
+    for t, a, b in zip([6.1, 4.0, 30.0], got, want[1:]):
+        assert np.array_equal(a, b), f"frame at {t} s differs from the sequential pass"
+
+
+def test_memory_pass_decodes_each_probed_keyframe_once_in_a_row(short_segment_clip):
+    """The memory pass's decoding, bounded from the stream's structure: one frame for each change of the keyframe its
+    probes land on (consecutive probes often land on the same one), the first frame, and what reading its segment
+    centres costs a fresh reader. The bound is below one frame a probe, what decoding every probe costs."""
+    duration = probe(short_segment_clip).duration
+    with VideoReader(short_segment_clip) as reader:
+        landings: list[float] = []
+        probe_first = reader.first_after_seek
+
+        def recording(t: float):
+            first = probe_first(t)
+            landings.append(first.ts if first is not None else math.nan)
+            return first
+
+        reader.first_after_seek = recording  # type: ignore[method-assign]
+        _, times = memory_frames(reader, duration, 16, 24, keyframes=True)
+        decoded = reader.decoded
+    centres = uniform_times(duration, 16)
+    exact = [float(c) for c, t in zip(centres, times) if t not in landings]
+    assert exact, "the premise: some segments hold no keyframe"
+    with VideoReader(short_segment_clip) as fresh:
+        fresh.read(exact, 24)
+        exact_cost = fresh.decoded - 1  # less the first frame, decoded on opening
+    changes = sum(1 for i, t in enumerate(landings) if i == 0 or t != landings[i - 1])
+    assert changes < len(landings), "the premise: consecutive probes land on the same keyframe"
+    assert decoded <= 1 + changes + exact_cost

@@ -15,6 +15,7 @@ Why and what is tested: docs/commands.md, "Decoding rule".
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -109,10 +110,14 @@ class VideoReader:
         self._watch_size = 0
         self._kept: dict[float, np.ndarray] = {}
         self._needed = np.zeros(0)  # sorted times the current read answers: their frames are never skipped
+        self._probing = False  # in first_after_seek: the run is only asked for its first frame
+        self._last_probe: tuple[tuple[int, int | None, int | None], Timed] | None = None  # its landing and first frame
         self._open()
         self._skipping = False
         self._restart(seek_to=None)
         first = self._peek()
+        if first is not None and self._landing is not None:  # a run that skips nothing, as a probe's: a probe landing
+            self._last_probe = (self._landing, first)      # on the first packet gets this frame
         # Raw elementary streams (no timestamps) and formats without an index are read forward, restarting from the top
         container_format = self._container.format.name.split(",")[0]
         self.seekable = first is not None and first.stamped and container_format not in UNINDEXED_FORMATS
@@ -172,9 +177,14 @@ class VideoReader:
         self._frame_at(math.inf)
 
     def first_after_seek(self, t: float) -> Timed | None:
-        """The first frame of a decode run that seeks to the keyframe at or before ``t`` (None: not a real seek)."""
+        """The first frame of a decode run that seeks to the keyframe at or before ``t`` (None: not a real seek). One
+        landing on the packet the previous probe landed on decodes nothing (``_first``); a later read then seeks."""
         self._needed = np.zeros(0)  # nothing skipped: the first frame is the file's, whatever was read before
-        self._seek(t)
+        self._probing = True
+        try:
+            self._seek(t)
+        finally:
+            self._probing = False
         first = self._peek()
         return first if first is not None and not self._from_start and first.stamped else None
 
@@ -223,7 +233,17 @@ class VideoReader:
                 seek_to = None
         self._seen: list[float] = []  # sorted timestamps of this run's packets
         self._skipped: list[tuple[float, float]] = []  # (p, p'): a packet skipped at p, for a later one at p' seen first
-        self._run = timed_frames(self._container, self._stream, self.path, self._may_skip if self._skipping else None)
+        # The run's first packet, demuxed before any decoding, says where the seek landed (byte position and stamps).
+        packets = self._container.demux(self._stream)
+        try:
+            lead = next(packets, None)
+        except av.FFmpegError as e:
+            raise AdaframeError(f"{self.path}: decoding failed before any frame ({e})") from None
+        self._landing: tuple[int, int | None, int | None] | None = (
+            None if lead is None or lead.pos is None or lead.pos < 0 else (lead.pos, lead.pts, lead.dts))
+        self._run = timed_frames(self._container, self._stream, self.path, self._may_skip if self._skipping else None,
+                                 itertools.chain([] if lead is None else [lead], packets))
+        self._detached = False  # True: the run's first frame came from an earlier run, and nothing more is read from it
         self._from_start = seek_to is None or seek_to <= 0
         self._run_frames = 0  # frames decoded in this run: the frame count reached, when it began at the start
         self._cur: Timed | None = None
@@ -279,6 +299,8 @@ class VideoReader:
 
     def _can_reach(self, t: float) -> bool:
         """Whether decoding forward from here gets to ``t`` cheaper than a seek would (for a file read forward: at all)."""
+        if self._detached:  # the decoder is not where this run's frames say
+            return False
         if not self.seekable:
             return self._from_start and (self._cur is None or t >= self._cur.ts or self._cur_is_first)
         if self._cur is None:  # a fresh run from the stream start
@@ -326,10 +348,24 @@ class VideoReader:
         back = 0.0
         while True:
             self._restart(seek_to=max(aim - back, 0.0))
-            first = self._peek()
+            first = self._first()
             if first is None or self._from_start or (first.stamped and first.ts <= t):
                 return
             back = max(2 * back, 1.0) if first.stamped else math.inf
+
+    def _first(self) -> Timed | None:
+        """The first frame of the run just begun. A probe (``first_after_seek``, which skips nothing) that lands on the
+        packet the previous probe landed on gets that probe's frame without decoding: a run that starts at the same
+        packet with a flushed decoder outputs the same first frame. The memory rule's probes of one segment's end and
+        the next one's centre often land on the same keyframe. The run is then detached: any read seeks again."""
+        landing = self._landing if self._probing else None
+        if landing is not None and self._last_probe is not None and self._last_probe[0] == landing:
+            self._next, self._detached = self._last_probe[1], True
+            return self._next
+        first = self._peek()
+        if landing is not None and first is not None:
+            self._last_probe = (landing, first)
+        return first
 
     def _check_complete(self) -> None:
         """At the end of the stream: refuse a stream that stops well short of its stated duration or

@@ -6,12 +6,13 @@ from the stream start, restarting with every run; a frame with neither is placed
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 import av
 from av.container import InputContainer
+from av.packet import Packet
 from av.video.frame import VideoFrame
 from av.video.stream import VideoStream
 
@@ -32,8 +33,10 @@ def frame_span(frame: VideoFrame, stream: VideoStream) -> float:
 
 
 def timed_frames(container: InputContainer, stream: VideoStream, path: Path,
-                 skip: Callable[[float], bool] | None = None) -> Generator[Timed, None, None]:
-    """Decode one run from the container's current position, timing frames by the time rule.
+                 skip: Callable[[float], bool] | None = None,
+                 packets: Iterable[Packet] | None = None) -> Generator[Timed, None, None]:
+    """Decode one run from the container's current position (or of ``packets``, the stream's packets from there on),
+    timing frames by the time rule.
 
     A frame with neither pts nor dts (raw .h264 or .m4v streams) is placed one frame span after
     its predecessor, or at 0 when it opens the run. ``skip(t)``, asked for each packet with a
@@ -47,7 +50,7 @@ def timed_frames(container: InputContainer, stream: VideoStream, path: Path,
     ts, span, good, first = 0.0, 0.0, 0, 0.0
     context, dropping = stream.codec_context, False
     try:
-        for packet in container.demux(stream):
+        for packet in container.demux(stream) if packets is None else packets:
             if skip is not None:
                 at = packet.pts if packet.pts is not None else packet.dts
                 drop = at is not None and skip(float((at - start_pts) * stream.time_base))
