@@ -272,7 +272,8 @@ def run_video_benchmark(cfg: BenchmarkConfig) -> list[dict]:
                 rows.append([name, speed["method"], "", speed["videos_per_s"], "", "", "", "", ""])
     print(format_table(["videos", "method", "count", "videos/s", "decoded/video", "decoded/memory frame", "decoded/frame used",
                         "backbone frames/video", "GFLOPs/video"], rows))
-    print("decoded: frames the decoder produced per video (memory pass and chosen frames); decoded/memory frame: the memory "
+    print("decoded: pictures the decoder decoded per video (memory pass and chosen frames, counting those it held back when a seek "
+          "ended their run); decoded/memory frame: the memory "
           "pass's frames over the memory frames it gave (keyframe rule of memory_rule.py); decoded/frame used: the other frames decoded "
           "over the frames the backbone ran on; the ratio rows divide AdaFrame by the baseline"
           + (", and onnxruntime's speed by PyTorch's" if cfg.export else ""))

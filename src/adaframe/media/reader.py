@@ -89,7 +89,8 @@ class VideoReader:
     past them, so reaching a frame costs its reference frames and few others.
 
     Attributes:
-        decoded: frames decoded so far, over all reads.
+        decoded: pictures decoded so far, over all reads: the frames output and those the decoder held when a seek or
+            ``close`` ended their run.
         seeks: seeks done so far.
         reading: how the file is read, for results: ``"seek (skipping unreferenced frames)"``, ``"seek"``, or
             ``"forward"`` (no timestamps to seek by).
@@ -127,7 +128,9 @@ class VideoReader:
 
     def _open(self) -> None:
         self._container, self._stream = open_video(self.path)
-        self._stream.thread_type = "AUTO"  # frame threads speed up long sequential runs on many cores
+        # Frame threads speed up a long sequential pass, but each holds a picture back: a reader that seeks would decode
+        # that many pictures past every frame asked for, all thrown away at the next seek. Slices cost nothing such.
+        self._stream.thread_type = "AUTO" if math.isinf(self.seek_gap) else "SLICE"
         self._start_pts = self._stream.start_time or 0
 
     def __enter__(self) -> VideoReader:
@@ -137,8 +140,7 @@ class VideoReader:
         self.close()
 
     def close(self) -> None:
-        if self._run is not None:
-            self._run.close()
+        self._end_run()
         self._container.close()
 
     @property
@@ -217,10 +219,21 @@ class VideoReader:
 
     # -- position state: _cur is the last frame consumed, _next the one decoded after it (if any)
 
+    def _end_run(self) -> None:
+        """End the current decode run, counting in ``decoded`` the pictures the decoder has decoded but not yet output
+        (behind its reorder delay or in its threads): decoding them cost as much as a frame asked for."""
+        if self._run is None:
+            return
+        self._run.close()
+        self._run = None
+        try:
+            self.decoded += len(self._stream.codec_context.decode(None))  # drains; the next seek flushes the decoder
+        except av.FFmpegError:
+            pass  # a damaged stream: the read that met the damage has said so
+
     def _restart(self, seek_to: float | None) -> None:
-        """Begin a new decode run at the stream start (None) or at the keyframe before ``seek_to``."""
-        if self._run is not None:
-            self._run.close()
+        """Begin a new decode run at the stream start (None: a freshly opened file) or at the keyframe before ``seek_to``."""
+        self._end_run()
         if seek_to is not None:
             self.seeks += 1
             try:
@@ -241,8 +254,10 @@ class VideoReader:
             raise AdaframeError(f"{self.path}: decoding failed before any frame ({e})") from None
         self._landing: tuple[int, int | None, int | None] | None = (
             None if lead is None or lead.pos is None or lead.pos < 0 else (lead.pos, lead.pts, lead.dts))
+        self._lead_is_key = lead is not None and lead.is_keyframe
+        self._run_packets = itertools.chain([] if lead is None else [lead], packets)
         self._run = timed_frames(self._container, self._stream, self.path, self._may_skip if self._skipping else None,
-                                 itertools.chain([] if lead is None else [lead], packets))
+                                 self._run_packets)
         self._detached = False  # True: the run's first frame came from an earlier run, and nothing more is read from it
         self._from_start = seek_to is None or seek_to <= 0
         self._run_frames = 0  # frames decoded in this run: the frame count reached, when it began at the start
@@ -336,9 +351,7 @@ class VideoReader:
         where it is, so it restarts from the stream start.
         """
         if not self.seekable:  # from the top: open the file again
-            if self._run is not None:
-                self._run.close()
-                self._run = None
+            self._end_run()
             self._container.close()
             self._open()
             self._restart(seek_to=None)
@@ -362,10 +375,26 @@ class VideoReader:
         if landing is not None and self._last_probe is not None and self._last_probe[0] == landing:
             self._next, self._detached = self._last_probe[1], True
             return self._next
-        first = self._peek()
+        if landing is not None and self._lead_is_key:
+            first = self._first_alone()
+        else:
+            first = self._peek()
         if landing is not None and first is not None:
             self._last_probe = (landing, first)
         return first
+
+    def _first_alone(self) -> Timed | None:
+        """A probe's frame: the run's first packet, a keyframe, decoded alone and drained out of the decoder, instead of
+        also decoding the pictures behind the reorder delay that would push it out. The run is then detached."""
+        lead, drain = next(self._run_packets), av.Packet()  # an empty packet makes the decoder output what it holds
+        drain.stream = self._stream
+        try:
+            frames = list(timed_frames(self._container, self._stream, self.path, None, [lead, drain]))
+        finally:
+            self._detached = True
+        self.decoded += len(frames)
+        self._next = frames[0] if frames else None
+        return self._next
 
     def _check_complete(self) -> None:
         """At the end of the stream: refuse a stream that stops well short of its stated duration or

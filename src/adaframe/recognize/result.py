@@ -37,7 +37,8 @@ class Recognition:
         frames_used: distinct frames the big backbone ran on.
         seconds: the time of each step's frame, in the order looked at.
         backbone_calls, memory_backbone_calls: frames each backbone computed for this video.
-        frames_decoded: frames the decoder produced (memory pass and policy frames).
+        frames_decoded: pictures the decoder decoded (memory pass and policy frames; those output and those it held when a
+            seek ended their run).
         seeks: seeks the decoder made.
         reading: how the file was read (``media.reader.VideoReader.reading``): by seeks, skipping the pictures nothing
             asked for depends on where the codec allows it, or forward.
