@@ -536,6 +536,25 @@ def _packets_to_first_frame(path: Path) -> int:
     raise AssertionError("no frame")
 
 
+def test_a_seek_decodes_no_picture_past_what_a_single_threaded_decoder_needs(long_gop_clip):
+    """A seeking reader (decoding every picture) reading one frame decodes, by the end, what a single-threaded decoder
+    is given from the keyframe until the frame past the target comes out: no frame threads holding more pictures back,
+    each counted (``decoded`` drains what the decoder held when the run ends)."""
+    t = 6.1  # mid-GOP: keyframes every 2.5 s
+    with av.open(str(long_gop_clip)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "SLICE"
+        container.seek(math.floor(t / stream.time_base), stream=stream, backward=True, any_frame=False)
+        sent = 0
+        for packet in container.demux(stream):
+            sent += 1
+            if any(float(f.pts * stream.time_base) > t for f in packet.decode()):
+                break
+    with VideoReader(long_gop_clip, skip_unreferenced=False) as reader:
+        reader.read([t], 24)
+    assert reader.decoded == _packets_to_first_frame(long_gop_clip) + sent  # opening's run, then the seek's
+
+
 def test_a_probe_landing_where_the_last_one_did_decodes_nothing(long_gop_clip):
     """Two probes before the same keyframe (every 2.5 s): the second gives the first one's frame without decoding, as
     does a probe of the first keyframe after opening; reads after them are the file's frames, as a sequential pass
