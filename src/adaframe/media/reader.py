@@ -32,6 +32,7 @@ from adaframe.utils import AdaframeError
 RESIZE_RATIO = 256 / 224  # shorter side before the centre crop, the usual ImageNet evaluation ratio
 DEFAULT_SEEK_GAP = 2.0  # seconds; a jump further ahead seeks rather than decoding through
 UNINDEXED_FORMATS = frozenset({"mpegts", "mpeg", "mpegvideo"})  # no seek index: a seek lands near a time, not on a keyframe
+PROGRESSIVE = 1  # AVFieldOrder AV_FIELD_PROGRESSIVE, as the demuxer states it (0: unknown)
 SKIPPING_CODECS = frozenset({"h264", "hevc"})  # decoders that honour NONREF skipping (VP9 and AV1 here decode all)
 
 
@@ -286,7 +287,10 @@ class VideoReader:
         return any(p <= t < w for p, w in self._skipped)
 
     def _peek(self) -> Timed | None:
-        """The frame after the current one, decoding it if needed; None at the end of the stream."""
+        """The frame after the current one, decoding it if needed; None at the end of the stream (and of a detached run,
+        whose decoder has been drained)."""
+        if self._next is None and self._detached:
+            return None
         if self._next is None and not self._eof:
             self._next = next(self._run, None)
             self._eof = self._next is None
@@ -375,7 +379,8 @@ class VideoReader:
         if landing is not None and self._last_probe is not None and self._last_probe[0] == landing:
             self._next, self._detached = self._last_probe[1], True
             return self._next
-        if landing is not None and self._lead_is_key:
+        # Alone only where a packet is a whole picture: a field-coded stream's keyframe packet may be one field of it.
+        if landing is not None and self._lead_is_key and self._stream.codec_context.field_order == PROGRESSIVE:
             first = self._first_alone()
         else:
             first = self._peek()
