@@ -37,7 +37,7 @@ class ModelKind:
 class ModelOptions:
     """The settings of a model's config that a run chooses (``adaframe train`` flags of the same names), one object inside
     the training config; the sizes come from the data. None: the preset's (AdaFrame's architecture), else the model's
-    default. A kind takes the ones ``KINDS[kind].options`` lists (``given``); the training config refuses the others."""
+    default. A kind takes the ones ``KINDS[kind].options`` lists; ``given`` refuses the others."""
 
     policy_std: float | None = None
     """AdaFrame's Gaussian selection and FrameGlimpse's location policy: the std of the Gaussian (default: the model's, 0.1)"""
