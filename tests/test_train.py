@@ -173,6 +173,9 @@ def test_train_config_validation(tmp_path):
     cfg = TrainConfig(data=tmp_path, out=tmp_path / "o", preset="fast")
     assert cfg.hidden >= 1 and cfg.epochs >= 1 and cfg.lr > 0
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    flat = {**cfg.to_dict(), "policy_std": 0.2}  # the layout before the model's options were nested
+    with pytest.raises(AdaframeError, match=r"unknown key 'policy_std' \(written by another version"):
+        TrainConfig.from_dict(flat)
 
 
 def test_train_bad_data_is_an_adaframe_error(tmp_path):

@@ -187,8 +187,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        """The config ``to_dict`` wrote (a checkpoint's ``config``); a key it has no field for is an error naming it."""
+        unknown = sorted(d.keys() - {f.name for f in fields(cls)}) + sorted(
+            d.get("model_options", {}).keys() - {f.name for f in fields(ModelOptions)})
+        if unknown:
+            raise AdaframeError(f"a training config with unknown key {', '.join(map(repr, unknown))} (written by another version: train again)")
+        return cls(**d)
 
 
 def train_config(data: Path, out: Path, **settings: Any) -> TrainConfig:
