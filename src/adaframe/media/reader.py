@@ -112,14 +112,13 @@ class VideoReader:
         self._watch_size = 0
         self._kept: dict[float, np.ndarray] = {}
         self._needed = np.zeros(0)  # sorted times the current read answers: their frames are never skipped
-        self._probing = False  # in first_after_seek: the run is only asked for its first frame
         self._last_probe: tuple[tuple[int, int | None, int | None], Timed] | None = None  # its landing and first frame
         self._open()
         self._skipping = False
         self._restart(seek_to=None)
         first = self._peek()
-        if first is not None and self._landing is not None:  # a run that skips nothing, as a probe's: a probe landing
-            self._last_probe = (self._landing, first)      # on the first packet gets this frame
+        if first is not None and self._landing() is not None:  # a run that skips nothing, as a probe's: a probe landing
+            self._last_probe = (self._landing(), first)      # on the first packet gets this frame
         # Raw elementary streams (no timestamps) and formats without an index are read forward, restarting from the top
         container_format = self._container.format.name.split(",")[0]
         self.seekable = first is not None and first.stamped and container_format not in UNINDEXED_FORMATS
@@ -183,11 +182,7 @@ class VideoReader:
         """The first frame of a decode run that seeks to the keyframe at or before ``t`` (None: not a real seek). One
         landing on the packet the previous probe landed on decodes nothing (``_first``); a later read then seeks."""
         self._needed = np.zeros(0)  # nothing skipped: the first frame is the file's, whatever was read before
-        self._probing = True
-        try:
-            self._seek(t)
-        finally:
-            self._probing = False
+        self._seek(t, probe=True)
         first = self._peek()
         return first if first is not None and not self._from_start and first.stamped else None
 
@@ -227,6 +222,8 @@ class VideoReader:
             return
         self._run.close()
         self._run = None
+        if self._detached:  # its decoder was drained already, or never given a packet
+            return
         try:
             self.decoded += len(self._stream.codec_context.decode(None))  # drains; the next seek flushes the decoder
         except av.FFmpegError:
@@ -247,19 +244,15 @@ class VideoReader:
                 seek_to = None
         self._seen: list[float] = []  # sorted timestamps of this run's packets
         self._skipped: list[tuple[float, float]] = []  # (p, p'): a packet skipped at p, for a later one at p' seen first
-        # The run's first packet, demuxed before any decoding, says where the seek landed (byte position and stamps).
+        # The run's first packet, demuxed before any decoding, says where the seek landed (``_landing``).
         packets = self._container.demux(self._stream)
         try:
-            lead = next(packets, None)
+            self._lead: av.Packet | None = next(packets, None)
         except av.FFmpegError as e:
             raise AdaframeError(f"{self.path}: decoding failed before any frame ({e})") from None
-        self._landing: tuple[int, int | None, int | None] | None = (
-            None if lead is None or lead.pos is None or lead.pos < 0 else (lead.pos, lead.pts, lead.dts))
-        self._lead_is_key = lead is not None and lead.is_keyframe
-        self._run_packets = itertools.chain([] if lead is None else [lead], packets)
         self._run = timed_frames(self._container, self._stream, self.path, self._may_skip if self._skipping else None,
-                                 self._run_packets)
-        self._detached = False  # True: the run's first frame came from an earlier run, and nothing more is read from it
+                                 itertools.chain([] if self._lead is None else [self._lead], packets))
+        self._detached = False  # True: the decoder holds nothing more of this run (its first frame reused or drained out)
         self._from_start = seek_to is None or seek_to <= 0
         self._run_frames = 0  # frames decoded in this run: the frame count reached, when it began at the start
         self._cur: Timed | None = None
@@ -347,7 +340,12 @@ class VideoReader:
         i = index.search_timestamp(min(upto_pts, last), backward=True, any_frame=False)
         return i >= 0 and float((index[i].timestamp - start) * tb) > after
 
-    def _seek(self, t: float) -> None:
+    def _landing(self) -> tuple[int, int | None, int | None] | None:
+        """Where the current run began: its first packet's byte position and stamps (None: not known)."""
+        lead = self._lead
+        return None if lead is None or lead.pos is None or lead.pos < 0 else (lead.pos, lead.pts, lead.dts)
+
+    def _seek(self, t: float, probe: bool = False) -> None:
         """Seek so that the next run starts at a keyframe at or before ``t``.
 
         Demuxers pick the keyframe by their own index times; should the first frame still come
@@ -365,22 +363,22 @@ class VideoReader:
         back = 0.0
         while True:
             self._restart(seek_to=max(aim - back, 0.0))
-            first = self._first()
+            first = self._first() if probe else self._peek()
             if first is None or self._from_start or (first.stamped and first.ts <= t):
                 return
             back = max(2 * back, 1.0) if first.stamped else math.inf
 
     def _first(self) -> Timed | None:
-        """The first frame of the run just begun. A probe (``first_after_seek``, which skips nothing) that lands on the
-        packet the previous probe landed on gets that probe's frame without decoding: a run that starts at the same
-        packet with a flushed decoder outputs the same first frame. The memory rule's probes of one segment's end and
-        the next one's centre often land on the same keyframe. The run is then detached: any read seeks again."""
-        landing = self._landing if self._probing else None
+        """A probe's frame (``first_after_seek``, which skips nothing): the first frame of the run just begun. One that
+        lands on the packet the previous probe landed on gets that probe's frame without decoding: a run that starts at
+        the same packet with a flushed decoder outputs the same first frame. The memory rule's probes of one segment's
+        end and the next one's centre often land on the same keyframe. The run is then detached: any read seeks again."""
+        landing = self._landing()
         if landing is not None and self._last_probe is not None and self._last_probe[0] == landing:
             self._next, self._detached = self._last_probe[1], True
             return self._next
         # Alone only where a packet is a whole picture: a field-coded stream's keyframe packet may be one field of it.
-        if landing is not None and self._lead_is_key and self._stream.codec_context.field_order == PROGRESSIVE:
+        if landing is not None and self._lead.is_keyframe and self._stream.codec_context.field_order == PROGRESSIVE:
             first = self._first_alone()
         else:
             first = self._peek()
@@ -391,10 +389,10 @@ class VideoReader:
     def _first_alone(self) -> Timed | None:
         """A probe's frame: the run's first packet, a keyframe, decoded alone and drained out of the decoder, instead of
         also decoding the pictures behind the reorder delay that would push it out. The run is then detached."""
-        lead, drain = next(self._run_packets), av.Packet()  # an empty packet makes the decoder output what it holds
+        drain = av.Packet()  # an empty packet makes the decoder output what it holds
         drain.stream = self._stream
         try:
-            frames = list(timed_frames(self._container, self._stream, self.path, None, [lead, drain]))
+            frames = list(timed_frames(self._container, self._stream, self.path, None, [self._lead, drain]))
         finally:
             self._detached = True
         self.decoded += len(frames)

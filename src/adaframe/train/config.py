@@ -140,8 +140,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
         preset = PRESETS[self.preset]
-        if isinstance(self.model_options, dict):  # as to_dict wrote it
-            self.model_options = ModelOptions(**self.model_options)
         adaframe = self.model == "adaframe"
         for name in ("hidden", "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "lr_step", "normalize_advantage",
                      *(ADAFRAME_TRAINING if adaframe else ())):
@@ -192,7 +190,7 @@ class TrainConfig:
             d.get("model_options", {}).keys() - {f.name for f in fields(ModelOptions)})
         if unknown:
             raise AdaframeError(f"a training config with unknown key {', '.join(map(repr, unknown))} (written by another version: train again)")
-        return cls(**d)
+        return cls(**{**d, "model_options": ModelOptions(**d.get("model_options", {}))})
 
 
 def train_config(data: Path, out: Path, **settings: Any) -> TrainConfig:
