@@ -525,15 +525,18 @@ def test_memory_pass_decodes_at_most_two_frames_per_memory_frame_with_keyframes(
     np.testing.assert_array_equal(subset_times, times[[1, 5]])
 
 
-def _packets_to_first_frame(path: Path) -> int:
-    """How many packets a single-threaded decoder takes before it outputs the stream's first frame (its reorder delay + 1)."""
+def _packets_given(path: Path, t: float = -math.inf) -> int:
+    """How many packets a single-threaded decoder is given, from the keyframe before ``t`` (the start for none), until it
+    outputs a frame past ``t``: the frames wanted and the pictures decoded behind them before they come out."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"
+        if t > 0:
+            container.seek(math.floor(t / stream.time_base), stream=stream, backward=True, any_frame=False)
         for sent, packet in enumerate(container.demux(stream), start=1):
-            if packet.decode():
+            if any(float(f.pts * stream.time_base) > t for f in packet.decode()):
                 return sent
-    raise AssertionError("no frame")
+    raise AssertionError("no frame past t")
 
 
 def test_a_seek_decodes_no_picture_past_what_a_single_threaded_decoder_needs(long_gop_clip):
@@ -541,18 +544,9 @@ def test_a_seek_decodes_no_picture_past_what_a_single_threaded_decoder_needs(lon
     is given from the keyframe until the frame past the target comes out: no frame threads holding more pictures back,
     each counted (``decoded`` drains what the decoder held when the run ends)."""
     t = 6.1  # mid-GOP: keyframes every 2.5 s
-    with av.open(str(long_gop_clip)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "SLICE"
-        container.seek(math.floor(t / stream.time_base), stream=stream, backward=True, any_frame=False)
-        sent = 0
-        for packet in container.demux(stream):
-            sent += 1
-            if any(float(f.pts * stream.time_base) > t for f in packet.decode()):
-                break
     with VideoReader(long_gop_clip, skip_unreferenced=False) as reader:
         reader.read([t], 24)
-    assert reader.decoded == _packets_to_first_frame(long_gop_clip) + sent  # opening's run, then the seek's
+    assert reader.decoded == _packets_given(long_gop_clip) + _packets_given(long_gop_clip, t)  # opening's run, then the seek's
 
 
 def test_a_probe_landing_where_the_last_one_did_decodes_nothing(long_gop_clip):
@@ -564,7 +558,7 @@ def test_a_probe_landing_where_the_last_one_did_decodes_nothing(long_gop_clip):
     with VideoReader(long_gop_clip) as reader:
         start = reader.first_after_seek(1.0)  # lands on the first packet, which opening the file decoded
         # the opening run's first frame and the pictures decoded behind it before it came out, counted when the seek ends it
-        assert start is not None and start.ts == 0.0 and reader.decoded == _packets_to_first_frame(long_gop_clip)
+        assert start is not None and start.ts == 0.0 and reader.decoded == _packets_given(long_gop_clip)
         first = reader.first_after_seek(6.0)
         decoded = reader.decoded
         again = reader.first_after_seek(7.0)
